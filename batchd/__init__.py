@@ -8,3 +8,15 @@ daemon's dependencies.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchd.client import Client
+
+
+def client(url: str | None = None, token: str | None = None) -> Client:
+    """A client for the daemon; inside a worker it already points at the daemon running it."""
+    from batchd.client import Client
+
+    return Client(url=url, token=token)

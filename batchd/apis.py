@@ -1,0 +1,141 @@
+"""Deployed APIs: immutable project snapshots, and how their workers are launched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from batchd import constants, views
+from batchd.config import DaemonConfig
+from batchd.errors import not_found
+from batchd.pool import WorkerLaunch, default_python, worker_pythonpath
+from batchd.project import ApiSpec, remove_snapshot, unpack_project
+from batchd.store.base import ApiRecord, JobRecord, Store
+
+# The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
+SNAPSHOT_KEY = "snapshot"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` wins at every level; nested tables are merged, not replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class ApiRegistry:
+    def __init__(self, config: DaemonConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.root = config.state_path / "apis"
+        self.logs = config.state_path / "logs"
+        self._pythonpath = worker_pythonpath(config.state_path / "runtime")
+        self._cache: dict[tuple[str, int], ApiRecord] = {}
+
+    async def deploy(self, archive: bytes) -> ApiRecord:
+        """Unpack an uploaded project into a new snapshot and record it as the next version."""
+        incoming = self.root / ".incoming" / secrets.token_hex(8)
+        incoming.parent.mkdir(parents=True, exist_ok=True)
+        project = await asyncio.to_thread(
+            unpack_project, archive, incoming, self.config.max_project_size
+        )
+        name = project.spec.name
+        snapshot = f"{secrets.token_hex(6)}"
+        final = self.root / name / snapshot
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # The snapshot is in place before the row that names it: a crash in between
+        # leaves an unused folder, never a version without its files.
+        incoming.rename(final)
+        spec = project.spec.model_dump()
+        spec[SNAPSHOT_KEY] = snapshot
+        spec["files"] = len(project.files)
+        spec["size"] = project.size
+        record = await self.store.add_api_version(name, spec, project.dotenv)
+        self._cache[(record.name, record.version)] = record
+        return record
+
+    async def require(self, name: str) -> ApiRecord:
+        api = await self.store.get_api(name)
+        if api is None:
+            raise not_found(f"API {name!r} is not deployed", "api")
+        return api
+
+    async def version(self, name: str, version: int) -> ApiRecord:
+        record = self._cache.get((name, version))
+        if record is None:
+            record = await self.store.get_api(name, version)
+            if record is None:
+                raise LookupError(f"API {name} version {version} is missing")
+            self._cache[(name, version)] = record
+        return record
+
+    async def delete(self, name: str) -> None:
+        versions = await self.store.api_versions(name)
+        await self.store.delete_api(name)
+        for record in versions:
+            self._cache.pop((record.name, record.version), None)
+        if (self.root / name).exists():
+            await asyncio.to_thread(remove_snapshot, self.root / name)
+
+    def snapshot_dir(self, api: ApiRecord) -> Path:
+        return self.root / api.name / str(api.spec[SNAPSHOT_KEY])
+
+    def log_path(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.log"
+
+    async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
+        api = await self.version(job.api_name, job.api_version)
+        spec = ApiSpec.model_validate({k: api.spec[k] for k in ("name", "handler", "compute")})
+        env = dict(os.environ)
+        env.update(api.dotenv)
+        env.update(spec.handler.env)
+        env.update(
+            {
+                constants.ENV_URL: self.config.base_url,
+                constants.ENV_API_NAME: job.api_name,
+                constants.ENV_JOB_ID: job.job_id,
+                constants.ENV_WORKER_SLOT: str(slot),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(self._pythonpath), env.get("PYTHONPATH", "")) if p
+                ),
+            }
+        )
+        return WorkerLaunch(
+            slot=slot,
+            job_id=job.job_id,
+            python=spec.handler.python or default_python(),
+            cwd=self.snapshot_dir(api),
+            env=env,
+            log_path=self.log_path(job.job_id),
+        )
+
+    async def init_for(self, job: JobRecord) -> dict[str, Any]:
+        api = await self.version(job.api_name, job.api_version)
+        handler = api.spec["handler"]
+        spec = views.job_spec(job)
+        job_spec = {
+            key: spec[key]
+            for key in (
+                "job_id",
+                "api_name",
+                "config",
+                "workers",
+                "total_batch_count",
+                "start_time",
+                "timeout",
+                "max_receive_count",
+            )
+        }
+        return {
+            "handler_path": handler["path"],
+            "config": deep_merge(handler.get("config", {}), job.config),
+            "job_spec": job_spec,
+        }

@@ -1,0 +1,105 @@
+"""Daemon configuration: a TOML file, every key optional, unknown keys refused."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batchd import constants
+
+
+class ConfigError(Exception):
+    """A config file or flag is wrong; the message names the key."""
+
+
+def _default_state_dir() -> str:
+    # Under systemd, StateDirectory= exports the directory it created for us.
+    return os.environ.get("STATE_DIRECTORY", constants.DEFAULT_STATE_DIR).split(":")[0]
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = constants.DEFAULT_LISTEN
+    state_dir: str = Field(default_factory=_default_state_dir)
+    max_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    input_roots: list[str] = []
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_project_size: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_request_size: int = Field(default=256 * 1024 * 1024, ge=1024)
+    max_item_size: int = Field(default=256 * 1024, ge=1)
+    lease_timeout: float = Field(default=60.0, gt=0)
+    worker_stop_grace: float = Field(default=10.0, ge=0)
+    max_worker_restarts: int = Field(default=5, ge=0)
+    restart_backoff: float = Field(default=0.5, ge=0)
+    max_restart_backoff: float = Field(default=30.0, ge=0)
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).resolve()
+
+    @property
+    def input_root_paths(self) -> list[Path]:
+        return [Path(root) for root in self.input_roots]
+
+    @property
+    def base_url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: Path | None, overrides: dict[str, object] | None = None) -> DaemonConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source=str(path or "config"))) from exc
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)

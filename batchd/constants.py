@@ -1,0 +1,38 @@
+"""Every tunable number and fixed name in one place.
+
+Defaults a user can change live in ``config.py``; these are the ones they should not
+need to.
+"""
+
+from __future__ import annotations
+
+DEFAULT_PORT = 8780
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_STATE_DIR = ".batchd"
+
+DB_FILENAME = "batchd.sqlite3"
+SCHEMA_VERSION = 1
+
+# Worker pipe framing: a 4-byte big-endian length, then a UTF-8 JSON document.
+FRAME_HEADER_BYTES = 4
+MAX_FRAME_BYTES = 512 * 1024 * 1024
+
+# Environment variables a worker and its handler see.
+ENV_WORKER_FD = "BATCHD_WORKER_FD"
+ENV_URL = "BATCHD_URL"
+ENV_API_NAME = "BATCHD_API_NAME"
+ENV_JOB_ID = "BATCHD_JOB_ID"
+ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
+
+# The scheduler re-examines every job at least this often even when nothing wakes it.
+SCHEDULER_IDLE_INTERVAL = 1.0
+
+# How many batches a worker is handed per request.
+LEASE_BATCH_COUNT = 1
+
+# Rows fetched per query when streaming results or dead letters.
+STREAM_PAGE_ROWS = 1000
+
+# Exit code a worker uses when the Handler could not be loaded or constructed: the pool
+# must not respawn it (gunicorn's WORKER_BOOT_ERROR idea).
+WORKER_EXIT_INIT_FAILED = 3

@@ -1,0 +1,78 @@
+"""`batchd serve`: wire the store, registry, scheduler and HTTP API, run until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from batchd.apis import ApiRegistry
+from batchd.config import DaemonConfig
+from batchd.errors import ApiError
+from batchd.http.app import Services, build_app
+from batchd.project import pack_project
+from batchd.scheduler import Scheduler
+from batchd.store import open_store
+
+log = logging.getLogger("batchd.daemon")
+
+
+async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
+    state = config.state_path
+    state.mkdir(parents=True, exist_ok=True)
+    store = open_store(state, config.sqlite_synchronous)
+    await store.open()
+    registry = ApiRegistry(config, store)
+    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    runner: web.AppRunner | None = None
+    try:
+        await scheduler.start()
+        for directory in deploy_dirs:
+            await _deploy_local(registry, config, directory)
+        app = build_app(Services(config, store, registry, scheduler))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+        await site.start()
+        log.info(
+            "batchd ready",
+            extra={"listen": config.listen, "state_dir": str(state), "url": config.base_url},
+        )
+        await stop_requested.wait()
+        log.info("stopping: draining workers")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await scheduler.stop()
+        await store.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+    log.info("batchd stopped")
+    return 0
+
+
+async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: Path) -> None:
+    try:
+        archive = await asyncio.to_thread(pack_project, directory, config.max_project_size)
+        api = await registry.deploy(archive)
+    except ApiError as exc:
+        raise SystemExit(f"cannot deploy {directory}: {exc.message}") from exc
+    log.info("deployed", extra={"api": api.name, "version": api.version, "path": str(directory)})
+
+
+def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(config, deploy_dirs))
+    return uvloop.run(serve(config, deploy_dirs))

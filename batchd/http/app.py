@@ -1,0 +1,75 @@
+"""The aiohttp application: state on typed keys, one error shape everywhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from batchd.apis import ApiRegistry
+from batchd.config import DaemonConfig
+from batchd.errors import ApiError
+from batchd.scheduler import Scheduler
+from batchd.store.base import Store
+
+log = logging.getLogger("batchd.http")
+
+
+@dataclass(frozen=True)
+class Services:
+    config: DaemonConfig
+    store: Store
+    registry: ApiRegistry
+    scheduler: Scheduler
+
+
+SERVICES = web.AppKey("services", Services)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response(ApiError(status, message, field).to_json(), status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and exc.content_type == "text/plain" else exc.reason
+        response = error_response(exc.status, message or exc.reason)
+        for header in ("Allow",):
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+        return response
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return error_response(500, "internal error; see the daemon log")
+
+
+def build_app(services: Services) -> web.Application:
+    from batchd.http import apis_routes, jobs_routes
+
+    app = web.Application(
+        client_max_size=services.config.max_request_size, middlewares=[errors_as_json]
+    )
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    apis_routes.add_routes(app)
+    jobs_routes.add_routes(app)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]

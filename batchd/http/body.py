@@ -1,0 +1,71 @@
+"""Reading request bodies and query parameters with clear errors."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from batchd.errors import ApiError, bad_request
+
+# curl -d sends form encoding by default; a job body is JSON whatever the label says.
+JSON_CONTENT_TYPES = frozenset(
+    {"application/json", "application/x-www-form-urlencoded", "text/plain", ""}
+)
+ARCHIVE_CONTENT_TYPES = frozenset(
+    {
+        "application/gzip",
+        "application/x-gzip",
+        "application/x-tar",
+        "application/x-gtar",
+        "application/octet-stream",
+        "",
+    }
+)
+
+
+def require_content_type(request: web.Request, allowed: frozenset[str]) -> None:
+    content_type = request.content_type if request.headers.get("Content-Type") else ""
+    if content_type not in allowed:
+        expected = ", ".join(sorted(t for t in allowed if t))
+        raise ApiError(415, f"unsupported content type {content_type!r}; send one of {expected}")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body is over the {limit} byte limit (max_request_size)")
+
+
+def required_query(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if not value:
+        raise bad_request(f"query parameter {name} is required", name)
+    return value
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise bad_request(f"query parameter {name} must be true or false", name)
+
+
+def int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"query parameter {name} must be an integer", name) from None
+    if not minimum <= value <= maximum:
+        raise bad_request(f"query parameter {name} must be in {minimum}..{maximum}", name)
+    return value

@@ -1,0 +1,176 @@
+"""/batch/<api>: the Cortex-compatible job endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from batchd import views
+from batchd.errors import conflict, not_found
+from batchd.http.app import Services, services_of
+from batchd.http.apis_routes import api_summary
+from batchd.http.body import (
+    JSON_CONTENT_TYPES,
+    bool_query,
+    int_query,
+    read_body,
+    require_content_type,
+    required_query,
+)
+from batchd.store.base import JobRecord, NewJob, batch_id, new_job_id
+from batchd.submission import parse_submission, plan_batches
+
+NDJSON = "application/x-ndjson"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/batch/{api}", submit)
+    app.router.add_get("/batch/{api}", get_jobs)
+    app.router.add_delete("/batch/{api}", stop)
+    app.router.add_get("/batch/{api}/results", results)
+    app.router.add_get("/batch/{api}/failed", failed)
+    app.router.add_post("/batch/{api}/retry", retry)
+
+
+async def submit(request: web.Request) -> web.Response:
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    dry_run = bool_query(request, "dryRun")
+    require_content_type(request, JSON_CONTENT_TYPES)
+    body = await read_body(request, services.config.max_request_size)
+    # Parsing and splitting a large job is CPU work: keep the event loop answering.
+    submission = await asyncio.to_thread(parse_submission, body)
+    plan = await asyncio.to_thread(
+        plan_batches,
+        submission,
+        services.config.input_root_paths,
+        services.config.max_item_size,
+    )
+    if dry_run:
+        report: dict[str, Any] = {
+            "dry_run": True,
+            "api_name": api.name,
+            "total_batch_count": len(plan.payloads),
+            "item_count": plan.item_count,
+        }
+        if plan.matched_files is not None:
+            report["matched_files"] = plan.matched_files
+        return web.json_response(report)
+    job = NewJob(
+        job_id=new_job_id(),
+        api_name=api.name,
+        api_version=api.version,
+        kind=plan.kind,
+        workers=submission.workers,
+        config=submission.config,
+        timeout=submission.timeout,
+        max_receive_count=submission.max_receive_count_value(),
+        priority=submission.priority,
+        created_at=time.time(),
+    )
+    record = await services.store.create_job(job, plan.payloads)
+    services.scheduler.admit(record)
+    return web.json_response(views.job_spec(record))
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job_id = request.query.get("jobID")
+    if job_id:
+        job = await _job_of(services, api.name, job_id)
+        return web.json_response(
+            {
+                "job_status": await _status(services, job),
+                "endpoint": f"{request.url.origin()}/batch/{api.name}",
+                "api_spec": api_summary(await services.registry.version(api.name, job.api_version)),
+            }
+        )
+    limit = int_query(request, "limit", default=100, minimum=1, maximum=10_000)
+    jobs = await services.store.list_jobs(api.name, limit)
+    return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
+
+
+async def stop(request: web.Request) -> web.Response:
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    await services.scheduler.stop_job(job.job_id)
+    return web.json_response({"message": f"stopped job {job.job_id}"})
+
+
+async def results(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    async for row in services.store.results(job.job_id):
+        line = b'{"batch_id":%s,"result":%s}\n' % (
+            json.dumps(batch_id(job.job_id, row.seq)).encode(),
+            row.result,
+        )
+        await response.write(line)
+    await response.write_eof()
+    return response
+
+
+async def failed(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    async for dead in services.store.dead_letters(job.job_id):
+        record = {
+            "batch_id": batch_id(job.job_id, dead.seq),
+            "attempts": dead.attempts,
+            "error": dead.error,
+            "traceback": dead.traceback,
+        }
+        head = json.dumps(record, ensure_ascii=False)[:-1].encode()
+        await response.write(head + b',"payload":' + dead.payload + b"}\n")
+    await response.write_eof()
+    return response
+
+
+async def retry(request: web.Request) -> web.Response:
+    """Submit a new job made of the dead-lettered batches, on the API's latest version."""
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    original = await _job_of(services, api.name, required_query(request, "jobID"))
+    payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
+    if not payloads:
+        raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
+    job = NewJob(
+        job_id=new_job_id(),
+        api_name=api.name,
+        api_version=api.version,
+        kind=original.kind,
+        workers=original.workers,
+        config=original.config,
+        timeout=original.timeout,
+        max_receive_count=original.max_receive_count,
+        priority=original.priority,
+        created_at=time.time(),
+        retry_of=original.job_id,
+    )
+    record = await services.store.create_job(job, payloads)
+    services.scheduler.admit(record)
+    return web.json_response(views.job_spec(record))
+
+
+async def _job_of(services: Services, api_name: str, job_id: str) -> JobRecord:
+    job = await services.store.get_job(job_id)
+    if job is None or job.api_name != api_name:
+        raise not_found(f"job {job_id} not found for API {api_name}", "jobID")
+    return job
+
+
+async def _status(services: Services, job: JobRecord) -> dict[str, Any]:
+    counts = await services.store.counts(job.job_id)
+    return views.job_status(job, counts, services.scheduler.worker_counts(job.job_id))

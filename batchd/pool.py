@@ -1,0 +1,253 @@
+"""Worker processes: spawning, the framed channel, and telling how one died.
+
+A worker is spawned fresh (never forked: CUDA cannot be initialised again in a forked
+child) with the API snapshot as its current directory. Its stdout and stderr are
+captured into the job's log; its protocol channel is a socketpair passed as an
+inherited descriptor, so a handler's prints cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from batchd import constants, protocol
+from batchd.store.base import Lease, batch_id
+
+
+class WorkerState(StrEnum):
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@dataclass
+class WorkerProcess:
+    slot: int
+    job_id: str
+    process: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    log_task: asyncio.Task[None]
+    state: WorkerState = WorkerState.INITIALIZING
+    has_on_complete: bool = False
+    # Leases handed over and not yet reported on, in the order the worker runs them.
+    leases: list[Lease] = field(default_factory=list)
+    exit_requested: bool = False
+    killed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self) -> dict[str, Any]:
+        length = protocol.frame_length(await self.reader.readexactly(constants.FRAME_HEADER_BYTES))
+        message = json.loads(await self.reader.readexactly(length))
+        if not isinstance(message, dict):
+            raise ValueError("worker sent a frame that is not an object")
+        return message
+
+    async def send_batches(self, leases: Sequence[Lease]) -> None:
+        self.leases.extend(leases)
+        await self.send(protocol.frame(batches_message(leases)))
+
+    async def request_exit(self) -> None:
+        self.exit_requested = True
+        self.state = WorkerState.STOPPING
+        with contextlib.suppress(ConnectionError):
+            await self.send(protocol.encode({"op": "exit"}))
+
+    def signal(self, signum: int) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""
+        self.killed = True
+        self.state = WorkerState.STOPPING
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), grace)
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def batches_message(leases: Sequence[Lease]) -> bytes:
+    # Payloads are stored as JSON text: splice them in rather than decode and re-encode.
+    items = [
+        b'{"seq":%d,"token":%d,"batch_id":%s,"payload":%s}'
+        % (lease.seq, lease.token, json.dumps(batch_id(lease.job_id, lease.seq)).encode(),
+           lease.payload)
+        for lease in leases
+    ]
+    return b'{"op":"batches","batches":[' + b",".join(items) + b"]}"
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    slot: int
+    job_id: str
+    python: str
+    cwd: Path
+    env: Mapping[str, str]
+    log_path: Path
+
+
+async def spawn(launch: WorkerLaunch) -> WorkerProcess:
+    parent_sock, child_sock = socket.socketpair()
+    env = dict(launch.env)
+    env[constants.ENV_WORKER_FD] = str(child_sock.fileno())
+    env["BATCHD_DAEMON_PID"] = str(os.getpid())
+    try:
+        process = await asyncio.create_subprocess_exec(
+            launch.python,
+            "-m",
+            "batchd.worker",
+            cwd=launch.cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            pass_fds=(child_sock.fileno(),),
+            # Own session: a Ctrl-C meant for the daemon must not hit workers directly;
+            # the daemon decides how they stop.
+            start_new_session=True,
+        )
+    except BaseException:
+        parent_sock.close()
+        raise
+    finally:
+        child_sock.close()
+    reader, writer = await asyncio.open_unix_connection(
+        sock=parent_sock, limit=constants.MAX_FRAME_BYTES
+    )
+    assert process.stdout is not None
+    log_task = asyncio.create_task(
+        copy_output(process.stdout, launch.log_path, launch.slot),
+        name=f"worker-{launch.slot}-output",
+    )
+    return WorkerProcess(
+        slot=launch.slot,
+        job_id=launch.job_id,
+        process=process,
+        reader=reader,
+        writer=writer,
+        log_task=log_task,
+    )
+
+
+async def copy_output(stream: asyncio.StreamReader, log_path: Path, slot: int) -> None:
+    """Append what the worker prints to its job's log, one line per record."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"[worker {slot}] ".encode()
+    with log_path.open("ab", buffering=0) as log:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                # A line longer than the stream limit: keep what fits.
+                line = await stream.read(64 * 1024)
+            if not line:
+                return
+            log.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+
+
+class OomDetector:
+    """Tells a kernel OOM kill apart from other SIGKILLs.
+
+    With cgroup v2 the kernel counts OOM kills in our cgroup's ``memory.events``; a
+    SIGKILL that coincides with a new ``oom_kill`` is the OOM killer. Where that file
+    cannot be read, a SIGKILL we did not send is taken to be the OOM killer.
+    """
+
+    def __init__(self) -> None:
+        self._events = _memory_events_path()
+        self._seen = self._oom_kills()
+
+    def _oom_kills(self) -> int | None:
+        if self._events is None:
+            return None
+        try:
+            for line in self._events.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def was_oom(self, returncode: int, killed_by_us: bool) -> bool:
+        if returncode != -signal.SIGKILL or killed_by_us:
+            return False
+        now = self._oom_kills()
+        if now is None or self._seen is None:
+            return True
+        new_kills = now > self._seen
+        self._seen = now
+        return new_kills
+
+
+def _memory_events_path() -> Path | None:
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("0::"):
+            path = Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.events"
+            return path if path.exists() else None
+    return None
+
+
+def describe_exit(returncode: int, oom: bool) -> str:
+    if oom:
+        return "worker was killed by the kernel's OOM killer (out of memory)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"worker was killed by {name}"
+    return f"worker exited with code {returncode}"
+
+
+def worker_pythonpath(runtime_dir: Path) -> Path:
+    """A folder holding only a link to the batchd package.
+
+    Workers under another interpreter need ``batchd`` importable, but putting the
+    daemon's site-packages on their path would shadow the API's own libraries.
+    """
+    shim = runtime_dir / "pylib"
+    shim.mkdir(parents=True, exist_ok=True)
+    link = shim / "batchd"
+    package = Path(__file__).resolve().parent
+    if not link.is_symlink() or link.resolve() != package:
+        tmp = shim / f".batchd-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(package, target_is_directory=True)
+        tmp.replace(link)
+    return shim
+
+
+def default_python() -> str:
+    return sys.executable

@@ -1,0 +1,611 @@
+"""Handler projects: packing a folder on the client, unpacking it safely on the server.
+
+A project is a folder with a ``batchd.toml`` (the :class:`ApiSpec`), an optional ``.env`` and
+``.batchdignore``, and the Python files of the Handler. The client packs it into a tar.gz; the
+server treats that archive as hostile, checks every member before writing anything, and
+extracts the survivors into a read-only snapshot directory that appears atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import tomllib
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batchd.errors import ApiError
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
+
+PROJECT_CONFIG = "batchd.toml"
+IGNORE_FILE = ".batchdignore"
+ENV_FILE = ".env"
+MAX_API_NAME_LENGTH = 42
+
+_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
+_CONTROL_FILES = (PROJECT_CONFIG, ENV_FILE, IGNORE_FILE)
+# Control files are read whole into memory, so they get a cap of their own.
+_MAX_CONTROL_BYTES = 1 << 20
+# tarfile reads PAX and GNU long-name headers whole; member data it reads in small chunks.
+_MAX_SINGLE_READ = 1 << 20
+_MAX_MEMBERS = 100_000
+# The kernel gives up on symlink chains at 40 hops; so do we.
+_MAX_LINK_HOPS = 40
+_LARGEST_SHOWN = 5
+_GZIP_MAGIC = b"\x1f\x8b"
+_UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+_SPECIAL_KINDS = {
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+}
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+
+class HandlerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    python: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _relative_py_file(cls, path: str) -> str:
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts or pure.suffix != ".py":
+            raise ValueError(f"must be a relative path to a .py file inside the project: {path!r}")
+        # Normalised so it compares equal to archive member names ("./h.py" is "h.py").
+        return pure.as_posix()
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return env
+
+    @field_validator("python")
+    @classmethod
+    def _absolute_python(cls, python: str | None) -> str | None:
+        if python is not None and not os.path.isabs(python):
+            raise ValueError(f"must be an absolute path to an interpreter: {python!r}")
+        return python
+
+
+class ComputeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Strict: TOML is typed, so gpu = "1" or gpu = true is a mistake worth reporting.
+    gpu: int = Field(default=0, ge=0, strict=True)
+
+
+class ApiSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    handler: HandlerSpec
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        problem = _api_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+
+def _api_name_problem(name: str) -> str | None:
+    if not 1 <= len(name) <= MAX_API_NAME_LENGTH:
+        return f"api name must be 1 to {MAX_API_NAME_LENGTH} characters, got {len(name)}"
+    if not _API_NAME.fullmatch(name):
+        return (
+            f"api name {name!r} must be lowercase letters, digits and '-', "
+            "start with a letter and not end with '-'"
+        )
+    return None
+
+
+def validate_api_name(name: str) -> str:
+    problem = _api_name_problem(name)
+    if problem is not None:
+        raise ApiError(422, problem, field="name")
+    return name
+
+
+def parse_api_spec(text: str) -> ApiSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ApiError(
+            422, f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG
+        ) from exc
+    try:
+        return ApiSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc) from exc
+
+
+def _spec_error(exc: ValidationError) -> ApiError:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        message = f"unknown key {where!r} in {PROJECT_CONFIG}"
+    elif first["type"] == "missing":
+        message = f"{PROJECT_CONFIG} is missing the required key {where!r}"
+    else:
+        detail = first["msg"].removeprefix("Value error, ")
+        message = f"{PROJECT_CONFIG}: {where}: {detail}"
+    return ApiError(422, message, field=where or PROJECT_CONFIG)
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, value = _dotenv_assignment(line, number)
+            env[name] = value
+    return env
+
+
+def _dotenv_assignment(line: str, number: int) -> tuple[str, str]:
+    name, equals, value = line.removeprefix("export ").partition("=")
+    name = name.strip()
+    # The line itself is never echoed back: .env files hold secrets.
+    if not equals or not _ENV_NAME.fullmatch(name):
+        raise ApiError(
+            422,
+            f"{ENV_FILE} line {number}: expected VARIABLE=value "
+            "with VARIABLE made of letters, digits and '_', not starting with a digit",
+            field=ENV_FILE,
+        )
+    return name, _unquote(value.strip(), number)
+
+
+def _unquote(value: str, number: int) -> str:
+    if not value or value[0] not in "'\"":
+        return value
+    if len(value) < 2 or value[-1] != value[0]:
+        raise ApiError(422, f"{ENV_FILE} line {number}: unterminated quote", field=ENV_FILE)
+    return value[1:-1]
+
+
+# --- what belongs in a project --------------------------------------------------------------
+
+
+def _excluded_component(part: str) -> bool:
+    return part.startswith(".") or part == "__pycache__"
+
+
+def is_excluded(relpath: str) -> bool:
+    return (
+        relpath == PROJECT_CONFIG
+        or relpath.endswith(_COMPILED_SUFFIXES)
+        or any(_excluded_component(part) for part in relpath.split("/"))
+    )
+
+
+def _compile_ignore(text: str) -> GitIgnoreSpec:
+    from pathspec import GitIgnoreSpec
+
+    try:
+        return GitIgnoreSpec.from_lines(text.splitlines())
+    except ValueError as exc:
+        raise ApiError(422, f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
+
+
+def _ignored(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
+    if ignore is None:
+        return False
+    # As in git, a file inside an ignored directory stays ignored whatever later patterns say.
+    parents = _parents(relpath)
+    return any(ignore.match_file(f"{parent}/") for parent in parents) or ignore.match_file(relpath)
+
+
+def _skipped(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
+    return is_excluded(relpath) or _ignored(relpath, ignore)
+
+
+# --- client side ----------------------------------------------------------------------------
+
+
+def _client_ignore(root: Path) -> GitIgnoreSpec | None:
+    path = root / IGNORE_FILE
+    # The client may run without pathspec; the server re-applies the file, so skipping is safe.
+    if not path.is_file() or importlib.util.find_spec("pathspec") is None:
+        return None
+    return _compile_ignore(_decode(path.read_bytes(), IGNORE_FILE))
+
+
+def project_files(root: Path) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    _walk(root, "", _client_ignore(root), found)
+    return found
+
+
+def _walk(
+    directory: Path, prefix: str, ignore: GitIgnoreSpec | None, found: list[tuple[str, Path]]
+) -> None:
+    with os.scandir(directory) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        relpath = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if not (_excluded_component(entry.name) or _ignored(relpath + "/", ignore)):
+                _walk(Path(entry.path), relpath + "/", ignore, found)
+            continue
+        kept = entry.is_file(follow_symlinks=False) or entry.is_symlink()
+        if kept and not _skipped(relpath, ignore):
+            found.append((relpath, Path(entry.path)))
+
+
+def pack_project(root: Path, max_bytes: int) -> bytes:
+    controls = {
+        name: (root / name).read_bytes() for name in _CONTROL_FILES if (root / name).is_file()
+    }
+    if PROJECT_CONFIG not in controls:
+        raise ApiError(422, f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
+    spec = parse_api_spec(_decode(controls[PROJECT_CONFIG], PROJECT_CONFIG))
+    if ENV_FILE in controls:
+        parse_dotenv(_decode(controls[ENV_FILE], ENV_FILE))
+    files = project_files(root)
+    if spec.handler.path not in {relpath for relpath, _ in files}:
+        raise ApiError(
+            422,
+            f"handler.path {spec.handler.path!r} is not among the project files "
+            f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
+            field="handler.path",
+        )
+    _check_size({relpath: _packed_size(path) for relpath, path in files}, max_bytes)
+    return _tar_gz(controls, files)
+
+
+def _packed_size(path: Path) -> int:
+    info = path.lstat()
+    return 0 if stat.S_ISLNK(info.st_mode) else info.st_size
+
+
+def _tar_gz(controls: Mapping[str, bytes], files: Iterable[tuple[str, Path]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in controls.items():
+            # Added as plain bytes so a symlinked .env still arrives as the file the server needs.
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for relpath, path in files:
+            tar.add(path, arcname=relpath, recursive=False)
+    return buffer.getvalue()
+
+
+# --- sizes ----------------------------------------------------------------------------------
+
+
+def _check_size(sizes: Mapping[str, int], max_bytes: int) -> None:
+    total = sum(sizes.values())
+    if total <= max_bytes:
+        return
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
+    shown = [f"{name} ({_human(size)})" for name, size in largest[:_LARGEST_SHOWN]]
+    more = ", ..." if len(largest) > _LARGEST_SHOWN else ""
+    raise ApiError(
+        413,
+        f"project is {_human(total)}, over the {_human(max_bytes)} limit; "
+        f"largest files: {', '.join(shown)}{more}",
+        field="project",
+    )
+
+
+def _human(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+# --- server side ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployedProject:
+    spec: ApiSpec
+    dotenv: dict[str, str]
+    files: list[str]
+    size: int
+
+
+def unpack_project(archive: bytes, dest: Path, max_bytes: int) -> DeployedProject:
+    if dest.exists():
+        raise FileExistsError(dest)
+    with _open_archive(archive) as tar:
+        members = _scan(tar)
+        _check_tree(members)
+        spec, dotenv, ignore = _read_controls(tar, members)
+        selected = [m for m in members.values() if not m.isdir() and not _skipped(m.name, ignore)]
+        sizes = _written_sizes(selected)
+        _check_size(sizes, max_bytes)
+        _check_python(spec.handler.python)
+        _write_snapshot(tar, selected, spec.handler.path, dest)
+    return DeployedProject(
+        spec=spec, dotenv=dotenv, files=sorted(m.name for m in selected), size=sum(sizes.values())
+    )
+
+
+class _CappedReads:
+    """The tar stream, refusing any single read big enough to be a decompression bomb."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if not 0 <= size <= _MAX_SINGLE_READ:
+            raise ApiError(413, "archive has a tar header over 1 MiB", field="archive")
+        return self._raw.read(size)
+
+    def write(self, data: bytes) -> int:
+        raise io.UnsupportedOperation("the archive is read-only")
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(pos, whence)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _unreadable(exc: BaseException) -> ApiError:
+    return ApiError(400, f"archive is not a readable tar file: {exc}", field="archive")
+
+
+def _refused(name: str, problem: str) -> ApiError:
+    return ApiError(422, f"archive member {name!r} {problem}", field="archive")
+
+
+def _open_archive(archive: bytes) -> tarfile.TarFile:
+    raw: io.BufferedIOBase = io.BytesIO(archive)
+    if archive.startswith(_GZIP_MAGIC):
+        raw = gzip.GzipFile(fileobj=raw, mode="rb")
+    try:
+        # errorlevel=2 turns tarfile's merely logged extraction problems into exceptions.
+        return tarfile.open(fileobj=_CappedReads(raw), mode="r:", errorlevel=2)
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
+
+
+def _scan(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """Every member, safety-checked and renamed to its normalised path, in archive order."""
+    members: dict[str, tarfile.TarInfo] = {}
+    try:
+        while (raw := tar.next()) is not None:
+            if len(members) >= _MAX_MEMBERS:
+                raise ApiError(413, f"archive has over {_MAX_MEMBERS} members", field="archive")
+            member = _checked_member(raw)
+            previous = members.get(member.name)
+            if previous is not None and not (previous.isdir() and member.isdir()):
+                raise _refused(raw.name, "appears more than once")
+            members[member.name] = member
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
+    return members
+
+
+def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
+    if "\0" in raw.name or "\0" in raw.linkname:
+        raise _refused(raw.name, "contains a NUL byte")
+    if raw.name.startswith("/"):
+        raise _refused(raw.name, "has an absolute path")
+    parts = [part for part in raw.name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise _refused(raw.name, "has a '..' path component")
+    if raw.type in _SPECIAL_KINDS:
+        raise _refused(raw.name, f"is {_SPECIAL_KINDS[raw.type]}")
+    if not (raw.isreg() or raw.isdir() or raw.issym() or raw.islnk()):
+        raise _refused(raw.name, f"has unsupported tar type {raw.type!r}")
+    if not parts and not raw.isdir():
+        raise _refused(raw.name, "has an empty path")
+    if raw.issym() and (not raw.linkname or raw.linkname.startswith("/")):
+        raise _refused(raw.name, f"is a symlink to {raw.linkname!r}, outside the project")
+    if raw.islnk():
+        return raw.replace(name="/".join(parts), linkname=_hardlink_target(raw), deep=False)
+    return raw.replace(name="/".join(parts), deep=False)
+
+
+def _hardlink_target(raw: tarfile.TarInfo) -> str:
+    # Hard link targets are archive paths, relative to the root, not to the member's folder.
+    parts = [part for part in raw.linkname.split("/") if part not in ("", ".")]
+    if raw.linkname.startswith("/") or ".." in parts or not parts:
+        raise _refused(raw.name, f"is a hard link to {raw.linkname!r}, outside the project")
+    return "/".join(parts)
+
+
+def _check_tree(members: Mapping[str, tarfile.TarInfo]) -> None:
+    """Checks that need the whole archive: where paths and links really lead once written."""
+    links = {name: m.linkname for name, m in members.items() if m.issym()}
+    for name, member in members.items():
+        for parent in _parents(name):
+            if parent in members and not members[parent].isdir():
+                raise _refused(name, f"is inside {parent!r}, which is not a directory")
+        if member.issym():
+            problem = _symlink_problem(name, links)
+            if problem is not None:
+                raise _refused(name, problem)
+        if member.islnk():
+            _check_hardlink(member, members)
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _symlink_problem(name: str, links: Mapping[str, str]) -> str | None:
+    """Resolve `name` as the kernel would inside the snapshot, following the archive's links.
+
+    A purely textual check is not enough: with ``s/up -> ..``, the link ``a -> s/up/../x``
+    looks like ``s/x`` but really leads out of the project.
+    """
+    resolved = name.split("/")[:-1]
+    pending = links[name].split("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return f"is a symlink to {links[name]!r}, which resolves outside the project"
+            resolved.pop()
+            continue
+        candidate = "/".join([*resolved, part])
+        if candidate not in links:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS:
+            return "is part of a symlink loop"
+        pending = links[candidate].split("/") + pending
+    return None
+
+
+def _check_hardlink(member: tarfile.TarInfo, members: Mapping[str, tarfile.TarInfo]) -> None:
+    target = members.get(member.linkname)
+    # Earlier in the archive, so it is already on disk when the link is made.
+    if target is None or not target.isreg() or target.offset >= member.offset:
+        raise _refused(member.name, f"is a hard link to {member.linkname!r}, not an earlier file")
+
+
+def _read_controls(
+    tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo]
+) -> tuple[ApiSpec, dict[str, str], GitIgnoreSpec | None]:
+    config_text, env_text, ignore_text = (
+        _read_control(tar, members, name) for name in _CONTROL_FILES
+    )
+    if config_text is None:
+        raise ApiError(422, f"archive has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
+    ignore = None if ignore_text is None else _compile_ignore(ignore_text)
+    return parse_api_spec(config_text), parse_dotenv(env_text or ""), ignore
+
+
+def _read_control(
+    tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo], name: str
+) -> str | None:
+    member = members.get(name)
+    if member is None:
+        return None
+    if not member.isreg():
+        raise ApiError(422, f"{name} must be a regular file", field=name)
+    if member.size > _MAX_CONTROL_BYTES:
+        raise ApiError(413, f"{name} is over {_human(_MAX_CONTROL_BYTES)}", field=name)
+    try:
+        stream = tar.extractfile(member)
+        data = stream.read(member.size) if stream is not None else b""
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
+    return _decode(data, name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"{name} is not UTF-8: {exc}", field=name) from exc
+
+
+def _written_sizes(selected: list[tarfile.TarInfo]) -> dict[str, int]:
+    regular = {m.name: m.size for m in selected if m.isreg()}
+    sizes: dict[str, int] = {}
+    for member in selected:
+        if member.islnk():
+            if member.linkname not in regular:
+                raise _refused(member.name, f"is a hard link to excluded {member.linkname!r}")
+            # Another name for its target, which the snapshot then holds twice.
+            sizes[member.name] = regular[member.linkname]
+        else:
+            sizes[member.name] = member.size if member.isreg() else 0
+    return sizes
+
+
+def _check_python(python: str | None) -> None:
+    if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise ApiError(
+            422, f"handler.python {python!r} is not an executable file", field="handler.python"
+        )
+
+
+def _write_snapshot(
+    tar: tarfile.TarFile, selected: Iterable[tarfile.TarInfo], handler_path: str, dest: Path
+) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling, so the final rename is atomic and a failed upload never shows up as `dest`.
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        for member in selected:
+            _extract(tar, member, staging)
+        if not (staging / handler_path).is_file():
+            raise ApiError(
+                422,
+                f"handler.path {handler_path!r} is not a file in the uploaded project "
+                f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
+                field="handler.path",
+            )
+        _make_read_only(staging)
+        os.rename(staging, dest)
+    except BaseException:
+        remove_snapshot(staging)
+        raise
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
+    try:
+        # The data filter repeats our checks against the real disk, in case ours ever miss one.
+        tar.extract(member, staging, filter="data")
+    except tarfile.FilterError as exc:
+        raise _refused(member.name, f"refused by tarfile: {exc}") from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(exc) from exc
+
+
+def _make_read_only(tree: Path) -> None:
+    for folder, _, names in os.walk(tree):
+        os.chmod(folder, 0o555)
+        for name in names:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & stat.S_IXUSR
+                os.chmod(path, 0o555 if executable else 0o444)
+
+
+def remove_snapshot(path: Path) -> None:
+    """Delete a snapshot written by :func:`unpack_project` despite its read-only folders."""
+    for folder, _, _ in os.walk(path):
+        os.chmod(folder, 0o755)
+    shutil.rmtree(path)

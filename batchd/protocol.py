@@ -1,0 +1,67 @@
+"""Framing for the daemon <-> worker channel (standard library only).
+
+One Unix socketpair per worker, inherited as a file descriptor. Each message is a
+4-byte big-endian length followed by a UTF-8 JSON object with an ``op`` key.
+
+    daemon -> worker: init, batches, complete, exit
+    worker -> daemon: ready, init_failed, next (carries outcomes), completed
+
+Batch payloads are stored as JSON text, so the daemon splices them into frames as
+bytes instead of decoding and re-encoding them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+from batchd.constants import FRAME_HEADER_BYTES, MAX_FRAME_BYTES
+
+_HEADER = struct.Struct(">I")
+
+
+class ChannelClosed(Exception):
+    """The other end went away."""
+
+
+def frame(body: bytes) -> bytes:
+    return _HEADER.pack(len(body)) + body
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return frame(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise ValueError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+    return int(length)
+
+
+class BlockingChannel:
+    """The worker's end: plain blocking socket I/O."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall(encode(message))
+
+    def recv(self) -> dict[str, Any]:
+        length = frame_length(self._read_exactly(FRAME_HEADER_BYTES))
+        message = json.loads(self._read_exactly(length))
+        if not isinstance(message, dict):
+            raise ValueError("frame is not a JSON object")
+        return message
+
+    def _read_exactly(self, count: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < count:
+            chunk = self._sock.recv(count - len(chunks))
+            if not chunk:
+                raise ChannelClosed
+            chunks += chunk
+        return bytes(chunks)

@@ -1,0 +1,482 @@
+"""Runs jobs: gives them workers, feeds workers batches, and decides how jobs end.
+
+The scheduler is a small loop of named verbs (after gunicorn's arbiter):
+
+    allocate  – give waiting jobs workers while capacity lasts (priority, then age)
+    dispatch  – answer a worker asking for work: lease batches, park it, run
+                on_job_complete, or tell it to exit
+    record    – store the outcomes a worker reports
+    reap      – account for a worker that exited, and charge the batch it held
+    finish    – move a job to a terminal status and retire its workers
+
+Everything durable goes through the store; what lives here (workers, parked
+requests, restart counts) is rebuilt from the store after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchd import constants, protocol, views
+from batchd.config import DaemonConfig
+from batchd.errors import conflict, not_found
+from batchd.pool import OomDetector, WorkerLaunch, WorkerProcess, WorkerState, describe_exit, spawn
+from batchd.store.base import (
+    BatchCounts,
+    Failure,
+    JobRecord,
+    JobStatus,
+    Store,
+    Success,
+)
+
+log = logging.getLogger("batchd.scheduler")
+
+LaunchFactory = Callable[[JobRecord, int], Awaitable[WorkerLaunch]]
+InitFactory = Callable[[JobRecord], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class JobRun:
+    """In-memory state of one unfinished job."""
+
+    job: JobRecord
+    workers: set[WorkerProcess] = field(default_factory=set)
+    parked: list[WorkerProcess] = field(default_factory=list)
+    completing: WorkerProcess | None = None
+    # Deaths since the last successful batch: a crash loop makes no progress.
+    deaths: int = 0
+    next_spawn_at: float = 0.0
+    wanted: int = 0
+    exited_ok: int = 0
+    exited_failed: int = 0
+    finished: bool = False
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        store: Store,
+        launch_for: LaunchFactory,
+        init_for: InitFactory,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._launch_for = launch_for
+        self._init_for = init_for
+        self.runs: dict[str, JobRun] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots: set[int] = set()
+        self._oom = OomDetector()
+        self.draining = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover: leases of the previous daemon's workers are charged and re-queued."""
+        expired = await self.store.expire_leases(
+            math.inf, "the daemon stopped while this batch was being handled"
+        )
+        if expired:
+            log.info("re-queued leases held when the daemon stopped", extra={"count": len(expired)})
+        for job in await self.store.active_jobs():
+            self.runs[job.job_id] = JobRun(job)
+        self._spawn_task(self._loop(), "scheduler-loop")
+        self._spawn_task(self._renew_leases(), "lease-renewal")
+        self.wake()
+
+    async def stop(self) -> None:
+        """Drain: no new leases; in-flight batches get the grace period, then workers die."""
+        self.draining = True
+        workers = [w for run in self.runs.values() for w in run.workers]
+        for worker in workers:
+            if not worker.leases and worker.state is not WorkerState.INITIALIZING:
+                await worker.request_exit()
+        deadline = time.monotonic() + self.config.worker_stop_grace
+        for worker in workers:
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(worker.process.wait()), remaining)
+        await asyncio.gather(*(w.terminate(0.5) for w in workers if w.process.returncode is None))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task failed", exc_info=task.exception(), extra={"task": task.get_name()}
+            )
+
+    # -- requests from the HTTP layer --------------------------------------------------
+
+    def admit(self, job: JobRecord) -> None:
+        self.runs[job.job_id] = JobRun(job)
+        self.wake()
+
+    async def stop_job(self, job_id: str) -> None:
+        run = self.runs.get(job_id)
+        if run is None or run.finished:
+            job = await self.store.get_job(job_id)
+            if job is None:
+                raise not_found(f"job {job_id} not found", "jobID")
+            raise conflict(f"job {job_id} has already ended ({job.status})", "jobID")
+        await self.finish(run, JobStatus.STOPPED)
+
+    async def stop_api_jobs(self, api_name: str) -> list[str]:
+        runs = [r for r in self.runs.values() if r.job.api_name == api_name and not r.finished]
+        for run in runs:
+            await self.finish(run, JobStatus.STOPPED, f"API {api_name} was deleted")
+        return [run.job_id for run in runs]
+
+    def worker_counts(self, job_id: str) -> dict[str, int]:
+        counts = views.empty_worker_counts()
+        run = self.runs.get(job_id)
+        if run is None:
+            return counts
+        for worker in run.workers:
+            if worker.state is WorkerState.INITIALIZING:
+                counts["initializing"] += 1
+            elif worker.state is WorkerState.RUNNING:
+                counts["running"] += 1
+        counts["pending"] = max(0, run.wanted - len(run.workers))
+        counts["succeeded"] = run.exited_ok
+        counts["failed"] = run.exited_failed
+        return counts
+
+    # -- allocate ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), constants.SCHEDULER_IDLE_INTERVAL)
+            self._wake.clear()
+            try:
+                await self._allocate()
+            except Exception:
+                log.exception("scheduling pass failed")
+
+    async def _allocate(self) -> None:
+        if self.draining:
+            return
+        now = time.monotonic()
+        free = self.config.max_workers - len(self._slots)
+        starved = False
+        for run in sorted(self.runs.values(), key=lambda r: (-r.job.priority, r.job.created_at)):
+            if run.finished:
+                self.runs.pop(run.job_id, None)
+                continue
+            job = run.job
+            if job.timeout is not None and time.time() >= job.created_at + job.timeout:
+                await self.finish(run, JobStatus.TIMED_OUT, f"timed out after {job.timeout:g}s")
+                continue
+            run.wanted = await self._wanted_workers(run)
+            if run.finished or run.wanted <= len(run.workers):
+                continue
+            if run.next_spawn_at > now:
+                continue
+            count = min(run.wanted - len(run.workers), free)
+            if count <= 0:
+                starved = True
+                continue
+            if job.status is JobStatus.PENDING:
+                await self.store.set_status(job.job_id, JobStatus.RUNNING)
+                run.job = await self._reload(run)
+            for _ in range(count):
+                await self._start_worker(run)
+            free -= count
+        await self._serve_all_parked(release_idle=starved)
+
+    async def _wanted_workers(self, run: JobRun) -> int:
+        counts = await self.store.counts(run.job_id)
+        if counts.queued > 0:
+            return run.job.workers
+        if counts.leased > 0 or run.workers or run.completing is not None:
+            return len(run.workers)
+        # Every batch is terminal and nobody is left to run on_job_complete.
+        if run.job.has_on_complete is False:
+            await self._conclude(run, counts)
+            return 0
+        return 1
+
+    async def _reload(self, run: JobRun) -> JobRecord:
+        job = await self.store.get_job(run.job_id)
+        assert job is not None
+        return job
+
+    async def _start_worker(self, run: JobRun) -> None:
+        slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
+        self._slots.add(slot)
+        try:
+            worker = await spawn(await self._launch_for(run.job, slot))
+        except OSError as exc:
+            self._slots.discard(slot)
+            await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
+            return
+        run.workers.add(worker)
+        log.info(
+            "worker started",
+            extra={"jobID": run.job_id, "slot": slot, "pid": worker.pid},
+        )
+        self._spawn_task(self._drive(run, worker), f"worker-{slot}")
+
+    # -- one task per worker: its messages, then its exit ------------------------------
+
+    async def _drive(self, run: JobRun, worker: WorkerProcess) -> None:
+        try:
+            init = await self._init_for(run.job)
+            await worker.send(protocol.encode({"op": "init", **init}))
+            while True:
+                message = await worker.recv()
+                await self._on_message(run, worker, message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("worker channel failed", extra={"jobID": run.job_id})
+            worker.signal(signal.SIGKILL)
+        finally:
+            worker.close()
+        returncode = await worker.process.wait()
+        await worker.log_task
+        await self._reap(run, worker, returncode)
+
+    async def _on_message(self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "next":
+            await self._record(run, worker, message.get("outcomes", []))
+            await self._dispatch(run, worker)
+        elif op == "ready":
+            worker.state = WorkerState.RUNNING
+            worker.has_on_complete = bool(message.get("has_on_complete"))
+            if run.job.has_on_complete is None:
+                await self.store.set_has_on_complete(run.job_id, worker.has_on_complete)
+                run.job = await self._reload(run)
+        elif op == "init_failed":
+            error = f"Handler failed to initialise: {message.get('error')}"
+            await self.finish(run, JobStatus.WORKER_ERROR, _with_traceback(error, message))
+        elif op == "completed":
+            await self._on_completed(run, worker, message)
+        else:
+            raise ValueError(f"unknown op {op!r} from worker")
+
+    # -- record ------------------------------------------------------------------------
+
+    async def _record(self, run: JobRun, worker: WorkerProcess, outcomes: list[Any]) -> None:
+        if not outcomes:
+            return
+        reported = {int(o["seq"]) for o in outcomes}
+        worker.leases = [lease for lease in worker.leases if lease.seq not in reported]
+        successes = [
+            Success(o["seq"], o["token"], float(o.get("duration", 0.0)), _result_bytes(o))
+            for o in outcomes
+            if o.get("ok")
+        ]
+        if successes and await self.store.succeed(run.job_id, successes):
+            run.deaths = 0
+        for outcome in outcomes:
+            if outcome.get("ok"):
+                continue
+            failure = Failure(
+                outcome["seq"], outcome["token"], str(outcome.get("error")), outcome.get("traceback")
+            )
+            await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+        if run.parked:
+            self._spawn_task(self._serve_parked(run), f"serve-parked-{run.job_id}")
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def _dispatch(self, run: JobRun, worker: WorkerProcess) -> None:
+        if run.finished or self.draining or worker.exit_requested:
+            await worker.request_exit()
+            return
+        leases = await self.store.lease(
+            run.job_id, constants.LEASE_BATCH_COUNT, self.config.lease_timeout
+        )
+        if leases:
+            await worker.send_batches(leases)
+            return
+        counts = await self.store.counts(run.job_id)
+        if counts.queued > 0:
+            # Re-queued between our lease and our count: try again on the next pass.
+            run.parked.append(worker)
+            self.wake()
+        elif counts.leased > 0:
+            # Others still hold batches that may fail and come back: wait for them.
+            run.parked.append(worker)
+        elif run.completing is None and worker.has_on_complete:
+            run.completing = worker
+            status = views.job_status(run.job, counts, self.worker_counts(run.job_id))
+            status["status"] = str(_final_status(counts))
+            await worker.send(protocol.encode({"op": "complete", "status": status}))
+        elif run.completing is None:
+            await self._conclude(run, counts)
+        else:
+            await worker.request_exit()
+
+    async def _serve_parked(self, run: JobRun) -> None:
+        parked, run.parked = run.parked, []
+        for worker in parked:
+            if worker.process.returncode is None:
+                await self._dispatch(run, worker)
+
+    async def _serve_all_parked(self, release_idle: bool) -> None:
+        for run in list(self.runs.values()):
+            if not run.parked:
+                continue
+            if release_idle:
+                # Another job is waiting for capacity; idle workers give their slots up.
+                parked, run.parked = run.parked, []
+                for worker in parked:
+                    await worker.request_exit()
+            else:
+                await self._serve_parked(run)
+
+    async def _on_completed(
+        self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
+    ) -> None:
+        run.completing = None
+        if message.get("ok"):
+            await self._conclude(run, await self.store.counts(run.job_id))
+        else:
+            error = f"on_job_complete failed: {message.get('error')}"
+            await self.finish(run, JobStatus.WORKER_ERROR, _with_traceback(error, message))
+
+    async def _conclude(self, run: JobRun, counts: BatchCounts) -> None:
+        await self.finish(run, _final_status(counts))
+
+    # -- reap --------------------------------------------------------------------------
+
+    async def _reap(self, run: JobRun, worker: WorkerProcess, returncode: int) -> None:
+        run.workers.discard(worker)
+        self._slots.discard(worker.slot)
+        if worker in run.parked:
+            run.parked.remove(worker)
+        worker.state = WorkerState.EXITED
+        expected = worker.exit_requested or worker.killed or run.finished
+        if expected or returncode == constants.WORKER_EXIT_INIT_FAILED:
+            run.exited_ok += expected and returncode == 0
+            run.exited_failed += not (expected and returncode == 0)
+            self.wake()
+            return
+        run.exited_failed += 1
+        oom = self._oom.was_oom(returncode, worker.killed)
+        reason = describe_exit(returncode, oom)
+        log.warning(
+            "worker died",
+            extra={"jobID": run.job_id, "slot": worker.slot, "pid": worker.pid, "reason": reason},
+        )
+        await self._charge_leases(run, worker, reason)
+        if run.completing is worker:
+            run.completing = None
+        run.deaths += 1
+        if run.deaths > self.config.max_worker_restarts:
+            status = JobStatus.WORKER_OOM if oom else JobStatus.WORKER_ERROR
+            await self.finish(
+                run, status, f"workers died {run.deaths} times in a row; last: {reason}"
+            )
+            return
+        backoff = self.config.restart_backoff * 2 ** (run.deaths - 1)
+        run.next_spawn_at = time.monotonic() + min(backoff, self.config.max_restart_backoff)
+        self._spawn_task(self._wake_at(run.next_spawn_at), "restart-backoff")
+        self.wake()
+
+    async def _charge_leases(self, run: JobRun, worker: WorkerProcess, reason: str) -> None:
+        """The batch the worker was running costs an attempt; ones it had not begun do not."""
+        if not worker.leases:
+            return
+        current, *unstarted = worker.leases
+        worker.leases = []
+        failure = Failure(current.seq, current.token, reason, None)
+        await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+        if unstarted:
+            await self.store.release(run.job_id, [(lease.seq, lease.token) for lease in unstarted])
+        if run.parked:
+            await self._serve_parked(run)
+
+    async def _wake_at(self, when: float) -> None:
+        await asyncio.sleep(max(0.0, when - time.monotonic()))
+        self.wake()
+
+    # -- finish ------------------------------------------------------------------------
+
+    async def finish(self, run: JobRun, status: JobStatus, error: str | None = None) -> None:
+        if run.finished:
+            return
+        run.finished = True
+        changed = await self.store.set_status(run.job_id, status, error)
+        if changed:
+            log.info("job ended", extra={"jobID": run.job_id, "status": str(status)})
+        graceful = status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED_WITH_FAILURES)
+        run.parked.clear()
+        for worker in list(run.workers):
+            if graceful and not worker.leases:
+                await worker.request_exit()
+            else:
+                self._spawn_task(
+                    worker.terminate(self.config.worker_stop_grace), f"stop-worker-{worker.slot}"
+                )
+        self.wake()
+
+    # -- leases of live workers are renewed; lost ones expire ---------------------------
+
+    async def _renew_leases(self) -> None:
+        interval = self.config.lease_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = [
+                (run.job_id, lease.seq, lease.token)
+                for run in self.runs.values()
+                for worker in run.workers
+                for lease in worker.leases
+            ]
+            try:
+                if held:
+                    await self.store.renew(held, self.config.lease_timeout)
+                expired = await self.store.expire_leases(time.time())
+            except Exception:
+                log.exception("lease renewal failed")
+                continue
+            if expired:
+                log.warning("leases expired", extra={"count": len(expired)})
+                self.wake()
+
+
+def _final_status(counts: BatchCounts) -> JobStatus:
+    return JobStatus.COMPLETED_WITH_FAILURES if counts.dead else JobStatus.SUCCEEDED
+
+
+def _with_traceback(error: str, message: dict[str, Any]) -> str:
+    trace = message.get("traceback")
+    return f"{error}\n{trace}" if trace else error
+
+
+def _result_bytes(outcome: dict[str, Any]) -> bytes | None:
+    if "result" not in outcome:
+        return None
+    return json.dumps(outcome["result"], separators=(",", ":"), ensure_ascii=False).encode()
+

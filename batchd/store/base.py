@@ -1,0 +1,190 @@
+"""The queue as the rest of the daemon sees it: records and the Store interface.
+
+SQLite is the embedded default (``sqlite.py``); a PostgreSQL store implementing the
+same interface will let several boxes share one queue. Nothing outside ``store/``
+writes SQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    ENQUEUING = "enqueuing"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    WORKER_ERROR = "worker_error"
+    WORKER_OOM = "worker_oom"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"
+    ENQUEUE_FAILED = "enqueue_failed"
+    UNEXPECTED_ERROR = "unexpected_error"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in _ACTIVE_STATUSES
+
+
+_ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.ENQUEUING, JobStatus.RUNNING})
+TERMINAL_STATUSES = frozenset(s for s in JobStatus if s.terminal)
+
+
+class BatchState(StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+def new_job_id() -> str:
+    """Time-ordered, so sorting ids sorts jobs newest first (as Cortex did)."""
+    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(3)}"
+
+
+def batch_id(job_id: str, seq: int) -> str:
+    return f"{job_id}-{seq}"
+
+
+@dataclass(frozen=True)
+class ApiRecord:
+    name: str
+    version: int
+    spec: dict[str, Any]
+    dotenv: dict[str, str]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    api_name: str
+    api_version: int
+    kind: str
+    workers: int
+    config: dict[str, Any]
+    timeout: float | None
+    max_receive_count: int
+    priority: int
+    created_at: float
+    retry_of: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    api_name: str
+    api_version: int
+    kind: str
+    status: JobStatus
+    workers: int
+    config: dict[str, Any]
+    timeout: float | None
+    max_receive_count: int
+    priority: int
+    total_batch_count: int
+    created_at: float
+    end_time: float | None
+    error: str | None
+    has_on_complete: bool | None
+    retry_of: str | None
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    queued: int
+    leased: int
+    succeeded: int
+    dead: int
+    failed_attempts: int
+    average_time: float | None
+
+    @property
+    def unfinished(self) -> int:
+        return self.queued + self.leased
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    seq: int
+    token: int
+    attempt: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Success:
+    seq: int
+    token: int
+    duration: float
+    result: bytes | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    seq: int
+    token: int
+    error: str
+    traceback: str | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    payload: bytes
+    attempts: int
+    error: str | None
+    traceback: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    seq: int
+    result: bytes
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # APIs
+    async def add_api_version(
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+    ) -> ApiRecord: ...
+    async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None: ...
+    async def list_apis(self) -> list[ApiRecord]: ...
+    async def api_versions(self, name: str) -> list[ApiRecord]: ...
+    async def delete_api(self, name: str) -> bool: ...
+
+    # Jobs
+    async def create_job(self, job: NewJob, payloads: Iterable[bytes]) -> JobRecord: ...
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def list_jobs(self, api_name: str, limit: int) -> list[JobRecord]: ...
+    async def active_jobs(self) -> list[JobRecord]: ...
+    async def set_status(
+        self, job_id: str, status: JobStatus, error: str | None = None
+    ) -> bool: ...
+    async def set_has_on_complete(self, job_id: str, value: bool) -> None: ...
+    async def counts(self, job_id: str) -> BatchCounts: ...
+
+    # Batches
+    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]: ...
+    async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int: ...
+    async def fail(
+        self, job_id: str, failure: Failure, max_receive_count: int
+    ) -> BatchState | None: ...
+    async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int: ...
+    async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int: ...
+    async def expire_leases(
+        self, now: float, reason: str = ...
+    ) -> list[tuple[str, int, BatchState]]: ...
+    def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]: ...
+    def results(self, job_id: str) -> AsyncIterator[Result]: ...

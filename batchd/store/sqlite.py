@@ -1,0 +1,502 @@
+"""The embedded SQLite store: the only code in batchd that writes SQL.
+
+One writer connection, every write an explicit ``BEGIN IMMEDIATE`` transaction under
+an asyncio lock (aiosqlite runs each statement in its own thread, so a transaction
+spanning several awaits must not interleave with another). A second connection
+serves reads, so status requests are answered from the last committed state while
+a large job is being admitted.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from batchd.constants import SCHEMA_VERSION, STREAM_PAGE_ROWS
+from batchd.store.base import (
+    TERMINAL_STATUSES,
+    ApiRecord,
+    BatchCounts,
+    BatchState,
+    DeadLetter,
+    Failure,
+    JobRecord,
+    JobStatus,
+    Lease,
+    NewJob,
+    Result,
+    Success,
+)
+
+_SEQ_BITS = 32
+_TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
+
+_JOB_COLUMNS = (
+    "job_id, api_name, api_version, kind, status, workers, config, timeout, "
+    "max_receive_count, priority, total_batch_count, created_at, end_time, error, "
+    "has_on_complete, retry_of"
+)
+
+
+def _batch_range(key: int) -> tuple[int, int]:
+    first = key << _SEQ_BITS
+    return first, first | ((1 << _SEQ_BITS) - 1)
+
+
+def _seq(batch: int) -> int:
+    return batch & ((1 << _SEQ_BITS) - 1)
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    return JobRecord(
+        job_id=row[0],
+        api_name=row[1],
+        api_version=row[2],
+        kind=row[3],
+        status=JobStatus(row[4]),
+        workers=row[5],
+        config=json.loads(row[6]),
+        timeout=row[7],
+        max_receive_count=row[8],
+        priority=row[9],
+        total_batch_count=row[10],
+        created_at=row[11],
+        end_time=row[12],
+        error=row[13],
+        has_on_complete=None if row[14] is None else bool(row[14]),
+        retry_of=row[15],
+    )
+
+
+def _api(row: Sequence[Any]) -> ApiRecord:
+    return ApiRecord(
+        name=row[0],
+        version=row[1],
+        spec=json.loads(row[2]),
+        dotenv=json.loads(row[3]),
+        created_at=row[4],
+    )
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class SqliteStore:
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock: Any = None
+        self._keys: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        import asyncio
+
+        self._write_lock = asyncio.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._migrate()
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def _migrate(self) -> None:
+        version = await self._scalar(self._w, "PRAGMA user_version")
+        if version == SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this batchd knows {SCHEMA_VERSION}"
+            )
+        schema = resources.files("batchd.store").joinpath("schema.sql").read_text()
+        statements = [s.strip() for s in schema.split(";") if _has_sql(s)]
+        async with self._transaction() as db:
+            for statement in statements:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._w.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._w
+            except BaseException:
+                await self._w.execute("ROLLBACK")
+                raise
+            await self._w.execute("COMMIT")
+
+    @staticmethod
+    async def _scalar(conn: aiosqlite.Connection, sql: str, *params: Any) -> Any:
+        async with conn.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _key(self, job_id: str) -> int:
+        key = self._keys.get(job_id)
+        if key is None:
+            key = await self._scalar(self._r, "SELECT key FROM jobs WHERE job_id = ?", job_id)
+            if key is None:
+                key = await self._scalar(self._w, "SELECT key FROM jobs WHERE job_id = ?", job_id)
+            if key is None:
+                raise UnknownJob(job_id)
+            self._keys[job_id] = key
+        return int(key)
+
+    # -- APIs --------------------------------------------------------------------------
+
+    async def add_api_version(
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+    ) -> ApiRecord:
+        now = time.time()
+        async with self._transaction() as db:
+            latest = await self._scalar(db, "SELECT max(version) FROM apis WHERE name = ?", name)
+            version = (latest or 0) + 1
+            await db.execute(
+                "INSERT INTO apis (name, version, spec, dotenv, created_at) VALUES (?,?,?,?,?)",
+                (name, version, json.dumps(spec), json.dumps(dotenv), now),
+            )
+        return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
+
+    async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
+        if version is None:
+            sql = (
+                "SELECT name, version, spec, dotenv, created_at FROM apis "
+                "WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1"
+            )
+            params: tuple[Any, ...] = (name,)
+        else:
+            sql = (
+                "SELECT name, version, spec, dotenv, created_at FROM apis "
+                "WHERE name = ? AND version = ?"
+            )
+            params = (name, version)
+        async with self._r.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _api(row)
+
+    async def list_apis(self) -> list[ApiRecord]:
+        sql = (
+            "SELECT name, version, spec, dotenv, created_at FROM apis a WHERE deleted_at IS NULL "
+            "AND version = (SELECT max(version) FROM apis b WHERE b.name = a.name) ORDER BY name"
+        )
+        async with self._r.execute(sql) as cursor:
+            return [_api(row) for row in await cursor.fetchall()]
+
+    async def api_versions(self, name: str) -> list[ApiRecord]:
+        sql = (
+            "SELECT name, version, spec, dotenv, created_at FROM apis "
+            "WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC"
+        )
+        async with self._r.execute(sql, (name,)) as cursor:
+            return [_api(row) for row in await cursor.fetchall()]
+
+    async def delete_api(self, name: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE apis SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL",
+                (time.time(), name),
+            )
+            return cursor.rowcount > 0
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def create_job(self, job: NewJob, payloads: Iterable[bytes]) -> JobRecord:
+        """Store the job and every batch in one transaction: admission is all or nothing."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO jobs (job_id, api_name, api_version, kind, status, workers, config, "
+                "timeout, max_receive_count, priority, total_batch_count, created_at, retry_of) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                (
+                    job.job_id,
+                    job.api_name,
+                    job.api_version,
+                    job.kind,
+                    JobStatus.PENDING,
+                    job.workers,
+                    json.dumps(job.config),
+                    job.timeout,
+                    job.max_receive_count,
+                    job.priority,
+                    job.created_at,
+                    job.retry_of,
+                ),
+            )
+            key = cursor.lastrowid
+            assert key is not None
+            first, _ = _batch_range(key)
+            rows = ((first + seq, payload) for seq, payload in enumerate(payloads, start=1))
+            await db.executemany(
+                "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
+            )
+            total = await self._scalar(
+                db, "SELECT count(*) FROM batches WHERE id BETWEEN ? AND ?", *_batch_range(key)
+            )
+            await db.execute("UPDATE jobs SET total_batch_count = ? WHERE key = ?", (total, key))
+        self._keys[job.job_id] = key
+        record = await self.get_job(job.job_id)
+        assert record is not None
+        return record
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?"
+        async with self._r.execute(sql, (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _job(row)
+
+    async def list_jobs(self, api_name: str, limit: int) -> list[JobRecord]:
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE api_name = ? "
+            "ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        )
+        async with self._r.execute(sql, (api_name, limit)) as cursor:
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def active_jobs(self) -> list[JobRecord]:
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs "
+            "WHERE status IN ('pending', 'enqueuing', 'running') ORDER BY key"
+        )
+        async with self._w.execute(sql) as cursor:
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """Move a job to `status`; refused (False) once the job is terminal."""
+        end_time = time.time() if status.terminal else None
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE jobs SET status = ?, end_time = ?, error = coalesce(?, error) "
+                f"WHERE job_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                (status, end_time, error, job_id),
+            )
+            changed = cursor.rowcount > 0
+            if changed and status.terminal:
+                # Leases of a finished job are void; give the batches back, unburnt.
+                first, last = _batch_range(await self._key(job_id))
+                await db.execute(
+                    "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
+                    "lease_token = NULL, lease_expires_at = NULL "
+                    "WHERE state = 'leased' AND id BETWEEN ? AND ?",
+                    (first, last),
+                )
+            return changed
+
+    async def set_has_on_complete(self, job_id: str, value: bool) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET has_on_complete = ? WHERE job_id = ?", (int(value), job_id)
+            )
+
+    async def counts(self, job_id: str) -> BatchCounts:
+        first, last = _batch_range(await self._key(job_id))
+        by_state = {state: 0 for state in BatchState}
+        sql = "SELECT count(*) FROM batches WHERE state = ? AND id BETWEEN ? AND ?"
+        for state in BatchState:
+            by_state[state] = await self._scalar(self._r, sql, state, first, last)
+        failed_attempts = await self._scalar(
+            self._r, "SELECT count(*) FROM failures WHERE batch BETWEEN ? AND ?", first, last
+        )
+        average = await self._scalar(
+            self._r,
+            "SELECT avg(duration) FROM batches WHERE state = 'succeeded' AND id BETWEEN ? AND ?",
+            first,
+            last,
+        )
+        return BatchCounts(
+            queued=by_state[BatchState.QUEUED],
+            leased=by_state[BatchState.LEASED],
+            succeeded=by_state[BatchState.SUCCEEDED],
+            dead=by_state[BatchState.DEAD],
+            failed_attempts=failed_attempts,
+            average_time=average,
+        )
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
+        """Lease up to `limit` queued batches of a running job, oldest first."""
+        key = await self._key(job_id)
+        first, last = _batch_range(key)
+        token = secrets.randbits(62)
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = ?, "
+                "lease_expires_at = ? WHERE id IN ("
+                "  SELECT id FROM batches WHERE state = 'queued' AND id BETWEEN ? AND ? "
+                "  ORDER BY id LIMIT ?"
+                ") AND EXISTS (SELECT 1 FROM jobs WHERE key = ? AND status = 'running') "
+                "RETURNING id, attempts, payload",
+                (token, time.time() + lease_timeout, first, last, limit, key),
+            ) as cursor:
+                rows = await cursor.fetchall()
+        leases = [Lease(job_id, _seq(row[0]), token, row[1], bytes(row[2])) for row in rows]
+        leases.sort(key=lambda lease: lease.seq)
+        return leases
+
+    async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
+        """Record successes; an outcome whose lease token is stale changes nothing."""
+        first, _ = _batch_range(await self._key(job_id))
+        accepted = 0
+        async with self._transaction() as db:
+            for outcome in outcomes:
+                cursor = await db.execute(
+                    "UPDATE batches SET state = 'succeeded', result = ?, duration = ?, "
+                    "lease_token = NULL, lease_expires_at = NULL "
+                    "WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                    (outcome.result, outcome.duration, first + outcome.seq, outcome.token),
+                )
+                accepted += cursor.rowcount
+        return accepted
+
+    async def fail(
+        self, job_id: str, failure: Failure, max_receive_count: int
+    ) -> BatchState | None:
+        """Record a failed attempt; the batch is re-queued or, out of attempts, dead-lettered.
+
+        Returns the batch's new state, or None when the lease token was stale."""
+        first, _ = _batch_range(await self._key(job_id))
+        batch = first + failure.seq
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE batches SET state = CASE WHEN attempts >= ? THEN 'dead' ELSE 'queued' END, "
+                "lease_token = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND state = 'leased' AND lease_token = ? RETURNING state, attempts",
+                (max_receive_count, batch, failure.token),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            await db.execute(
+                "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
+                "VALUES (?,?,?,?,?)",
+                (batch, row[1], failure.error, failure.traceback, time.time()),
+            )
+        return BatchState(row[0])
+
+    async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
+        """Give (seq, token) leases back without burning an attempt: never started."""
+        first, _ = _batch_range(await self._key(job_id))
+        released = 0
+        async with self._transaction() as db:
+            for seq, token in leases:
+                cursor = await db.execute(
+                    "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
+                    "lease_token = NULL, lease_expires_at = NULL "
+                    "WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                    (first + seq, token),
+                )
+                released += cursor.rowcount
+        return released
+
+    async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int:
+        """Push out the expiry of (job_id, seq, token) leases held by live workers."""
+        expires = time.time() + lease_timeout
+        rows = [
+            (expires, (await self._key(job_id) << _SEQ_BITS) + seq, token)
+            for job_id, seq, token in leases
+        ]
+        async with self._transaction() as db:
+            cursor = await db.executemany(
+                "UPDATE batches SET lease_expires_at = ? "
+                "WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                rows,
+            )
+            return cursor.rowcount
+
+    async def expire_leases(
+        self, now: float, reason: str = "lease expired: the worker holding it was lost"
+    ) -> list[tuple[str, int, BatchState]]:
+        """Every lease past its expiry counts as a failed attempt (its worker is gone)."""
+        async with self._transaction() as db:
+            async with db.execute(
+                "UPDATE batches SET state = CASE WHEN attempts >= "
+                "(SELECT max_receive_count FROM jobs WHERE key = batches.id >> 32) "
+                "THEN 'dead' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL "
+                "WHERE state = 'leased' AND lease_expires_at < ? RETURNING id, state, attempts",
+                (now,),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            await db.executemany(
+                "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
+                "VALUES (?, ?, ?, NULL, ?)",
+                [(row[0], row[2], reason, time.time()) for row in rows],
+            )
+            keys = {row[0] >> _SEQ_BITS for row in rows}
+            job_ids: dict[int, str] = {}
+            for key in keys:
+                job_ids[key] = await self._scalar(db, "SELECT job_id FROM jobs WHERE key = ?", key)
+        return [(job_ids[row[0] >> _SEQ_BITS], _seq(row[0]), BatchState(row[1])) for row in rows]
+
+    async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
+        first, last = _batch_range(await self._key(job_id))
+        after = first - 1
+        while True:
+            sql = (
+                "SELECT b.id, b.payload, b.attempts, f.error, f.traceback FROM batches b "
+                "LEFT JOIN failures f ON f.batch = b.id AND f.attempt = b.attempts "
+                "WHERE b.state = 'dead' AND b.id > ? AND b.id <= ? ORDER BY b.id LIMIT ?"
+            )
+            async with self._r.execute(sql, (after, last, STREAM_PAGE_ROWS)) as cursor:
+                rows = list(await cursor.fetchall())
+            for row in rows:
+                yield DeadLetter(_seq(row[0]), bytes(row[1]), row[2], row[3], row[4])
+            if len(rows) < STREAM_PAGE_ROWS:
+                return
+            after = rows[-1][0]
+
+    async def results(self, job_id: str) -> AsyncIterator[Result]:
+        first, last = _batch_range(await self._key(job_id))
+        after = first - 1
+        while True:
+            sql = (
+                "SELECT id, result FROM batches WHERE id > ? AND id <= ? "
+                "AND state = 'succeeded' AND result IS NOT NULL ORDER BY id LIMIT ?"
+            )
+            async with self._r.execute(sql, (after, last, STREAM_PAGE_ROWS)) as cursor:
+                rows = list(await cursor.fetchall())
+            for row in rows:
+                yield Result(_seq(row[0]), bytes(row[1]))
+            if len(rows) < STREAM_PAGE_ROWS:
+                return
+            after = rows[-1][0]
+
+
+def _has_sql(chunk: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())

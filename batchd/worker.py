@@ -1,0 +1,161 @@
+"""The worker process: ``python -m batchd.worker`` (standard library only).
+
+It may run under an API's own interpreter, which has none of the daemon's
+dependencies, so nothing here imports beyond the standard library and
+``batchd.protocol``/``batchd.constants``.
+
+    daemon ──init──▶ load handler file, Handler(config, job_spec) ──ready──▶ daemon
+    daemon ──batches──▶ handle_batch(payload, batch_id) … ──next(outcomes)──▶ daemon
+    daemon ──complete──▶ on_job_complete([status]) ──completed──▶ daemon
+    daemon ──exit──▶ return 0
+
+The daemon is the only one that touches the queue; a worker only reports outcomes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import inspect
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchd.constants import ENV_WORKER_FD, WORKER_EXIT_INIT_FAILED
+from batchd.protocol import BlockingChannel, ChannelClosed
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the daemon dies, so no worker is orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    expected = os.environ.get("BATCHD_DAEMON_PID")
+    if expected and os.getppid() != int(expected):
+        # The daemon died before prctl took effect.
+        os._exit(1)
+
+
+def call_with_declared(function: Callable[..., Any], **available: Any) -> Any:
+    """Pass only the arguments the function's signature names (Cortex behaviour)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return function(**available)
+    names = {p.name for p in parameters}
+    return function(**{name: value for name, value in available.items() if name in names})
+
+
+def load_handler_class(handler_path: str) -> type:
+    path = Path(handler_path).resolve()
+    spec = importlib.util.spec_from_file_location("handler", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {handler_path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["handler"] = module
+    spec.loader.exec_module(module)
+    handler_class = getattr(module, "Handler", None)
+    if not isinstance(handler_class, type):
+        raise TypeError(f"{handler_path} does not define class Handler")
+    return handler_class
+
+
+def describe_exception(exc: BaseException) -> dict[str, str]:
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class Worker:
+    def __init__(self, channel: BlockingChannel) -> None:
+        self.channel = channel
+        self.handler: Any = None
+
+    def start(self, init: dict[str, Any]) -> bool:
+        sys.path.insert(0, os.getcwd())
+        try:
+            handler_class = load_handler_class(init["handler_path"])
+            self.handler = call_with_declared(
+                handler_class, config=init["config"], job_spec=init["job_spec"]
+            )
+            if not callable(getattr(self.handler, "handle_batch", None)):
+                raise TypeError("Handler has no handle_batch method")
+        except Exception as exc:
+            self.channel.send({"op": "init_failed", **describe_exception(exc)})
+            return False
+        has_on_complete = callable(getattr(self.handler, "on_job_complete", None))
+        self.channel.send({"op": "ready", "has_on_complete": has_on_complete})
+        return True
+
+    def handle(self, batch: dict[str, Any]) -> dict[str, Any]:
+        outcome: dict[str, Any] = {"seq": batch["seq"], "token": batch["token"]}
+        started = time.monotonic()
+        try:
+            result = call_with_declared(
+                self.handler.handle_batch, payload=batch["payload"], batch_id=batch["batch_id"]
+            )
+            if result is not None:
+                # Encode now so a result that is not JSON fails this batch, not the channel.
+                outcome["result"] = json.loads(json.dumps(result))
+            outcome["ok"] = True
+        except Exception as exc:
+            outcome.update(ok=False, **describe_exception(exc))
+        outcome["duration"] = time.monotonic() - started
+        return outcome
+
+    def complete(self, status: dict[str, Any]) -> dict[str, Any]:
+        hook = getattr(self.handler, "on_job_complete", None)
+        try:
+            if hook is not None:
+                takes_status = len(inspect.signature(hook).parameters) > 0
+                hook(status) if takes_status else hook()
+        except Exception as exc:
+            return {"op": "completed", "ok": False, **describe_exception(exc)}
+        return {"op": "completed", "ok": True}
+
+    def serve(self) -> None:
+        self.channel.send({"op": "next", "outcomes": []})
+        while True:
+            message = self.channel.recv()
+            op = message["op"]
+            if op == "batches":
+                outcomes = [self.handle(batch) for batch in message["batches"]]
+                self.channel.send({"op": "next", "outcomes": outcomes})
+            elif op == "complete":
+                self.channel.send(self.complete(message["status"]))
+            elif op == "exit":
+                return
+            else:
+                raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> int:
+    die_with_parent()
+    sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
+    channel = BlockingChannel(sock)
+    try:
+        worker = Worker(channel)
+        if not worker.start(channel.recv()):
+            return WORKER_EXIT_INIT_FAILED
+        worker.serve()
+    except ChannelClosed:
+        # The daemon closed our channel: it is going away or has dropped us.
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
