@@ -44,9 +44,17 @@ class BatchState(StrEnum):
     DEAD = "dead"
 
 
+_last_id_micros = 0
+
+
 def new_job_id() -> str:
-    """Time-ordered, so sorting ids sorts jobs newest first (as Cortex did)."""
-    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(3)}"
+    """Time-ordered, so sorting ids sorts jobs by age (as Cortex did).
+
+    Microseconds, forced to increase within this process; the random tail keeps ids
+    from different daemons sharing one queue apart."""
+    global _last_id_micros
+    _last_id_micros = max(time.time_ns() // 1000, _last_id_micros + 1)
+    return f"{_last_id_micros:013x}{secrets.token_hex(2)}"
 
 
 def batch_id(job_id: str, seq: int) -> str:

@@ -108,16 +108,23 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
-        await self._migrate()
-        self._reader = await self._connect()
+        try:
+            await self._migrate()
+            self._reader = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
+        for pragma in (
+            "journal_mode=WAL",
+            f"synchronous={self.synchronous}",
+            "foreign_keys=ON",
+            "busy_timeout=5000",
+        ):
+            await self._exec(conn, f"PRAGMA {pragma}")
         return conn
 
     async def _migrate(self) -> None:
@@ -132,8 +139,8 @@ class SqliteStore:
         statements = [s.strip() for s in schema.split(";") if _has_sql(s)]
         async with self._transaction() as db:
             for statement in statements:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                await self._exec(db, statement)
+            await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -154,13 +161,23 @@ class SqliteStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._w.execute("BEGIN IMMEDIATE")
+            await self._exec(self._w, "BEGIN IMMEDIATE")
             try:
                 yield self._w
             except BaseException:
-                await self._w.execute("ROLLBACK")
+                await self._exec(self._w, "ROLLBACK")
                 raise
-            await self._w.execute("COMMIT")
+            await self._exec(self._w, "COMMIT")
+
+    @staticmethod
+    async def _exec(conn: aiosqlite.Connection, sql: str, *params: Any) -> int:
+        async with conn.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    @staticmethod
+    async def _exec_many(conn: aiosqlite.Connection, sql: str, rows: Iterable[Any]) -> int:
+        async with conn.executemany(sql, rows) as cursor:
+            return cursor.rowcount
 
     @staticmethod
     async def _scalar(conn: aiosqlite.Connection, sql: str, *params: Any) -> Any:
@@ -188,9 +205,14 @@ class SqliteStore:
         async with self._transaction() as db:
             latest = await self._scalar(db, "SELECT max(version) FROM apis WHERE name = ?", name)
             version = (latest or 0) + 1
-            await db.execute(
+            await self._exec(
+                db,
                 "INSERT INTO apis (name, version, spec, dotenv, created_at) VALUES (?,?,?,?,?)",
-                (name, version, json.dumps(spec), json.dumps(dotenv), now),
+                name,
+                version,
+                json.dumps(spec),
+                json.dumps(dotenv),
+                now,
             )
         return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
 
@@ -229,18 +251,20 @@ class SqliteStore:
 
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
-            cursor = await db.execute(
+            changed = await self._exec(
+                db,
                 "UPDATE apis SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL",
-                (time.time(), name),
+                time.time(),
+                name,
             )
-            return cursor.rowcount > 0
+            return changed > 0
 
     # -- jobs --------------------------------------------------------------------------
 
     async def create_job(self, job: NewJob, payloads: Iterable[bytes]) -> JobRecord:
         """Store the job and every batch in one transaction: admission is all or nothing."""
         async with self._transaction() as db:
-            cursor = await db.execute(
+            async with db.execute(
                 "INSERT INTO jobs (job_id, api_name, api_version, kind, status, workers, config, "
                 "timeout, max_receive_count, priority, total_batch_count, created_at, retry_of) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?)",
@@ -258,18 +282,18 @@ class SqliteStore:
                     job.created_at,
                     job.retry_of,
                 ),
-            )
-            key = cursor.lastrowid
+            ) as cursor:
+                key = cursor.lastrowid
             assert key is not None
             first, _ = _batch_range(key)
             rows = ((first + seq, payload) for seq, payload in enumerate(payloads, start=1))
-            await db.executemany(
-                "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
+            await self._exec_many(
+                db, "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
             )
             total = await self._scalar(
                 db, "SELECT count(*) FROM batches WHERE id BETWEEN ? AND ?", *_batch_range(key)
             )
-            await db.execute("UPDATE jobs SET total_batch_count = ? WHERE key = ?", (total, key))
+            await self._exec(db, "UPDATE jobs SET total_batch_count = ? WHERE key = ?", total, key)
         self._keys[job.job_id] = key
         record = await self.get_job(job.job_id)
         assert record is not None
@@ -301,27 +325,32 @@ class SqliteStore:
         """Move a job to `status`; refused (False) once the job is terminal."""
         end_time = time.time() if status.terminal else None
         async with self._transaction() as db:
-            cursor = await db.execute(
+            changed = await self._exec(
+                db,
                 f"UPDATE jobs SET status = ?, end_time = ?, error = coalesce(?, error) "
                 f"WHERE job_id = ? AND status NOT IN ({_TERMINAL_SQL})",
-                (status, end_time, error, job_id),
+                status,
+                end_time,
+                error,
+                job_id,
             )
-            changed = cursor.rowcount > 0
             if changed and status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
                 first, last = _batch_range(await self._key(job_id))
-                await db.execute(
+                await self._exec(
+                    db,
                     "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
                     "lease_token = NULL, lease_expires_at = NULL "
                     "WHERE state = 'leased' AND id BETWEEN ? AND ?",
-                    (first, last),
+                    first,
+                    last,
                 )
-            return changed
+            return changed > 0
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "UPDATE jobs SET has_on_complete = ? WHERE job_id = ?", (int(value), job_id)
+            await self._exec(
+                db, "UPDATE jobs SET has_on_complete = ? WHERE job_id = ?", int(value), job_id
             )
 
     async def counts(self, job_id: str) -> BatchCounts:
@@ -376,13 +405,16 @@ class SqliteStore:
         accepted = 0
         async with self._transaction() as db:
             for outcome in outcomes:
-                cursor = await db.execute(
+                accepted += await self._exec(
+                    db,
                     "UPDATE batches SET state = 'succeeded', result = ?, duration = ?, "
                     "lease_token = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND state = 'leased' AND lease_token = ?",
-                    (outcome.result, outcome.duration, first + outcome.seq, outcome.token),
+                    outcome.result,
+                    outcome.duration,
+                    first + outcome.seq,
+                    outcome.token,
                 )
-                accepted += cursor.rowcount
         return accepted
 
     async def fail(
@@ -403,10 +435,15 @@ class SqliteStore:
                 row = await cursor.fetchone()
             if row is None:
                 return None
-            await db.execute(
+            await self._exec(
+                db,
                 "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
                 "VALUES (?,?,?,?,?)",
-                (batch, row[1], failure.error, failure.traceback, time.time()),
+                batch,
+                row[1],
+                failure.error,
+                failure.traceback,
+                time.time(),
             )
         return BatchState(row[0])
 
@@ -416,13 +453,14 @@ class SqliteStore:
         released = 0
         async with self._transaction() as db:
             for seq, token in leases:
-                cursor = await db.execute(
+                released += await self._exec(
+                    db,
                     "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
                     "lease_token = NULL, lease_expires_at = NULL "
                     "WHERE id = ? AND state = 'leased' AND lease_token = ?",
-                    (first + seq, token),
+                    first + seq,
+                    token,
                 )
-                released += cursor.rowcount
         return released
 
     async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int:
@@ -433,12 +471,12 @@ class SqliteStore:
             for job_id, seq, token in leases
         ]
         async with self._transaction() as db:
-            cursor = await db.executemany(
+            return await self._exec_many(
+                db,
                 "UPDATE batches SET lease_expires_at = ? "
                 "WHERE id = ? AND state = 'leased' AND lease_token = ?",
                 rows,
             )
-            return cursor.rowcount
 
     async def expire_leases(
         self, now: float, reason: str = "lease expired: the worker holding it was lost"
@@ -453,7 +491,8 @@ class SqliteStore:
                 (now,),
             ) as cursor:
                 rows = await cursor.fetchall()
-            await db.executemany(
+            await self._exec_many(
+                db,
                 "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
                 "VALUES (?, ?, ?, NULL, ?)",
                 [(row[0], row[2], reason, time.time()) for row in rows],

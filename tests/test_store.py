@@ -1,0 +1,189 @@
+"""The SQLite store against a real database file: the queue's promises, one by one."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from batchd.constants import DB_FILENAME, SCHEMA_VERSION
+from batchd.store.base import BatchState, Failure, JobStatus, NewJob, Success, new_job_id
+from batchd.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / DB_FILENAME)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def new_job(max_receive_count: int = 2, api: str = "demo") -> NewJob:
+    return NewJob(
+        job_id=new_job_id(),
+        api_name=api,
+        api_version=1,
+        kind="item_list",
+        workers=1,
+        config={"a": 1},
+        timeout=None,
+        max_receive_count=max_receive_count,
+        priority=0,
+        created_at=time.time(),
+    )
+
+
+def payloads(count: int) -> list[bytes]:
+    return [json.dumps([i]).encode() for i in range(count)]
+
+
+async def running_job(store: SqliteStore, batches: int, max_receive_count: int = 2) -> str:
+    job = await store.create_job(new_job(max_receive_count), payloads(batches))
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    return job.job_id
+
+
+async def test_schema_is_versioned_and_wal(tmp_path: Path, store: SqliteStore) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_refuses_database_from_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="schema version"):
+        await SqliteStore(path).open()
+
+
+async def test_create_job_stores_every_batch(store: SqliteStore) -> None:
+    job = await store.create_job(new_job(), payloads(5))
+    assert job.total_batch_count == 5
+    assert job.status is JobStatus.PENDING
+    counts = await store.counts(job.job_id)
+    assert (counts.queued, counts.leased, counts.succeeded, counts.dead) == (5, 0, 0, 0)
+
+
+async def test_pending_job_grants_no_lease(store: SqliteStore) -> None:
+    job = await store.create_job(new_job(), payloads(2))
+    assert await store.lease(job.job_id, 10, 60) == []
+
+
+async def test_lease_in_order_and_succeed(store: SqliteStore) -> None:
+    job_id = await running_job(store, 3)
+    leases = await store.lease(job_id, 2, 60)
+    assert [(lease.seq, lease.attempt, lease.payload) for lease in leases] == [
+        (1, 1, b"[0]"),
+        (2, 1, b"[1]"),
+    ]
+    ok = [Success(lease.seq, lease.token, 0.5, b'{"r":1}') for lease in leases]
+    assert await store.succeed(job_id, ok) == 2
+    counts = await store.counts(job_id)
+    assert (counts.queued, counts.succeeded, counts.average_time) == (1, 2, 0.5)
+    results = [(r.seq, r.result) async for r in store.results(job_id)]
+    assert results == [(1, b'{"r":1}'), (2, b'{"r":1}')]
+
+
+async def test_stale_token_changes_nothing(store: SqliteStore) -> None:
+    job_id = await running_job(store, 1, max_receive_count=3)
+    (first,) = await store.lease(job_id, 1, 60)
+    assert await store.expire_leases(math.inf) == [(job_id, 1, BatchState.QUEUED)]
+    (second,) = await store.lease(job_id, 1, 60)
+    assert second.attempt == 2 and second.token != first.token
+    # The superseded attempt reports late: refused, both as success and as failure.
+    assert await store.succeed(job_id, [Success(1, first.token, 1.0, None)]) == 0
+    assert await store.fail(job_id, Failure(1, first.token, "late", None), 3) is None
+    counts = await store.counts(job_id)
+    assert (counts.leased, counts.succeeded, counts.failed_attempts) == (1, 0, 1)
+    assert await store.succeed(job_id, [Success(1, second.token, 1.0, None)]) == 1
+    assert (await store.counts(job_id)).succeeded == 1
+
+
+async def test_failures_requeue_then_dead_letter(store: SqliteStore) -> None:
+    job_id = await running_job(store, 1, max_receive_count=2)
+    (lease,) = await store.lease(job_id, 1, 60)
+    assert await store.fail(job_id, Failure(1, lease.token, "boom 1", "tb1"), 2) is BatchState.QUEUED
+    (lease,) = await store.lease(job_id, 1, 60)
+    assert await store.fail(job_id, Failure(1, lease.token, "boom 2", "tb2"), 2) is BatchState.DEAD
+    assert await store.lease(job_id, 1, 60) == []
+    dead = [d async for d in store.dead_letters(job_id)]
+    assert [(d.seq, d.payload, d.attempts, d.error, d.traceback) for d in dead] == [
+        (1, b"[0]", 2, "boom 2", "tb2")
+    ]
+    counts = await store.counts(job_id)
+    assert (counts.dead, counts.failed_attempts) == (1, 2)
+
+
+async def test_release_does_not_burn_an_attempt(store: SqliteStore) -> None:
+    job_id = await running_job(store, 1)
+    (lease,) = await store.lease(job_id, 1, 60)
+    assert await store.release(job_id, [(1, lease.token)]) == 1
+    (again,) = await store.lease(job_id, 1, 60)
+    assert again.attempt == 1
+
+
+async def test_only_expired_leases_expire_and_renewal_pushes_expiry(store: SqliteStore) -> None:
+    job_id = await running_job(store, 2)
+    short, long_ = await store.lease(job_id, 2, 60)
+    assert await store.renew([(job_id, long_.seq, long_.token)], 3600) == 1
+    expired = await store.expire_leases(time.time() + 120)
+    assert expired == [(job_id, short.seq, BatchState.QUEUED)]
+    assert (await store.counts(job_id)).leased == 1
+
+
+async def test_terminal_status_is_final_and_voids_leases(store: SqliteStore) -> None:
+    job_id = await running_job(store, 2)
+    (lease,) = await store.lease(job_id, 1, 60)
+    assert await store.set_status(job_id, JobStatus.STOPPED)
+    assert not await store.set_status(job_id, JobStatus.RUNNING)
+    assert not await store.set_status(job_id, JobStatus.SUCCEEDED)
+    job = await store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.STOPPED and job.end_time is not None
+    assert await store.lease(job_id, 1, 60) == []
+    assert await store.succeed(job_id, [Success(1, lease.token, 0.1, None)]) == 0
+    assert (await store.counts(job_id)).leased == 0
+
+
+async def test_jobs_survive_reopen(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / DB_FILENAME)
+    await first.open()
+    job_id = await running_job(first, 3)
+    await first.lease(job_id, 1, 60)
+    await first.close()
+    second = SqliteStore(tmp_path / DB_FILENAME)
+    await second.open()
+    try:
+        assert [job.job_id for job in await second.active_jobs()] == [job_id]
+        counts = await second.counts(job_id)
+        assert (counts.queued, counts.leased) == (2, 1)
+    finally:
+        await second.close()
+
+
+async def test_api_versions(store: SqliteStore) -> None:
+    one = await store.add_api_version("demo", {"v": 1}, {})
+    two = await store.add_api_version("demo", {"v": 2}, {"K": "V"})
+    assert (one.version, two.version) == (1, 2)
+    latest = await store.get_api("demo")
+    assert latest is not None and latest.spec == {"v": 2} and latest.dotenv == {"K": "V"}
+    first = await store.get_api("demo", 1)
+    assert first is not None and first.spec == {"v": 1}
+    assert await store.delete_api("demo")
+    assert await store.get_api("demo") is None
+    assert (await store.add_api_version("demo", {"v": 3}, {})).version == 3
+
+
+async def test_list_jobs_newest_first(store: SqliteStore) -> None:
+    ids = [(await store.create_job(new_job(), payloads(1))).job_id for _ in range(3)]
+    listed = [job.job_id for job in await store.list_jobs("demo", 10)]
+    assert listed == list(reversed(ids))
+    assert sorted(ids, reverse=True) == listed
