@@ -79,9 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from batchd.logsetup import configure_logging
 
     try:
-        config = load_config(
-            args.config, {"listen": args.listen, "state_dir": args.state_dir}
-        )
+        config = load_config(args.config, {"listen": args.listen, "state_dir": args.state_dir})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,9 @@ ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
 # The scheduler re-examines every job at least this often even when nothing wakes it.
 SCHEDULER_IDLE_INTERVAL = 1.0
 
+# Final worker counts are kept in memory for this many finished jobs.
+FINISHED_JOBS_REMEMBERED = 1000
+
 # How many batches a worker is handed per request.
 LEASE_BATCH_COUNT = 1
 

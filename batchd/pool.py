@@ -32,7 +32,7 @@ class WorkerState(StrEnum):
     EXITED = "exited"
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerProcess:
     slot: int
     job_id: str
@@ -95,8 +95,12 @@ def batches_message(leases: Sequence[Lease]) -> bytes:
     # Payloads are stored as JSON text: splice them in rather than decode and re-encode.
     items = [
         b'{"seq":%d,"token":%d,"batch_id":%s,"payload":%s}'
-        % (lease.seq, lease.token, json.dumps(batch_id(lease.job_id, lease.seq)).encode(),
-           lease.payload)
+        % (
+            lease.seq,
+            lease.token,
+            json.dumps(batch_id(lease.job_id, lease.seq)).encode(),
+            lease.payload,
+        )
         for lease in leases
     ]
     return b'{"op":"batches","batches":[' + b",".join(items) + b"]}"

@@ -22,6 +22,7 @@ import math
 import time
 import json
 import signal
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots: set[int] = set()
         self._oom = OomDetector()
+        self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -154,17 +156,25 @@ class Scheduler:
             await self.finish(run, JobStatus.STOPPED, f"API {api_name} was deleted")
         return [run.job_id for run in runs]
 
-    def worker_counts(self, job_id: str) -> dict[str, int]:
-        counts = views.empty_worker_counts()
-        run = self.runs.get(job_id)
+    def _retire_run(self, run: JobRun) -> None:
+        """Forget a finished job, keeping its final worker counts for status readers."""
+        self.runs.pop(run.job_id, None)
+        self._final_worker_counts[run.job_id] = self.worker_counts(run.job_id, run)
+        while len(self._final_worker_counts) > constants.FINISHED_JOBS_REMEMBERED:
+            self._final_worker_counts.popitem(last=False)
+
+    def worker_counts(self, job_id: str, run: JobRun | None = None) -> dict[str, int]:
+        run = run or self.runs.get(job_id)
         if run is None:
-            return counts
+            return dict(self._final_worker_counts.get(job_id, views.empty_worker_counts()))
+        counts = views.empty_worker_counts()
         for worker in run.workers:
             if worker.state is WorkerState.INITIALIZING:
                 counts["initializing"] += 1
             elif worker.state is WorkerState.RUNNING:
                 counts["running"] += 1
-        counts["pending"] = max(0, run.wanted - len(run.workers))
+        if not run.finished:
+            counts["pending"] = max(0, run.wanted - len(run.workers))
         counts["succeeded"] = run.exited_ok
         counts["failed"] = run.exited_failed
         return counts
@@ -189,7 +199,8 @@ class Scheduler:
         starved = False
         for run in sorted(self.runs.values(), key=lambda r: (-r.job.priority, r.job.created_at)):
             if run.finished:
-                self.runs.pop(run.job_id, None)
+                if not run.workers:
+                    self._retire_run(run)
                 continue
             job = run.job
             if job.timeout is not None and time.time() >= job.created_at + job.timeout:
@@ -265,7 +276,9 @@ class Scheduler:
         await worker.log_task
         await self._reap(run, worker, returncode)
 
-    async def _on_message(self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]) -> None:
+    async def _on_message(
+        self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
+    ) -> None:
         op = message.get("op")
         if op == "next":
             await self._record(run, worker, message.get("outcomes", []))
@@ -302,7 +315,10 @@ class Scheduler:
             if outcome.get("ok"):
                 continue
             failure = Failure(
-                outcome["seq"], outcome["token"], str(outcome.get("error")), outcome.get("traceback")
+                outcome["seq"],
+                outcome["token"],
+                str(outcome.get("error")),
+                outcome.get("traceback"),
             )
             await self.store.fail(run.job_id, failure, run.job.max_receive_count)
         if run.parked:
@@ -479,4 +495,3 @@ def _result_bytes(outcome: dict[str, Any]) -> bytes | None:
     if "result" not in outcome:
         return None
     return json.dumps(outcome["result"], separators=(",", ":"), ensure_ascii=False).encode()
-

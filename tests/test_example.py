@@ -10,7 +10,9 @@ def test_example_job_runs_to_completion(daemon: Daemon) -> None:
     api = client.deploy(EXAMPLE)
     assert (api["name"], api["version"]) == ("hello", 1)
 
-    job = client.submit("hello", {"workers": 2, "item_list": {"items": [0, 1, 2, 3, 7], "batch_size": 2}})
+    job = client.submit(
+        "hello", {"workers": 2, "item_list": {"items": [0, 1, 2, 3, 7], "batch_size": 2}}
+    )
     assert job["total_batch_count"] == 3
 
     status = wait_job(client, "hello", job["job_id"])
@@ -26,5 +28,5 @@ def test_example_job_runs_to_completion(daemon: Daemon) -> None:
         f"{job['job_id']}-3": ["hello 7!"],
     }
     # on_job_complete ran once and saw the final metrics.
-    log = wait_for(lambda: daemon.job_log(job["job_id"]) or None, what="job log")
-    assert log.count("done: 3 batches succeeded") == 1
+    wait_for(lambda: "batches succeeded" in daemon.job_log(job["job_id"]), what="hook output")
+    assert daemon.job_log(job["job_id"]).count("done: 3 batches succeeded") == 1

@@ -111,7 +111,9 @@ async def test_stale_token_changes_nothing(store: SqliteStore) -> None:
 async def test_failures_requeue_then_dead_letter(store: SqliteStore) -> None:
     job_id = await running_job(store, 1, max_receive_count=2)
     (lease,) = await store.lease(job_id, 1, 60)
-    assert await store.fail(job_id, Failure(1, lease.token, "boom 1", "tb1"), 2) is BatchState.QUEUED
+    assert (
+        await store.fail(job_id, Failure(1, lease.token, "boom 1", "tb1"), 2) is BatchState.QUEUED
+    )
     (lease,) = await store.lease(job_id, 1, 60)
     assert await store.fail(job_id, Failure(1, lease.token, "boom 2", "tb2"), 2) is BatchState.DEAD
     assert await store.lease(job_id, 1, 60) == []

@@ -25,9 +25,7 @@ def api_summary(api: ApiRecord) -> dict[str, Any]:
         "version": api.version,
         "created_at": iso_time(api.created_at),
         "endpoint": f"/batch/{api.name}",
-        "handler": {
-            key: value for key, value in api.spec["handler"].items() if key != "env"
-        }
+        "handler": {key: value for key, value in api.spec["handler"].items() if key != "env"}
         | {"env": sorted(api.spec["handler"].get("env", {}))},
         "compute": api.spec["compute"],
         "files": api.spec.get("files"),

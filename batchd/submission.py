@@ -1,0 +1,394 @@
+"""The body of ``POST /batch/<api>``: validation, and turning it into batch payloads.
+
+Every client mistake becomes an :class:`ApiError` whose ``field`` points at the offending
+part of the request, because that is what users see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from batchd.errors import ApiError, bad_request, forbidden, invalid
+from batchd.globs import compile_glob, path_selected
+
+DEFAULT_MAX_RECEIVE_COUNT = 3
+
+SourceKind = Literal["item_list", "delimited_files", "file_path_lister"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("item_list", "delimited_files", "file_path_lister")
+
+# Counts and priorities end up in SQLite INTEGER columns, which hold signed 64 bits.
+_INT64_MAX = 2**63 - 1
+_Count = Annotated[int, Field(ge=1, le=_INT64_MAX)]
+
+# Items are re-encoded exactly like this everywhere, so sizes and payloads agree.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+# Error `ctx` key naming where, below the error's own location, the problem is.
+_AT = "at"
+
+
+def _check_glob(pattern: str) -> str:
+    try:
+        compile_glob(pattern)
+    except ValueError as exc:
+        raise PydanticCustomError("glob", "{reason}", {"reason": str(exc)}) from exc
+    return pattern
+
+
+_Glob = Annotated[str, AfterValidator(_check_glob)]
+
+
+class _Strict(BaseModel):
+    # strict: JSON `true` is no integer and `"2"` no number.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ItemList(_Strict):
+    items: list[Any] = Field(min_length=1)
+    batch_size: _Count
+
+
+class FileSource(_Strict):
+    """``delimited_files`` and ``file_path_lister``; Cortex's ``s3_paths`` means ``paths``."""
+
+    paths: list[str] = Field(min_length=1)
+    includes: list[_Glob] = []
+    excludes: list[_Glob] = []
+    batch_size: _Count
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_s3_paths(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "s3_paths" not in data:
+            return data
+        if "paths" in data:
+            raise _error("give either paths or s3_paths, not both", at="s3_paths")
+        renamed = dict(data)
+        renamed["paths"] = renamed.pop("s3_paths")
+        return renamed
+
+
+class DeadLetterQueue(_Strict):
+    """Cortex's ``sqs_dead_letter_queue``; only ``max_receive_count`` means anything here."""
+
+    arn: str | None = None
+    max_receive_count: _Count
+
+
+class JobSubmission(_Strict):
+    workers: _Count = 1
+    item_list: ItemList | None = None
+    delimited_files: FileSource | None = None
+    file_path_lister: FileSource | None = None
+    config: dict[str, Any] = {}
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Resolved after validation: the `sqs_dead_letter_queue` form fills it in when given.
+    max_receive_count: _Count = DEFAULT_MAX_RECEIVE_COUNT
+    sqs_dead_letter_queue: DeadLetterQueue | None = None
+    priority: int = Field(default=0, ge=-_INT64_MAX - 1, le=_INT64_MAX)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> JobSubmission:
+        given = [kind for kind in SOURCE_KINDS if getattr(self, kind) is not None]
+        options = ", ".join(SOURCE_KINDS)
+        if not given:
+            raise _error(f"the job needs a source: exactly one of {options}", at="item_list")
+        if len(given) > 1:
+            raise _error(f"give exactly one of {options}, not {' and '.join(given)}", at=given[1])
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_max_receive_count(self) -> JobSubmission:
+        queue = self.sqs_dead_letter_queue
+        if queue is None:
+            return self
+        if "max_receive_count" not in self.model_fields_set:
+            self.max_receive_count = queue.max_receive_count
+        elif self.max_receive_count != queue.max_receive_count:
+            raise _error(
+                f"max_receive_count is {self.max_receive_count} but "
+                f"sqs_dead_letter_queue.max_receive_count is {queue.max_receive_count}",
+                at="max_receive_count",
+            )
+        return self
+
+    @property
+    def source_kind(self) -> SourceKind:
+        return next(kind for kind in SOURCE_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def source(self) -> ItemList | FileSource:
+        source: ItemList | FileSource = getattr(self, self.source_kind)
+        return source
+
+    def max_receive_count_value(self) -> int:
+        return self.max_receive_count
+
+
+def parse_submission(body: bytes) -> JobSubmission:
+    try:
+        data = _loads(body)
+    except RecursionError as exc:
+        raise bad_request("request body is nested too deeply") from exc
+    except ValueError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise bad_request(f"request body must be a JSON object, not {_json_type(data)}")
+    try:
+        return JobSubmission.model_validate(data)
+    except ValidationError as exc:
+        raise _api_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    kind: str
+    payloads: list[bytes]
+    matched_files: list[str] | None
+    item_count: int
+
+
+def plan_batches(sub: JobSubmission, input_roots: Sequence[Path], max_item_bytes: int) -> BatchPlan:
+    """Build every batch payload up front; blocking, so the daemon runs it in a thread."""
+    source = sub.source
+    kind = sub.source_kind
+    if isinstance(source, ItemList):
+        payloads = _item_list_payloads(source.items, source.batch_size, max_item_bytes)
+        return BatchPlan(kind, payloads, None, len(source.items))
+    files = _select_files(source, kind, input_roots)
+    if kind == "delimited_files":
+        encoded = [item for path in files for item in _read_items(path, max_item_bytes)]
+    else:
+        encoded = [_ENCODER.encode(path).encode() for path in files]
+    if not encoded:
+        raise invalid(f"job has no batches: the {len(files)} selected files hold no items", kind)
+    return BatchPlan(kind, _join_batches(encoded, source.batch_size), files, len(encoded))
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    # Python reads 1e400 as inf, which no JSON encoder can write back out.
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _loads(text: bytes | str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _error(message: str, *, at: str) -> PydanticCustomError:
+    return PydanticCustomError("submission", "{message}", {"message": message, _AT: at})
+
+
+def _api_error(exc: ValidationError) -> ApiError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = _field_path(first)
+    message = f"{field}: {_describe(first)}" if field else _describe(first)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problems)"
+    return invalid(message, field or None)
+
+
+def _field_path(error: ErrorDetails) -> str:
+    location: list[str | int] = list(error["loc"])
+    # Model validators cannot set a location, so they say in `ctx` where the problem is.
+    at = error.get("ctx", {}).get(_AT)
+    if at is not None:
+        location.append(at)
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+# Pydantic names Python types; users wrote JSON.
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def _describe(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}, not {_json_type(error['input'])}"
+    return error["msg"]
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+def _item_list_payloads(items: list[Any], batch_size: int, max_item_bytes: int) -> list[bytes]:
+    # One encoder call per batch rather than per item: per-call overhead dominates small items.
+    payloads = []
+    for start in range(0, len(items), batch_size):
+        payload = _ENCODER.encode(items[start : start + batch_size]).encode()
+        # No item is larger than its whole batch, so only a large batch needs a closer look.
+        if len(payload) - 2 > max_item_bytes:
+            _check_item_sizes(items, start, batch_size, max_item_bytes)
+        payloads.append(payload)
+    return payloads
+
+
+def _check_item_sizes(items: list[Any], start: int, count: int, max_item_bytes: int) -> None:
+    for index in range(start, min(start + count, len(items))):
+        size = len(_ENCODER.encode(items[index]).encode())
+        if size > max_item_bytes:
+            raise invalid(
+                f"item {index} is {size} bytes as JSON, over the limit of {max_item_bytes} bytes",
+                f"item_list.items[{index}]",
+            )
+
+
+def _join_batches(encoded: list[bytes], batch_size: int) -> list[bytes]:
+    return [
+        b"[" + b",".join(encoded[start : start + batch_size]) + b"]"
+        for start in range(0, len(encoded), batch_size)
+    ]
+
+
+def _read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
+    try:
+        with open(path, "rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    yield _encode_line(line, f"{path}:{number}", max_item_bytes)
+    except OSError as exc:
+        raise invalid(f"cannot read {path}: {exc.strerror}", "delimited_files") from exc
+
+
+def _encode_line(line: bytes, where: str, max_item_bytes: int) -> bytes:
+    try:
+        encoded = _ENCODER.encode(_loads(line.decode("utf-8"))).encode()
+    except RecursionError as exc:
+        raise invalid(f"{where}: JSON is nested too deeply", "delimited_files") from exc
+    except ValueError as exc:
+        raise invalid(f"{where}: not valid JSON: {exc}", "delimited_files") from exc
+    if len(encoded) > max_item_bytes:
+        raise invalid(
+            f"{where}: item is {len(encoded)} bytes as JSON, "
+            f"over the limit of {max_item_bytes} bytes",
+            "delimited_files",
+        )
+    return encoded
+
+
+# --- listing files -------------------------------------------------------------------------
+
+
+def _select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) -> list[str]:
+    if not input_roots:
+        raise forbidden(
+            f"{kind} is disabled: reading local files needs `input_roots` in the daemon config",
+            f"{kind}.paths",
+        )
+    roots = [os.path.realpath(root) for root in input_roots]
+    includes = [compile_glob(pattern) for pattern in source.includes]
+    excludes = [compile_glob(pattern) for pattern in source.excludes]
+    selected = {
+        path
+        for index, given in enumerate(source.paths)
+        for path in _list_path(given, roots, f"{kind}.paths[{index}]")
+        if path_selected(path, includes, excludes)
+    }
+    if not selected:
+        raise invalid(
+            f"job has no batches: no files under {kind}.paths match the includes and excludes",
+            f"{kind}.paths",
+        )
+    return sorted(selected)
+
+
+def _list_path(given: str, roots: list[str], field: str) -> list[str]:
+    """The files ``given`` names, refusing anything that resolves outside every root."""
+    # realpath() cannot take a NUL, and no file name holds one.
+    if "\0" in given:
+        raise forbidden(f"{given!r} is not an allowed path", field)
+    # A relative path would depend on the daemon's working directory.
+    if not os.path.isabs(given):
+        raise invalid(f"{given!r} is not an absolute path", field)
+    if not _under_roots(given, roots):
+        raise forbidden(f"{given!r} is outside the daemon's input_roots", field)
+    try:
+        mode = os.stat(given).st_mode
+    except OSError as exc:
+        raise invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
+    if stat.S_ISREG(mode):
+        return [given]
+    if stat.S_ISDIR(mode):
+        return list(_walk(given, roots, field, {os.path.realpath(given)}))
+    raise invalid(f"{given!r} is neither a regular file nor a directory", field)
+
+
+def _walk(directory: str, roots: list[str], field: str, ancestors: set[str]) -> Iterator[str]:
+    """Regular files below ``directory``, in sorted order, following symlinks within roots."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise invalid(f"{directory!r} cannot be listed: {exc.strerror}", field) from exc
+    for entry in entries:
+        if entry.is_symlink() and not _under_roots(entry.path, roots):
+            raise forbidden(f"{entry.path!r} links outside the daemon's input_roots", field)
+        if entry.is_dir():
+            real = os.path.realpath(entry.path)
+            # A link back to an ancestor would make the walk endless.
+            if real not in ancestors:
+                yield from _walk(entry.path, roots, field, ancestors | {real})
+        elif entry.is_file():
+            yield entry.path
+        # Anything else (sockets, FIFOs, dangling links) holds no items, and opening a FIFO
+        # would block the planner.
+
+
+def _under_roots(path: str, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)

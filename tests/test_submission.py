@@ -1,0 +1,529 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchd.errors import ApiError
+from batchd.submission import (
+    DEFAULT_MAX_RECEIVE_COUNT,
+    JobSubmission,
+    parse_submission,
+    plan_batches,
+)
+
+ITEMS: dict[str, Any] = {"item_list": {"items": [1, 2, 3], "batch_size": 2}}
+BIG = 1 << 20
+
+
+def parse(body: dict[str, Any]) -> JobSubmission:
+    return parse_submission(json.dumps(body).encode())
+
+
+def parse_error(body: bytes | dict[str, Any]) -> ApiError:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with pytest.raises(ApiError) as caught:
+        parse_submission(raw)
+    return caught.value
+
+
+def plan_error(sub: JobSubmission, roots: list[Path], max_item_bytes: int = BIG) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        plan_batches(sub, roots, max_item_bytes)
+    return caught.value
+
+
+def decoded(payloads: list[bytes]) -> list[Any]:
+    return [json.loads(payload) for payload in payloads]
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    sub = parse(ITEMS)
+    assert sub.workers == 1
+    assert sub.config == {}
+    assert sub.timeout is None
+    assert sub.max_receive_count == DEFAULT_MAX_RECEIVE_COUNT == 3
+    assert sub.max_receive_count_value() == 3
+    assert sub.priority == 0
+    assert sub.source_kind == "item_list"
+    assert sub.item_list is not None
+    assert sub.item_list.items == [1, 2, 3]
+    assert sub.item_list.batch_size == 2
+
+
+def test_all_fields() -> None:
+    sub = parse(
+        {
+            **ITEMS,
+            "workers": 4,
+            "config": {"model": "x", "nested": {"k": [1]}},
+            "timeout": 2.5,
+            "max_receive_count": 5,
+            "priority": -2,
+        }
+    )
+    assert (sub.workers, sub.timeout, sub.max_receive_count, sub.priority) == (4, 2.5, 5, -2)
+    assert sub.config == {"model": "x", "nested": {"k": [1]}}
+
+
+def test_integer_timeout_is_accepted() -> None:
+    assert parse({**ITEMS, "timeout": 30}).timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"{'a': 1}", b'{"timeout": NaN}', b'{"timeout": 1e400}', b"\xff\xfe\xfa"],
+)
+def test_invalid_json_is_400(body: bytes) -> None:
+    error = parse_error(body)
+    assert error.status == 400
+    assert error.field is None
+    assert "JSON" in error.message
+
+
+def test_deeply_nested_json_is_400() -> None:
+    error = parse_error(b"[" * 100_000 + b"]" * 100_000)
+    assert (error.status, error.field) == (400, None)
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b"[1, 2]", "an array"), (b'"x"', "a string")])
+def test_json_that_is_not_an_object_is_400(body: bytes, kind: str) -> None:
+    error = parse_error(body)
+    assert (error.status, error.field) == (400, None)
+    assert kind in error.message
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"workers": 0}, "workers", "greater than or equal to 1"),
+        ({"workers": "2"}, "workers", "must be an integer, not a string"),
+        ({"workers": True}, "workers", "must be an integer, not a boolean"),
+        ({"workers": 1.5}, "workers", "must be an integer, not a number"),
+        ({"workers": 2**63}, "workers", "less than or equal"),
+        ({"timeout": 0}, "timeout", "greater than 0"),
+        ({"timeout": -1.5}, "timeout", "greater than 0"),
+        ({"timeout": "10"}, "timeout", "must be a number, not a string"),
+        ({"config": []}, "config", "must be an object, not an array"),
+        ({"config": "x"}, "config", "must be an object, not a string"),
+        ({"priority": True}, "priority", "must be an integer"),
+        ({"max_receive_count": 0}, "max_receive_count", "greater than or equal to 1"),
+        ({"surprise": 1}, "surprise", "unknown key"),
+    ],
+)
+def test_bad_top_level_fields_are_422(change: dict[str, Any], field: str, words: str) -> None:
+    error = parse_error({**ITEMS, **change})
+    assert (error.status, error.field) == (422, field)
+    assert words in error.message
+    assert error.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("item_list", "field", "words"),
+    [
+        ({"items": [1], "batch_size": 0}, "item_list.batch_size", "greater than or equal to 1"),
+        ({"items": [1], "batch_size": True}, "item_list.batch_size", "must be an integer"),
+        ({"items": [], "batch_size": 1}, "item_list.items", "at least 1 item"),
+        ({"items": {"a": 1}, "batch_size": 1}, "item_list.items", "must be an array"),
+        ({"items": [1]}, "item_list.batch_size", "is required"),
+        ({"items": [1], "batch_size": 1, "extra": 2}, "item_list.extra", "unknown key"),
+    ],
+)
+def test_bad_item_list_is_422(item_list: dict[str, Any], field: str, words: str) -> None:
+    error = parse_error({"item_list": item_list})
+    assert (error.status, error.field) == (422, field)
+    assert words in error.message
+
+
+def test_item_list_must_be_an_object() -> None:
+    error = parse_error({"item_list": [1, 2]})
+    assert (error.status, error.field) == (422, "item_list")
+    assert "must be an object, not an array" in error.message
+
+
+def test_missing_source_is_422_listing_the_options() -> None:
+    error = parse_error({"workers": 2})
+    assert (error.status, error.field) == (422, "item_list")
+    for kind in ("item_list", "delimited_files", "file_path_lister"):
+        assert kind in error.message
+
+
+def test_two_sources_is_422_naming_the_second() -> None:
+    body = {**ITEMS, "file_path_lister": {"paths": ["/x"], "batch_size": 1}}
+    error = parse_error(body)
+    assert (error.status, error.field) == (422, "file_path_lister")
+    assert "item_list and file_path_lister" in error.message
+
+
+def test_file_source_defaults() -> None:
+    sub = parse({"delimited_files": {"paths": ["/data"], "batch_size": 5}})
+    assert sub.source_kind == "delimited_files"
+    assert sub.delimited_files is not None
+    assert sub.delimited_files.paths == ["/data"]
+    assert sub.delimited_files.includes == []
+    assert sub.delimited_files.excludes == []
+
+
+def test_s3_paths_is_a_synonym_of_paths() -> None:
+    sub = parse({"file_path_lister": {"s3_paths": ["/data"], "batch_size": 1}})
+    assert sub.file_path_lister is not None
+    assert sub.file_path_lister.paths == ["/data"]
+
+
+def test_paths_and_s3_paths_together_is_422() -> None:
+    body = {"file_path_lister": {"paths": ["/a"], "s3_paths": ["/b"], "batch_size": 1}}
+    error = parse_error(body)
+    assert (error.status, error.field) == (422, "file_path_lister.s3_paths")
+    assert "not both" in error.message
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ({"paths": [], "batch_size": 1}, "delimited_files.paths"),
+        ({"batch_size": 1}, "delimited_files.paths"),
+        ({"paths": ["/a", 3], "batch_size": 1}, "delimited_files.paths[1]"),
+        ({"paths": ["/a"], "includes": ["ok", 1], "batch_size": 1}, "delimited_files.includes[1]"),
+        ({"paths": ["/a"], "excludes": ["[z-a]"], "batch_size": 1}, "delimited_files.excludes[0]"),
+        ({"paths": ["/a"], "batch_size": 1, "recursive": True}, "delimited_files.recursive"),
+    ],
+)
+def test_bad_file_source_is_422(source: dict[str, Any], field: str) -> None:
+    error = parse_error({"delimited_files": source})
+    assert (error.status, error.field) == (422, field)
+
+
+def test_dead_letter_queue_form_sets_max_receive_count() -> None:
+    body = {**ITEMS, "sqs_dead_letter_queue": {"arn": "arn:aws:sqs:x", "max_receive_count": 7}}
+    assert parse(body).max_receive_count == 7
+
+
+def test_dead_letter_queue_without_arn() -> None:
+    assert (
+        parse({**ITEMS, "sqs_dead_letter_queue": {"max_receive_count": 2}}).max_receive_count == 2
+    )
+
+
+def test_both_max_receive_count_forms_agreeing() -> None:
+    body = {**ITEMS, "max_receive_count": 4, "sqs_dead_letter_queue": {"max_receive_count": 4}}
+    assert parse(body).max_receive_count == 4
+
+
+def test_conflicting_max_receive_counts_is_422() -> None:
+    body = {**ITEMS, "max_receive_count": 4, "sqs_dead_letter_queue": {"max_receive_count": 5}}
+    error = parse_error(body)
+    assert (error.status, error.field) == (422, "max_receive_count")
+    assert "4" in error.message
+    assert "5" in error.message
+
+
+@pytest.mark.parametrize(
+    ("queue", "field"),
+    [
+        ({"arn": "x"}, "sqs_dead_letter_queue.max_receive_count"),
+        ({"max_receive_count": 0}, "sqs_dead_letter_queue.max_receive_count"),
+        ({"max_receive_count": 1, "url": "x"}, "sqs_dead_letter_queue.url"),
+    ],
+)
+def test_bad_dead_letter_queue_is_422(queue: dict[str, Any], field: str) -> None:
+    error = parse_error({**ITEMS, "sqs_dead_letter_queue": queue})
+    assert (error.status, error.field) == (422, field)
+
+
+def test_several_problems_report_the_first_and_count_the_rest() -> None:
+    error = parse_error({**ITEMS, "workers": 0, "priority": "x"})
+    assert error.field == "workers"
+    assert "1 more" in error.message
+
+
+# --- item_list batches ---------------------------------------------------------------------
+
+
+def plan_items(items: list[Any], batch_size: int, max_item_bytes: int = BIG) -> list[bytes]:
+    sub = parse({"item_list": {"items": items, "batch_size": batch_size}})
+    plan = plan_batches(sub, [], max_item_bytes)
+    assert plan.kind == "item_list"
+    assert plan.matched_files is None
+    assert plan.item_count == len(items)
+    return plan.payloads
+
+
+def test_ten_items_by_three() -> None:
+    payloads = plan_items(list(range(10)), 3)
+    assert payloads == [b"[0,1,2]", b"[3,4,5]", b"[6,7,8]", b"[9]"]
+
+
+def test_payloads_are_compact_json_of_any_values() -> None:
+    items = [{"a": [1, 2.5, None]}, "s", True, None, [], {"b": {"c": "d"}}]
+    payloads = plan_items(items, 4)
+    assert payloads[0] == b'[{"a":[1,2.5,null]},"s",true,null]'
+    assert decoded(payloads) == [items[:4], items[4:]]
+
+
+def test_unicode_items_round_trip_as_utf8() -> None:
+    items = ["héllo", "日本語", {"emoji": "🎉"}, "\u0000 and \n"]
+    payloads = plan_items(items, 10)
+    assert "日本語".encode() in payloads[0]
+    assert decoded(payloads) == [items]
+
+
+def test_item_at_the_limit_is_accepted() -> None:
+    # "abcd" encodes to 6 bytes with its quotes.
+    assert plan_items(["abcd", "x"], 2, max_item_bytes=6) == [b'["abcd","x"]']
+
+
+def test_oversized_item_names_its_index() -> None:
+    sub = parse({"item_list": {"items": ["a", "b", "c", "d" * 50, "e"], "batch_size": 2}})
+    error = plan_error(sub, [], max_item_bytes=20)
+    assert (error.status, error.field) == (422, "item_list.items[3]")
+    assert "52 bytes" in error.message
+    assert "20" in error.message
+
+
+def test_oversized_item_counts_utf8_bytes() -> None:
+    sub = parse({"item_list": {"items": ["é" * 5], "batch_size": 1}})
+    error = plan_error(sub, [], max_item_bytes=11)
+    assert (error.status, error.field) == (422, "item_list.items[0]")
+    assert "12 bytes" in error.message
+
+
+def test_a_million_items_plan_fast() -> None:
+    body = json.dumps({"item_list": {"items": list(range(1_000_000)), "batch_size": 100}})
+    started = time.perf_counter()
+    plan = plan_batches(parse_submission(body.encode()), [], 1024)
+    elapsed = time.perf_counter() - started
+    assert len(plan.payloads) == 10_000
+    assert plan.item_count == 1_000_000
+    assert json.loads(plan.payloads[0]) == list(range(100))
+    assert json.loads(plan.payloads[-1]) == list(range(999_900, 1_000_000))
+    assert elapsed < 5
+
+
+# --- file sources --------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def files_job(kind: str, paths: list[str], batch_size: int = 2, **extra: Any) -> JobSubmission:
+    return parse({kind: {"paths": paths, "batch_size": batch_size, **extra}})
+
+
+def test_delimited_files_batch_across_files(tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.jsonl", '{"n": 1}\n\n  \n"two"\n[3]\n')
+    write(tmp_path / "in" / "b.jsonl", '4\r\n{ "n" : 5 }\n')
+    plan = plan_batches(files_job("delimited_files", [str(tmp_path / "in")]), [tmp_path], BIG)
+    assert plan.kind == "delimited_files"
+    assert plan.item_count == 5
+    assert plan.matched_files == [
+        str(tmp_path / "in" / "a.jsonl"),
+        str(tmp_path / "in" / "b.jsonl"),
+    ]
+    assert plan.payloads == [b'[{"n":1},"two"]', b"[[3],4]", b'[{"n":5}]']
+
+
+def test_delimited_files_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    bad = write(tmp_path / "a.jsonl", '{"ok": 1}\n\n{not json}\n')
+    error = plan_error(files_job("delimited_files", [str(bad)]), [tmp_path])
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert f"{bad}:3" in error.message
+
+
+@pytest.mark.parametrize("line", [b"NaN", b"1e400", b"\xff\xfe"])
+def test_delimited_files_rejects_values_json_cannot_carry(tmp_path: Path, line: bytes) -> None:
+    bad = tmp_path / "a.jsonl"
+    bad.write_bytes(b"1\n" + line + b"\n")
+    error = plan_error(files_job("delimited_files", [str(bad)]), [tmp_path])
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert f"{bad}:2" in error.message
+
+
+def test_delimited_files_oversized_line_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.jsonl", '"short"\n"' + "x" * 100 + '"\n')
+    error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path], max_item_bytes=50)
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert f"{path}:2" in error.message
+    assert "102 bytes" in error.message
+
+
+def test_delimited_files_unreadable_file_is_422(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "a.jsonl", "1\n")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    # chmod cannot make a file unreadable to root, so fail the open itself.
+    monkeypatch.setattr("batchd.submission.open", refuse, raising=False)
+    error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path])
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert str(path) in error.message
+    assert "Permission denied" in error.message
+
+
+def test_delimited_files_without_items_is_422(tmp_path: Path) -> None:
+    write(tmp_path / "a.jsonl", "\n  \n")
+    error = plan_error(files_job("delimited_files", [str(tmp_path)]), [tmp_path])
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert "no batches" in error.message
+
+
+def make_tree(root: Path) -> None:
+    for name in ["a.json", "b.txt", "sub/c.json", "sub/deep/d.json", "skip/e.json", "z.json"]:
+        write(root / name, "{}\n")
+
+
+def test_file_path_lister_with_includes_and_excludes(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    sub = files_job(
+        "file_path_lister", [str(tmp_path / "in")], includes=["**/*.json"], excludes=["**/skip/**"]
+    )
+    plan = plan_batches(sub, [tmp_path], BIG)
+    expected = [str(tmp_path / "in" / n) for n in ["a.json", "sub/c.json", "sub/deep/d.json"]]
+    expected.append(str(tmp_path / "in" / "z.json"))
+    assert plan.kind == "file_path_lister"
+    assert plan.matched_files == expected
+    assert plan.item_count == 4
+    assert decoded(plan.payloads) == [expected[:2], expected[2:]]
+
+
+def test_file_path_lister_files_and_dirs_deduplicated_and_sorted(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    paths = [str(tmp_path / "z.json"), str(tmp_path / "sub"), str(tmp_path / "sub" / "c.json")]
+    plan = plan_batches(files_job("file_path_lister", paths, batch_size=10), [tmp_path], BIG)
+    assert plan.matched_files == [
+        str(tmp_path / "sub" / "c.json"),
+        str(tmp_path / "sub" / "deep" / "d.json"),
+        str(tmp_path / "z.json"),
+    ]
+
+
+def test_globs_match_the_path_as_given_not_the_realpath(tmp_path: Path) -> None:
+    write(tmp_path / "real" / "a.json", "{}\n")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    sub = files_job("file_path_lister", [str(tmp_path / "alias")], includes=["**/alias/*"])
+    plan = plan_batches(sub, [tmp_path], BIG)
+    assert plan.matched_files == [str(tmp_path / "alias" / "a.json")]
+
+
+def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "a.json", "{}\n")
+    write(tmp_path / "in" / "b.json", "{}\n")
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "data")
+    # A link back up the tree must not make the walk endless.
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    plan = plan_batches(files_job("file_path_lister", [str(tmp_path / "in")]), [tmp_path], BIG)
+    assert plan.matched_files == [str(tmp_path / "in" / "b.json"), str(tmp_path / "in/link/a.json")]
+
+
+def test_listers_without_input_roots_are_403(tmp_path: Path) -> None:
+    for kind in ("delimited_files", "file_path_lister"):
+        error = plan_error(files_job(kind, [str(tmp_path)]), [])
+        assert (error.status, error.field) == (403, f"{kind}.paths")
+        assert "input_roots" in error.message
+        assert "disabled" in error.message
+
+
+def test_path_outside_the_roots_is_403(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    outside = write(tmp_path / "secret.json", "{}\n")
+    sub = files_job("file_path_lister", [str(root / "a.json"), str(outside)])
+    error = plan_error(sub, [root])
+    assert (error.status, error.field) == (403, "file_path_lister.paths[1]")
+    assert str(outside) in error.message
+
+
+def test_dotdot_escape_is_403(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    write(tmp_path / "secret.json", "{}\n")
+    escape = f"{root}/../secret.json"
+    error = plan_error(files_job("delimited_files", [escape]), [root])
+    assert (error.status, error.field) == (403, "delimited_files.paths[0]")
+    assert escape in error.message
+
+
+def test_sibling_with_a_common_prefix_is_outside(tmp_path: Path) -> None:
+    write(tmp_path / "root" / "a.json", "{}\n")
+    sibling = write(tmp_path / "rootless" / "a.json", "{}\n")
+    error = plan_error(files_job("file_path_lister", [str(sibling)]), [tmp_path / "root"])
+    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+
+
+def test_dotdot_within_the_root_is_allowed(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    path = f"{tmp_path}/sub/../a.json"
+    plan = plan_batches(files_job("file_path_lister", [path]), [tmp_path], BIG)
+    assert plan.matched_files == [path]
+
+
+def test_symlink_leaving_the_root_is_403(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    write(tmp_path / "outside" / "secret.json", "{}\n")
+    (root / "sub" / "leak").symlink_to(tmp_path / "outside")
+    error = plan_error(files_job("file_path_lister", [str(root)]), [root])
+    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+    assert str(root / "sub" / "leak") in error.message
+
+
+def test_file_symlink_leaving_the_root_is_403(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    secret = write(tmp_path / "secret.json", "{}\n")
+    (root / "innocent.json").symlink_to(secret)
+    error = plan_error(files_job("delimited_files", [str(root / "innocent.json")]), [root])
+    assert (error.status, error.field) == (403, "delimited_files.paths[0]")
+
+
+def test_root_that_is_a_symlink_is_resolved(tmp_path: Path) -> None:
+    write(tmp_path / "real" / "a.json", "{}\n")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    path = str(tmp_path / "real" / "a.json")
+    plan = plan_batches(files_job("file_path_lister", [path]), [tmp_path / "alias"], BIG)
+    assert plan.matched_files == [path]
+
+
+def test_path_with_nul_is_403(tmp_path: Path) -> None:
+    error = plan_error(files_job("file_path_lister", [f"{tmp_path}/a\0b"]), [tmp_path])
+    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+
+
+def test_relative_path_is_422(tmp_path: Path) -> None:
+    error = plan_error(files_job("file_path_lister", ["data/a.json"]), [tmp_path])
+    assert (error.status, error.field) == (422, "file_path_lister.paths[0]")
+    assert "absolute" in error.message
+
+
+def test_missing_path_is_422(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    missing = str(tmp_path / "nope.json")
+    sub = files_job("file_path_lister", [str(tmp_path / "a.json"), missing])
+    error = plan_error(sub, [tmp_path])
+    assert (error.status, error.field) == (422, "file_path_lister.paths[1]")
+    assert missing in error.message
+
+
+def test_no_matching_files_is_422(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    sub = files_job("file_path_lister", [str(tmp_path)], includes=["**/*.csv"])
+    error = plan_error(sub, [tmp_path])
+    assert (error.status, error.field) == (422, "file_path_lister.paths")
+    assert "no batches" in error.message
+
+
+def test_empty_directory_is_422(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    error = plan_error(files_job("delimited_files", [str(tmp_path / "empty")]), [tmp_path])
+    assert (error.status, error.field) == (422, "delimited_files.paths")
