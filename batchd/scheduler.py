@@ -2,12 +2,12 @@
 
 The scheduler is a small loop of named verbs (after gunicorn's arbiter):
 
-    allocate  – give waiting jobs workers while capacity lasts (priority, then age)
-    dispatch  – answer a worker asking for work: lease batches, park it, run
+    allocate  - give waiting jobs workers while capacity lasts (priority, then age)
+    dispatch  - answer a worker asking for work: lease batches, park it, run
                 on_job_complete, or tell it to exit
-    record    – store the outcomes a worker reports
-    reap      – account for a worker that exited, and charge the batch it held
-    finish    – move a job to a terminal status and retire its workers
+    record    - store the outcomes a worker reports
+    reap      - account for a worker that exited, and charge the batch it held
+    finish    - move a job to a terminal status and retire its workers
 
 Everything durable goes through the store; what lives here (workers, parked
 requests, restart counts) is rebuilt from the store after a restart.
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
-import time
-import json
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field

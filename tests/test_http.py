@@ -229,7 +229,7 @@ def test_delete_api_stops_its_jobs(daemon: Daemon, make_project: Any, tmp_path: 
     deleted = client.delete("doomed")
     assert deleted["stopped_jobs"] == [job["job_id"]]
     assert client.list_apis() == []
-    status, payload = request(daemon, "GET", f"/batch/doomed?jobID={job['job_id']}")
+    status, _ = request(daemon, "GET", f"/batch/doomed?jobID={job['job_id']}")
     assert status == 404
     # Redeploying starts a new version; the old job is stopped for good.
     client.deploy(project)

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from batchd import views
 from batchd.errors import conflict, not_found
-from batchd.http.app import Services, services_of
 from batchd.http.apis_routes import api_summary
+from batchd.http.app import Services, services_of
 from batchd.http.body import (
     JSON_CONTENT_TYPES,
     bool_query,

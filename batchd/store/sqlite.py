@@ -384,8 +384,9 @@ class SqliteStore:
         key = await self._key(job_id)
         first, last = _batch_range(key)
         token = secrets.randbits(62)
-        async with self._transaction() as db:
-            async with db.execute(
+        async with (
+            self._transaction() as db,
+            db.execute(
                 "UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = ?, "
                 "lease_expires_at = ? WHERE id IN ("
                 "  SELECT id FROM batches WHERE state = 'queued' AND id BETWEEN ? AND ? "
@@ -393,8 +394,9 @@ class SqliteStore:
                 ") AND EXISTS (SELECT 1 FROM jobs WHERE key = ? AND status = 'running') "
                 "RETURNING id, attempts, payload",
                 (token, time.time() + lease_timeout, first, last, limit, key),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
         leases = [Lease(job_id, _seq(row[0]), token, row[1], bytes(row[2])) for row in rows]
         leases.sort(key=lambda lease: lease.seq)
         return leases
