@@ -22,7 +22,9 @@ def _default_state_dir() -> str:
 
 
 class DaemonConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types, so `max_workers = true` or `lease_timeout = "5"` is a mistake
+    # to report, not a value to coerce (an integer still fills a float key).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     listen: str = constants.DEFAULT_LISTEN
     state_dir: str = Field(default_factory=_default_state_dir)
@@ -84,22 +86,33 @@ def load_config(path: Path | None, overrides: dict[str, object] | None = None) -
     data: dict[str, object] = {}
     if path is not None:
         try:
-            data = tomllib.loads(path.read_text())
+            # TOML is UTF-8 whatever the locale says.
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: not UTF-8 ({exc.reason})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(given)
     try:
         return DaemonConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, source=str(path or "config"))) from exc
+        message = describe_validation_error(
+            exc, source=str(path or "config"), overridden=frozenset(given)
+        )
+        raise ConfigError(message) from exc
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str, overridden: frozenset[str] = frozenset()
+) -> str:
+    """One line per wrong key; a key set by an override is blamed on the command line."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        lines.append(f"{source}: {key}: {message}")
+        where = "command line" if error["loc"] and error["loc"][0] in overridden else source
+        lines.append(f"{where}: {key}: {message}")
     return "\n".join(lines)

@@ -50,10 +50,13 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
         await stop_requested.wait()
         log.info("stopping: draining workers")
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        await scheduler.stop()
-        await store.close()
+        try:
+            if runner is not None:
+                await runner.cleanup()
+            await scheduler.stop()
+        finally:
+            # The store's threads would keep the process alive if it stayed open.
+            await store.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

@@ -52,6 +52,8 @@ class WorkerProcess:
         return self.process.pid
 
     async def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError(f"channel to worker {self.slot} is closed")
         self.writer.write(data)
         await self.writer.drain()
 

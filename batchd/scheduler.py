@@ -138,7 +138,7 @@ class Scheduler:
     # -- requests from the HTTP layer --------------------------------------------------
 
     def admit(self, job: JobRecord) -> None:
-        self.runs[job.job_id] = JobRun(job)
+        self.runs[job.job_id] = JobRun(job, wanted=min(job.workers, job.total_batch_count))
         self.wake()
 
     async def stop_job(self, job_id: str) -> None:
@@ -226,7 +226,8 @@ class Scheduler:
     async def _wanted_workers(self, run: JobRun) -> int:
         counts = await self.store.counts(run.job_id)
         if counts.queued > 0:
-            return run.job.workers
+            # More workers than queued batches would only start up to find nothing to do.
+            return min(run.job.workers, len(run.workers) + counts.queued)
         if counts.leased > 0 or run.workers or run.completing is not None:
             return len(run.workers)
         # Every batch is terminal and nobody is left to run on_job_complete.
