@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -227,10 +228,8 @@ def small_memory_cgroup() -> Any:
         yield path
     finally:
         for pid in (path / "cgroup.procs").read_text().split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
         path.rmdir()
 
