@@ -85,7 +85,8 @@ class WorkerProcess:
         self.state = WorkerState.STOPPING
         self.signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(self.process.wait()), grace)
+            async with asyncio.timeout(grace):
+                await self.process.wait()
         except TimeoutError:
             self.signal(signal.SIGKILL)
 

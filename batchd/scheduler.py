@@ -54,6 +54,7 @@ class JobRun:
     workers: set[WorkerProcess] = field(default_factory=set)
     parked: list[WorkerProcess] = field(default_factory=list)
     completing: WorkerProcess | None = None
+    hook_done: bool = False
     # Deaths since the last successful batch: a crash loop makes no progress.
     deaths: int = 0
     next_spawn_at: float = 0.0
@@ -86,6 +87,7 @@ class Scheduler:
         self._oom = OomDetector()
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
+        self._loop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -98,13 +100,17 @@ class Scheduler:
             log.info("re-queued leases held when the daemon stopped", extra={"count": len(expired)})
         for job in await self.store.active_jobs():
             self.runs[job.job_id] = JobRun(job)
-        self._spawn_task(self._loop(), "scheduler-loop")
+        self._loop_task = self._spawn_task(self._loop(), "scheduler-loop")
         self._spawn_task(self._renew_leases(), "lease-renewal")
         self.wake()
 
     async def stop(self) -> None:
         """Drain: no new leases; in-flight batches get the grace period, then workers die."""
         self.draining = True
+        # No scheduling pass may start a worker while we collect the ones to stop.
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
         workers = [w for run in self.runs.values() for w in run.workers]
         for worker in workers:
             if not worker.leases and worker.state is not WorkerState.INITIALIZING:
@@ -113,7 +119,8 @@ class Scheduler:
         for worker in workers:
             remaining = max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(worker.process.wait()), remaining)
+                async with asyncio.timeout(remaining):
+                    await worker.process.wait()
         await asyncio.gather(*(w.terminate(0.5) for w in workers if w.process.returncode is None))
         for task in list(self._tasks):
             task.cancel()
@@ -183,8 +190,11 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the event being set, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), constants.SCHEDULER_IDLE_INTERVAL)
+                async with asyncio.timeout(constants.SCHEDULER_IDLE_INTERVAL):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._allocate()
@@ -338,19 +348,21 @@ class Scheduler:
             await worker.send_batches(leases)
             return
         counts = await self.store.counts(run.job_id)
-        if counts.queued > 0:
+        if run.finished or self.draining:
+            await worker.request_exit()
+        elif counts.queued > 0:
             # Re-queued between our lease and our count: try again on the next pass.
             run.parked.append(worker)
             self.wake()
         elif counts.leased > 0:
             # Others still hold batches that may fail and come back: wait for them.
             run.parked.append(worker)
-        elif run.completing is None and worker.has_on_complete:
+        elif run.completing is None and not run.hook_done and worker.has_on_complete:
             run.completing = worker
             status = views.job_status(run.job, counts, self.worker_counts(run.job_id))
             status["status"] = str(_final_status(counts))
             await worker.send(protocol.encode({"op": "complete", "status": status}))
-        elif run.completing is None:
+        elif run.completing is None and not run.hook_done:
             await self._conclude(run, counts)
         else:
             await worker.request_exit()
@@ -378,6 +390,7 @@ class Scheduler:
     ) -> None:
         run.completing = None
         if message.get("ok"):
+            run.hook_done = True
             await self._conclude(run, await self.store.counts(run.job_id))
         else:
             error = f"on_job_complete failed: {message.get('error')}"
