@@ -419,3 +419,94 @@ def test_stop_is_final_and_stopping_twice_is_a_conflict(
     assert "already ended (stopped)" in conflict.value.message
     wait_workers_gone(pids)
     assert client.get_job("stoppable", job["job_id"])["job_status"]["status"] == "stopped"
+
+
+GATED_VERSION_HANDLER = """
+import os, time
+
+VERSION = "{version}"
+
+class Handler:
+    def __init__(self, config):
+        pass
+
+    def handle_batch(self, payload):
+        while not os.path.exists(os.environ["GATE"]):
+            time.sleep(0.01)
+        return VERSION
+"""
+
+
+def test_redeploy_never_changes_a_submitted_job(
+    daemon: Daemon, make_project: Project, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    env = f'[handler.env]\nGATE = "{gate}"\n'
+    client = daemon.client
+    project = make_project("versioned", GATED_VERSION_HANDLER.format(version="v1"), extra_toml=env)
+    client.deploy(project)
+    old = client.submit(
+        "versioned", {"workers": 1, "item_list": {"items": [1, 2], "batch_size": 1}}
+    )
+    wait_for(
+        lambda: (
+            client.get_job("versioned", old["job_id"])["job_status"]["batch_metrics"]["in_progress"]
+            == 1
+        ),
+        what="the first job to start",
+    )
+    make_project("versioned", GATED_VERSION_HANDLER.format(version="v2"), extra_toml=env)
+    assert client.deploy(project)["version"] == 2
+    new = client.submit("versioned", {"item_list": {"items": [1], "batch_size": 1}})
+    assert (old["api_version"], new["api_version"]) == (1, 2)
+    gate.touch()
+    for job in (old, new):
+        assert wait_job(client, "versioned", job["job_id"])["status"] == "succeeded"
+    assert [r["result"] for r in client.results("versioned", old["job_id"])] == ["v1", "v1"]
+    assert [r["result"] for r in client.results("versioned", new["job_id"])] == ["v2"]
+    versions = [v["version"] for v in client.get_api("versioned")["versions"]]
+    assert versions == [2, 1]
+
+
+def test_workers_run_under_the_apis_own_interpreter(
+    daemon: Daemon, make_project: Project, tmp_path: Path
+) -> None:
+    """A bare venv without any of the daemon's packages still runs the worker."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    project = make_project(
+        "otherpy",
+        """
+        import sys
+        import batchd
+
+        class Handler:
+            def __init__(self, config):
+                pass
+
+            def handle_batch(self, payload):
+                try:
+                    import aiohttp  # noqa: F401  the daemon's packages must not leak in
+                    leaked = True
+                except ImportError:
+                    leaked = False
+                return {"prefix": sys.prefix, "leaked": leaked, "client": batchd.client().url}
+        """,
+        extra_toml=f'python = "{python}"\n',
+    )
+    toml = project / "batchd.toml"
+    # `python` belongs to [handler]: put it right after the handler path.
+    lines = toml.read_text().splitlines()
+    lines.remove(f'python = "{python}"')
+    lines.insert(lines.index('path = "handler.py"') + 1, f'python = "{python}"')
+    toml.write_text("\n".join(lines) + "\n")
+    client = daemon.client
+    client.deploy(project)
+    job = client.submit("otherpy", {"item_list": {"items": [1], "batch_size": 1}})
+    assert wait_job(client, "otherpy", job["job_id"])["status"] == "succeeded"
+    (row,) = list(client.results("otherpy", job["job_id"]))
+    assert row["result"] == {"prefix": str(venv), "leaked": False, "client": daemon.url}
