@@ -17,6 +17,7 @@ from batchd.store.base import ApiRecord, JobRecord, Store
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
 SNAPSHOT_KEY = "snapshot"
+INCOMING = ".incoming"
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -38,10 +39,13 @@ class ApiRegistry:
         self.logs = config.state_path / "logs"
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
+        # Uploads cut off by a crash leave half-written folders here; none is in use.
+        if (self.root / INCOMING).exists():
+            remove_snapshot(self.root / INCOMING)
 
     async def deploy(self, archive: bytes) -> ApiRecord:
         """Unpack an uploaded project into a new snapshot and record it as the next version."""
-        incoming = self.root / ".incoming" / secrets.token_hex(8)
+        incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
         project = await asyncio.to_thread(
             unpack_project, archive, incoming, self.config.max_project_size
