@@ -36,7 +36,6 @@ class ApiRegistry:
         self.config = config
         self.store = store
         self.root = config.state_path / "apis"
-        self.logs = config.state_path / "logs"
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
         # Uploads cut off by a crash leave half-written folders here; none is in use.
@@ -91,9 +90,6 @@ class ApiRegistry:
     def snapshot_dir(self, api: ApiRecord) -> Path:
         return self.root / api.name / str(api.spec[SNAPSHOT_KEY])
 
-    def log_path(self, job_id: str) -> Path:
-        return self.logs / f"{job_id}.log"
-
     async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
         api = await self.version(job.api_name, job.api_version)
         spec = ApiSpec.model_validate({k: api.spec[k] for k in ("name", "handler", "compute")})
@@ -118,7 +114,7 @@ class ApiRegistry:
             python=spec.handler.python or default_python(),
             cwd=self.snapshot_dir(api),
             env=env,
-            log_path=self.log_path(job.job_id),
+            labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
         )
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:

@@ -23,9 +23,19 @@ ENV_URL = "BATCHD_URL"
 ENV_API_NAME = "BATCHD_API_NAME"
 ENV_JOB_ID = "BATCHD_JOB_ID"
 ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
+ENV_LOG_FD = "BATCHD_LOG_FD"
+
+# Job log records longer than this are dropped (Cortex's limit), with a warning line.
+MAX_LOG_LINE_BYTES = 5 * 1024 * 1024
 
 # The scheduler re-examines every job at least this often even when nothing wakes it.
 SCHEDULER_IDLE_INTERVAL = 1.0
+
+# How often a `follow` log reader looks for new lines.
+LOG_FOLLOW_POLL_INTERVAL = 0.2
+
+# How often job logs past their retention are looked for, in seconds.
+LOG_SWEEP_INTERVAL = 3600.0
 
 # Final worker counts are kept in memory for this many finished jobs.
 FINISHED_JOBS_REMEMBERED = 1000

@@ -15,6 +15,7 @@ from batchd.apis import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import ApiError
 from batchd.http.app import Services, build_app
+from batchd.joblogs import JobLogs
 from batchd.project import pack_project
 from batchd.scheduler import Scheduler
 from batchd.store import open_store
@@ -28,7 +29,8 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     store = open_store(state, config.sqlite_synchronous)
     await store.open()
     registry = ApiRegistry(config, store)
-    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for)
+    joblogs = JobLogs(state / "logs", config.log_retention_days)
+    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -38,7 +40,7 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
         await scheduler.start()
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
-        app = build_app(Services(config, store, registry, scheduler))
+        app = build_app(Services(config, store, registry, scheduler, joblogs))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)

@@ -15,7 +15,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from batchd import constants, protocol
 from batchd.store.base import Lease, batch_id
+from batchd.worker_log import format_time
 
 
 class WorkerState(StrEnum):
@@ -39,7 +41,8 @@ class WorkerProcess:
     process: asyncio.subprocess.Process
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    log_task: asyncio.Task[None]
+    labels: dict[str, Any]
+    output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     state: WorkerState = WorkerState.INITIALIZING
     has_on_complete: bool = False
     # Leases handed over and not yet reported on, in the order the worker runs them.
@@ -93,6 +96,14 @@ class WorkerProcess:
     def close(self) -> None:
         self.writer.close()
 
+    def current_labels(self) -> dict[str, Any]:
+        if not self.leases:
+            return dict(self.labels)
+        return {**self.labels, "batchID": batch_id(self.job_id, self.leases[0].seq)}
+
+    async def output_done(self) -> None:
+        await asyncio.gather(*self.output_tasks, return_exceptions=True)
+
 
 def batches_message(leases: Sequence[Lease]) -> bytes:
     # Payloads are stored as JSON text: splice them in rather than decode and re-encode.
@@ -116,13 +127,19 @@ class WorkerLaunch:
     python: str
     cwd: Path
     env: Mapping[str, str]
-    log_path: Path
+    labels: Mapping[str, Any]
 
 
-async def spawn(launch: WorkerLaunch) -> WorkerProcess:
+LogSink = Callable[[dict[str, Any]], None]
+
+
+async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
+    """Start a worker; its log records, stdout and stderr all flow into `sink`."""
     parent_sock, child_sock = socket.socketpair()
+    log_read, log_write = os.pipe()
     env = dict(launch.env)
     env[constants.ENV_WORKER_FD] = str(child_sock.fileno())
+    env[constants.ENV_LOG_FD] = str(log_write)
     env["BATCHD_DAEMON_PID"] = str(os.getpid())
     try:
         process = await asyncio.create_subprocess_exec(
@@ -133,49 +150,124 @@ async def spawn(launch: WorkerLaunch) -> WorkerProcess:
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            pass_fds=(child_sock.fileno(),),
+            stderr=asyncio.subprocess.PIPE,
+            pass_fds=(child_sock.fileno(), log_write),
             # Own session: a Ctrl-C meant for the daemon must not hit workers directly;
             # the daemon decides how they stop.
             start_new_session=True,
+            limit=constants.MAX_LOG_LINE_BYTES,
         )
     except BaseException:
         parent_sock.close()
+        os.close(log_read)
         raise
     finally:
         child_sock.close()
+        os.close(log_write)
     reader, writer = await asyncio.open_unix_connection(
         sock=parent_sock, limit=constants.MAX_FRAME_BYTES
     )
-    assert process.stdout is not None
-    log_task = asyncio.create_task(
-        copy_output(process.stdout, launch.log_path, launch.slot),
-        name=f"worker-{launch.slot}-output",
-    )
-    return WorkerProcess(
+    worker = WorkerProcess(
         slot=launch.slot,
         job_id=launch.job_id,
         process=process,
         reader=reader,
         writer=writer,
-        log_task=log_task,
+        labels=dict(launch.labels),
     )
+    log_stream = await _read_pipe(log_read)
+    assert process.stdout is not None and process.stderr is not None
+    worker.output_tasks = [
+        asyncio.create_task(pump_records(log_stream, worker, sink)),
+        asyncio.create_task(pump_output(process.stdout, worker, sink, "stdout")),
+        asyncio.create_task(pump_output(process.stderr, worker, sink, "stderr")),
+    ]
+    return worker
 
 
-async def copy_output(stream: asyncio.StreamReader, log_path: Path, slot: int) -> None:
-    """Append what the worker prints to its job's log, one line per record."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"[worker {slot}] ".encode()
-    with log_path.open("ab", buffering=0) as log:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:
-                # A line longer than the stream limit: keep what fits.
-                line = await stream.read(64 * 1024)
-            if not line:
-                return
-            log.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+async def _read_pipe(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=constants.MAX_LOG_LINE_BYTES, loop=loop)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes | None]:
+    """Lines of a stream; None stands for a line over the limit, which is skipped."""
+    skipping = False
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:
+            # asyncio dropped what it buffered of the long line; skip the rest of it too.
+            if not skipping:
+                yield None
+            skipping = True
+            continue
+        if not line:
+            return
+        if skipping:
+            skipping = not line.endswith(b"\n")
+            continue
+        yield line
+
+
+def _dropped(worker: WorkerProcess) -> dict[str, Any]:
+    return {
+        "asctime": format_time(time.time()),
+        "levelname": "WARNING",
+        "message": f"log line dropped: over {constants.MAX_LOG_LINE_BYTES} bytes",
+        "process": worker.pid,
+        "labels": worker.current_labels(),
+    }
+
+
+async def pump_records(stream: asyncio.StreamReader, worker: WorkerProcess, sink: LogSink) -> None:
+    """Records from the handler's logger: JSON objects, labelled by the daemon."""
+    async for line in _lines(stream):
+        if line is None:
+            sink(_dropped(worker))
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            record = {
+                "asctime": format_time(time.time()),
+                "levelname": "INFO",
+                "message": line.decode(errors="replace").rstrip("\n"),
+                "process": worker.pid,
+            }
+        worker_labels = record.get("labels")
+        record["labels"] = {
+            **(worker_labels if isinstance(worker_labels, dict) else {}),
+            **worker.labels,
+        }
+        sink(record)
+
+
+async def pump_output(
+    stream: asyncio.StreamReader, worker: WorkerProcess, sink: LogSink, name: str
+) -> None:
+    """What the handler prints becomes records too: stdout at INFO, stderr at WARNING."""
+    level = "INFO" if name == "stdout" else "WARNING"
+    async for line in _lines(stream):
+        if line is None:
+            sink(_dropped(worker))
+            continue
+        sink(
+            {
+                "asctime": format_time(time.time()),
+                "levelname": level,
+                "message": line.decode(errors="replace").rstrip("\n"),
+                "process": worker.pid,
+                "labels": worker.current_labels(),
+                "stream": name,
+            }
+        )
 
 
 class OomDetector:

@@ -30,6 +30,7 @@ from typing import Any
 from batchd import constants, protocol, views
 from batchd.config import DaemonConfig
 from batchd.errors import conflict, not_found
+from batchd.joblogs import JobLogs
 from batchd.pool import OomDetector, WorkerLaunch, WorkerProcess, WorkerState, describe_exit, spawn
 from batchd.store.base import (
     BatchCounts,
@@ -75,9 +76,11 @@ class Scheduler:
         store: Store,
         launch_for: LaunchFactory,
         init_for: InitFactory,
+        joblogs: JobLogs,
     ) -> None:
         self.config = config
         self.store = store
+        self.joblogs = joblogs
         self._launch_for = launch_for
         self._init_for = init_for
         self.runs: dict[str, JobRun] = {}
@@ -102,6 +105,7 @@ class Scheduler:
             self.runs[job.job_id] = JobRun(job)
         self._loop_task = self._spawn_task(self._loop(), "scheduler-loop")
         self._spawn_task(self._renew_leases(), "lease-renewal")
+        self._spawn_task(self._sweep_logs(), "log-retention")
         self.wake()
 
     async def stop(self) -> None:
@@ -254,10 +258,12 @@ class Scheduler:
     async def _start_worker(self, run: JobRun) -> None:
         slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
         self._slots.add(slot)
+        job_log = self.joblogs.acquire(run.job_id)
         try:
-            worker = await spawn(await self._launch_for(run.job, slot))
+            worker = await spawn(await self._launch_for(run.job, slot), job_log.write)
         except OSError as exc:
             self._slots.discard(slot)
+            self.joblogs.release(run.job_id)
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return
         run.workers.add(worker)
@@ -284,7 +290,8 @@ class Scheduler:
         finally:
             worker.close()
         returncode = await worker.process.wait()
-        await worker.log_task
+        await worker.output_done()
+        self.joblogs.release(run.job_id)
         await self._reap(run, worker, returncode)
 
     async def _on_message(
@@ -494,6 +501,21 @@ class Scheduler:
             if expired:
                 log.warning("leases expired", extra={"count": len(expired)})
                 self.wake()
+
+    async def _sweep_logs(self) -> None:
+        while True:
+            try:
+                removed = await self.joblogs.sweep(self._job_ended)
+            except Exception:
+                log.exception("job log retention sweep failed")
+            else:
+                if removed:
+                    log.info("removed old job logs", extra={"count": removed})
+            await asyncio.sleep(constants.LOG_SWEEP_INTERVAL)
+
+    async def _job_ended(self, job_id: str) -> bool:
+        job = await self.store.get_job(job_id)
+        return job is None or job.status.terminal
 
 
 def _final_status(counts: BatchCounts) -> JobStatus:

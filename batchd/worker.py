@@ -28,8 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batchd import worker_log
 from batchd.constants import ENV_WORKER_FD, WORKER_EXIT_INIT_FAILED
 from batchd.protocol import BlockingChannel, ChannelClosed
+from batchd.worker_log import logger
 
 _PR_SET_PDEATHSIG = 1
 
@@ -94,6 +96,7 @@ class Worker:
             if not callable(getattr(self.handler, "handle_batch", None)):
                 raise TypeError("Handler has no handle_batch method")
         except Exception as exc:
+            logger.error("Handler failed to initialise", exc_info=exc)
             self.channel.send({"op": "init_failed", **describe_exception(exc)})
             return False
         has_on_complete = callable(getattr(self.handler, "on_job_complete", None))
@@ -103,16 +106,21 @@ class Worker:
     def handle(self, batch: dict[str, Any]) -> dict[str, Any]:
         outcome: dict[str, Any] = {"seq": batch["seq"], "token": batch["token"]}
         started = time.monotonic()
+        worker_log.labels["batchID"] = batch["batch_id"]
         try:
             result = call_with_declared(
                 self.handler.handle_batch, payload=batch["payload"], batch_id=batch["batch_id"]
             )
             if result is not None:
                 # Encode now so a result that is not JSON fails this batch, not the channel.
-                outcome["result"] = json.loads(json.dumps(result))
+                json.dumps(result)
+                outcome["result"] = result
             outcome["ok"] = True
         except Exception as exc:
+            logger.error("handle_batch failed", exc_info=exc)
             outcome.update(ok=False, **describe_exception(exc))
+        finally:
+            worker_log.labels.pop("batchID", None)
         outcome["duration"] = time.monotonic() - started
         return outcome
 
@@ -123,6 +131,7 @@ class Worker:
                 takes_status = len(inspect.signature(hook).parameters) > 0
                 hook(status) if takes_status else hook()
         except Exception as exc:
+            logger.error("on_job_complete failed", exc_info=exc)
             return {"op": "completed", "ok": False, **describe_exception(exc)}
         return {"op": "completed", "ok": True}
 

@@ -114,8 +114,12 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def job_log(self, job_id: str) -> str:
-        path = self.state_dir / "logs" / f"{job_id}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """The messages of the job's log records, one per line."""
+        path = self.state_dir / "logs" / f"{job_id}.jsonl"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        return "".join(json.loads(line)["message"] + "\n" for line in lines if line)
 
 
 def write_config(path: Path, **settings: Any) -> Path:

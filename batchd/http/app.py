@@ -11,6 +11,7 @@ from aiohttp import web
 from batchd.apis import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import ApiError
+from batchd.joblogs import JobLogs
 from batchd.scheduler import Scheduler
 from batchd.store.base import Store
 
@@ -23,6 +24,7 @@ class Services:
     store: Store
     registry: ApiRegistry
     scheduler: Scheduler
+    joblogs: JobLogs
 
 
 SERVICES = web.AppKey("services", Services)

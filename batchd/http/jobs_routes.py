@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd import views
-from batchd.errors import conflict, not_found
+from batchd.errors import bad_request, conflict, not_found
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
 from batchd.http.body import (
@@ -21,6 +21,7 @@ from batchd.http.body import (
     require_content_type,
     required_query,
 )
+from batchd.joblogs import LEVELS
 from batchd.store.base import JobRecord, NewJob, batch_id, new_job_id
 from batchd.submission import parse_submission, plan_batches
 
@@ -34,6 +35,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/batch/{api}/results", results)
     app.router.add_get("/batch/{api}/failed", failed)
     app.router.add_post("/batch/{api}/retry", retry)
+    app.router.add_get("/batch/{api}/logs", logs)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -134,6 +136,34 @@ async def failed(request: web.Request) -> web.StreamResponse:
         }
         head = json.dumps(record, ensure_ascii=False)[:-1].encode()
         await response.write(head + b',"payload":' + dead.payload + b"}\n")
+    await response.write_eof()
+    return response
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    """The job's log as JSON lines; `follow=true` streams until the job ends."""
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    follow = bool_query(request, "follow")
+    level = request.query.get("level")
+    if level is not None and level.upper() not in LEVELS:
+        raise bad_request(f"level must be one of {', '.join(LEVELS)}", "level")
+
+    async def job_ended() -> bool:
+        current = await services.store.get_job(job.job_id)
+        return current is None or current.status.terminal
+
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    async for line in services.joblogs.read(
+        job.job_id,
+        min_level=level,
+        batch_id=request.query.get("batchID"),
+        follow=follow,
+        job_ended=job_ended,
+    ):
+        await response.write(line)
     await response.write_eof()
     return response
 

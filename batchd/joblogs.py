@@ -1,0 +1,123 @@
+"""Job logs: every record of a job's workers, one JSON object per line, one file per job.
+
+The daemon is the only writer. Records arrive from each worker's log pipe (the
+handler's ``batchd.logger``) and from its stdout and stderr; the daemon adds the
+API, job, worker and batch labels and appends them in the order it receives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
+
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+class JobLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+        self.users = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+        self._file.write(line.encode() + b"\n")
+        # Flushed per record so `follow` readers and a crash lose nothing written.
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class JobLogs:
+    def __init__(self, root: Path, retention_days: float) -> None:
+        self.root = root
+        self.retention_days = retention_days
+        self._open: dict[str, JobLog] = {}
+
+    def path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.jsonl"
+
+    def acquire(self, job_id: str) -> JobLog:
+        log = self._open.get(job_id)
+        if log is None:
+            log = self._open[job_id] = JobLog(self.path(job_id))
+        log.users += 1
+        return log
+
+    def release(self, job_id: str) -> None:
+        log = self._open.get(job_id)
+        if log is None:
+            return
+        log.users -= 1
+        if log.users <= 0:
+            log.close()
+            del self._open[job_id]
+
+    async def read(
+        self,
+        job_id: str,
+        min_level: str | None = None,
+        batch_id: str | None = None,
+        follow: bool = False,
+        job_ended: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Yield the job's log lines; with `follow`, keep yielding until the job ends."""
+        threshold = LEVELS.get(min_level.upper(), 0) if min_level else 0
+        path = self.path(job_id)
+        offset = 0
+        pending = b""
+        while True:
+            ended = not follow or (job_ended is not None and await job_ended())
+            chunk = await asyncio.to_thread(_read_from, path, offset)
+            offset += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line and _selected(line, threshold, batch_id):
+                    yield line + b"\n"
+            if ended and not chunk:
+                return
+            if not chunk:
+                await asyncio.sleep(LOG_FOLLOW_POLL_INTERVAL)
+
+    async def sweep(self, job_ended: Callable[[str], Awaitable[bool]]) -> int:
+        """Delete logs of ended jobs untouched for longer than the retention period."""
+        cutoff = time.time() - self.retention_days * 86400
+        removed = 0
+        for path in await asyncio.to_thread(lambda: list(self.root.glob("*.jsonl"))):
+            job_id = path.stem
+            try:
+                stale = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if stale and job_id not in self._open and await job_ended(job_id):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read(4 * 1024 * 1024)
+    except FileNotFoundError:
+        return b""
+
+
+def _selected(line: bytes, threshold: int, batch_id: str | None) -> bool:
+    if not threshold and batch_id is None:
+        return True
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    if LEVELS.get(str(record.get("levelname")), 0) < threshold:
+        return False
+    return batch_id is None or record.get("labels", {}).get("batchID") == batch_id
