@@ -84,7 +84,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    return run(config, args.deploy)
+    try:
+        return run(config, args.deploy)
+    except OSError as exc:
+        # The port is taken, the state directory cannot be made, ...: say so, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

@@ -18,9 +18,13 @@ from batchd.http.app import Services, build_app
 from batchd.joblogs import JobLogs
 from batchd.project import pack_project
 from batchd.scheduler import Scheduler
+from batchd.sdnotify import Notifier
 from batchd.store import open_store
 
 log = logging.getLogger("batchd.daemon")
+
+# In-flight HTTP requests get this long to finish once the daemon stops.
+HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 
 async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
@@ -31,27 +35,42 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     registry = ApiRegistry(config, store)
     joblogs = JobLogs(state / "logs", config.log_retention_days)
     scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs)
+    notifier = Notifier()
     stop_requested = asyncio.Event()
+
+    def on_signal() -> None:
+        # The first signal drains; a second one stops waiting for in-flight batches.
+        if stop_requested.is_set():
+            log.warning("second stop signal: killing workers now")
+            scheduler.force_stop()
+        stop_requested.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+        loop.add_signal_handler(signum, on_signal)
     runner: web.AppRunner | None = None
+    watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
     try:
         await scheduler.start()
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
         app = build_app(Services(config, store, registry, scheduler, joblogs))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+        )
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
         await site.start()
+        notifier.notify("READY=1")
         log.info(
             "batchd ready",
             extra={"listen": config.listen, "state_dir": str(state), "url": config.base_url},
         )
         await stop_requested.wait()
+        notifier.notify("STOPPING=1")
         log.info("stopping: draining workers")
     finally:
+        joblogs.close_readers()
         try:
             if runner is not None:
                 await runner.cleanup()
@@ -59,6 +78,7 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
         finally:
             # The store's threads would keep the process alive if it stayed open.
             await store.close()
+        watchdog.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

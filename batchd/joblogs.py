@@ -40,6 +40,11 @@ class JobLogs:
         self.root = root
         self.retention_days = retention_days
         self._open: dict[str, JobLog] = {}
+        self._closing = False
+
+    def close_readers(self) -> None:
+        """End every `follow` stream: the daemon is stopping."""
+        self._closing = True
 
     def path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.jsonl"
@@ -74,7 +79,7 @@ class JobLogs:
         offset = 0
         pending = b""
         while True:
-            ended = not follow or (job_ended is not None and await job_ended())
+            ended = not follow or self._closing or (job_ended is not None and await job_ended())
             chunk = await asyncio.to_thread(_read_from, path, offset)
             offset += len(chunk)
             *lines, pending = (pending + chunk).split(b"\n")

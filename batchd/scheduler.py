@@ -90,6 +90,7 @@ class Scheduler:
         self._oom = OomDetector()
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
+        self._forced = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -119,19 +120,34 @@ class Scheduler:
         for worker in workers:
             if not worker.leases and worker.state is not WorkerState.INITIALIZING:
                 await worker.request_exit()
-        deadline = time.monotonic() + self.config.worker_stop_grace
-        for worker in workers:
-            remaining = max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await worker.process.wait()
-        await asyncio.gather(*(w.terminate(0.5) for w in workers if w.process.returncode is None))
+        exited: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(worker.process.wait() for worker in workers))
+        )
+        forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
+        await asyncio.wait(
+            {exited, forced},
+            timeout=self.config.worker_stop_grace,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        forced.cancel()
+        exited.cancel()
+        unfinished = [w for w in workers if w.process.returncode is None]
+        await asyncio.gather(*(w.terminate(0.5) for w in unfinished))
+        for worker in unfinished:
+            # Cut off by an operator's stop, not by the batch: no attempt is charged.
+            if worker.leases:
+                held = [(lease.seq, lease.token) for lease in worker.leases]
+                await self.store.release(worker.job_id, held)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop waiting for in-flight batches (a second SIGTERM)."""
+        self._forced.set()
 
     def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)

@@ -51,6 +51,7 @@ class Daemon:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class Daemon:
         return Client(self.url, timeout=120)
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [

@@ -251,3 +251,55 @@ def test_kernel_oom_kill_is_reported_as_oom(
     assert dead["payload"] == ["hog"]
     assert "out of memory" in dead["error"]
     json.dumps(final)
+
+
+def test_systemd_notify_ready_watchdog_stopping(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    import socket
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(30)
+        daemon = make_daemon(start=False)
+        daemon.env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}
+        daemon.start()
+        messages = [listener.recv(64).decode() for _ in range(4)]
+        assert "READY=1" in messages
+        assert messages.count("WATCHDOG=1") >= 2
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        while (message := listener.recv(64).decode()) == "WATCHDOG=1":
+            pass
+        assert message == "STOPPING=1"
+        assert daemon.stop() == 0
+
+
+def test_second_sigterm_kills_workers_and_charges_nothing(
+    make_daemon: Callable[..., Daemon], make_project: Project, tmp_path: Path
+) -> None:
+    daemon = make_daemon(worker_stop_grace=300)
+    client = daemon.client
+    client.deploy(counting_project(make_project, tmp_path, "stubborn", delay=600))
+    job_id = client.submit("stubborn", {"item_list": {"items": [1], "batch_size": 1}})["job_id"]
+    wait_for(
+        lambda: metrics(daemon, "stubborn", job_id)["batch_metrics"]["in_progress"] == 1,
+        what="the batch to start",
+    )
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining workers" in daemon.output(), what="the drain to begin")
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(60) == 0
+    daemon.process = None
+    pids = [int(p.name) for p in (tmp_path / "pids").iterdir()]
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), what="workers to die")
+    daemon.start()
+    status = metrics(daemon, "stubborn", job_id)
+    assert status["batch_metrics"]["failed_attempts"] == 0
+    assert status["status"] == "running"
+    # The released batch is handed out again, still on its first attempt.
+    wait_for(lambda: len((tmp_path / "calls").read_text().split()) == 2, what="redelivery")
+    assert metrics(daemon, "stubborn", job_id)["batch_metrics"]["failed_attempts"] == 0
+    daemon.kill()
