@@ -6,6 +6,7 @@ Inside a worker, ``BATCHD_URL`` points at the daemon that runs it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -141,6 +142,9 @@ class Client:
             raise _error_from(exc) from None
         except urllib.error.URLError as exc:
             raise BatchdError(0, f"cannot reach batchd at {self.url}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # Timeouts and dropped connections: still "cannot reach", never a traceback.
+            raise BatchdError(0, f"cannot reach batchd at {self.url}: {exc}") from None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         with self._open(method, path, **kwargs) as response:

@@ -56,8 +56,17 @@ def call_with_declared(function: Callable[..., Any], **available: Any) -> Any:
     parameters = inspect.signature(function).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return function(**available)
-    names = {p.name for p in parameters}
-    return function(**{name: value for name, value in available.items() if name in names})
+    positional = [
+        available[p.name]
+        for p in parameters
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.name in available
+    ]
+    named = {
+        p.name: available[p.name]
+        for p in parameters
+        if p.kind is not inspect.Parameter.POSITIONAL_ONLY and p.name in available
+    }
+    return function(*positional, **named)
 
 
 def load_handler_class(handler_path: str) -> type:

@@ -1,0 +1,320 @@
+"""The daemon config: defaults, the shipped file, errors that name the key, overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from batchd import constants
+from batchd.config import ConfigError, DaemonConfig, load_config
+from tests.conftest import REPO, free_port
+
+SHIPPED = REPO / "config" / "batchd.toml"
+
+
+def write(tmp_path: Path, text: str, name: str = "batchd.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path | None, overrides: dict[str, object] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    return str(caught.value)
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    config = load_config(None)
+    assert config.listen == "127.0.0.1:8780"
+    assert (config.host, config.port) == ("127.0.0.1", 8780)
+    assert config.base_url == "http://127.0.0.1:8780"
+    assert config.state_dir == ".batchd"
+    assert config.state_path == (Path.cwd() / ".batchd").resolve()
+    assert config.max_workers == (os.cpu_count() or 1)
+    assert config.input_roots == [] and config.input_root_paths == []
+    assert config.log_level == "info"
+    assert config.max_project_size == 32 * 1024 * 1024
+    assert config.max_request_size == 256 * 1024 * 1024
+    assert config.max_item_size == 256 * 1024
+    assert config.lease_timeout == 60.0
+    assert config.worker_stop_grace == 10.0
+    assert config.max_worker_restarts == 5
+    assert config.restart_backoff == 0.5
+    assert config.max_restart_backoff == 30.0
+    assert config.sqlite_synchronous == "full"
+    assert config.log_retention_days == 30.0
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert load_config(write(tmp_path, "")) == load_config(None)
+
+
+def test_shipped_file_sets_every_key_to_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    from_file = load_config(SHIPPED)
+    defaults = load_config(None)
+    written = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    # The file is documentation of the defaults: it sets many keys, each to the default.
+    assert len(written) >= 10
+    for key, value in written.items():
+        assert key in DaemonConfig.model_fields, key
+        assert getattr(from_file, key) == value, key
+        assert getattr(defaults, key) == value, f"{key}: the file says {value!r}"
+    assert from_file == defaults
+
+
+def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> None:
+    # `# key = value` lines show optional keys with an example value: each must be valid.
+    text = SHIPPED.read_text(encoding="utf-8")
+    commented = re.findall(r"^# ([a-z_]+ = .+)$", text, flags=re.MULTILINE)
+    assert {line.split(" = ")[0] for line in commented} == {"state_dir", "max_workers"}
+    config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
+    assert config.state_dir == "/var/lib/batchd"
+    assert config.max_workers == 8
+
+
+def test_shipped_file_documents_every_key() -> None:
+    # Every config key appears in config/batchd.toml, set or commented out.
+    text = SHIPPED.read_text(encoding="utf-8")
+    commented = set(re.findall(r"^# ([a-z_]+) = ", text, flags=re.MULTILINE))
+    missing = set(DaemonConfig.model_fields) - set(tomllib.loads(text)) - commented
+    assert not missing, f"config/batchd.toml does not document {sorted(missing)}"
+
+
+def test_every_key_set_to_something_else(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        listen = "0.0.0.0:9000"
+        state_dir = "/srv/batchd"
+        max_workers = 3
+        input_roots = ["/data", "/mnt/in"]
+        log_level = "debug"
+        max_project_size = 1000
+        max_request_size = 2048
+        max_item_size = 10
+        lease_timeout = 7
+        worker_stop_grace = 0
+        max_worker_restarts = 0
+        restart_backoff = 0.25
+        max_restart_backoff = 4.5
+        sqlite_synchronous = "normal"
+        log_retention_days = 7
+        """.replace("\n        ", "\n"),
+    )
+    config = load_config(path)
+    assert config.model_dump() == {
+        "listen": "0.0.0.0:9000",
+        "state_dir": "/srv/batchd",
+        "max_workers": 3,
+        "input_roots": ["/data", "/mnt/in"],
+        "log_level": "debug",
+        "max_project_size": 1000,
+        "max_request_size": 2048,
+        "max_item_size": 10,
+        "lease_timeout": 7.0,
+        "worker_stop_grace": 0.0,
+        "max_worker_restarts": 0,
+        "restart_backoff": 0.25,
+        "max_restart_backoff": 4.5,
+        "sqlite_synchronous": "normal",
+        "log_retention_days": 7.0,
+    }
+    assert isinstance(config.lease_timeout, float)
+    assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
+    # A wildcard listen address is reached on loopback.
+    assert config.base_url == "http://127.0.0.1:9000"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, 'listen = "127.0.0.1:1234"\nmax_wokers = 4\n')
+    assert error_of(path) == f"{path}: max_wokers: unknown key"
+
+
+def test_unknown_table_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nport = 1\n")
+    assert error_of(path) == f"{path}: server: unknown key"
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('max_workers = "four"', "max_workers"),
+        ('max_workers = "4"', "max_workers"),
+        ("max_workers = true", "max_workers"),
+        ("max_workers = 1.5", "max_workers"),
+        ('lease_timeout = "5"', "lease_timeout"),
+        ('input_roots = "/data"', "input_roots"),
+        ("input_roots = [1]", "input_roots.0"),
+        ("listen = 8780", "listen"),
+        ('log_level = "verbose"', "log_level"),
+        ('sqlite_synchronous = "off"', "sqlite_synchronous"),
+        ("max_workers = 0", "max_workers"),
+        ("lease_timeout = 0", "lease_timeout"),
+        ("max_request_size = 10", "max_request_size"),
+        ("restart_backoff = -1", "restart_backoff"),
+    ],
+)
+def test_wrong_value_names_the_key(tmp_path: Path, line: str, key: str) -> None:
+    path = write(tmp_path, line + "\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert "\n" not in message
+
+
+def test_each_wrong_key_gets_its_own_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'bogus = 1\nmax_workers = "x"\nlog_level = "loud"\n')
+    lines = error_of(path).splitlines()
+    assert sorted(line.split(": ")[1] for line in lines) == ["bogus", "log_level", "max_workers"]
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "listen", ["8780", "localhost", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:0", "h:65536"]
+)
+def test_bad_listen_is_refused(tmp_path: Path, listen: str) -> None:
+    path = write(tmp_path, f'listen = "{listen}"\n')
+    message = error_of(path)
+    assert message.startswith(f"{path}: listen: ")
+    assert "HOST:PORT" in message and repr(listen) in message
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port", "url"),
+    [
+        ("127.0.0.1:8000", "127.0.0.1", 8000, "http://127.0.0.1:8000"),
+        (":8000", "", 8000, "http://127.0.0.1:8000"),
+        ("[::1]:8001", "::1", 8001, "http://[::1]:8001"),
+        ("[::]:8002", "::", 8002, "http://[::1]:8002"),
+        ("localhost:65535", "localhost", 65535, "http://localhost:65535"),
+    ],
+)
+def test_good_listen_values(listen: str, host: str, port: int, url: str) -> None:
+    config = load_config(None, {"listen": listen})
+    assert (config.host, config.port, config.base_url) == (host, port, url)
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'listen = "127.0.0.1:1111"\nstate_dir = "/from/file"\nmax_workers = 2\n')
+    config = load_config(path, {"listen": "127.0.0.1:2222", "state_dir": "/from/flag"})
+    assert config.listen == "127.0.0.1:2222"
+    assert config.state_dir == "/from/flag"
+    assert config.max_workers == 2
+    # A flag that was not given (None) leaves the file's value alone.
+    config = load_config(path, {"listen": None, "state_dir": None})
+    assert (config.listen, config.state_dir) == ("127.0.0.1:1111", "/from/file")
+
+
+def test_bad_flag_is_blamed_on_the_command_line_not_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'listen = "127.0.0.1:1111"\n')
+    message = error_of(path, {"listen": "nope"})
+    assert message.startswith("command line: listen: ") and "'nope'" in message
+
+
+def test_state_directory_from_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/batchd")
+    assert load_config(None).state_dir == "/var/lib/batchd"
+    # Several StateDirectory= entries arrive colon-separated: the first is ours.
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/batchd:/var/lib/other")
+    assert load_config(None).state_dir == "/var/lib/batchd"
+    # The file and the flag both beat the environment.
+    path = write(tmp_path, 'state_dir = "/from/file"\n')
+    assert load_config(path).state_dir == "/from/file"
+    assert load_config(path, {"state_dir": "/from/flag"}).state_dir == "/from/flag"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert load_config(None).state_dir == constants.DEFAULT_STATE_DIR
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    assert error_of(path) == f"cannot read config {path}: No such file or directory"
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "listen = \n")
+    assert error_of(path).startswith(f"{path}: invalid TOML: ")
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'listen = "\xff"\n')
+    assert error_of(path).startswith(f"{path}: invalid TOML: not UTF-8")
+
+
+def test_utf8_file_reads_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "utf8.toml"
+    path.write_bytes('state_dir = "/srv/b\u00e4tchd"\n'.encode())
+    assert load_config(path).state_dir == "/srv/b\u00e4tchd"
+
+
+def run_serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchd", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+
+
+def test_serve_with_a_bad_config_exits_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, 'max_workers = 2\nmax_wokers = 4\nlog_level = "loud"\n', "bad.toml")
+    done = run_serve("--config", str(path), "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert done.returncode != 0
+    assert f"{path}: max_wokers: unknown key" in done.stderr
+    assert f"{path}: log_level: " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    # Failing fast means nothing was created.
+    assert not (tmp_path / "state").exists()
+
+
+def test_serve_with_a_bad_listen_flag_exits(tmp_path: Path) -> None:
+    done = run_serve("--listen", "nowhere", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert done.returncode != 0
+    assert "command line: listen: " in done.stderr and "HOST:PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_with_an_unreadable_config_exits(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"log_level = '\xe9'\n")
+    done = run_serve("--config", str(path), cwd=tmp_path)
+    assert done.returncode != 0
+    assert f"{path}: invalid TOML: not UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_on_a_port_in_use_exits_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_serve(
+            "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"), cwd=tmp_path
+        )
+    assert done.returncode == 1
+    assert "error: " in done.stderr and "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_with_an_unusable_state_dir_exits_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    state = tmp_path / "file" / "state"
+    done = run_serve(
+        "--listen", f"127.0.0.1:{free_port()}", "--state-dir", str(state), cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert "error: " in done.stderr and str(state) in done.stderr
+    assert "Traceback" not in done.stderr

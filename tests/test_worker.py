@@ -1,0 +1,543 @@
+"""The worker's helpers, the channel framing, and a real worker process on a socketpair."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchd.constants import (
+    ENV_WORKER_FD,
+    FRAME_HEADER_BYTES,
+    MAX_FRAME_BYTES,
+    WORKER_EXIT_INIT_FAILED,
+)
+from batchd.protocol import BlockingChannel, ChannelClosed, encode, frame, frame_length
+from batchd.worker import call_with_declared, describe_exception, load_handler_class
+from tests.conftest import REPO
+
+AVAILABLE = {"payload": [1, 2], "batch_id": "job-1"}
+
+
+# --- call_with_declared --------------------------------------------------------------------
+
+
+def test_passes_only_declared_parameters() -> None:
+    def payload_only(payload: Any) -> Any:
+        return ("payload_only", payload)
+
+    def both(batch_id: Any, payload: Any) -> Any:
+        return ("both", payload, batch_id)
+
+    def nothing() -> Any:
+        return "nothing"
+
+    assert call_with_declared(payload_only, **AVAILABLE) == ("payload_only", [1, 2])
+    assert call_with_declared(both, **AVAILABLE) == ("both", [1, 2], "job-1")
+    assert call_with_declared(nothing, **AVAILABLE) == "nothing"
+
+
+def test_var_keyword_receives_everything() -> None:
+    def anything(**kwargs: Any) -> Any:
+        return kwargs
+
+    def payload_and_rest(payload: Any, **rest: Any) -> Any:
+        return payload, rest
+
+    assert call_with_declared(anything, **AVAILABLE) == AVAILABLE
+    assert call_with_declared(payload_and_rest, **AVAILABLE) == ([1, 2], {"batch_id": "job-1"})
+
+
+def test_keyword_only_and_defaults() -> None:
+    def keyword_only(*, batch_id: Any, extra: str = "default") -> Any:
+        return batch_id, extra
+
+    assert call_with_declared(keyword_only, **AVAILABLE) == ("job-1", "default")
+
+
+def test_missing_required_parameter_raises() -> None:
+    def wants_more(payload: Any, model: Any) -> Any:
+        return payload, model
+
+    with pytest.raises(TypeError, match="model"):
+        call_with_declared(wants_more, **AVAILABLE)
+
+
+def test_bound_methods_and_classes() -> None:
+    class Handler:
+        def __init__(self, config: Any) -> None:
+            self.config = config
+
+        def handle_batch(self, payload: Any) -> Any:
+            return [self.config["scale"] * item for item in payload]
+
+    handler = call_with_declared(Handler, config={"scale": 10}, job_spec={"job_id": "j"})
+    assert isinstance(handler, Handler) and handler.config == {"scale": 10}
+    assert call_with_declared(handler.handle_batch, **AVAILABLE) == [10, 20]
+
+    class Everything:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    made = call_with_declared(Everything, config={}, job_spec={"job_id": "j"})
+    assert made.kwargs == {"config": {}, "job_spec": {"job_id": "j"}}
+
+
+def test_describe_exception() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        described = describe_exception(exc)
+    assert described["error"] == "KeyError: 'missing'"
+    assert described["traceback"].startswith("Traceback (most recent call last):")
+    assert 'raise KeyError("missing")' in described["traceback"]
+
+
+# --- load_handler_class --------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_handler_module() -> Iterator[None]:
+    """load_handler_class registers the file as the `handler` module: undo that."""
+    before = sys.modules.get("handler")
+    yield
+    if before is None:
+        sys.modules.pop("handler", None)
+    else:
+        sys.modules["handler"] = before
+
+
+def write(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+@pytest.mark.usefixtures("clean_handler_module")
+def test_load_handler_class(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "handler.py",
+        """
+        CONSTANT = 42
+
+        class Handler:
+            def handle_batch(self, payload):
+                return CONSTANT
+        """,
+    )
+    handler_class = load_handler_class(str(path))
+    assert handler_class.__name__ == "Handler"
+    assert handler_class().handle_batch([]) == 42
+    assert sys.modules["handler"].CONSTANT == 42
+
+
+@pytest.mark.usefixtures("clean_handler_module")
+@pytest.mark.parametrize(
+    "source",
+    [
+        "class Predictor:\n    pass\n",
+        "def Handler(config):\n    return None\n",
+        "Handler = 3\n",
+        "",
+    ],
+    ids=["other-class", "function", "value", "empty"],
+)
+def test_file_without_a_handler_class(tmp_path: Path, source: str) -> None:
+    path = write(tmp_path / "handler.py", source)
+    with pytest.raises(TypeError) as caught:
+        load_handler_class(str(path))
+    assert str(caught.value) == f"{path} does not define class Handler"
+
+
+@pytest.mark.usefixtures("clean_handler_module")
+def test_handler_file_errors_propagate(tmp_path: Path) -> None:
+    with pytest.raises(SyntaxError):
+        load_handler_class(str(write(tmp_path / "broken.py", "class Handler(:\n")))
+    with pytest.raises(ZeroDivisionError):
+        load_handler_class(str(write(tmp_path / "raises.py", "1 / 0\nclass Handler: pass\n")))
+    with pytest.raises(FileNotFoundError):
+        load_handler_class(str(tmp_path / "absent.py"))
+    with pytest.raises(ImportError, match="cannot load"):
+        load_handler_class(str(write(tmp_path / "handler.txt", "class Handler: pass\n")))
+
+
+# --- protocol framing ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    left, right = socket.socketpair()
+    # A broken channel fails the test instead of hanging it.
+    left.settimeout(60)
+    right.settimeout(60)
+    yield left, right
+    left.close()
+    right.close()
+
+
+def test_frame_is_a_big_endian_length_then_the_body() -> None:
+    assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+    assert frame(b"") == b"\x00\x00\x00\x00"
+    encoded = encode({"op": "caf\u00e9"})
+    body = '{"op":"caf\u00e9"}'.encode()
+    # The header counts UTF-8 bytes, not characters.
+    assert encoded == struct.pack(">I", len(body)) + body
+    assert frame_length(encoded[:FRAME_HEADER_BYTES]) == len(body) == 14
+
+
+def test_frame_length_limit() -> None:
+    assert frame_length(struct.pack(">I", MAX_FRAME_BYTES)) == MAX_FRAME_BYTES
+    with pytest.raises(ValueError, match=f"frame of {MAX_FRAME_BYTES + 1} bytes exceeds"):
+        frame_length(struct.pack(">I", MAX_FRAME_BYTES + 1))
+    with pytest.raises(ValueError, match="exceeds"):
+        frame_length(b"\xff\xff\xff\xff")
+
+
+def test_round_trip_both_ways(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
+    messages: list[dict[str, Any]] = [
+        {
+            "op": "init",
+            "config": {"nested": [1, 2.5, None, True]},
+            "text": "\u00e9\u6f22\U0001f600",
+        },
+        {"op": "next", "outcomes": []},
+        {"op": "exit"},
+    ]
+    for message in messages:
+        left.send(message)
+    assert [right.recv() for _ in messages] == messages
+    right.send({"op": "ready", "has_on_complete": False})
+    assert left.recv() == {"op": "ready", "has_on_complete": False}
+
+
+def test_large_frame_arrives_whole(pair: tuple[socket.socket, socket.socket]) -> None:
+    left, right = BlockingChannel(pair[0]), BlockingChannel(pair[1])
+    message: dict[str, Any] = {
+        "op": "batches",
+        "payload": ["x" * 1000] * 4000,
+    }  # ~4 MB, many socket reads
+    sender = threading.Thread(target=left.send, args=(message,))
+    sender.start()
+    try:
+        assert right.recv() == message
+    finally:
+        sender.join(60)
+
+
+def test_frames_split_into_single_bytes_reassemble(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    data = encode({"op": "next", "outcomes": [{"seq": 1}]}) + encode({"op": "exit"})
+    for byte in data:
+        pair[0].sendall(bytes([byte]))
+    channel = BlockingChannel(pair[1])
+    assert channel.recv() == {"op": "next", "outcomes": [{"seq": 1}]}
+    assert channel.recv() == {"op": "exit"}
+
+
+def test_eof_raises_channel_closed(pair: tuple[socket.socket, socket.socket]) -> None:
+    BlockingChannel(pair[0]).send({"op": "exit"})
+    pair[0].close()
+    channel = BlockingChannel(pair[1])
+    assert channel.recv() == {"op": "exit"}
+    with pytest.raises(ChannelClosed):
+        channel.recv()
+
+
+def test_eof_inside_a_frame_raises_channel_closed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    whole = encode({"op": "batches", "batches": []})
+    pair[0].sendall(whole[:-3])
+    pair[0].close()
+    with pytest.raises(ChannelClosed):
+        BlockingChannel(pair[1]).recv()
+
+
+def test_eof_inside_the_header_raises_channel_closed(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    pair[0].sendall(b"\x00\x00")
+    pair[0].close()
+    with pytest.raises(ChannelClosed):
+        BlockingChannel(pair[1]).recv()
+
+
+def test_oversized_frame_is_refused_before_its_body(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # Only the header is sent: the receiver must refuse it without waiting for the body.
+    pair[0].sendall(struct.pack(">I", MAX_FRAME_BYTES + 1))
+    with pytest.raises(ValueError, match="exceeds"):
+        BlockingChannel(pair[1]).recv()
+
+
+def test_frame_that_is_not_an_object_is_refused(pair: tuple[socket.socket, socket.socket]) -> None:
+    pair[0].sendall(frame(b"[1, 2]"))
+    with pytest.raises(ValueError, match="not a JSON object"):
+        BlockingChannel(pair[1]).recv()
+
+
+def test_send_to_a_closed_peer_raises(pair: tuple[socket.socket, socket.socket]) -> None:
+    pair[1].close()
+    with pytest.raises(OSError):
+        BlockingChannel(pair[0]).send({"op": "x" * 1_000_000})
+
+
+# --- a real worker process -----------------------------------------------------------------
+
+HANDLER = """
+import os
+
+class Handler:
+    def __init__(self, config, job_spec):
+        self.config = config
+        self.job_id = job_spec["job_id"]
+
+    def handle_batch(self, payload, batch_id):
+        if payload == ["boom"]:
+            raise RuntimeError("boom")
+        if payload == ["set"]:
+            return {1, 2}
+        if payload == ["none"]:
+            return None
+        return {"payload": payload, "batch_id": batch_id, "config": self.config,
+                "job_id": self.job_id, "cwd": os.getcwd()}
+
+    def on_job_complete(self, status):
+        print("completed with", status["status"], flush=True)
+"""
+
+
+class WorkerProcess:
+    """`python -m batchd.worker` with its channel on a socketpair, as the daemon runs it."""
+
+    def __init__(self, cwd: Path) -> None:
+        parent, child = socket.socketpair()
+        parent.settimeout(60)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env[ENV_WORKER_FD] = str(child.fileno())
+        env.pop("BATCHD_DAEMON_PID", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "batchd.worker"],
+            cwd=cwd,
+            env=env,
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        child.close()
+        self.sock = parent
+        self.channel = BlockingChannel(parent)
+
+    def init(self, handler_path: str = "handler.py", config: Any = None) -> dict[str, Any]:
+        self.channel.send(
+            {
+                "op": "init",
+                "handler_path": handler_path,
+                "config": config or {},
+                "job_spec": {"job_id": "job7"},
+            }
+        )
+        return self.channel.recv()
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the exit; return the exit code and everything the worker printed."""
+        try:
+            output, _ = self.process.communicate(timeout=60)
+        finally:
+            self.sock.close()
+        return self.process.returncode, output.decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.sock.close()
+
+
+@pytest.fixture
+def worker_in(tmp_path: Path) -> Iterator[Any]:
+    started: list[WorkerProcess] = []
+
+    def start(handler_source: str) -> WorkerProcess:
+        project = tmp_path / f"project{len(started)}"
+        project.mkdir()
+        (project / "handler.py").write_text(textwrap.dedent(handler_source))
+        worker = WorkerProcess(project)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+def batch(seq: int, payload: list[Any]) -> dict[str, Any]:
+    return {"seq": seq, "token": 100 + seq, "batch_id": f"job7-{seq}", "payload": payload}
+
+
+def test_worker_runs_batches_and_the_completion_hook(worker_in: Any, tmp_path: Path) -> None:
+    worker = worker_in(HANDLER)
+    assert worker.init(config={"k": "v"}) == {"op": "ready", "has_on_complete": True}
+    assert worker.channel.recv() == {"op": "next", "outcomes": []}
+    worker.channel.send(
+        {
+            "op": "batches",
+            "batches": [batch(1, [1, "two"]), batch(2, ["boom"]), batch(3, ["set"])],
+        }
+    )
+    message = worker.channel.recv()
+    assert message["op"] == "next"
+    ok, boom, unencodable = message["outcomes"]
+    assert all(outcome["duration"] >= 0 for outcome in message["outcomes"])
+    assert [(o["seq"], o["token"], o["ok"]) for o in message["outcomes"]] == [
+        (1, 101, True),
+        (2, 102, False),
+        (3, 103, False),
+    ]
+    assert ok["result"] == {
+        "payload": [1, "two"],
+        "batch_id": "job7-1",
+        "config": {"k": "v"},
+        "job_id": "job7",
+        "cwd": str(tmp_path / "project0"),
+    }
+    assert boom["error"] == "RuntimeError: boom" and "result" not in boom
+    assert 'raise RuntimeError("boom")' in boom["traceback"]
+    # A result JSON cannot carry fails its batch, not the channel.
+    assert unencodable["error"] == "TypeError: Object of type set is not JSON serializable"
+
+    worker.channel.send({"op": "batches", "batches": [batch(4, ["none"])]})
+    (none,) = worker.channel.recv()["outcomes"]
+    assert none["ok"] is True and "result" not in none
+
+    worker.channel.send({"op": "complete", "status": {"status": "completed_with_failures"}})
+    assert worker.channel.recv() == {"op": "completed", "ok": True}
+    worker.channel.send({"op": "exit"})
+    returncode, output = worker.finish()
+    assert returncode == 0
+    assert "completed with completed_with_failures\n" in output.splitlines(keepends=True)
+
+
+def test_failing_completion_hook_is_reported(worker_in: Any) -> None:
+    worker = worker_in(
+        """
+        class Handler:
+            def __init__(self):
+                pass
+
+            def handle_batch(self):
+                return "ignored payload"
+
+            def on_job_complete(self):
+                raise ValueError("hook broke")
+        """
+    )
+    assert worker.init() == {"op": "ready", "has_on_complete": True}
+    worker.channel.recv()
+    worker.channel.send({"op": "batches", "batches": [batch(1, [1])]})
+    assert worker.channel.recv()["outcomes"][0]["result"] == "ignored payload"
+    worker.channel.send({"op": "complete", "status": {"status": "succeeded"}})
+    completed = worker.channel.recv()
+    assert (completed["op"], completed["ok"], completed["error"]) == (
+        "completed",
+        False,
+        "ValueError: hook broke",
+    )
+    worker.channel.send({"op": "exit"})
+    assert worker.finish()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("class Predictor:\n    pass\n", "does not define class Handler"),
+        (
+            "class Handler:\n    def __init__(self, config):\n        raise OSError('no model')\n",
+            "OSError: no model",
+        ),
+        ("class Handler:\n    pass\n", "TypeError: Handler has no handle_batch method"),
+        ("import not_a_module_anywhere\n", "ModuleNotFoundError"),
+    ],
+    ids=["no-handler", "init-raises", "no-handle-batch", "import-error"],
+)
+def test_init_failure_is_reported_and_exits_with_the_boot_error_code(
+    worker_in: Any, source: str, error: str
+) -> None:
+    worker = worker_in(source)
+    message = worker.init()
+    assert message["op"] == "init_failed"
+    assert error in message["error"]
+    assert message["traceback"].startswith("Traceback")
+    assert worker.finish()[0] == WORKER_EXIT_INIT_FAILED
+
+
+def test_worker_without_hook_says_so_and_exits_when_the_daemon_goes(worker_in: Any) -> None:
+    worker = worker_in(
+        """
+        class Handler:
+            def handle_batch(self, payload):
+                return payload
+        """
+    )
+    assert worker.init() == {"op": "ready", "has_on_complete": False}
+    assert worker.channel.recv() == {"op": "next", "outcomes": []}
+    # The daemon closing the channel (EOF) is a clean exit, not a crash.
+    worker.sock.shutdown(socket.SHUT_RDWR)
+    assert worker.finish()[0] == 0
+
+
+def test_handler_prints_do_not_corrupt_the_channel(worker_in: Any) -> None:
+    worker = worker_in(
+        """
+        import sys
+
+        class Handler:
+            def handle_batch(self, payload):
+                # Looks like a frame header: it must land in the log, not the channel.
+                print("\\x00\\x00\\x00\\x05noise", flush=True)
+                sys.stderr.write("on stderr\\n")
+                return {"echo": payload}
+        """
+    )
+    worker.init()
+    worker.channel.recv()
+    worker.channel.send({"op": "batches", "batches": [batch(1, ["a"])]})
+    assert worker.channel.recv()["outcomes"][0]["result"] == {"echo": ["a"]}
+    worker.channel.send({"op": "exit"})
+    returncode, output = worker.finish()
+    assert returncode == 0
+    lines = output.splitlines()
+    assert "\x00\x00\x00\x05noise" in lines and "on stderr" in lines
+
+
+def test_unknown_op_crashes_the_worker(worker_in: Any) -> None:
+    worker = worker_in("class Handler:\n    def handle_batch(self):\n        pass\n")
+    worker.init()
+    worker.channel.recv()
+    worker.channel.send({"op": "dance"})
+    returncode, output = worker.finish()
+    assert returncode == 1
+    assert "ValueError: unknown op 'dance'" in output
+
+
+def test_encode_matches_what_the_worker_reads() -> None:
+    # The daemon splices stored payloads into frames as bytes; the worker decodes them
+    # with json.loads, so any compact JSON text must survive the trip.
+    body = b'{"op":"batches","batches":[{"seq":1,"payload":[1,{"a":"\xc3\xa9"}]}]}'
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(frame(body))
+        assert BlockingChannel(right).recv() == json.loads(body)
