@@ -35,6 +35,7 @@ class DaemonConfig(BaseModel):
     max_request_size: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_item_size: int = Field(default=256 * 1024, ge=1)
     lease_timeout: float = Field(default=60.0, gt=0)
+    batch_timeout: float | None = Field(default=None, gt=0)
     worker_stop_grace: float = Field(default=10.0, ge=0)
     max_worker_restarts: int = Field(default=5, ge=0)
     restart_backoff: float = Field(default=0.5, ge=0)

@@ -49,6 +49,8 @@ class WorkerProcess:
     leases: list[Lease] = field(default_factory=list)
     exit_requested: bool = False
     killed: bool = False
+    # Set when the daemon kills the worker for a reason of the batch's own making.
+    death_reason: str | None = None
 
     @property
     def pid(self) -> int:

@@ -37,6 +37,7 @@ from batchd.store.base import (
     Failure,
     JobRecord,
     JobStatus,
+    Lease,
     Store,
     Success,
 )
@@ -369,6 +370,8 @@ class Scheduler:
         )
         if leases:
             await worker.send_batches(leases)
+            if run.job.batch_timeout is not None:
+                self._limit_batch(worker, leases[0], run.job.batch_timeout)
             return
         counts = await self.store.counts(run.job_id)
         if run.finished or self.draining:
@@ -437,8 +440,8 @@ class Scheduler:
             self.wake()
             return
         run.exited_failed += 1
-        oom = self._oom.was_oom(returncode, worker.killed)
-        reason = describe_exit(returncode, oom)
+        oom = worker.death_reason is None and self._oom.was_oom(returncode, worker.killed)
+        reason = worker.death_reason or describe_exit(returncode, oom)
         log.warning(
             "worker died",
             extra={"jobID": run.job_id, "slot": worker.slot, "pid": worker.pid, "reason": reason},
@@ -470,6 +473,16 @@ class Scheduler:
             await self.store.release(run.job_id, [(lease.seq, lease.token) for lease in unstarted])
         if run.parked:
             await self._serve_parked(run)
+
+    def _limit_batch(self, worker: WorkerProcess, lease: Lease, limit: float) -> None:
+        """A batch still running after `limit` seconds gets its worker killed."""
+
+        def expire() -> None:
+            if lease in worker.leases and worker.process.returncode is None:
+                worker.death_reason = f"batch exceeded its time limit of {limit:g}s"
+                worker.signal(signal.SIGKILL)
+
+        asyncio.get_running_loop().call_later(limit, expire)
 
     async def _wake_at(self, when: float) -> None:
         await asyncio.sleep(max(0.0, when - time.monotonic()))

@@ -99,6 +99,8 @@ class JobSubmission(_Strict):
     file_path_lister: FileSource | None = None
     config: dict[str, Any] = {}
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Seconds one handle_batch call may take before its worker is killed.
+    batch_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # Resolved after validation: the `sqs_dead_letter_queue` form fills it in when given.
     max_receive_count: _Count = DEFAULT_MAX_RECEIVE_COUNT
     sqs_dead_letter_queue: DeadLetterQueue | None = None

@@ -27,6 +27,7 @@ def job_spec(job: JobRecord) -> dict[str, Any]:
         "workers": job.workers,
         "config": job.config,
         "timeout": job.timeout,
+        "batch_timeout": job.batch_timeout,
         "max_receive_count": job.max_receive_count,
         "priority": job.priority,
         "total_batch_count": job.total_batch_count,

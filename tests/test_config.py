@@ -77,10 +77,15 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
     # `# key = value` lines show optional keys with an example value: each must be valid.
     text = SHIPPED.read_text(encoding="utf-8")
     commented = re.findall(r"^# ([a-z_]+ = .+)$", text, flags=re.MULTILINE)
-    assert {line.split(" = ")[0] for line in commented} == {"state_dir", "max_workers"}
+    assert {line.split(" = ")[0] for line in commented} == {
+        "state_dir",
+        "max_workers",
+        "batch_timeout",
+    }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
     assert config.max_workers == 8
+    assert config.batch_timeout == 3600.0
 
 
 def test_shipped_file_documents_every_key() -> None:
@@ -110,6 +115,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         max_restart_backoff = 4.5
         sqlite_synchronous = "normal"
         log_retention_days = 7
+        batch_timeout = 90
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -129,6 +135,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "max_restart_backoff": 4.5,
         "sqlite_synchronous": "normal",
         "log_retention_days": 7.0,
+        "batch_timeout": 90.0,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

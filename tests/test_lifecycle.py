@@ -510,3 +510,40 @@ def test_workers_run_under_the_apis_own_interpreter(
     assert wait_job(client, "otherpy", job["job_id"])["status"] == "succeeded"
     (row,) = list(client.results("otherpy", job["job_id"]))
     assert row["result"] == {"prefix": str(venv), "leaked": False, "client": daemon.url}
+
+
+def test_batch_timeout_kills_a_hung_handler(daemon: Daemon, make_project: Project) -> None:
+    project = make_project(
+        "hangs",
+        """
+        import time
+
+        class Handler:
+            def __init__(self, config):
+                pass
+
+            def handle_batch(self, payload):
+                if payload == ["hang"]:
+                    time.sleep(600)
+                return payload
+        """,
+    )
+    client = daemon.client
+    client.deploy(project)
+    job = client.submit(
+        "hangs",
+        {
+            "workers": 2,
+            "batch_timeout": 1,
+            "max_receive_count": 2,
+            "item_list": {"items": ["a", "hang", "b"], "batch_size": 1},
+        },
+    )
+    assert job["batch_timeout"] == 1
+    status = wait_job(client, "hangs", job["job_id"])
+    assert status["status"] == "completed_with_failures"
+    assert status["batch_metrics"]["succeeded"] == 2
+    assert status["batch_metrics"]["failed_attempts"] == 2
+    (dead,) = list(client.failed("hangs", job["job_id"]))
+    assert dead["payload"] == ["hang"]
+    assert dead["error"] == "batch exceeded its time limit of 1s"

@@ -82,6 +82,7 @@ class NewJob:
     max_receive_count: int
     priority: int
     created_at: float
+    batch_timeout: float | None = None
     retry_of: str | None = None
 
 
@@ -103,6 +104,7 @@ class JobRecord:
     error: str | None
     has_on_complete: bool | None
     retry_of: str | None
+    batch_timeout: float | None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ CREATE TABLE jobs (
     workers           INTEGER NOT NULL,
     config            TEXT    NOT NULL,
     timeout           REAL,
+    batch_timeout     REAL,
     max_receive_count INTEGER NOT NULL,
     priority          INTEGER NOT NULL,
     total_batch_count INTEGER NOT NULL,

@@ -43,7 +43,7 @@ _TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
 _JOB_COLUMNS = (
     "job_id, api_name, api_version, kind, status, workers, config, timeout, "
     "max_receive_count, priority, total_batch_count, created_at, end_time, error, "
-    "has_on_complete, retry_of"
+    "has_on_complete, retry_of, batch_timeout"
 )
 
 
@@ -74,6 +74,7 @@ def _job(row: Sequence[Any]) -> JobRecord:
         error=row[13],
         has_on_complete=None if row[14] is None else bool(row[14]),
         retry_of=row[15],
+        batch_timeout=row[16],
     )
 
 
@@ -266,8 +267,8 @@ class SqliteStore:
         async with self._transaction() as db:
             async with db.execute(
                 "INSERT INTO jobs (job_id, api_name, api_version, kind, status, workers, config, "
-                "timeout, max_receive_count, priority, total_batch_count, created_at, retry_of) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                "timeout, max_receive_count, priority, total_batch_count, created_at, retry_of, "
+                "batch_timeout) VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
                 (
                     job.job_id,
                     job.api_name,
@@ -281,6 +282,7 @@ class SqliteStore:
                     job.priority,
                     job.created_at,
                     job.retry_of,
+                    job.batch_timeout,
                 ),
             ) as cursor:
                 key = cursor.lastrowid
