@@ -34,6 +34,9 @@ SCHEDULER_IDLE_INTERVAL = 1.0
 # How often a `follow` log reader looks for new lines.
 LOG_FOLLOW_POLL_INTERVAL = 0.2
 
+# How often the SQLite WAL is checkpointed and truncated, in seconds.
+CHECKPOINT_INTERVAL = 300.0
+
 # How often job logs past their retention are looked for, in seconds.
 LOG_SWEEP_INTERVAL = 3600.0
 

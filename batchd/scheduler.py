@@ -512,8 +512,13 @@ class Scheduler:
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_timeout / 3
+        next_checkpoint = time.monotonic() + constants.CHECKPOINT_INTERVAL
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() >= next_checkpoint:
+                next_checkpoint = time.monotonic() + constants.CHECKPOINT_INTERVAL
+                with contextlib.suppress(Exception):
+                    await self.store.checkpoint()
             held = [
                 (run.job_id, lease.seq, lease.token)
                 for run in self.runs.values()

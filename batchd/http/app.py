@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -51,9 +53,26 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
         return response
+    except sqlite3.OperationalError as exc:
+        return _storage_error(request, exc, getattr(exc, "sqlite_errorname", ""))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            log.exception("unhandled error", extra={"path": request.path})
+            return error_response(500, "internal error; see the daemon log")
+        return _storage_error(request, exc, "SQLITE_FULL")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, "internal error; see the daemon log")
+
+
+def _storage_error(request: web.Request, exc: Exception, code: str) -> web.Response:
+    """The disk or the database, not the client: the daemon keeps running and retries."""
+    log.error("storage error", extra={"path": request.path, "error": str(exc), "code": code})
+    if code == "SQLITE_FULL":
+        return error_response(507, "the disk holding batchd's state is full; nothing was stored")
+    response = error_response(503, f"the queue is busy or unavailable ({exc}); retry shortly")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def build_app(services: Services) -> web.Application:

@@ -9,8 +9,10 @@ a large job is being admitted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -166,7 +168,11 @@ class SqliteStore:
             try:
                 yield self._w
             except BaseException:
-                await self._exec(self._w, "ROLLBACK")
+                # SQLite may have rolled back already (disk full does); the original
+                # error is the one worth raising.
+                if self._w.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._exec(self._w, "ROLLBACK")
                 raise
             await self._exec(self._w, "COMMIT")
 
@@ -196,6 +202,11 @@ class SqliteStore:
                 raise UnknownJob(job_id)
             self._keys[job_id] = key
         return int(key)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it, so it cannot grow without bound."""
+        async with self._write_lock:
+            await self._exec(self._w, "PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- APIs --------------------------------------------------------------------------
 

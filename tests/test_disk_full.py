@@ -1,0 +1,73 @@
+"""A full disk is answered with 507, stores nothing partial, and heals when space returns."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE, Daemon, wait_job
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        with contextlib.suppress(Exception):
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def post(daemon: Daemon, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        f"{daemon.url}/batch/hello", data=json.dumps(body).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_disk_full_is_507_and_recovers(make_daemon: Callable[..., Daemon], tiny_fs: Path) -> None:
+    daemon = make_daemon(start=False)
+    daemon.state_dir = tiny_fs / "state"
+    daemon.start()
+    client = daemon.client
+    client.deploy(EXAMPLE)
+    filler = tiny_fs / "filler"
+    free = os.statvfs(tiny_fs).f_bavail * os.statvfs(tiny_fs).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - 512 * 1024))
+
+    big = {"item_list": {"items": ["x" * 1000] * 5000, "batch_size": 1}}
+    status, body = post(daemon, big)
+    assert status == 507, body
+    assert "full" in str(body["error"])
+    # Nothing half-admitted, and the daemon goes on answering.
+    assert client.list_jobs("hello") == []
+    with urllib.request.urlopen(f"{daemon.url}/healthz", timeout=30) as response:
+        assert response.status == 200
+
+    filler.unlink()
+    status, job = post(daemon, {"item_list": {"items": list(range(100)), "batch_size": 10}})
+    assert status == 200, job
+    assert job["total_batch_count"] == 10
+    final = wait_job(client, "hello", str(job["job_id"]))
+    assert final["status"] == "succeeded"
+    assert final["batch_metrics"]["succeeded"] == 10
