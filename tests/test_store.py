@@ -189,3 +189,19 @@ async def test_list_jobs_newest_first(store: SqliteStore) -> None:
     listed = [job.job_id for job in await store.list_jobs("demo", 10)]
     assert listed == list(reversed(ids))
     assert sorted(ids, reverse=True) == listed
+
+
+async def test_concurrent_successes_share_commits_and_keep_their_counts(
+    store: SqliteStore,
+) -> None:
+    import asyncio
+
+    job_id = await running_job(store, 50)
+    leases = await store.lease(job_id, 50, 60)
+    calls = [
+        store.succeed(job_id, [Success(lease.seq, lease.token, 0.1, b"1")]) for lease in leases
+    ]
+    stale = store.succeed(job_id, [Success(leases[0].seq, leases[0].token + 1, 0.1, b"1")])
+    counts = await asyncio.gather(*calls, stale)
+    assert counts == [1] * 50 + [0]
+    assert (await store.counts(job_id)).succeeded == 50

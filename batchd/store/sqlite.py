@@ -9,6 +9,7 @@ a large job is being admitted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -100,15 +101,15 @@ class SqliteStore:
         self.synchronous = synchronous.upper()
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock: Any = None
+        self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
+        self._pending_successes: list[tuple[list[Any], asyncio.Future[int]]] = []
+        self._committing = False
+        self._commit_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        import asyncio
-
-        self._write_lock = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         try:
@@ -415,22 +416,47 @@ class SqliteStore:
         return leases
 
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
-        """Record successes; an outcome whose lease token is stale changes nothing."""
+        """Record successes; an outcome whose lease token is stale changes nothing.
+
+        Group commit: successes reported while a commit is under way wait for the
+        next one and share it, so a synchronous=FULL fsync is paid once per group,
+        not once per batch. The caller returns only after its rows are durable.
+        """
         first, _ = _batch_range(await self._key(job_id))
-        accepted = 0
-        async with self._transaction() as db:
-            for outcome in outcomes:
-                accepted += await self._exec(
-                    db,
-                    "UPDATE batches SET state = 'succeeded', result = ?, duration = ?, "
-                    "lease_token = NULL, lease_expires_at = NULL "
-                    "WHERE id = ? AND state = 'leased' AND lease_token = ?",
-                    outcome.result,
-                    outcome.duration,
-                    first + outcome.seq,
-                    outcome.token,
-                )
-        return accepted
+        rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes]
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending_successes.append((rows, done))
+        if not self._committing:
+            self._committing = True
+            self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
+        return await done
+
+    async def _commit_successes(self) -> None:
+        try:
+            while self._pending_successes:
+                group, self._pending_successes = self._pending_successes, []
+                try:
+                    async with self._transaction() as db:
+                        accepted = [
+                            await self._exec_many(
+                                db,
+                                "UPDATE batches SET state = 'succeeded', result = ?, "
+                                "duration = ?, lease_token = NULL, lease_expires_at = NULL "
+                                "WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                                rows,
+                            )
+                            for rows, _ in group
+                        ]
+                except Exception as exc:
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for (_, done), count in zip(group, accepted, strict=True):
+                    if not done.done():
+                        done.set_result(count)
+        finally:
+            self._committing = False
 
     async def fail(
         self, job_id: str, failure: Failure, max_receive_count: int
