@@ -1,7 +1,14 @@
 """The Python client for the batchd HTTP API (standard library only).
 
-It must import inside any handler's interpreter, so it uses urllib and nothing else.
-Inside a worker, ``BATCHD_URL`` points at the daemon that runs it.
+It must import inside any handler's interpreter, so it uses urllib and nothing else; even
+:meth:`Client.deploy` packs with :mod:`batchd.packing`, which is standard library too.
+Inside a worker, ``BATCHD_URL`` points at the daemon that runs it::
+
+    import batchd
+
+    client = batchd.client()
+    job = client.submit("hello", {"item_list": {"items": [1, 2, 3], "batch_size": 2}})
+    status = client.wait("hello", job["job_id"])
 """
 
 from __future__ import annotations
@@ -13,11 +20,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8780"
+ENV_URL = "BATCHD_URL"
+ENV_TOKEN = "BATCHD_TOKEN"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_POLL_INTERVAL = 0.5
+ACTIVE_STATUSES = frozenset({"pending", "enqueuing", "running"})
 TERMINAL_STATUSES = frozenset(
     {
         "succeeded",
@@ -31,9 +43,12 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 
+JobStatus = dict[str, Any]
+Record = dict[str, Any]
+
 
 class BatchdError(Exception):
-    """Any failed request: the HTTP status (0 when unreachable) and the server's message."""
+    """Any failed call: the HTTP status (0 when unreachable), the message and its field."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(f"{status}: {message}" if status else message)
@@ -42,81 +57,158 @@ class BatchdError(Exception):
         self.field = field
 
 
+class WaitTimeout(BatchdError, TimeoutError):
+    """:meth:`Client.wait` gave up (status 408); ``job_status`` is the last one seen."""
+
+    def __init__(self, message: str, job_status: JobStatus) -> None:
+        super().__init__(408, message, "timeout")
+        self.job_status = job_status
+
+
 class Client:
+    """One daemon. `url` and `token` default to ``BATCHD_URL`` and ``BATCHD_TOKEN``."""
+
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 60.0
+        self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self.url = (url or os.environ.get("BATCHD_URL") or DEFAULT_URL).rstrip("/")
-        self.token = token if token is not None else os.environ.get("BATCHD_TOKEN")
+        self.url = (url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+        self.token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
 
     # -- APIs --------------------------------------------------------------------------
 
-    def deploy(self, project_dir: str | Path, max_bytes: int = 32 * 1024 * 1024) -> Any:
-        from batchd.project import pack_project  # needs the daemon's packages
+    def deploy(self, project_dir: str | Path, max_bytes: int | None = None) -> dict[str, Any]:
+        """Pack and upload a project folder; returns the API summary (name, version, files)."""
+        from batchd import packing
+        from batchd.errors import ApiError
 
-        archive = pack_project(Path(project_dir), max_bytes)
-        return self._json("POST", "/apis", body=archive, content_type="application/gzip")
+        limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes
+        try:
+            archive = packing.pack_project(Path(project_dir), limit)
+        except ApiError as exc:
+            raise BatchdError(exc.status, exc.message, exc.field) from None
+        api: dict[str, Any] = self._json(
+            "POST", "/apis", body=archive, content_type="application/gzip"
+        )
+        return api
 
     def list_apis(self) -> list[dict[str, Any]]:
         apis: list[dict[str, Any]] = self._json("GET", "/apis")["apis"]
         return apis
 
-    def get_api(self, api_name: str) -> Any:
-        return self._json("GET", f"/apis/{_quote(api_name)}")
+    def get_api(self, api_name: str) -> dict[str, Any]:
+        """The API summary plus its ``versions``, newest first."""
+        api: dict[str, Any] = self._json("GET", f"/apis/{_quote(api_name)}")
+        return api
 
-    def delete(self, api_name: str) -> Any:
-        return self._json("DELETE", f"/apis/{_quote(api_name)}")
+    def delete(self, api_name: str) -> dict[str, Any]:
+        """Stop the API's jobs and remove it: ``{"message", "stopped_jobs"}``."""
+        answer: dict[str, Any] = self._json("DELETE", f"/apis/{_quote(api_name)}")
+        return answer
 
     # -- jobs --------------------------------------------------------------------------
 
-    def submit(self, api_name: str, job: dict[str, Any] | bytes, dry_run: bool = False) -> Any:
+    def submit(
+        self, api_name: str, job: Mapping[str, Any] | bytes, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Submit a job (a dict, or a JSON body as bytes); returns the job spec.
+
+        With `dry_run` nothing is stored and the answer is a report
+        (``total_batch_count``, ``item_count``, ...).
+        """
         body = job if isinstance(job, bytes) else json.dumps(job).encode()
-        query = {"dryRun": "true"} if dry_run else None
-        return self._json(
+        spec: dict[str, Any] = self._json(
             "POST",
-            f"/batch/{_quote(api_name)}",
+            _endpoint(api_name),
             body=body,
             content_type="application/json",
-            query=query,
+            query={"dryRun": "true"} if dry_run else None,
         )
+        return spec
 
     def get_job(self, api_name: str, job_id: str) -> dict[str, Any]:
-        status: dict[str, Any] = self._json(
-            "GET", f"/batch/{_quote(api_name)}", query={"jobID": job_id}
-        )
-        return status
+        """``{"job_status", "endpoint", "api_spec"}`` for one job."""
+        answer: dict[str, Any] = self._json("GET", _endpoint(api_name), query={"jobID": job_id})
+        return answer
 
-    def list_jobs(self, api_name: str, limit: int = 100) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = self._json(
-            "GET", f"/batch/{_quote(api_name)}", query={"limit": str(limit)}
-        )["jobs"]
+    def list_jobs(self, api_name: str, limit: int = 100) -> list[JobStatus]:
+        """The API's jobs' statuses, newest first."""
+        jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query={"limit": str(limit)})[
+            "jobs"
+        ]
         return jobs
 
-    def stop_job(self, api_name: str, job_id: str) -> Any:
-        return self._json("DELETE", f"/batch/{_quote(api_name)}", query={"jobID": job_id})
+    def stop_job(self, api_name: str, job_id: str) -> dict[str, Any]:
+        """Stop a job (409 if it has ended): ``{"message": "stopped job <id>"}``."""
+        answer: dict[str, Any] = self._json("DELETE", _endpoint(api_name), query={"jobID": job_id})
+        return answer
 
-    def retry(self, api_name: str, job_id: str) -> Any:
-        return self._json("POST", f"/batch/{_quote(api_name)}/retry", query={"jobID": job_id})
+    def retry(self, api_name: str, job_id: str) -> dict[str, Any]:
+        """Submit the job's dead-lettered batches as a new job; returns its spec."""
+        spec: dict[str, Any] = self._json(
+            "POST", f"{_endpoint(api_name)}/retry", query={"jobID": job_id}
+        )
+        return spec
 
-    def results(self, api_name: str, job_id: str) -> Iterator[dict[str, Any]]:
-        return self._lines(f"/batch/{_quote(api_name)}/results", {"jobID": job_id})
+    def results(self, api_name: str, job_id: str) -> Iterator[Record]:
+        """``{"batch_id", "result"}`` per batch that returned something."""
+        return self._stream(f"{_endpoint(api_name)}/results", {"jobID": job_id}, self.timeout)
 
-    def failed(self, api_name: str, job_id: str) -> Iterator[dict[str, Any]]:
-        return self._lines(f"/batch/{_quote(api_name)}/failed", {"jobID": job_id})
+    def failed(self, api_name: str, job_id: str) -> Iterator[Record]:
+        """Dead-lettered batches: ``batch_id``, ``attempts``, ``error``, ``traceback``,
+        ``payload``."""
+        return self._stream(f"{_endpoint(api_name)}/failed", {"jobID": job_id}, self.timeout)
+
+    def stream_job_logs(
+        self,
+        api_name: str,
+        job_id: str,
+        follow: bool = False,
+        level: str | None = None,
+        batch_id: str | None = None,
+    ) -> Iterator[Record]:
+        """The job's log records; with `follow`, new ones as they come until the job ends."""
+        query = {"jobID": job_id}
+        if follow:
+            query["follow"] = "true"
+        if level is not None:
+            query["level"] = level
+        if batch_id is not None:
+            query["batchID"] = batch_id
+        # A followed job may stay quiet for hours: no read timeout then.
+        return self._stream(
+            f"{_endpoint(api_name)}/logs", query, timeout=None if follow else self.timeout
+        )
 
     def wait(
-        self, api_name: str, job_id: str, poll_interval: float = 0.5, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Poll until the job reaches a terminal status; return its final job_status."""
+        self,
+        api_name: str,
+        job_id: str,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | None = None,
+        progress: Callable[[JobStatus], object] | None = None,
+    ) -> JobStatus:
+        """Poll until the job ends and return its final job_status.
+
+        `progress` is called with every status polled, the final one included;
+        past `timeout` seconds :class:`WaitTimeout` is raised.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status: dict[str, Any] = self.get_job(api_name, job_id)["job_status"]
+            status: JobStatus = self.get_job(api_name, job_id)["job_status"]
+            if progress is not None:
+                progress(status)
             if status["status"] in TERMINAL_STATUSES:
                 return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {status['status']} after {timeout}s")
-            time.sleep(poll_interval)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} still {status['status']} after {timeout}s", status)
+            pause = poll_interval
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
 
     # -- transport ---------------------------------------------------------------------
 
@@ -126,35 +218,68 @@ class Client:
         path: str,
         body: bytes | None = None,
         content_type: str | None = None,
-        query: dict[str, str] | None = None,
-    ) -> Any:
+        query: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None,
+    ) -> http.client.HTTPResponse:
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         request = urllib.request.Request(url, data=body, method=method)
+        request.add_header("Accept", "application/json")
         if content_type:
             request.add_header("Content-Type", content_type)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
+            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
-            raise _error_from(exc) from None
+            with exc:
+                raise _error_from(exc) from None
         except urllib.error.URLError as exc:
-            raise BatchdError(0, f"cannot reach batchd at {self.url}: {exc.reason}") from None
+            raise self._unreachable(exc.reason) from None
         except (OSError, http.client.HTTPException) as exc:
             # Timeouts and dropped connections: still "cannot reach", never a traceback.
-            raise BatchdError(0, f"cannot reach batchd at {self.url}: {exc}") from None
+            raise self._unreachable(exc) from None
+        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        with self._open(method, path, **kwargs) as response:
-            return json.loads(response.read())
+        with self._open(method, path, timeout=self.timeout, **kwargs) as response:
+            try:
+                raw = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from None
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise BatchdError(
+                    response.status, f"{self.url} answered with something other than JSON"
+                ) from None
 
-    def _lines(self, path: str, query: dict[str, str]) -> Iterator[dict[str, Any]]:
-        with self._open("GET", path, query=query) as response:
-            for line in response:
-                if line.strip():
-                    yield json.loads(line)
+    def _stream(
+        self, path: str, query: Mapping[str, str], timeout: float | None
+    ) -> Iterator[Record]:
+        # Opened now, so a 404 is raised by the call, not by the first next().
+        response = self._open("GET", path, query=query, timeout=timeout)
+        return self._records(response)
+
+    def _records(self, response: http.client.HTTPResponse) -> Iterator[Record]:
+        with response:
+            try:
+                for line in response:
+                    if line.strip():
+                        yield json.loads(line)
+            except (OSError, http.client.HTTPException) as exc:
+                raise BatchdError(
+                    0, f"lost the connection to batchd at {self.url}: {exc}"
+                ) from None
+
+    def _unreachable(self, reason: object) -> BatchdError:
+        return BatchdError(0, f"cannot reach batchd at {self.url}: {reason}")
+
+
+def _endpoint(api_name: str) -> str:
+    return f"/batch/{_quote(api_name)}"
 
 
 def _quote(segment: str) -> str:
@@ -162,7 +287,10 @@ def _quote(segment: str) -> str:
 
 
 def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
-    raw = exc.read()
+    try:
+        raw = exc.read()
+    except (OSError, http.client.HTTPException):
+        raw = b""
     try:
         error = json.loads(raw)["error"]
         return BatchdError(exc.code, str(error["message"]), error.get("field"))
@@ -171,4 +299,5 @@ def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
 
 
 def client(url: str | None = None, token: str | None = None) -> Client:
+    """Same as :func:`batchd.client`."""
     return Client(url=url, token=token)

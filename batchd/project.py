@@ -1,15 +1,15 @@
-"""Handler projects: packing a folder on the client, unpacking it safely on the server.
+"""Handler projects: the spec, and unpacking an uploaded project safely on the server.
 
 A project is a folder with a ``batchd.toml`` (the :class:`ApiSpec`), an optional ``.env`` and
-``.batchdignore``, and the Python files of the Handler. The client packs it into a tar.gz; the
-server treats that archive as hostile, checks every member before writing anything, and
-extracts the survivors into a read-only snapshot directory that appears atomically.
+``.batchdignore``, and the Python files of the Handler. :mod:`batchd.packing` (standard
+library only) packs it into a tar.gz on the client; the server treats that archive as hostile,
+checks every member before writing anything, and extracts the survivors into a read-only
+snapshot directory that appears atomically.
 """
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import os
 import re
@@ -17,7 +17,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import tomllib
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,20 +25,49 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from batchd import packing
 from batchd.errors import ApiError
+from batchd.packing import (
+    CONTROL_FILES,
+    ENV_FILE,
+    IGNORE_FILE,
+    PROJECT_CONFIG,
+    check_size,
+    compile_ignore,
+    decode,
+    human_size,
+    is_excluded,
+    parents,
+    parse_dotenv,
+    project_files,
+    skipped,
+)
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
-PROJECT_CONFIG = "batchd.toml"
-IGNORE_FILE = ".batchdignore"
-ENV_FILE = ".env"
+__all__ = [
+    "ENV_FILE",
+    "IGNORE_FILE",
+    "MAX_API_NAME_LENGTH",
+    "PROJECT_CONFIG",
+    "ApiSpec",
+    "ComputeSpec",
+    "DeployedProject",
+    "HandlerSpec",
+    "is_excluded",
+    "pack_project",
+    "parse_api_spec",
+    "parse_dotenv",
+    "project_files",
+    "remove_snapshot",
+    "unpack_project",
+    "validate_api_name",
+]
+
 MAX_API_NAME_LENGTH = 42
 
 _API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
-_CONTROL_FILES = (PROJECT_CONFIG, ENV_FILE, IGNORE_FILE)
 # Control files are read whole into memory, so they get a cap of their own.
 _MAX_CONTROL_BYTES = 1 << 20
 # tarfile reads PAX and GNU long-name headers whole; member data it reads in small chunks.
@@ -47,7 +75,6 @@ _MAX_SINGLE_READ = 1 << 20
 _MAX_MEMBERS = 100_000
 # The kernel gives up on symlink chains at 40 hops; so do we.
 _MAX_LINK_HOPS = 40
-_LARGEST_SHOWN = 5
 _GZIP_MAGIC = b"\x1f\x8b"
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 _SPECIAL_KINDS = {
@@ -81,7 +108,7 @@ class HandlerSpec(BaseModel):
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for name in env:
-            if not _ENV_NAME.fullmatch(name):
+            if not packing.ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
         return env
 
@@ -135,12 +162,7 @@ def validate_api_name(name: str) -> str:
 
 
 def parse_api_spec(text: str) -> ApiSpec:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ApiError(
-            422, f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG
-        ) from exc
+    data = packing.load_toml(text)
     try:
         return ApiSpec.model_validate(data)
     except ValidationError as exc:
@@ -160,174 +182,16 @@ def _spec_error(exc: ValidationError) -> ApiError:
     return ApiError(422, message, field=where or PROJECT_CONFIG)
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            name, value = _dotenv_assignment(line, number)
-            env[name] = value
-    return env
-
-
-def _dotenv_assignment(line: str, number: int) -> tuple[str, str]:
-    name, equals, value = line.removeprefix("export ").partition("=")
-    name = name.strip()
-    # The line itself is never echoed back: .env files hold secrets.
-    if not equals or not _ENV_NAME.fullmatch(name):
-        raise ApiError(
-            422,
-            f"{ENV_FILE} line {number}: expected VARIABLE=value "
-            "with VARIABLE made of letters, digits and '_', not starting with a digit",
-            field=ENV_FILE,
-        )
-    return name, _unquote(value.strip(), number)
-
-
-def _unquote(value: str, number: int) -> str:
-    if not value or value[0] not in "'\"":
-        return value
-    if len(value) < 2 or value[-1] != value[0]:
-        raise ApiError(422, f"{ENV_FILE} line {number}: unterminated quote", field=ENV_FILE)
-    return value[1:-1]
-
-
-# --- what belongs in a project --------------------------------------------------------------
-
-
-def _excluded_component(part: str) -> bool:
-    return part.startswith(".") or part == "__pycache__"
-
-
-def is_excluded(relpath: str) -> bool:
-    return (
-        relpath == PROJECT_CONFIG
-        or relpath.endswith(_COMPILED_SUFFIXES)
-        or any(_excluded_component(part) for part in relpath.split("/"))
-    )
-
-
-def _compile_ignore(text: str) -> GitIgnoreSpec:
-    from pathspec import GitIgnoreSpec
-
-    try:
-        return GitIgnoreSpec.from_lines(text.splitlines())
-    except ValueError as exc:
-        raise ApiError(422, f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
-
-
-def _ignored(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
-    if ignore is None:
-        return False
-    # As in git, a file inside an ignored directory stays ignored whatever later patterns say.
-    parents = _parents(relpath)
-    return any(ignore.match_file(f"{parent}/") for parent in parents) or ignore.match_file(relpath)
-
-
-def _skipped(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
-    return is_excluded(relpath) or _ignored(relpath, ignore)
-
-
-# --- client side ----------------------------------------------------------------------------
-
-
-def _client_ignore(root: Path) -> GitIgnoreSpec | None:
-    path = root / IGNORE_FILE
-    # The client may run without pathspec; the server re-applies the file, so skipping is safe.
-    if not path.is_file() or importlib.util.find_spec("pathspec") is None:
-        return None
-    return _compile_ignore(_decode(path.read_bytes(), IGNORE_FILE))
-
-
-def project_files(root: Path) -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
-    _walk(root, "", _client_ignore(root), found)
-    return found
-
-
-def _walk(
-    directory: Path, prefix: str, ignore: GitIgnoreSpec | None, found: list[tuple[str, Path]]
-) -> None:
-    with os.scandir(directory) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    for entry in entries:
-        relpath = prefix + entry.name
-        if entry.is_dir(follow_symlinks=False):
-            if not (_excluded_component(entry.name) or _ignored(relpath + "/", ignore)):
-                _walk(Path(entry.path), relpath + "/", ignore, found)
-            continue
-        kept = entry.is_file(follow_symlinks=False) or entry.is_symlink()
-        if kept and not _skipped(relpath, ignore):
-            found.append((relpath, Path(entry.path)))
+def _full_spec_check(config_text: str, env_text: str | None) -> str:
+    spec = parse_api_spec(config_text)
+    if env_text is not None:
+        parse_dotenv(env_text)
+    return spec.handler.path
 
 
 def pack_project(root: Path, max_bytes: int) -> bytes:
-    controls = {
-        name: (root / name).read_bytes() for name in _CONTROL_FILES if (root / name).is_file()
-    }
-    if PROJECT_CONFIG not in controls:
-        raise ApiError(422, f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
-    spec = parse_api_spec(_decode(controls[PROJECT_CONFIG], PROJECT_CONFIG))
-    if ENV_FILE in controls:
-        parse_dotenv(_decode(controls[ENV_FILE], ENV_FILE))
-    files = project_files(root)
-    if spec.handler.path not in {relpath for relpath, _ in files}:
-        raise ApiError(
-            422,
-            f"handler.path {spec.handler.path!r} is not among the project files "
-            f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
-            field="handler.path",
-        )
-    _check_size({relpath: _packed_size(path) for relpath, path in files}, max_bytes)
-    return _tar_gz(controls, files)
-
-
-def _packed_size(path: Path) -> int:
-    info = path.lstat()
-    return 0 if stat.S_ISLNK(info.st_mode) else info.st_size
-
-
-def _tar_gz(controls: Mapping[str, bytes], files: Iterable[tuple[str, Path]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in controls.items():
-            # Added as plain bytes so a symlinked .env still arrives as the file the server needs.
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for relpath, path in files:
-            tar.add(path, arcname=relpath, recursive=False)
-    return buffer.getvalue()
-
-
-# --- sizes ----------------------------------------------------------------------------------
-
-
-def _check_size(sizes: Mapping[str, int], max_bytes: int) -> None:
-    total = sum(sizes.values())
-    if total <= max_bytes:
-        return
-    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
-    shown = [f"{name} ({_human(size)})" for name, size in largest[:_LARGEST_SHOWN]]
-    more = ", ..." if len(largest) > _LARGEST_SHOWN else ""
-    raise ApiError(
-        413,
-        f"project is {_human(total)}, over the {_human(max_bytes)} limit; "
-        f"largest files: {', '.join(shown)}{more}",
-        field="project",
-    )
-
-
-def _human(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"
+    """:func:`batchd.packing.pack_project` with the server's full spec validation first."""
+    return packing.pack_project(root, max_bytes, check_spec=_full_spec_check)
 
 
 # --- server side ----------------------------------------------------------------------------
@@ -348,9 +212,9 @@ def unpack_project(archive: bytes, dest: Path, max_bytes: int) -> DeployedProjec
         members = _scan(tar)
         _check_tree(members)
         spec, dotenv, ignore = _read_controls(tar, members)
-        selected = [m for m in members.values() if not m.isdir() and not _skipped(m.name, ignore)]
+        selected = [m for m in members.values() if not m.isdir() and not skipped(m.name, ignore)]
         sizes = _written_sizes(selected)
-        _check_size(sizes, max_bytes)
+        check_size(sizes, max_bytes)
         _check_python(spec.handler.python)
         _write_snapshot(tar, selected, spec.handler.path, dest)
     return DeployedProject(
@@ -451,7 +315,7 @@ def _check_tree(members: Mapping[str, tarfile.TarInfo]) -> None:
     """Checks that need the whole archive: where paths and links really lead once written."""
     links = {name: m.linkname for name, m in members.items() if m.issym()}
     for name, member in members.items():
-        for parent in _parents(name):
+        for parent in parents(name):
             if parent in members and not members[parent].isdir():
                 raise _refused(name, f"is inside {parent!r}, which is not a directory")
         if member.issym():
@@ -460,11 +324,6 @@ def _check_tree(members: Mapping[str, tarfile.TarInfo]) -> None:
                 raise _refused(name, problem)
         if member.islnk():
             _check_hardlink(member, members)
-
-
-def _parents(name: str) -> list[str]:
-    parts = name.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _symlink_problem(name: str, links: Mapping[str, str]) -> str | None:
@@ -507,11 +366,11 @@ def _read_controls(
     tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo]
 ) -> tuple[ApiSpec, dict[str, str], GitIgnoreSpec | None]:
     config_text, env_text, ignore_text = (
-        _read_control(tar, members, name) for name in _CONTROL_FILES
+        _read_control(tar, members, name) for name in CONTROL_FILES
     )
     if config_text is None:
         raise ApiError(422, f"archive has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
-    ignore = None if ignore_text is None else _compile_ignore(ignore_text)
+    ignore = None if ignore_text is None else compile_ignore(ignore_text)
     return parse_api_spec(config_text), parse_dotenv(env_text or ""), ignore
 
 
@@ -524,20 +383,13 @@ def _read_control(
     if not member.isreg():
         raise ApiError(422, f"{name} must be a regular file", field=name)
     if member.size > _MAX_CONTROL_BYTES:
-        raise ApiError(413, f"{name} is over {_human(_MAX_CONTROL_BYTES)}", field=name)
+        raise ApiError(413, f"{name} is over {human_size(_MAX_CONTROL_BYTES)}", field=name)
     try:
         stream = tar.extractfile(member)
         data = stream.read(member.size) if stream is not None else b""
     except _UNREADABLE as exc:
         raise _unreadable(exc) from exc
-    return _decode(data, name)
-
-
-def _decode(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(422, f"{name} is not UTF-8: {exc}", field=name) from exc
+    return decode(data, name)
 
 
 def _written_sizes(selected: list[tarfile.TarInfo]) -> dict[str, int]:

@@ -147,6 +147,8 @@ class SqliteStore:
             await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
 
     async def close(self) -> None:
+        if self._commit_task is not None:
+            await asyncio.gather(self._commit_task, return_exceptions=True)
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
