@@ -115,6 +115,7 @@ class ApiRegistry:
             cwd=self.snapshot_dir(api),
             env=env,
             labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
+            gpus=spec.compute.gpu,
         )
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +36,9 @@ class DaemonConfig(BaseModel):
     max_item_size: int = Field(default=256 * 1024, ge=1)
     lease_timeout: float = Field(default=60.0, gt=0)
     batch_timeout: float | None = Field(default=None, gt=0)
+    max_batches_per_worker: int | None = Field(default=None, ge=1)
+    gpus: Literal["auto"] | list[Annotated[int, Field(ge=0)]] = "auto"
+    nvidia_smi: str = "nvidia-smi"
     worker_stop_grace: float = Field(default=10.0, ge=0)
     max_worker_restarts: int = Field(default=5, ge=0)
     restart_backoff: float = Field(default=0.5, ge=0)

@@ -14,6 +14,7 @@ from aiohttp import web
 from batchd.apis import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import ApiError
+from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
 from batchd.joblogs import JobLogs
 from batchd.project import pack_project
@@ -34,7 +35,8 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     await store.open()
     registry = ApiRegistry(config, store)
     joblogs = JobLogs(state / "logs", config.log_retention_days)
-    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs)
+    gpus = await asyncio.to_thread(detect_gpus, config)
+    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus)
     notifier = Notifier()
     stop_requested = asyncio.Event()
 
@@ -64,7 +66,12 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
         notifier.notify("READY=1")
         log.info(
             "batchd ready",
-            extra={"listen": config.listen, "state_dir": str(state), "url": config.base_url},
+            extra={
+                "listen": config.listen,
+                "state_dir": str(state),
+                "url": config.base_url,
+                "gpus": gpus,
+            },
         )
         await stop_requested.wait()
         notifier.notify("STOPPING=1")

@@ -51,6 +51,8 @@ class WorkerProcess:
     killed: bool = False
     # Set when the daemon kills the worker for a reason of the batch's own making.
     death_reason: str | None = None
+    gpus: list[int] = field(default_factory=list)
+    batches_done: int = 0
 
     @property
     def pid(self) -> int:
@@ -130,6 +132,7 @@ class WorkerLaunch:
     cwd: Path
     env: Mapping[str, str]
     labels: Mapping[str, Any]
+    gpus: int = 0
 
 
 LogSink = Callable[[dict[str, Any]], None]

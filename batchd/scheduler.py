@@ -24,7 +24,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchd import constants, protocol, views
@@ -78,6 +78,7 @@ class Scheduler:
         launch_for: LaunchFactory,
         init_for: InitFactory,
         joblogs: JobLogs,
+        gpus: list[int] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -88,6 +89,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots: set[int] = set()
+        self.gpus = sorted(gpus or [])
+        self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
@@ -191,6 +194,15 @@ class Scheduler:
         while len(self._final_worker_counts) > constants.FINISHED_JOBS_REMEMBERED:
             self._final_worker_counts.popitem(last=False)
 
+    def worker_details(self, job_id: str) -> list[dict[str, Any]]:
+        run = self.runs.get(job_id)
+        if run is None:
+            return []
+        return [
+            {"slot": w.slot, "pid": w.pid, "state": str(w.state), "gpus": w.gpus}
+            for w in sorted(run.workers, key=lambda w: w.slot)
+        ]
+
     def worker_counts(self, job_id: str, run: JobRun | None = None) -> dict[str, int]:
         run = run or self.runs.get(job_id)
         if run is None:
@@ -246,12 +258,11 @@ class Scheduler:
             if count <= 0:
                 starved = True
                 continue
-            if job.status is JobStatus.PENDING:
-                await self.store.set_status(job.job_id, JobStatus.RUNNING)
-                run.job = await self._reload(run)
             for _ in range(count):
-                await self._start_worker(run)
-            free -= count
+                if not await self._start_worker(run):
+                    starved = True
+                    break
+                free -= 1
         await self._serve_all_parked(release_idle=starved)
 
     async def _wanted_workers(self, run: JobRun) -> int:
@@ -272,23 +283,39 @@ class Scheduler:
         assert job is not None
         return job
 
-    async def _start_worker(self, run: JobRun) -> None:
+    async def _start_worker(self, run: JobRun) -> bool:
+        """Start one worker for the job; False when it must wait for GPUs to free up."""
         slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
+        launch = await self._launch_for(run.job, slot)
+        if launch.gpus > len(self._free_gpus):
+            return False
+        gpus, self._free_gpus = self._free_gpus[: launch.gpus], self._free_gpus[launch.gpus :]
         self._slots.add(slot)
+        if run.job.status is JobStatus.PENDING:
+            await self.store.set_status(run.job_id, JobStatus.RUNNING)
+            run.job = await self._reload(run)
+        # Only its own GPUs are visible to a worker; none at all when it asked for none.
+        env = {**launch.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         job_log = self.joblogs.acquire(run.job_id)
         try:
-            worker = await spawn(await self._launch_for(run.job, slot), job_log.write)
+            worker = await spawn(replace(launch, env=env), job_log.write)
         except OSError as exc:
-            self._slots.discard(slot)
+            self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
-            return
+            return True
+        worker.gpus = gpus
         run.workers.add(worker)
         log.info(
             "worker started",
-            extra={"jobID": run.job_id, "slot": slot, "pid": worker.pid},
+            extra={"jobID": run.job_id, "slot": slot, "pid": worker.pid, "gpus": gpus},
         )
         self._spawn_task(self._drive(run, worker), f"worker-{slot}")
+        return True
+
+    def _release_slot(self, slot: int, gpus: list[int]) -> None:
+        self._slots.discard(slot)
+        self._free_gpus = sorted({*self._free_gpus, *gpus})
 
     # -- one task per worker: its messages, then its exit ------------------------------
 
@@ -337,6 +364,7 @@ class Scheduler:
     async def _record(self, run: JobRun, worker: WorkerProcess, outcomes: list[Any]) -> None:
         if not outcomes:
             return
+        worker.batches_done += len(outcomes)
         reported = {int(o["seq"]) for o in outcomes}
         worker.leases = [lease for lease in worker.leases if lease.seq not in reported]
         successes = [
@@ -362,8 +390,14 @@ class Scheduler:
     # -- dispatch ----------------------------------------------------------------------
 
     async def _dispatch(self, run: JobRun, worker: WorkerProcess) -> None:
+        recycle = self.config.max_batches_per_worker
         if run.finished or self.draining or worker.exit_requested:
             await worker.request_exit()
+            return
+        if recycle is not None and worker.batches_done >= recycle:
+            # A fresh worker replaces this one: handlers that leak get a clean process.
+            await worker.request_exit()
+            self.wake()
             return
         leases = await self.store.lease(
             run.job_id, constants.LEASE_BATCH_COUNT, self.config.lease_timeout
@@ -429,7 +463,7 @@ class Scheduler:
 
     async def _reap(self, run: JobRun, worker: WorkerProcess, returncode: int) -> None:
         run.workers.discard(worker)
-        self._slots.discard(worker.slot)
+        self._release_slot(worker.slot, worker.gpus)
         if worker in run.parked:
             run.parked.remove(worker)
         worker.state = WorkerState.EXITED

@@ -39,7 +39,10 @@ def job_spec(job: JobRecord) -> dict[str, Any]:
 
 
 def job_status(
-    job: JobRecord, counts: BatchCounts, worker_counts: dict[str, int]
+    job: JobRecord,
+    counts: BatchCounts,
+    worker_counts: dict[str, int],
+    workers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     status = job_spec(job)
     status.update(
@@ -54,6 +57,7 @@ def job_status(
             "average_time_per_batch": counts.average_time,
         },
         worker_counts=worker_counts,
+        workers=workers or [],
     )
     if job.error is not None:
         status["error"] = job.error

@@ -81,6 +81,7 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "state_dir",
         "max_workers",
         "batch_timeout",
+        "max_batches_per_worker",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
@@ -116,6 +117,9 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         sqlite_synchronous = "normal"
         log_retention_days = 7
         batch_timeout = 90
+        max_batches_per_worker = 10
+        gpus = [0, 2]
+        nvidia_smi = "/opt/nvidia/bin/nvidia-smi"
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -136,6 +140,9 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "sqlite_synchronous": "normal",
         "log_retention_days": 7.0,
         "batch_timeout": 90.0,
+        "max_batches_per_worker": 10,
+        "gpus": [0, 2],
+        "nvidia_smi": "/opt/nvidia/bin/nvidia-smi",
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd import views
-from batchd.errors import bad_request, conflict, not_found
+from batchd.errors import bad_request, conflict, invalid, not_found
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
 from batchd.http.body import (
@@ -22,7 +22,7 @@ from batchd.http.body import (
     required_query,
 )
 from batchd.joblogs import LEVELS
-from batchd.store.base import JobRecord, NewJob, batch_id, new_job_id
+from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
 from batchd.submission import parse_submission, plan_batches
 
 NDJSON = "application/x-ndjson"
@@ -43,6 +43,7 @@ async def submit(request: web.Request) -> web.Response:
     api = await services.registry.require(request.match_info["api"])
     dry_run = bool_query(request, "dryRun")
     require_content_type(request, JSON_CONTENT_TYPES)
+    _require_gpus(services, api)
     body = await read_body(request, services.config.max_request_size)
     # Parsing and splitting a large job is CPU work: keep the event loop answering.
     submission = await asyncio.to_thread(parse_submission, body)
@@ -78,6 +79,16 @@ async def submit(request: web.Request) -> web.Response:
     record = await services.store.create_job(job, plan.payloads)
     services.scheduler.admit(record)
     return web.json_response(views.job_spec(record))
+
+
+def _require_gpus(services: Services, api: ApiRecord) -> None:
+    needed = int(api.spec["compute"].get("gpu", 0))
+    available = len(services.scheduler.gpus)
+    if needed > available:
+        raise invalid(
+            f"API {api.name} needs {needed} GPU(s) per worker; this machine has {available}",
+            "compute.gpu",
+        )
 
 
 async def get_jobs(request: web.Request) -> web.Response:
@@ -177,6 +188,7 @@ async def retry(request: web.Request) -> web.Response:
     payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
     if not payloads:
         raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
+    _require_gpus(services, api)
     job = NewJob(
         job_id=new_job_id(),
         api_name=api.name,
@@ -205,4 +217,7 @@ async def _job_of(services: Services, api_name: str, job_id: str) -> JobRecord:
 
 async def _status(services: Services, job: JobRecord) -> dict[str, Any]:
     counts = await services.store.counts(job.job_id)
-    return views.job_status(job, counts, services.scheduler.worker_counts(job.job_id))
+    scheduler = services.scheduler
+    return views.job_status(
+        job, counts, scheduler.worker_counts(job.job_id), scheduler.worker_details(job.job_id)
+    )
