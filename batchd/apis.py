@@ -32,9 +32,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 class ApiRegistry:
-    def __init__(self, config: DaemonConfig, store: Store) -> None:
+    def __init__(self, config: DaemonConfig, store: Store, worker_token: str | None = None) -> None:
         self.config = config
         self.store = store
+        self._worker_token = worker_token
         self.root = config.state_path / "apis"
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
@@ -108,6 +109,9 @@ class ApiRegistry:
                 ),
             }
         )
+        if self._worker_token:
+            # Handlers reach the daemon with the client (chained jobs): give them the key.
+            env["BATCHD_TOKEN"] = self._worker_token
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,

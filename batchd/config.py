@@ -37,6 +37,10 @@ class DaemonConfig(BaseModel):
     lease_timeout: float = Field(default=60.0, gt=0)
     batch_timeout: float | None = Field(default=None, gt=0)
     max_batches_per_worker: int | None = Field(default=None, ge=1)
+    token_file: str | None = None
+    read_only_token_file: str | None = None
+    request_read_timeout: float = Field(default=60.0, gt=0)
+    max_batches_per_job: int = Field(default=10_000_000, ge=1)
     gpus: Literal["auto"] | list[Annotated[int, Field(ge=0)]] = "auto"
     nvidia_smi: str = "nvidia-smi"
     worker_stop_grace: float = Field(default=10.0, ge=0)

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from batchd.apis import ApiRegistry
-from batchd.config import DaemonConfig
+from batchd.config import ConfigError, DaemonConfig
 from batchd.errors import ApiError
 from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
+from batchd.http.auth import Tokens, load_tokens
 from batchd.joblogs import JobLogs
 from batchd.project import pack_project
 from batchd.scheduler import Scheduler
@@ -28,12 +30,28 @@ log = logging.getLogger("batchd.daemon")
 HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 
-async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def check_exposure(config: DaemonConfig, tokens: Tokens) -> None:
+    """Anyone who can reach the API can run code as batchd: off loopback, demand a token."""
+    if config.host not in LOOPBACK_HOSTS and tokens.full is None:
+        raise ConfigError(
+            f"listen: refusing to listen on {config.listen} without authentication; "
+            "set token_file (or listen on 127.0.0.1)"
+        )
+
+
+async def serve(
+    config: DaemonConfig, deploy_dirs: Sequence[Path] = (), tokens: Tokens | None = None
+) -> int:
+    tokens = tokens or Tokens(None, None)
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     store = open_store(state, config.sqlite_synchronous)
     await store.open()
-    registry = ApiRegistry(config, store)
+    worker_token = tokens.full.decode() if tokens.full else None
+    registry = ApiRegistry(config, store, worker_token)
     joblogs = JobLogs(state / "logs", config.log_retention_days)
     gpus = await asyncio.to_thread(detect_gpus, config)
     scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus)
@@ -56,7 +74,7 @@ async def serve(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
         await scheduler.start()
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
-        app = build_app(Services(config, store, registry, scheduler, joblogs))
+        app = build_app(Services(config, store, registry, scheduler, joblogs), tokens)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
         )
@@ -104,7 +122,13 @@ async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: 
 
 def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     try:
+        tokens = load_tokens(config)
+        check_exposure(config, tokens)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(config, deploy_dirs))
-    return uvloop.run(serve(config, deploy_dirs))
+        return asyncio.run(serve(config, deploy_dirs, tokens))
+    return uvloop.run(serve(config, deploy_dirs, tokens))

@@ -82,6 +82,8 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "max_workers",
         "batch_timeout",
         "max_batches_per_worker",
+        "token_file",
+        "read_only_token_file",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
@@ -120,6 +122,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         max_batches_per_worker = 10
         gpus = [0, 2]
         nvidia_smi = "/opt/nvidia/bin/nvidia-smi"
+        token_file = "/etc/batchd/token"
+        read_only_token_file = "/etc/batchd/read-token"
+        request_read_timeout = 5
+        max_batches_per_job = 100
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -143,6 +149,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "max_batches_per_worker": 10,
         "gpus": [0, 2],
         "nvidia_smi": "/opt/nvidia/bin/nvidia-smi",
+        "token_file": "/etc/batchd/token",
+        "read_only_token_file": "/etc/batchd/read-token",
+        "request_read_timeout": 5.0,
+        "max_batches_per_job": 100,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

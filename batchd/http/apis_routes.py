@@ -36,7 +36,8 @@ def api_summary(api: ApiRecord) -> dict[str, Any]:
 async def deploy(request: web.Request) -> web.Response:
     services = services_of(request)
     require_content_type(request, ARCHIVE_CONTENT_TYPES)
-    archive = await read_body(request, services.config.max_request_size)
+    config = services.config
+    archive = await read_body(request, config.max_request_size, config.request_read_timeout)
     api = await services.registry.deploy(archive)
     return web.json_response(api_summary(api), status=201)
 

@@ -7,12 +7,17 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from batchd.apis import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import ApiError
+
+if TYPE_CHECKING:
+    from batchd.http.auth import Tokens
 from batchd.joblogs import JobLogs
 from batchd.scheduler import Scheduler
 from batchd.store.base import Store
@@ -75,12 +80,14 @@ def _storage_error(request: web.Request, exc: Exception, code: str) -> web.Respo
     return response
 
 
-def build_app(services: Services) -> web.Application:
+def build_app(services: Services, tokens: Tokens | None = None) -> web.Application:
     from batchd.http import apis_routes, jobs_routes
+    from batchd.http.auth import auth_middleware
 
-    app = web.Application(
-        client_max_size=services.config.max_request_size, middlewares=[errors_as_json]
-    )
+    middlewares: list[Middleware] = [errors_as_json]
+    if tokens is not None and tokens.required:
+        middlewares.append(auth_middleware(tokens))
+    app = web.Application(client_max_size=services.config.max_request_size, middlewares=middlewares)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     apis_routes.add_routes(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from batchd.errors import ApiError, bad_request
@@ -29,11 +31,14 @@ def require_content_type(request: web.Request, allowed: frozenset[str]) -> None:
         raise ApiError(415, f"unsupported content type {content_type!r}; send one of {expected}")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {timeout:g}s") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 

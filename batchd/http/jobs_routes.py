@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd import views
-from batchd.errors import bad_request, conflict, invalid, not_found
+from batchd.errors import bad_request, conflict, invalid, not_found, too_large
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
 from batchd.http.body import (
@@ -44,7 +44,8 @@ async def submit(request: web.Request) -> web.Response:
     dry_run = bool_query(request, "dryRun")
     require_content_type(request, JSON_CONTENT_TYPES)
     _require_gpus(services, api)
-    body = await read_body(request, services.config.max_request_size)
+    config = services.config
+    body = await read_body(request, config.max_request_size, config.request_read_timeout)
     # Parsing and splitting a large job is CPU work: keep the event loop answering.
     submission = await asyncio.to_thread(parse_submission, body)
     plan = await asyncio.to_thread(
@@ -53,6 +54,12 @@ async def submit(request: web.Request) -> web.Response:
         services.config.input_root_paths,
         services.config.max_item_size,
     )
+    if len(plan.payloads) > config.max_batches_per_job:
+        raise too_large(
+            f"job has {len(plan.payloads)} batches, over the {config.max_batches_per_job} "
+            "limit (max_batches_per_job); use a larger batch_size",
+            f"{plan.kind}.batch_size",
+        )
     if dry_run:
         report: dict[str, Any] = {
             "dry_run": True,
