@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,36 @@ def test_unit_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "batchd.service" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+def test_unit_exposure_is_at_most_2_5(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for batchd.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.5
+
+
+def test_unit_loosens_only_what_gpus_need() -> None:
+    text = UNIT.read_text()
+    for setting in (
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "DevicePolicy=closed",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "DeviceAllow=/dev/nvidiactl rw",
+        "LoadCredential=token:",
+    ):
+        assert setting in text, setting
+    # The two that would break GPUs must be absent, each with its reason given.
+    assert "\nPrivateDevices=" not in text and "# Not PrivateDevices=" in text
+    assert "\nMemoryDenyWriteExecute=" not in text and "# Not MemoryDenyWriteExecute=" in text
 
 
 def test_unit_uses_notify_and_watchdog() -> None:
