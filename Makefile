@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 LISTEN ?= 127.0.0.1:8780
 STATE  ?= .batchd
+WHEELHOUSE ?= dist/wheelhouse
 
-.PHONY: serve test lint typecheck check clean
+.PHONY: serve test lint typecheck check clean wheelhouse
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,12 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# batchd and every runtime dependency as wheels, for an offline install:
+#   pip install --no-index --find-links $(WHEELHOUSE) batchd
+wheelhouse: $(VENV)/.installed
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache

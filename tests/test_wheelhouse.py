@@ -1,0 +1,58 @@
+"""`make wheelhouse` holds everything an air-gapped box needs to install batchd."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.timeout(600)
+def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
+    wheelhouse = tmp_path / "wheelhouse"
+    subprocess.run(
+        ["make", "-C", str(REPO), "wheelhouse", f"WHEELHOUSE={wheelhouse}"],
+        check=True,
+        capture_output=True,
+        timeout=540,
+    )
+    wheels = sorted(path.name for path in wheelhouse.glob("*.whl"))
+    assert any(name.startswith("batchd-") for name in wheels), wheels
+    assert all(name.endswith(".whl") for name in wheels)
+    venv = tmp_path / "offline-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # --no-index: nothing may come from a package index, only from the wheelhouse.
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "batchd",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    check = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import aiohttp, aiosqlite, pydantic, pathspec, pythonjsonlogger, batchd.daemon; "
+            "print('ok')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.stdout.strip() == "ok", check.stderr
+    help_text = subprocess.run(
+        [str(venv / "bin" / "batchd"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert help_text.returncode == 0 and "serve" in help_text.stdout
