@@ -37,8 +37,13 @@ LOG_FOLLOW_POLL_INTERVAL = 0.2
 # How often the SQLite WAL is checkpointed and truncated, in seconds.
 CHECKPOINT_INTERVAL = 300.0
 
-# How often job logs past their retention are looked for, in seconds.
-LOG_SWEEP_INTERVAL = 3600.0
+# How often finished jobs past their retention are pruned, in seconds.
+PRUNE_INTERVAL = 3600.0
+
+# Rows deleted per transaction when pruning, and pages returned per vacuum step: small
+# enough that the API never waits long for the write lock.
+PRUNE_CHUNK_ROWS = 5000
+VACUUM_STEP_PAGES = 2000
 
 # Final worker counts are kept in memory for this many finished jobs.
 FINISHED_JOBS_REMEMBERED = 1000

@@ -20,6 +20,7 @@ from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.joblogs import JobLogs
 from batchd.project import pack_project
+from batchd.retention import Pruner
 from batchd.scheduler import Scheduler
 from batchd.sdnotify import Notifier
 from batchd.store import open_store
@@ -52,7 +53,8 @@ async def serve(
     await store.open()
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
-    joblogs = JobLogs(state / "logs", config.log_retention_days)
+    joblogs = JobLogs(state / "logs")
+    pruner = Pruner(store, joblogs, config.retention_days)
     gpus = await asyncio.to_thread(detect_gpus, config)
     scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus)
     notifier = Notifier()
@@ -70,11 +72,12 @@ async def serve(
         loop.add_signal_handler(signum, on_signal)
     runner: web.AppRunner | None = None
     watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
+    pruning = asyncio.create_task(pruner.run_forever(), name="retention")
     try:
         await scheduler.start()
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
-        app = build_app(Services(config, store, registry, scheduler, joblogs), tokens)
+        app = build_app(Services(config, store, registry, scheduler, joblogs, pruner), tokens)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
         )
@@ -104,6 +107,7 @@ async def serve(
             # The store's threads would keep the process alive if it stayed open.
             await store.close()
         watchdog.cancel()
+        pruning.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ class JobLog:
 
 
 class JobLogs:
-    def __init__(self, root: Path, retention_days: float) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.retention_days = retention_days
         self._open: dict[str, JobLog] = {}
         self._closing = False
 
@@ -90,21 +88,6 @@ class JobLogs:
                 return
             if not chunk:
                 await asyncio.sleep(LOG_FOLLOW_POLL_INTERVAL)
-
-    async def sweep(self, job_ended: Callable[[str], Awaitable[bool]]) -> int:
-        """Delete logs of ended jobs untouched for longer than the retention period."""
-        cutoff = time.time() - self.retention_days * 86400
-        removed = 0
-        for path in await asyncio.to_thread(lambda: list(self.root.glob("*.jsonl"))):
-            job_id = path.stem
-            try:
-                stale = path.stat().st_mtime < cutoff
-            except FileNotFoundError:
-                continue
-            if stale and job_id not in self._open and await job_ended(job_id):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
 
 
 def _read_from(path: Path, offset: int) -> bytes:

@@ -110,7 +110,6 @@ class Scheduler:
             self.runs[job.job_id] = JobRun(job)
         self._loop_task = self._spawn_task(self._loop(), "scheduler-loop")
         self._spawn_task(self._renew_leases(), "lease-renewal")
-        self._spawn_task(self._sweep_logs(), "log-retention")
         self.wake()
 
     async def stop(self) -> None:
@@ -569,21 +568,6 @@ class Scheduler:
             if expired:
                 log.warning("leases expired", extra={"count": len(expired)})
                 self.wake()
-
-    async def _sweep_logs(self) -> None:
-        while True:
-            try:
-                removed = await self.joblogs.sweep(self._job_ended)
-            except Exception:
-                log.exception("job log retention sweep failed")
-            else:
-                if removed:
-                    log.info("removed old job logs", extra={"count": removed})
-            await asyncio.sleep(constants.LOG_SWEEP_INTERVAL)
-
-    async def _job_ended(self, job_id: str) -> bool:
-        job = await self.store.get_job(job_id)
-        return job is None or job.status.terminal
 
 
 def _final_status(counts: BatchCounts) -> JobStatus:

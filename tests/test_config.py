@@ -51,7 +51,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.restart_backoff == 0.5
     assert config.max_restart_backoff == 30.0
     assert config.sqlite_synchronous == "full"
-    assert config.log_retention_days == 30.0
+    assert config.retention_days == 30.0
 
 
 def test_empty_file_gives_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +117,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         restart_backoff = 0.25
         max_restart_backoff = 4.5
         sqlite_synchronous = "normal"
-        log_retention_days = 7
+        retention_days = 7
         batch_timeout = 90
         max_batches_per_worker = 10
         gpus = [0, 2]
@@ -144,7 +144,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "restart_backoff": 0.25,
         "max_restart_backoff": 4.5,
         "sqlite_synchronous": "normal",
-        "log_retention_days": 7.0,
+        "retention_days": 7.0,
         "batch_timeout": 90.0,
         "max_batches_per_worker": 10,
         "gpus": [0, 2],

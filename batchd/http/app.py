@@ -19,6 +19,7 @@ from batchd.errors import ApiError
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
 from batchd.joblogs import JobLogs
+from batchd.retention import Pruner
 from batchd.scheduler import Scheduler
 from batchd.store.base import Store
 
@@ -32,6 +33,7 @@ class Services:
     registry: ApiRegistry
     scheduler: Scheduler
     joblogs: JobLogs
+    pruner: Pruner
 
 
 SERVICES = web.AppKey("services", Services)
@@ -81,7 +83,7 @@ def _storage_error(request: web.Request, exc: Exception, code: str) -> web.Respo
 
 
 def build_app(services: Services, tokens: Tokens | None = None) -> web.Application:
-    from batchd.http import apis_routes, jobs_routes
+    from batchd.http import admin_routes, apis_routes, jobs_routes
     from batchd.http.auth import auth_middleware
 
     middlewares: list[Middleware] = [errors_as_json]
@@ -90,6 +92,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     app = web.Application(client_max_size=services.config.max_request_size, middlewares=middlewares)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
+    admin_routes.add_routes(app)
     apis_routes.add_routes(app)
     jobs_routes.add_routes(app)
     return app

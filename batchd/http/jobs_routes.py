@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd import views
-from batchd.errors import bad_request, conflict, invalid, not_found, too_large
+from batchd.errors import ApiError, bad_request, conflict, invalid, not_found, too_large
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
 from batchd.http.body import (
@@ -128,6 +128,7 @@ async def results(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     api = await services.registry.require(request.match_info["api"])
     job = await _job_of(services, api.name, required_query(request, "jobID"))
+    _require_unpruned(job)
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
     await response.prepare(request)
     async for row in services.store.results(job.job_id):
@@ -144,6 +145,7 @@ async def failed(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     api = await services.registry.require(request.match_info["api"])
     job = await _job_of(services, api.name, required_query(request, "jobID"))
+    _require_unpruned(job)
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
     await response.prepare(request)
     async for dead in services.store.dead_letters(job.job_id):
@@ -164,6 +166,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     api = await services.registry.require(request.match_info["api"])
     job = await _job_of(services, api.name, required_query(request, "jobID"))
+    _require_unpruned(job)
     follow = bool_query(request, "follow")
     level = request.query.get("level")
     if level is not None and level.upper() not in LEVELS:
@@ -192,6 +195,7 @@ async def retry(request: web.Request) -> web.Response:
     services = services_of(request)
     api = await services.registry.require(request.match_info["api"])
     original = await _job_of(services, api.name, required_query(request, "jobID"))
+    _require_unpruned(original)
     payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
     if not payloads:
         raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
@@ -220,6 +224,16 @@ async def _job_of(services: Services, api_name: str, job_id: str) -> JobRecord:
     if job is None or job.api_name != api_name:
         raise not_found(f"job {job_id} not found for API {api_name}", "jobID")
     return job
+
+
+def _require_unpruned(job: JobRecord) -> None:
+    if job.pruned_at is not None:
+        raise ApiError(
+            410,
+            f"the batches of job {job.job_id} were pruned on {views.iso_time(job.pruned_at)} "
+            "(retention_days)",
+            "jobID",
+        )
 
 
 async def _status(services: Services, job: JobRecord) -> dict[str, Any]:

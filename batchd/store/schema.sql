@@ -31,7 +31,8 @@ CREATE TABLE jobs (
     end_time          REAL,
     error             TEXT,
     has_on_complete   INTEGER,
-    retry_of          TEXT
+    retry_of          TEXT,
+    pruned_at         REAL
 );
 CREATE INDEX jobs_by_api ON jobs (api_name, created_at);
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('pending', 'enqueuing', 'running');

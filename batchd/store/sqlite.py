@@ -23,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from batchd.constants import SCHEMA_VERSION, STREAM_PAGE_ROWS
+from batchd.constants import PRUNE_CHUNK_ROWS, SCHEMA_VERSION, STREAM_PAGE_ROWS
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,
@@ -46,7 +46,7 @@ _TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
 _JOB_COLUMNS = (
     "job_id, api_name, api_version, kind, status, workers, config, timeout, "
     "max_receive_count, priority, total_batch_count, created_at, end_time, error, "
-    "has_on_complete, retry_of, batch_timeout"
+    "has_on_complete, retry_of, batch_timeout, pruned_at"
 )
 
 
@@ -78,6 +78,7 @@ def _job(row: Sequence[Any]) -> JobRecord:
         has_on_complete=None if row[14] is None else bool(row[14]),
         retry_of=row[15],
         batch_timeout=row[16],
+        pruned_at=row[17],
     )
 
 
@@ -123,6 +124,8 @@ class SqliteStore:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         for pragma in (
+            # Only takes effect on a new database; lets pruning give space back in steps.
+            "auto_vacuum=INCREMENTAL",
             "journal_mode=WAL",
             f"synchronous={self.synchronous}",
             "foreign_keys=ON",
@@ -545,6 +548,56 @@ class SqliteStore:
             for key in keys:
                 job_ids[key] = await self._scalar(db, "SELECT job_id FROM jobs WHERE key = ?", key)
         return [(job_ids[row[0] >> _SEQ_BITS], _seq(row[0]), BatchState(row[1])) for row in rows]
+
+    async def prunable_jobs(self, ended_before: float) -> list[JobRecord]:
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({_TERMINAL_SQL}) "
+            "AND end_time < ? AND pruned_at IS NULL ORDER BY end_time"
+        )
+        async with self._r.execute(sql, (ended_before,)) as cursor:
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def prune_job(self, job_id: str) -> int:
+        """Delete a finished job's batches and failures, a chunk per transaction so the
+        write lock is never held for long; the job's own row stays, marked pruned."""
+        first, last = _batch_range(await self._key(job_id))
+        deleted = 0
+        while True:
+            async with self._transaction() as db:
+                removed = await self._exec(
+                    db,
+                    "DELETE FROM batches WHERE id IN "
+                    "(SELECT id FROM batches WHERE id BETWEEN ? AND ? LIMIT ?)",
+                    first,
+                    last,
+                    PRUNE_CHUNK_ROWS,
+                )
+                removed += await self._exec(
+                    db,
+                    "DELETE FROM failures WHERE rowid IN "
+                    "(SELECT rowid FROM failures WHERE batch BETWEEN ? AND ? LIMIT ?)",
+                    first,
+                    last,
+                    PRUNE_CHUNK_ROWS,
+                )
+                if removed == 0:
+                    await self._exec(
+                        db,
+                        "UPDATE jobs SET pruned_at = ? WHERE job_id = ? AND status IN "
+                        f"({_TERMINAL_SQL})",
+                        time.time(),
+                        job_id,
+                    )
+            deleted += removed
+            if removed == 0:
+                return deleted
+
+    async def reclaim_space(self, pages: int) -> int:
+        """Return up to `pages` free pages to the file system; the number still free."""
+        async with self._write_lock:
+            async with self._w.execute(f"PRAGMA incremental_vacuum({int(pages)})") as cursor:
+                await cursor.fetchall()
+            return int(await self._scalar(self._w, "PRAGMA freelist_count"))
 
     async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
         first, last = _batch_range(await self._key(job_id))

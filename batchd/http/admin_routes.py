@@ -1,0 +1,45 @@
+"""Daemon-wide endpoints: status (workers, GPUs, disk use) and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from aiohttp import web
+
+from batchd import __version__
+from batchd.http.app import services_of
+from batchd.http.body import bool_query
+from batchd.retention import disk_usage
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/status", status)
+    app.router.add_post("/admin/prune", prune)
+
+
+async def status(request: web.Request) -> web.Response:
+    services = services_of(request)
+    scheduler = services.scheduler
+    usage = await asyncio.to_thread(disk_usage, services.config.state_path)
+    return web.json_response(
+        {
+            "version": __version__,
+            "state_dir": str(services.config.state_path),
+            "disk_usage": usage,
+            "max_workers": services.config.max_workers,
+            "gpus": scheduler.gpus,
+            "active_jobs": sorted(scheduler.runs),
+            "workers": [
+                {"job_id": job_id, **worker}
+                for job_id in sorted(scheduler.runs)
+                for worker in scheduler.worker_details(job_id)
+            ],
+        }
+    )
+
+
+async def prune(request: web.Request) -> web.Response:
+    services = services_of(request)
+    report = await services.pruner.prune(dry_run=bool_query(request, "dryRun"))
+    return web.json_response(dataclasses.asdict(report))

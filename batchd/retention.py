@@ -1,0 +1,98 @@
+"""Months of uptime: finished jobs' batches, results, dead letters and logs are pruned
+after the retention period, and the database gives the space back in small steps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchd import constants
+from batchd.joblogs import JobLogs
+from batchd.store.base import Store
+
+log = logging.getLogger("batchd.retention")
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool
+    retention_days: float
+    jobs: list[str] = field(default_factory=list)
+    rows_deleted: int = 0
+    log_bytes: int = 0
+
+
+class Pruner:
+    def __init__(self, store: Store, joblogs: JobLogs, retention_days: float) -> None:
+        self.store = store
+        self.joblogs = joblogs
+        self.retention_days = retention_days
+        self._lock = asyncio.Lock()
+
+    async def prune(self, dry_run: bool = False, now: float | None = None) -> PruneReport:
+        cutoff = (now or time.time()) - self.retention_days * 86400
+        report = PruneReport(dry_run=dry_run, retention_days=self.retention_days)
+        async with self._lock:
+            for job in await self.store.prunable_jobs(cutoff):
+                report.jobs.append(job.job_id)
+                report.log_bytes += _size(self.joblogs.path(job.job_id))
+                if dry_run:
+                    continue
+                report.rows_deleted += await self.store.prune_job(job.job_id)
+                self.joblogs.path(job.job_id).unlink(missing_ok=True)
+            if report.jobs and not dry_run:
+                await self._reclaim()
+        return report
+
+    async def _reclaim(self) -> None:
+        # One step at a time, yielding between steps, so requests are never held up.
+        while await self.store.reclaim_space(constants.VACUUM_STEP_PAGES) > 0:
+            await asyncio.sleep(0)
+        # In WAL mode the file shrinks when the freed pages are checkpointed.
+        await self.store.checkpoint()
+
+    async def run_forever(self) -> None:
+        while True:
+            # First pass after an interval, not at start-up: recovery comes first.
+            await asyncio.sleep(constants.PRUNE_INTERVAL)
+            try:
+                report = await self.prune()
+            except Exception:
+                log.exception("pruning failed")
+            else:
+                if report.jobs:
+                    log.info(
+                        "pruned finished jobs",
+                        extra={"jobs": len(report.jobs), "rows": report.rows_deleted},
+                    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def disk_usage(state_dir: Path) -> dict[str, int]:
+    """Bytes used under the state dir, by part (blocking: walks the tree)."""
+    usage = {"database": 0, "logs": 0, "apis": 0, "other": 0}
+    for path in state_dir.rglob("*"):
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            size = path.stat().st_size
+        except OSError:
+            continue
+        relative = path.relative_to(state_dir).parts
+        if relative[0].startswith(constants.DB_FILENAME):
+            usage["database"] += size
+        elif relative[0] in ("logs", "apis"):
+            usage[relative[0]] += size
+        else:
+            usage["other"] += size
+    usage["total"] = sum(usage.values())
+    return usage

@@ -1,0 +1,113 @@
+"""Pruning thousands of finished jobs gives the disk back and leaves running jobs alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchd.client import BatchdError
+from batchd.constants import DB_FILENAME
+from batchd.store.base import JobStatus, NewJob, new_job_id
+from batchd.store.sqlite import SqliteStore
+from tests.conftest import EXAMPLE, Daemon, wait_for
+
+OLD_JOBS = 2000
+BATCHES_PER_JOB = 20
+
+
+async def fill(state: Path) -> list[str]:
+    store = SqliteStore(state / DB_FILENAME)
+    await store.open()
+    ids = []
+    payload = json.dumps(["x" * 200]).encode()
+    for _ in range(OLD_JOBS):
+        job = NewJob(new_job_id(), "hello", 1, "item_list", 1, {}, None, 3, 0, time.time())
+        await store.create_job(job, [payload] * BATCHES_PER_JOB)
+        await store.set_status(job.job_id, JobStatus.SUCCEEDED)
+        ids.append(job.job_id)
+    await store.close()
+    # Make them old: ended 100 days ago.
+    with sqlite3.connect(state / DB_FILENAME) as conn:
+        conn.execute("UPDATE jobs SET end_time = end_time - 100 * 86400")
+    return ids
+
+
+def post(daemon: Daemon, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(daemon.url + path, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=300) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def get(daemon: Daemon, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(daemon.url + path, timeout=60) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def test_prune_old_jobs_reclaims_space_and_spares_running_ones(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    daemon = make_daemon(start=False)
+    daemon.state_dir.mkdir(parents=True)
+    old_ids = asyncio.run(fill(daemon.state_dir))
+    daemon.start()
+    client = daemon.client
+    client.deploy(EXAMPLE)
+    gate = tmp_path / "gate"
+    client.deploy(
+        make_project(
+            "slow",
+            f"""
+            import os, time
+
+            class Handler:
+                def __init__(self, config):
+                    pass
+
+                def handle_batch(self, payload):
+                    while not os.path.exists({str(gate)!r}):
+                        time.sleep(0.01)
+                    return payload
+            """,
+        )
+    )
+    running = client.submit("slow", {"item_list": {"items": [1, 2], "batch_size": 1}})
+    before = get(daemon, "/status")["disk_usage"]
+
+    planned = post(daemon, "/admin/prune?dryRun=true")
+    assert planned["dry_run"] is True
+    assert sorted(planned["jobs"]) == sorted(old_ids)
+    assert planned["rows_deleted"] == 0
+    assert len(list(client.results("hello", old_ids[0]))) == 0  # still there, just no results
+
+    report = post(daemon, "/admin/prune")
+    assert len(report["jobs"]) == OLD_JOBS
+    assert report["rows_deleted"] == OLD_JOBS * BATCHES_PER_JOB
+    after = get(daemon, "/status")["disk_usage"]
+    assert after["database"] < before["database"] / 2, (before, after)
+
+    # Pruned jobs keep their status; their batches are gone with a clear answer.
+    status = client.get_job("hello", old_ids[0])["job_status"]
+    assert status["status"] == "succeeded" and status["total_batch_count"] == BATCHES_PER_JOB
+    try:
+        list(client.results("hello", old_ids[0]))
+    except BatchdError as exc:
+        assert exc.status == 410 and "pruned" in exc.message
+    else:
+        raise AssertionError("expected 410 for a pruned job's results")
+
+    # The running job was untouched and finishes.
+    assert post(daemon, "/admin/prune")["jobs"] == []
+    gate.touch()
+    final = client.wait("slow", running["job_id"], poll_interval=0.05, timeout=60)
+    assert final["status"] == "succeeded" and final["batch_metrics"]["succeeded"] == 2
+    wait_for(lambda: len(list(client.results("slow", running["job_id"]))) == 2, what="results")
+    with sqlite3.connect(daemon.state_dir / DB_FILENAME) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
