@@ -248,6 +248,10 @@ class Scheduler:
             if job.timeout is not None and time.time() >= job.created_at + job.timeout:
                 await self.finish(run, JobStatus.TIMED_OUT, f"timed out after {job.timeout:g}s")
                 continue
+            if free <= 0 and not run.workers and job.status is JobStatus.PENDING:
+                # Nothing could start it now: spare the queue counts of every waiting job.
+                starved = True
+                continue
             run.wanted = await self._wanted_workers(run)
             if run.finished or run.wanted <= len(run.workers):
                 continue
