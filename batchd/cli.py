@@ -259,7 +259,8 @@ def cmd_apis(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     answer = client_of(args).delete(args.api)
     stopped = answer.get("stopped_jobs") or []
-    suffix = f" (stopped {len(stopped)} job(s): {', '.join(stopped)})" if stopped else ""
+    jobs = "job" if len(stopped) == 1 else "jobs"
+    suffix = f" (stopped {len(stopped)} {jobs}: {', '.join(stopped)})" if stopped else ""
     print(f"{answer['message']}{suffix}")
     return 0
 
@@ -410,7 +411,7 @@ def print_job(status: JobStatus) -> None:
         ),
         ("failed attempts", str(metrics.get("failed_attempts", 0))),
         ("time per batch", "-" if average is None else format_seconds(float(average))),
-        ("workers", f"{status['workers']}" + (f" ({busy})" if busy else "")),
+        ("workers", workers_text(status.get("workers"), busy)),
         ("started", f"{status['start_time']} ({ago(status['start_time'], now)})"),
         ("ended", "-" if status["end_time"] is None else f"{status['end_time']}"),
         ("duration", job_duration(status, now)),
@@ -424,6 +425,14 @@ def print_job(status: JobStatus) -> None:
     if status.get("error"):
         pairs.append(("error", str(status["error"]).rstrip()))
     print_table(None, [list(pair) for pair in pairs])
+
+
+def workers_text(workers: object, busy: str) -> str:
+    # The requested count; or, from a daemon that lists its live workers there, those.
+    if isinstance(workers, list):
+        shown = [f"slot {w.get('slot')} pid {w.get('pid')} {w.get('state')}" for w in workers]
+        return "; ".join(filter(None, [busy, *shown])) or "-"
+    return dash(workers) + (f" ({busy})" if busy else "")
 
 
 def watch(client: Client, api: str, job_id: str, interval: float, output: str) -> int:
@@ -611,7 +620,9 @@ def job_duration(job: JobStatus, now: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """ "0.42s", "12.3s", "4m05s", "2h03m"."""
+    """ "420ms", "4.25s", "12.3s", "4m05s", "2h03m"."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
         return f"{seconds:.2f}s"
     if seconds < 60:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import sys
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -81,7 +83,11 @@ class Client:
     # -- APIs --------------------------------------------------------------------------
 
     def deploy(self, project_dir: str | Path, max_bytes: int | None = None) -> dict[str, Any]:
-        """Pack and upload a project folder; returns the API summary (name, version, files)."""
+        """Pack and upload a project folder; returns the API summary (name, version, files).
+
+        What the server would refuse (no batchd.toml, no handler file, over `max_bytes`) is
+        refused here first; an unreadable folder raises OSError.
+        """
         from batchd import packing
         from batchd.errors import ApiError
 
@@ -158,8 +164,7 @@ class Client:
         return self._stream(f"{_endpoint(api_name)}/results", {"jobID": job_id}, self.timeout)
 
     def failed(self, api_name: str, job_id: str) -> Iterator[Record]:
-        """Dead-lettered batches: ``batch_id``, ``attempts``, ``error``, ``traceback``,
-        ``payload``."""
+        """Dead-lettered batches, each with its payload, attempts, error and traceback."""
         return self._stream(f"{_endpoint(api_name)}/failed", {"jobID": job_id}, self.timeout)
 
     def stream_job_logs(
@@ -301,3 +306,14 @@ def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
 def client(url: str | None = None, token: str | None = None) -> Client:
     """Same as :func:`batchd.client`."""
     return Client(url=url, token=token)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module sets the package attribute ``batchd.client`` to the module,
+    hiding the ``batchd.client()`` function; so the module answers that call itself."""
+
+    def __call__(self, url: str | None = None, token: str | None = None) -> Client:
+        return Client(url=url, token=token)
+
+
+sys.modules[__name__].__class__ = _CallableModule

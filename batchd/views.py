@@ -57,7 +57,7 @@ def job_status(
             "average_time_per_batch": counts.average_time,
         },
         worker_counts=worker_counts,
-        workers=workers or [],
+        worker_details=workers or [],
     )
     if job.error is not None:
         status["error"] = job.error

@@ -164,6 +164,7 @@ def main() -> int:
     die_with_parent()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
+    printed = worker_log.capture_prints()
     try:
         worker = Worker(channel)
         if not worker.start(channel.recv()):
@@ -172,6 +173,9 @@ def main() -> int:
     except ChannelClosed:
         # The daemon closed our channel: it is going away or has dropped us.
         return 0
+    finally:
+        for stream in printed:
+            stream.finish_line()
     return 0
 
 

@@ -13,6 +13,7 @@ overrides the metadata.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -88,25 +89,80 @@ class JsonLinesHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = json.dumps(record_to_dict(record), default=str, ensure_ascii=False)
-            if len(line.encode()) > MAX_LOG_LINE_BYTES:
-                line = json.dumps(
-                    {
-                        "asctime": format_time(record.created),
-                        "levelname": "WARNING",
-                        "message": f"log record dropped: over {MAX_LOG_LINE_BYTES} bytes",
-                        "process": record.process,
-                        "labels": dict(labels),
-                    }
-                )
-            self.acquire()
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            finally:
-                self.release()
+            self.write_entry(record_to_dict(record))
         except Exception:
             self.handleError(record)
+
+    def write_entry(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        if len(line.encode()) > MAX_LOG_LINE_BYTES:
+            line = json.dumps(
+                {
+                    "asctime": entry["asctime"],
+                    "levelname": "WARNING",
+                    "message": f"log record dropped: over {MAX_LOG_LINE_BYTES} bytes",
+                    "process": entry["process"],
+                    "labels": entry["labels"],
+                }
+            )
+        self.acquire()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        finally:
+            self.release()
+
+
+class PrintedLines(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr in a worker: each printed line becomes a log
+    record labelled with the batch being handled when it was printed."""
+
+    def __init__(self, handler: JsonLinesHandler, stream: str, level: str) -> None:
+        self._handler = handler
+        self._stream = stream
+        self._level = level
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        # A line is a record: an unfinished one waits for its newline (or for close).
+        return None
+
+    def finish_line(self) -> None:
+        """Emit an unfinished last line. The stream stays open: the interpreter may still
+        print a traceback through it on the way out."""
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        self._handler.write_entry(
+            {
+                "asctime": format_time(time.time()),
+                "levelname": self._level,
+                "message": line,
+                "process": os.getpid(),
+                "labels": dict(labels),
+                "stream": self._stream,
+            }
+        )
+
+
+def capture_prints() -> tuple[PrintedLines, PrintedLines]:
+    """Route this process's Python-level prints into the log (worker only)."""
+    handler = next(h for h in logger.handlers if isinstance(h, JsonLinesHandler))
+    out = PrintedLines(handler, "stdout", "INFO")
+    err = PrintedLines(handler, "stderr", "WARNING")
+    sys.stdout, sys.stderr = out, err
+    return out, err
 
 
 def _make_logger() -> logging.Logger:

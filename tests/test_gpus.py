@@ -74,7 +74,7 @@ def test_each_worker_gets_its_own_gpu_and_jobs_wait_for_free_ones(
     wait_for(lambda: len(seen(tmp_path, "gpuapi")) == 2, what="two GPU workers")
     status = client.get_job("gpuapi", job["job_id"])["job_status"]
     # Two GPUs, so two workers; the third waits.
-    assert sorted(w["gpus"] for w in status["workers"]) == [[0], [1]]
+    assert sorted(w["gpus"] for w in status["worker_details"]) == [[0], [1]]
     assert status["worker_counts"]["pending"] == 1
     assert sorted(device for _, device in seen(tmp_path, "gpuapi")) == ["0", "1"]
 

@@ -353,12 +353,24 @@ class WorkerProcess:
         return self.channel.recv()
 
     def finish(self) -> tuple[int, str]:
-        """Wait for the exit; return the exit code and everything the worker printed."""
+        """Wait for the exit; return the exit code and the messages the worker logged.
+
+        Outside a daemon the worker logs JSON records to stderr; prints become records."""
         try:
             output, _ = self.process.communicate(timeout=60)
         finally:
             self.sock.close()
-        return self.process.returncode, output.decode(errors="replace")
+        messages = []
+        for line in output.decode(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                messages.append(line)
+                continue
+            messages.append(record["message"])
+            if "exc_info" in record:
+                messages.append(record["exc_info"])
+        return self.process.returncode, "".join(m + "\n" for m in messages)
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,273 @@
+"""Packing a Handler project folder into the tar.gz that ``POST /apis`` takes.
+
+Standard library only: :func:`batchd.client.Client.deploy` runs it inside a handler's own
+interpreter, which may lack the daemon's packages. ``.batchdignore`` is applied with
+``pathspec`` when it imports; without it the file is uploaded unapplied (the server applies
+it anyway) and the client-side size check is skipped, since ignored files would count.
+The server (:mod:`batchd.project`) validates the spec fully and unpacks with suspicion.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tarfile
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from batchd.errors import ApiError
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
+
+PROJECT_CONFIG = "batchd.toml"
+IGNORE_FILE = ".batchdignore"
+ENV_FILE = ".env"
+CONTROL_FILES = (PROJECT_CONFIG, ENV_FILE, IGNORE_FILE)
+# Cortex's project limit; the daemon's `max_project_size` is what really counts.
+DEFAULT_MAX_PROJECT_BYTES = 32 * 1024 * 1024
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
+_LARGEST_SHOWN = 5
+
+# Given the text of batchd.toml and of .env (or None), checks them and returns handler.path.
+SpecCheck = Callable[[str, str | None], str]
+
+
+# --- what belongs in a project --------------------------------------------------------------
+
+
+def excluded_component(part: str) -> bool:
+    return part.startswith(".") or part == "__pycache__"
+
+
+def is_excluded(relpath: str) -> bool:
+    """The fixed rules: dotfiles, ``__pycache__``, compiled files and the root batchd.toml."""
+    return (
+        relpath == PROJECT_CONFIG
+        or relpath.endswith(_COMPILED_SUFFIXES)
+        or any(excluded_component(part) for part in relpath.split("/"))
+    )
+
+
+def compile_ignore(text: str) -> GitIgnoreSpec:
+    from pathspec import GitIgnoreSpec
+
+    try:
+        return GitIgnoreSpec.from_lines(text.splitlines())
+    except ValueError as exc:
+        raise ApiError(422, f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
+
+
+def parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def ignored(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
+    if ignore is None:
+        return False
+    # As in git, a file inside an ignored directory stays ignored whatever later patterns say.
+    return any(ignore.match_file(f"{parent}/") for parent in parents(relpath)) or bool(
+        ignore.match_file(relpath)
+    )
+
+
+def skipped(relpath: str, ignore: GitIgnoreSpec | None) -> bool:
+    return is_excluded(relpath) or ignored(relpath, ignore)
+
+
+def pathspec_available() -> bool:
+    try:
+        import pathspec  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _client_ignore(root: Path) -> tuple[GitIgnoreSpec | None, bool]:
+    """The compiled .batchdignore, and whether it was applied (False: present, no pathspec)."""
+    path = root / IGNORE_FILE
+    if not path.is_file():
+        return None, True
+    if not pathspec_available():
+        return None, False
+    return compile_ignore(decode(path.read_bytes(), IGNORE_FILE)), True
+
+
+def project_files(root: Path) -> list[tuple[str, Path]]:
+    """(archive name, path) of every project file, sorted, without descending into skips."""
+    return _project_files(root, _client_ignore(root)[0])
+
+
+def _project_files(root: Path, ignore: GitIgnoreSpec | None) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    _walk(root, "", ignore, found)
+    return found
+
+
+def _walk(
+    directory: Path, prefix: str, ignore: GitIgnoreSpec | None, found: list[tuple[str, Path]]
+) -> None:
+    with os.scandir(directory) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        relpath = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if not (excluded_component(entry.name) or ignored(relpath + "/", ignore)):
+                _walk(Path(entry.path), relpath + "/", ignore, found)
+            continue
+        kept = entry.is_file(follow_symlinks=False) or entry.is_symlink()
+        if kept and not skipped(relpath, ignore):
+            found.append((relpath, Path(entry.path)))
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+def decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"{name} is not UTF-8: {exc}", field=name) from exc
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """``VARIABLE=value`` lines (``export`` and quotes allowed, ``#`` comments)."""
+    env: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, value = _dotenv_assignment(line, number)
+            env[name] = value
+    return env
+
+
+def _dotenv_assignment(line: str, number: int) -> tuple[str, str]:
+    name, equals, value = line.removeprefix("export ").partition("=")
+    name = name.strip()
+    # The line itself is never echoed back: .env files hold secrets.
+    if not equals or not ENV_NAME.fullmatch(name):
+        raise ApiError(
+            422,
+            f"{ENV_FILE} line {number}: expected VARIABLE=value "
+            "with VARIABLE made of letters, digits and '_', not starting with a digit",
+            field=ENV_FILE,
+        )
+    return name, _unquote(value.strip(), number)
+
+
+def _unquote(value: str, number: int) -> str:
+    if not value or value[0] not in "'\"":
+        return value
+    if len(value) < 2 or value[-1] != value[0]:
+        raise ApiError(422, f"{ENV_FILE} line {number}: unterminated quote", field=ENV_FILE)
+    return value[1:-1]
+
+
+def load_toml(text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ApiError(
+            422, f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG
+        ) from exc
+
+
+def basic_spec_check(config_text: str, env_text: str | None) -> str:
+    """The client's check: TOML parses, ``name`` and ``[handler] path`` are there."""
+    data = load_toml(config_text)
+    if not isinstance(data.get("name"), str):
+        raise ApiError(422, f"{PROJECT_CONFIG} needs a string 'name'", field="name")
+    handler = data.get("handler")
+    path = handler.get("path") if isinstance(handler, dict) else None
+    if not isinstance(path, str):
+        raise ApiError(
+            422, f"{PROJECT_CONFIG} needs a [handler] table with a string 'path'", "handler.path"
+        )
+    if env_text is not None:
+        parse_dotenv(env_text)
+    return PurePosixPath(path).as_posix()
+
+
+def check_size(sizes: Mapping[str, int], max_bytes: int) -> None:
+    total = sum(sizes.values())
+    if total <= max_bytes:
+        return
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
+    shown = [f"{name} ({human_size(size)})" for name, size in largest[:_LARGEST_SHOWN]]
+    more = ", ..." if len(largest) > _LARGEST_SHOWN else ""
+    raise ApiError(
+        413,
+        f"project is {human_size(total)}, over the {human_size(max_bytes)} limit; "
+        f"largest files: {', '.join(shown)}{more}",
+        field="project",
+    )
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+# --- packing --------------------------------------------------------------------------------
+
+
+def pack_project(
+    root: Path,
+    max_bytes: int = DEFAULT_MAX_PROJECT_BYTES,
+    check_spec: SpecCheck = basic_spec_check,
+) -> bytes:
+    """The project under `root` as a tar.gz; ApiError (422, 413) for what the server refuses."""
+    controls = {
+        name: (root / name).read_bytes() for name in CONTROL_FILES if (root / name).is_file()
+    }
+    if PROJECT_CONFIG not in controls:
+        raise ApiError(422, f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
+    env = controls.get(ENV_FILE)
+    handler_path = check_spec(
+        decode(controls[PROJECT_CONFIG], PROJECT_CONFIG),
+        None if env is None else decode(env, ENV_FILE),
+    )
+    ignore, applied = _client_ignore(root)
+    files = _project_files(root, ignore)
+    if handler_path not in {relpath for relpath, _ in files}:
+        raise ApiError(
+            422,
+            f"handler.path {handler_path!r} is not among the project files "
+            f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
+            field="handler.path",
+        )
+    if applied:
+        check_size({relpath: _packed_size(path) for relpath, path in files}, max_bytes)
+    return _tar_gz(controls, files)
+
+
+def _packed_size(path: Path) -> int:
+    info = path.lstat()
+    return 0 if stat.S_ISLNK(info.st_mode) else info.st_size
+
+
+def _tar_gz(controls: Mapping[str, bytes], files: Iterable[tuple[str, Path]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in controls.items():
+            # Added as plain bytes so a symlinked .env still arrives as the file the server needs.
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for relpath, path in files:
+            tar.add(path, arcname=relpath, recursive=False)
+    return buffer.getvalue()
