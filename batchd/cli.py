@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--level", help="only records at this level or above (e.g. WARNING)")
     logs.add_argument("--batch", metavar="BATCH_ID", help="only records of this batch")
 
+    command("status", cmd_status, "the daemon: workers, GPUs, disk use", output)
+
+    prune = command("prune", cmd_prune, "prune finished jobs past retention_days", output)
+    prune.add_argument("--dry-run", action="store_true", help="only show what would go")
+
+    check = commands.add_parser("check-config", help="validate a daemon config file")
+    check.add_argument("config_file", type=Path, metavar="FILE")
+    check.set_defaults(run=cmd_check_config)
+
     for name, run, what in (
         ("stop", cmd_stop, "stop a job"),
         ("retry", cmd_retry, "submit a job's dead-lettered batches again, as a new job"),
@@ -223,6 +232,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The port is taken, the state directory cannot be made, ...: say so, no traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from batchd.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.config_file}: ok (listen {config.listen}, state_dir {config.state_dir})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = client_of(args).status()
+    if args.output == "json":
+        return print_json(status)
+    usage = status["disk_usage"]
+    print_table(
+        None,
+        [
+            ["version", status["version"]],
+            ["state dir", status["state_dir"]],
+            [
+                "disk use",
+                ", ".join(f"{part} {format_bytes(size)}" for part, size in usage.items()),
+            ],
+            ["GPUs", ",".join(map(str, status["gpus"])) or "none"],
+            ["max workers", str(status["max_workers"])],
+            ["active jobs", str(len(status["active_jobs"]))],
+        ],
+    )
+    rows = [
+        [w["job_id"], str(w["slot"]), str(w["pid"]), w["state"], slots_gpus(w)]
+        for w in status["workers"]
+    ]
+    if rows:
+        print()
+        print_table(["JOB ID", "SLOT", "PID", "STATE", "GPUS"], rows)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    report = client_of(args).prune(dry_run=args.dry_run)
+    if args.output == "json":
+        return print_json(report)
+    verb = "would prune" if report["dry_run"] else "pruned"
+    print(
+        f"{verb} {len(report['jobs'])} finished job(s) older than "
+        f"{report['retention_days']:g} days ({format_bytes(report['log_bytes'])} of logs)"
+    )
+    for job_id in report["jobs"]:
+        print(f"  {job_id}")
+    return 0
+
+
+def slots_gpus(worker: dict[str, Any]) -> str:
+    return ",".join(map(str, worker.get("gpus") or [])) or "-"
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -411,7 +487,8 @@ def print_job(status: JobStatus) -> None:
         ),
         ("failed attempts", str(metrics.get("failed_attempts", 0))),
         ("time per batch", "-" if average is None else format_seconds(float(average))),
-        ("workers", workers_text(status.get("workers"), busy)),
+        ("workers", dash(status.get("workers")) + (f" ({busy})" if busy else "")),
+        ("worker slots", slots_text(status.get("worker_details") or [])),
         ("started", f"{status['start_time']} ({ago(status['start_time'], now)})"),
         ("ended", "-" if status["end_time"] is None else f"{status['end_time']}"),
         ("duration", job_duration(status, now)),
@@ -427,12 +504,12 @@ def print_job(status: JobStatus) -> None:
     print_table(None, [list(pair) for pair in pairs])
 
 
-def workers_text(workers: object, busy: str) -> str:
-    # The requested count; or, from a daemon that lists its live workers there, those.
-    if isinstance(workers, list):
-        shown = [f"slot {w.get('slot')} pid {w.get('pid')} {w.get('state')}" for w in workers]
-        return "; ".join(filter(None, [busy, *shown])) or "-"
-    return dash(workers) + (f" ({busy})" if busy else "")
+def slots_text(workers: list[dict[str, Any]]) -> str:
+    shown = []
+    for worker in workers:
+        gpus = ",".join(map(str, worker.get("gpus") or [])) or "none"
+        shown.append(f"slot {worker['slot']} pid {worker['pid']} {worker['state']} gpus {gpus}")
+    return "; ".join(shown) or "-"
 
 
 def watch(client: Client, api: str, job_id: str, interval: float, output: str) -> int:

@@ -152,6 +152,18 @@ class Client:
         answer: dict[str, Any] = self._json("DELETE", _endpoint(api_name), query={"jobID": job_id})
         return answer
 
+    def status(self) -> dict[str, Any]:
+        """The daemon: version, workers, GPUs, disk use of the state dir."""
+        status: dict[str, Any] = self._json("GET", "/status")
+        return status
+
+    def prune(self, dry_run: bool = False) -> dict[str, Any]:
+        """Prune finished jobs past the retention period (or, dry, list them)."""
+        report: dict[str, Any] = self._json(
+            "POST", "/admin/prune", query={"dryRun": "true" if dry_run else "false"}
+        )
+        return report
+
     def retry(self, api_name: str, job_id: str) -> dict[str, Any]:
         """Submit the job's dead-lettered batches as a new job; returns its spec."""
         spec: dict[str, Any] = self._json(

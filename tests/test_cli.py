@@ -789,3 +789,38 @@ def test_importing_the_cli_loads_no_heavy_packages() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), timeout=60
     )
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+
+
+def test_check_config(tmp_path: Path) -> None:
+    good = batchd(None, "check-config", str(REPO / "config" / "batchd.toml"))
+    assert good.returncode == 0, good.stderr
+    assert "ok (listen 127.0.0.1:8780" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('listen = "nowhere"\nmax_workers = 0\nbogus = 1\n')
+    result = batchd(None, "check-config", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith(f"{bad}: listen:") for line in lines), lines
+    assert any(line.startswith(f"{bad}: max_workers:") for line in lines), lines
+    assert f"{bad}: bogus: unknown key" in lines
+
+
+def test_status_and_prune(daemon: Daemon) -> None:
+    daemon.client.deploy(EXAMPLE)
+    status = batchd(daemon.url, "status")
+    assert status.returncode == 0, status.stderr
+    assert "disk use" in status.stdout and "database" in status.stdout
+    as_json = json.loads(batchd(daemon.url, "status", "-o", "json").stdout)
+    assert as_json["disk_usage"]["database"] > 0
+    assert as_json["gpus"] == [] and as_json["active_jobs"] == []
+    dry = batchd(daemon.url, "prune", "--dry-run")
+    assert dry.returncode == 0
+    assert dry.stdout.startswith("would prune 0 finished job(s) older than 30 days")
+    report = json.loads(batchd(daemon.url, "prune", "-o", "json").stdout)
+    assert report == {
+        "dry_run": False,
+        "retention_days": 30.0,
+        "jobs": [],
+        "rows_deleted": 0,
+        "log_bytes": 0,
+    }
