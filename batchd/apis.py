@@ -120,6 +120,7 @@ class ApiRegistry:
             env=env,
             labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
             gpus=spec.compute.gpu,
+            mem=spec.compute.mem_bytes,
         )
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:

@@ -24,6 +24,7 @@ ENV_API_NAME = "BATCHD_API_NAME"
 ENV_JOB_ID = "BATCHD_JOB_ID"
 ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
 ENV_LOG_FD = "BATCHD_LOG_FD"
+ENV_MEMORY_LIMIT = "BATCHD_MEMORY_LIMIT"
 
 # Job log records longer than this are dropped (Cortex's limit), with a warning line.
 MAX_LOG_LINE_BYTES = 5 * 1024 * 1024
@@ -57,3 +58,6 @@ STREAM_PAGE_ROWS = 1000
 # Exit code a worker uses when the Handler could not be loaded or constructed: the pool
 # must not respawn it (gunicorn's WORKER_BOOT_ERROR idea).
 WORKER_EXIT_INIT_FAILED = 3
+
+# Exit code of a worker that hit its RLIMIT_AS memory bound ([compute] mem).
+WORKER_EXIT_OUT_OF_MEMORY = 4

@@ -53,6 +53,7 @@ class WorkerProcess:
     death_reason: str | None = None
     gpus: list[int] = field(default_factory=list)
     batches_done: int = 0
+    memory_group: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -133,6 +134,7 @@ class WorkerLaunch:
     env: Mapping[str, str]
     labels: Mapping[str, Any]
     gpus: int = 0
+    mem: int | None = None
 
 
 LogSink = Callable[[dict[str, Any]], None]
@@ -323,6 +325,8 @@ def _memory_events_path() -> Path | None:
 
 
 def describe_exit(returncode: int, oom: bool) -> str:
+    if returncode == constants.WORKER_EXIT_OUT_OF_MEMORY:
+        return "worker ran out of memory: over its [compute] mem limit (MemoryError)"
     if oom:
         return "worker was killed by the kernel's OOM killer (out of memory)"
     if returncode < 0:

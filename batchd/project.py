@@ -125,6 +125,34 @@ class ComputeSpec(BaseModel):
 
     # Strict: TOML is typed, so gpu = "1" or gpu = true is a mistake worth reporting.
     gpu: int = Field(default=0, ge=0, strict=True)
+    # Memory per worker, e.g. "8G" or "512M"; None: unbounded.
+    mem: str | None = None
+
+    @field_validator("mem")
+    @classmethod
+    def _check_mem(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @property
+    def mem_bytes(self) -> int | None:
+        return None if self.mem is None else parse_size(self.mem)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """ "8G", "512M", "1.5GiB", "1048576" -> bytes (powers of 1024)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M or 8G)")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size < 16 * 1024**2:
+        raise ValueError(f"{text!r} is below the 16M a Python worker needs")
+    return size
 
 
 class ApiSpec(BaseModel):

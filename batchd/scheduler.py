@@ -31,6 +31,7 @@ from batchd import constants, protocol, views
 from batchd.config import DaemonConfig
 from batchd.errors import conflict, not_found
 from batchd.joblogs import JobLogs
+from batchd.memlimit import MemoryLimiter
 from batchd.pool import OomDetector, WorkerLaunch, WorkerProcess, WorkerState, describe_exit, spawn
 from batchd.store.base import (
     BatchCounts,
@@ -79,6 +80,7 @@ class Scheduler:
         init_for: InitFactory,
         joblogs: JobLogs,
         gpus: list[int] | None = None,
+        memory: MemoryLimiter | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -90,6 +92,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots: set[int] = set()
         self.gpus = sorted(gpus or [])
+        self.memory = memory or MemoryLimiter()
         self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
@@ -136,6 +139,8 @@ class Scheduler:
         exited.cancel()
         unfinished = [w for w in workers if w.process.returncode is None]
         await asyncio.gather(*(w.terminate(0.5) for w in unfinished))
+        for worker in workers:
+            self.memory.release(worker.memory_group)
         for worker in unfinished:
             # Cut off by an operator's stop, not by the batch: no attempt is charged.
             if worker.leases:
@@ -298,7 +303,11 @@ class Scheduler:
             await self.store.set_status(run.job_id, JobStatus.RUNNING)
             run.job = await self._reload(run)
         # Only its own GPUs are visible to a worker; none at all when it asked for none.
-        env = {**launch.env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        env = {
+            **launch.env,
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+            **self.memory.env_for(launch.mem),
+        }
         job_log = self.joblogs.acquire(run.job_id)
         try:
             worker = await spawn(replace(launch, env=env), job_log.write)
@@ -308,6 +317,7 @@ class Scheduler:
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
         worker.gpus = gpus
+        worker.memory_group = self.memory.attach(worker.pid, launch.mem)
         run.workers.add(worker)
         log.info(
             "worker started",
@@ -467,6 +477,9 @@ class Scheduler:
     async def _reap(self, run: JobRun, worker: WorkerProcess, returncode: int) -> None:
         run.workers.discard(worker)
         self._release_slot(worker.slot, worker.gpus)
+        oom_in_group = self.memory.oom_killed(worker.memory_group)
+        self.memory.release(worker.memory_group)
+        worker.memory_group = None
         if worker in run.parked:
             run.parked.remove(worker)
         worker.state = WorkerState.EXITED
@@ -477,7 +490,11 @@ class Scheduler:
             self.wake()
             return
         run.exited_failed += 1
-        oom = worker.death_reason is None and self._oom.was_oom(returncode, worker.killed)
+        oom = worker.death_reason is None and (
+            returncode == constants.WORKER_EXIT_OUT_OF_MEMORY
+            or oom_in_group
+            or self._oom.was_oom(returncode, worker.killed)
+        )
         reason = worker.death_reason or describe_exit(returncode, oom)
         log.warning(
             "worker died",

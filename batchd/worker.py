@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from batchd import worker_log
-from batchd.constants import ENV_WORKER_FD, WORKER_EXIT_INIT_FAILED
+from batchd.constants import (
+    ENV_MEMORY_LIMIT,
+    ENV_WORKER_FD,
+    WORKER_EXIT_INIT_FAILED,
+    WORKER_EXIT_OUT_OF_MEMORY,
+)
 from batchd.protocol import BlockingChannel, ChannelClosed
 from batchd.worker_log import logger
 
@@ -104,6 +109,8 @@ class Worker:
             )
             if not callable(getattr(self.handler, "handle_batch", None)):
                 raise TypeError("Handler has no handle_batch method")
+        except MemoryError:
+            os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
             logger.error("Handler failed to initialise", exc_info=exc)
             self.channel.send({"op": "init_failed", **describe_exception(exc)})
@@ -125,6 +132,9 @@ class Worker:
                 json.dumps(result)
                 outcome["result"] = result
             outcome["ok"] = True
+        except MemoryError:
+            # Over [compute] mem: this process cannot be trusted to go on.
+            os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
             logger.error("handle_batch failed", exc_info=exc)
             outcome.update(ok=False, **describe_exception(exc))
@@ -160,8 +170,17 @@ class Worker:
                 raise ValueError(f"unknown op {op!r}")
 
 
+def bound_memory() -> None:
+    limit = os.environ.get(ENV_MEMORY_LIMIT)
+    if limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+
+
 def main() -> int:
     die_with_parent()
+    bound_memory()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
     printed = worker_log.capture_prints()

@@ -322,10 +322,10 @@ class Handler:
 class WorkerProcess:
     """`python -m batchd.worker` with its channel on a socketpair, as the daemon runs it."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, extra_env: dict[str, str] | None = None) -> None:
         parent, child = socket.socketpair()
         parent.settimeout(60)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO), **(extra_env or {}))
         env[ENV_WORKER_FD] = str(child.fileno())
         env.pop("BATCHD_DAEMON_PID", None)
         self.process = subprocess.Popen(
@@ -383,11 +383,11 @@ class WorkerProcess:
 def worker_in(tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
 
-    def start(handler_source: str) -> WorkerProcess:
+    def start(handler_source: str, env: dict[str, str] | None = None) -> WorkerProcess:
         project = tmp_path / f"project{len(started)}"
         project.mkdir()
         (project / "handler.py").write_text(textwrap.dedent(handler_source))
-        worker = WorkerProcess(project)
+        worker = WorkerProcess(project, env)
         started.append(worker)
         return worker
 
@@ -553,3 +553,23 @@ def test_encode_matches_what_the_worker_reads() -> None:
     with left, right:
         left.sendall(frame(body))
         assert BlockingChannel(right).recv() == json.loads(body)
+
+
+def test_memory_bound_without_cgroups_exits_as_out_of_memory(worker_in: Any) -> None:
+    from batchd.constants import ENV_MEMORY_LIMIT, WORKER_EXIT_OUT_OF_MEMORY
+
+    worker = worker_in(
+        """
+        class Handler:
+            def handle_batch(self, payload):
+                hog = []
+                while True:
+                    hog.append(bytearray(32 * 1024 * 1024))
+        """,
+        env={ENV_MEMORY_LIMIT: str(512 * 1024 * 1024)},
+    )
+    worker.init()
+    worker.channel.recv()
+    worker.channel.send({"op": "batches", "batches": [batch(1, ["hog"])]})
+    returncode, _ = worker.finish()
+    assert returncode == WORKER_EXIT_OUT_OF_MEMORY
