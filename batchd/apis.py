@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +20,22 @@ from batchd.store.base import ApiRecord, JobRecord, Store
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
 SNAPSHOT_KEY = "snapshot"
 INCOMING = ".incoming"
+DIGEST_KEY = "digest"
+
+
+def snapshot_digest(root: Path, spec: dict[str, Any], dotenv: dict[str, str]) -> str:
+    """sha256 of the spec, the .env and every file (path and bytes) of a snapshot."""
+    digest = hashlib.sha256(json.dumps([spec, dotenv], sort_keys=True).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"->" + os.readlink(path).encode())
+        else:
+            with path.open("rb") as data:
+                for chunk in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -43,14 +61,25 @@ class ApiRegistry:
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
 
-    async def deploy(self, archive: bytes) -> ApiRecord:
-        """Unpack an uploaded project into a new snapshot and record it as the next version."""
+    async def deploy(self, archive: bytes) -> tuple[ApiRecord, bool]:
+        """Unpack an uploaded project into a new snapshot and record it as the next version.
+
+        Returns the version and whether it is new: deploying exactly what the latest
+        version already holds changes nothing (so restarts with --deploy add no versions).
+        """
         incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
         project = await asyncio.to_thread(
             unpack_project, archive, incoming, self.config.max_project_size
         )
         name = project.spec.name
+        digest = await asyncio.to_thread(
+            snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
+        )
+        latest = await self.store.get_api(name)
+        if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
+            await asyncio.to_thread(remove_snapshot, incoming)
+            return latest, False
         snapshot = f"{secrets.token_hex(6)}"
         final = self.root / name / snapshot
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +90,10 @@ class ApiRegistry:
         spec[SNAPSHOT_KEY] = snapshot
         spec["files"] = len(project.files)
         spec["size"] = project.size
+        spec[DIGEST_KEY] = digest
         record = await self.store.add_api_version(name, spec, project.dotenv)
         self._cache[(record.name, record.version)] = record
-        return record
+        return record, True
 
     async def require(self, name: str) -> ApiRecord:
         api = await self.store.get_api(name)

@@ -306,7 +306,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         api = client_of(args).deploy(args.project)
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename or args.project}: {exc.strerror}") from None
-    print(f"deployed {api['name']} version {api['version']} ({api['files']} files)")
+    unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
+    print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
     return 0
 
 

@@ -118,10 +118,13 @@ async def serve(
 async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: Path) -> None:
     try:
         archive = await asyncio.to_thread(pack_project, directory, config.max_project_size)
-        api = await registry.deploy(archive)
+        api, new = await registry.deploy(archive)
     except ApiError as exc:
         raise SystemExit(f"cannot deploy {directory}: {exc.message}") from exc
-    log.info("deployed", extra={"api": api.name, "version": api.version, "path": str(directory)})
+    log.info(
+        "deployed" if new else "deployed: unchanged",
+        extra={"api": api.name, "version": api.version, "path": str(directory)},
+    )
 
 
 def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:

@@ -503,7 +503,10 @@ class Scheduler:
         await self._charge_leases(run, worker, reason)
         if run.completing is worker:
             run.completing = None
-        run.deaths += 1
+        # A batch over its time limit is that batch's fault (it is charged an attempt),
+        # not a sign that workers cannot start: it does not count toward the crash loop.
+        if worker.death_reason is None:
+            run.deaths += 1
         if run.deaths > self.config.max_worker_restarts:
             status = JobStatus.WORKER_OOM if oom else JobStatus.WORKER_ERROR
             await self.finish(

@@ -129,7 +129,7 @@ class Worker:
             )
             if result is not None:
                 # Encode now so a result that is not JSON fails this batch, not the channel.
-                json.dumps(result)
+                json.dumps(result, allow_nan=False)
                 outcome["result"] = result
             outcome["ok"] = True
         except MemoryError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -220,13 +221,21 @@ def picky_job(daemon: Daemon, make_project: Project) -> str:
 # --- deploy, apis, delete -------------------------------------------------------------------
 
 
-def test_deploy_prints_name_version_and_file_count(daemon: Daemon) -> None:
+def test_deploy_prints_name_version_and_file_count(daemon: Daemon, tmp_path: Path) -> None:
     out = ok(batchd(daemon.url, "deploy", str(EXAMPLE)))
     assert out == "deployed hello version 1 (2 files)\n"
     api = daemon.client.get_api("hello")
     assert (api["version"], api["files"]) == (1, 2)
-    assert ok(batchd(daemon.url, "deploy", str(EXAMPLE))) == "deployed hello version 2 (2 files)\n"
-    assert daemon.client.get_api("hello")["version"] == 2
+    # The same project again adds no version; a changed one does.
+    assert ok(batchd(daemon.url, "deploy", str(EXAMPLE))) == (
+        "deployed hello version 1 (2 files) (unchanged: same as the latest version)\n"
+    )
+    assert daemon.client.get_api("hello")["version"] == 1
+    project = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, project)
+    (project / "values.json").write_text('{"labels": {}}')
+    assert ok(batchd(daemon.url, "deploy", str(project))) == "deployed hello version 2 (2 files)\n"
+    assert [v["version"] for v in daemon.client.get_api("hello")["versions"]] == [2, 1]
 
 
 def test_deploy_relative_dir(daemon: Daemon) -> None:
@@ -266,7 +275,10 @@ def test_deploy_refused_by_the_server(
 
 def test_apis_lists_deployed_apis(hello: Daemon, make_project: Project) -> None:
     hello.client.deploy(make_project("slow", SLOW_HANDLER))
-    hello.client.deploy(EXAMPLE)
+    changed = make_project("hello", SLOW_HANDLER.replace("class Handler", "class Handler  "))
+    (changed / "batchd.toml").write_text('name = "hello"\n[handler]\npath = "handler.py"\n')
+    (changed / "values.json").write_text("{}")
+    hello.client.deploy(changed)
     header, rows = table(ok(batchd(hello.url, "apis")))
     assert header == ["API", "VERSION", "DEPLOYED", "FILES", "SIZE", "ENDPOINT"]
     by_name = {row[0]: row for row in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -67,13 +68,18 @@ def gated_project(make_project: Project, gate: Path, name: str = "gated") -> Pat
 # --- every call -----------------------------------------------------------------------------
 
 
-def test_deploy_inspect_submit_and_read_back(daemon: Daemon) -> None:
+def test_deploy_inspect_submit_and_read_back(daemon: Daemon, tmp_path: Path) -> None:
     client = daemon.client
     api = client.deploy(EXAMPLE)
     assert (api["name"], api["version"], api["files"]) == ("hello", 1, 2)
     assert api["endpoint"] == "/batch/hello"
     assert api["handler"]["config"] == {"greeting": "hello"}
-    assert client.deploy(str(EXAMPLE))["version"] == 2
+    again = client.deploy(str(EXAMPLE))
+    assert (again["version"], again["unchanged"]) == (1, True)
+    changed = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, changed)
+    (changed / "extra.txt").write_text("more")
+    assert client.deploy(changed)["version"] == 2
     assert [(a["name"], a["version"]) for a in client.list_apis()] == [("hello", 2)]
     detail = client.get_api("hello")
     assert [v["version"] for v in detail["versions"]] == [2, 1]

@@ -547,3 +547,28 @@ def test_batch_timeout_kills_a_hung_handler(daemon: Daemon, make_project: Projec
     (dead,) = list(client.failed("hangs", job["job_id"]))
     assert dead["payload"] == ["hang"]
     assert dead["error"] == "batch exceeded its time limit of 1s"
+
+
+def test_batch_timeouts_do_not_count_as_a_crash_loop(
+    make_daemon: Callable[..., Daemon], make_project: Project
+) -> None:
+    daemon = make_daemon(max_worker_restarts=0)
+    client = daemon.client
+    client.deploy(
+        make_project(
+            "slowpokes",
+            "import time\nclass Handler:\n    def __init__(self, config): pass\n"
+            "    def handle_batch(self, payload):\n        time.sleep(600)\n",
+        )
+    )
+    job = client.submit(
+        "slowpokes",
+        {
+            "batch_timeout": 0.5,
+            "max_receive_count": 1,
+            "item_list": {"items": [1, 2], "batch_size": 1},
+        },
+    )
+    final = wait_job(client, "slowpokes", job["job_id"])
+    assert final["status"] == "completed_with_failures"
+    assert final["batch_metrics"]["failed"] == 2

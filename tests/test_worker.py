@@ -573,3 +573,17 @@ def test_memory_bound_without_cgroups_exits_as_out_of_memory(worker_in: Any) -> 
     worker.channel.send({"op": "batches", "batches": [batch(1, ["hog"])]})
     returncode, _ = worker.finish()
     assert returncode == WORKER_EXIT_OUT_OF_MEMORY
+
+
+def test_nan_result_fails_the_batch(worker_in: Any) -> None:
+    worker = worker_in(
+        "class Handler:\n    def handle_batch(self, payload):\n        return float('nan')\n"
+    )
+    worker.init()
+    worker.channel.recv()
+    worker.channel.send({"op": "batches", "batches": [batch(1, ["x"])]})
+    (outcome,) = worker.channel.recv()["outcomes"]
+    assert outcome["ok"] is False
+    assert "JSON" in outcome["error"]
+    worker.channel.send({"op": "exit"})
+    assert worker.finish()[0] == 0

@@ -38,8 +38,8 @@ async def deploy(request: web.Request) -> web.Response:
     require_content_type(request, ARCHIVE_CONTENT_TYPES)
     config = services.config
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
-    api = await services.registry.deploy(archive)
-    return web.json_response(api_summary(api), status=201)
+    api, new = await services.registry.deploy(archive)
+    return web.json_response({**api_summary(api), "unchanged": not new}, status=201 if new else 200)
 
 
 async def list_apis(request: web.Request) -> web.Response:
