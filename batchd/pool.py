@@ -83,9 +83,14 @@ class WorkerProcess:
             await self.send(protocol.encode({"op": "exit"}))
 
     def signal(self, signum: int) -> None:
+        """Signal the worker and every process its handler started (its process group:
+        the worker leads a session of its own)."""
         if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
+            self.signal_group(signum)
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""

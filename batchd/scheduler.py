@@ -58,6 +58,7 @@ class JobRun:
     parked: list[WorkerProcess] = field(default_factory=list)
     completing: WorkerProcess | None = None
     hook_done: bool = False
+    finishing: bool = False
     # Deaths since the last successful batch: a crash loop makes no progress.
     deaths: int = 0
     next_spawn_at: float = 0.0
@@ -342,7 +343,10 @@ class Scheduler:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
+            # Most likely the daemon's own failure (the disk is full): not the worker's, so
+            # its exit is no crash and costs its batch nothing (see _reap).
             log.exception("worker channel failed", extra={"jobID": run.job_id})
+            worker.killed = True
             worker.signal(signal.SIGKILL)
         finally:
             worker.close()
@@ -483,7 +487,13 @@ class Scheduler:
         if worker in run.parked:
             run.parked.remove(worker)
         worker.state = WorkerState.EXITED
+        # Whatever the handler started dies with its worker.
+        worker.signal_group(signal.SIGKILL)
         expected = worker.exit_requested or worker.killed or run.finished
+        if expected and worker.leases and not run.finished:
+            held = [(lease.seq, lease.token) for lease in worker.leases]
+            with contextlib.suppress(Exception):
+                await self.store.release(run.job_id, held)
         if expected or returncode == constants.WORKER_EXIT_INIT_FAILED:
             run.exited_ok += expected and returncode == 0
             run.exited_failed += not (expected and returncode == 0)
@@ -548,10 +558,16 @@ class Scheduler:
     # -- finish ------------------------------------------------------------------------
 
     async def finish(self, run: JobRun, status: JobStatus, error: str | None = None) -> None:
-        if run.finished:
+        if run.finished or run.finishing:
             return
+        # Finished only once the store says so: if it cannot (disk full), the job stays
+        # running, stoppable, and its workers keep working.
+        run.finishing = True
+        try:
+            changed = await self.store.set_status(run.job_id, status, error)
+        finally:
+            run.finishing = False
         run.finished = True
-        changed = await self.store.set_status(run.job_id, status, error)
         if changed:
             log.info("job ended", extra={"jobID": run.job_id, "status": str(status)})
         graceful = status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED_WITH_FAILURES)

@@ -50,6 +50,17 @@ _JOB_COLUMNS = (
 )
 
 
+_COUNTS_SQL = (
+    "SELECT "
+    + ", ".join(
+        f"(SELECT count(*) FROM batches WHERE state = '{state}' AND id BETWEEN ?1 AND ?2)"
+        for state in ("queued", "leased", "succeeded", "dead")
+    )
+    + ", (SELECT count(*) FROM failures WHERE batch BETWEEN ?1 AND ?2)"
+    + ", (SELECT avg(duration) FROM batches WHERE state = 'succeeded' AND id BETWEEN ?1 AND ?2)"
+)
+
+
 def _batch_range(key: int) -> tuple[int, int]:
     first = key << _SEQ_BITS
     return first, first | ((1 << _SEQ_BITS) - 1)
@@ -193,10 +204,16 @@ class SqliteStore:
             return cursor.rowcount
 
     @staticmethod
-    async def _scalar(conn: aiosqlite.Connection, sql: str, *params: Any) -> Any:
-        async with conn.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else row[0]
+    async def _rows(conn: aiosqlite.Connection, sql: str, *params: Any) -> list[Any]:
+        # Execute and fetch in one call into the connection's thread: a statement left
+        # open between awaits would hold its read snapshot, and every other coroutine's
+        # statement on the same connection would read that stale snapshot too.
+        return list(await conn.execute_fetchall(sql, params))
+
+    @classmethod
+    async def _scalar(cls, conn: aiosqlite.Connection, sql: str, *params: Any) -> Any:
+        rows = await cls._rows(conn, sql, *params)
+        return rows[0][0] if rows else None
 
     async def _key(self, job_id: str) -> int:
         key = self._keys.get(job_id)
@@ -247,25 +264,22 @@ class SqliteStore:
                 "WHERE name = ? AND version = ?"
             )
             params = (name, version)
-        async with self._r.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _api(row)
+        rows = await self._rows(self._r, sql, *params)
+        return _api(rows[0]) if rows else None
 
     async def list_apis(self) -> list[ApiRecord]:
         sql = (
             "SELECT name, version, spec, dotenv, created_at FROM apis a WHERE deleted_at IS NULL "
             "AND version = (SELECT max(version) FROM apis b WHERE b.name = a.name) ORDER BY name"
         )
-        async with self._r.execute(sql) as cursor:
-            return [_api(row) for row in await cursor.fetchall()]
+        return [_api(row) for row in await self._rows(self._r, sql)]
 
     async def api_versions(self, name: str) -> list[ApiRecord]:
         sql = (
             "SELECT name, version, spec, dotenv, created_at FROM apis "
             "WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC"
         )
-        async with self._r.execute(sql, (name,)) as cursor:
-            return [_api(row) for row in await cursor.fetchall()]
+        return [_api(row) for row in await self._rows(self._r, sql, name)]
 
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
@@ -313,32 +327,29 @@ class SqliteStore:
                 db, "SELECT count(*) FROM batches WHERE id BETWEEN ? AND ?", *_batch_range(key)
             )
             await self._exec(db, "UPDATE jobs SET total_batch_count = ? WHERE key = ?", total, key)
+            # Read back inside the transaction: the reader may not see the commit yet.
+            (row,) = await self._rows(db, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE key = ?", key)
         self._keys[job.job_id] = key
-        record = await self.get_job(job.job_id)
-        assert record is not None
-        return record
+        return _job(row)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?"
-        async with self._r.execute(sql, (job_id,)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else _job(row)
+        rows = await self._rows(self._r, sql, job_id)
+        return _job(rows[0]) if rows else None
 
     async def list_jobs(self, api_name: str, limit: int) -> list[JobRecord]:
         sql = (
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE api_name = ? "
             "ORDER BY created_at DESC, job_id DESC LIMIT ?"
         )
-        async with self._r.execute(sql, (api_name, limit)) as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+        return [_job(row) for row in await self._rows(self._r, sql, api_name, limit)]
 
     async def active_jobs(self) -> list[JobRecord]:
         sql = (
             f"SELECT {_JOB_COLUMNS} FROM jobs "
             "WHERE status IN ('pending', 'enqueuing', 'running') ORDER BY key"
         )
-        async with self._w.execute(sql) as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+        return [_job(row) for row in await self._rows(self._w, sql)]
 
     async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
         """Move a job to `status`; refused (False) once the job is terminal."""
@@ -373,27 +384,17 @@ class SqliteStore:
             )
 
     async def counts(self, job_id: str) -> BatchCounts:
+        """All counts from one statement, so from one snapshot: a batch moving between
+        states while they are read is never counted twice or not at all."""
         first, last = _batch_range(await self._key(job_id))
-        by_state = {state: 0 for state in BatchState}
-        sql = "SELECT count(*) FROM batches WHERE state = ? AND id BETWEEN ? AND ?"
-        for state in BatchState:
-            by_state[state] = await self._scalar(self._r, sql, state, first, last)
-        failed_attempts = await self._scalar(
-            self._r, "SELECT count(*) FROM failures WHERE batch BETWEEN ? AND ?", first, last
-        )
-        average = await self._scalar(
-            self._r,
-            "SELECT avg(duration) FROM batches WHERE state = 'succeeded' AND id BETWEEN ? AND ?",
-            first,
-            last,
-        )
+        (row,) = await self._rows(self._r, _COUNTS_SQL, first, last)
         return BatchCounts(
-            queued=by_state[BatchState.QUEUED],
-            leased=by_state[BatchState.LEASED],
-            succeeded=by_state[BatchState.SUCCEEDED],
-            dead=by_state[BatchState.DEAD],
-            failed_attempts=failed_attempts,
-            average_time=average,
+            queued=row[0],
+            leased=row[1],
+            succeeded=row[2],
+            dead=row[3],
+            failed_attempts=row[4],
+            average_time=row[5],
         )
 
     # -- batches -----------------------------------------------------------------------
@@ -554,8 +555,7 @@ class SqliteStore:
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({_TERMINAL_SQL}) "
             "AND end_time < ? AND pruned_at IS NULL ORDER BY end_time"
         )
-        async with self._r.execute(sql, (ended_before,)) as cursor:
-            return [_job(row) for row in await cursor.fetchall()]
+        return [_job(row) for row in await self._rows(self._r, sql, ended_before)]
 
     async def prune_job(self, job_id: str) -> int:
         """Delete a finished job's batches and failures, a chunk per transaction so the
@@ -608,8 +608,7 @@ class SqliteStore:
                 "LEFT JOIN failures f ON f.batch = b.id AND f.attempt = b.attempts "
                 "WHERE b.state = 'dead' AND b.id > ? AND b.id <= ? ORDER BY b.id LIMIT ?"
             )
-            async with self._r.execute(sql, (after, last, STREAM_PAGE_ROWS)) as cursor:
-                rows = list(await cursor.fetchall())
+            rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
             for row in rows:
                 yield DeadLetter(_seq(row[0]), bytes(row[1]), row[2], row[3], row[4])
             if len(rows) < STREAM_PAGE_ROWS:
@@ -624,8 +623,7 @@ class SqliteStore:
                 "SELECT id, result FROM batches WHERE id > ? AND id <= ? "
                 "AND state = 'succeeded' AND result IS NOT NULL ORDER BY id LIMIT ?"
             )
-            async with self._r.execute(sql, (after, last, STREAM_PAGE_ROWS)) as cursor:
-                rows = list(await cursor.fetchall())
+            rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
             for row in rows:
                 yield Result(_seq(row[0]), bytes(row[1]))
             if len(rows) < STREAM_PAGE_ROWS:
