@@ -35,6 +35,10 @@ SCHEDULER_IDLE_INTERVAL = 1.0
 # How often a `follow` log reader looks for new lines.
 LOG_FOLLOW_POLL_INTERVAL = 0.2
 
+# Seconds between retries of a write the store refused (disk full), doubling up to the max.
+STORAGE_RETRY_INITIAL = 0.2
+STORAGE_RETRY_MAX = 5.0
+
 # How often the SQLite WAL is checkpointed and truncated, in seconds.
 CHECKPOINT_INTERVAL = 300.0
 

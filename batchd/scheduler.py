@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
 import signal
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from batchd import constants, protocol, views
@@ -339,7 +342,7 @@ class Scheduler:
             await worker.send(protocol.encode({"op": "init", **init}))
             while True:
                 message = await worker.recv()
-                await self._on_message(run, worker, message)
+                await self._until_stored(partial(self._on_message, run, worker, message), run)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
@@ -354,6 +357,27 @@ class Scheduler:
         await worker.output_done()
         self.joblogs.release(run.job_id)
         await self._reap(run, worker, returncode)
+
+    async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
+        """Run `step`, retrying while the store cannot write (disk full, locked): the
+        worker waits for its answer instead of being blamed for the daemon's trouble.
+        Every step is safe to repeat: stale lease tokens make repeated outcomes no-ops."""
+        delay = constants.STORAGE_RETRY_INITIAL
+        while True:
+            try:
+                await step()
+                return
+            except (sqlite3.OperationalError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                if self.draining or run.finished:
+                    raise
+                log.warning(
+                    "cannot write to the queue; retrying",
+                    extra={"jobID": run.job_id, "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, constants.STORAGE_RETRY_MAX)
 
     async def _on_message(
         self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
