@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8780
 STATE  ?= .batchd
 WHEELHOUSE ?= dist/wheelhouse
 
-.PHONY: serve test lint typecheck check clean wheelhouse
+.PHONY: serve test lint typecheck check clean wheelhouse faults
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
+# items...); rewrites tests/faults/RESULTS.md with the figures. Takes up to ~20 minutes.
+faults: $(VENV)/.installed
+	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
 # batchd and every runtime dependency as wheels, for an offline install:
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd

@@ -48,6 +48,7 @@ class DaemonConfig(BaseModel):
     restart_backoff: float = Field(default=0.5, ge=0)
     max_restart_backoff: float = Field(default=30.0, ge=0)
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    checkpoint_interval: float = Field(default=300.0, gt=0)
     retention_days: float = Field(default=30.0, gt=0)
 
     @field_validator("listen")

@@ -39,8 +39,8 @@ LOG_FOLLOW_POLL_INTERVAL = 0.2
 STORAGE_RETRY_INITIAL = 0.2
 STORAGE_RETRY_MAX = 5.0
 
-# How often the SQLite WAL is checkpointed and truncated, in seconds.
-CHECKPOINT_INTERVAL = 300.0
+# After a checkpoint the WAL file is cut back to at most this many bytes.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 # How often finished jobs past their retention are pruned, in seconds.
 PRUNE_INTERVAL = 3600.0

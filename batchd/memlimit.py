@@ -9,6 +9,7 @@ WORKER_EXIT_OUT_OF_MEMORY on a MemoryError; both are reported as worker_oom.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,6 +21,7 @@ from batchd.constants import ENV_MEMORY_LIMIT
 log = logging.getLogger("batchd.memlimit")
 
 _V1_ROOT = Path("/sys/fs/cgroup/memory")
+_RELEASE_TRIES = 250
 
 
 class MemoryLimiter:
@@ -50,7 +52,8 @@ class MemoryLimiter:
             (group / "cgroup.procs").write_text(str(pid))
         except OSError as exc:
             log.warning("cannot bound worker memory with a cgroup", extra={"error": str(exc)})
-            self.release(group)
+            with contextlib.suppress(OSError):
+                group.rmdir()
             return None
         return group
 
@@ -68,10 +71,22 @@ class MemoryLimiter:
         return False
 
     @staticmethod
-    def release(group: Path | None) -> None:
-        if group is not None:
-            with contextlib.suppress(OSError):
-                group.rmdir()
+    async def release(group: Path | None) -> None:
+        """Remove a worker's group once it is empty (the last of its processes, the
+        worker's group guard, may take a moment to go)."""
+        if group is None:
+            return
+        for _ in range(_RELEASE_TRIES):
+            try:
+                if not (group / "cgroup.procs").read_text().split():
+                    group.rmdir()
+                    return
+            except FileNotFoundError:
+                return
+            except OSError:
+                pass
+            await asyncio.sleep(0.02)
+        log.warning("memory cgroup still busy; left in place", extra={"cgroup": str(group)})
 
 
 def _writable_v1_base() -> Path | None:

@@ -144,7 +144,7 @@ class Scheduler:
         unfinished = [w for w in workers if w.process.returncode is None]
         await asyncio.gather(*(w.terminate(0.5) for w in unfinished))
         for worker in workers:
-            self.memory.release(worker.memory_group)
+            await self.memory.release(worker.memory_group)
         for worker in unfinished:
             # Cut off by an operator's stop, not by the batch: no attempt is charged.
             if worker.leases:
@@ -506,7 +506,7 @@ class Scheduler:
         run.workers.discard(worker)
         self._release_slot(worker.slot, worker.gpus)
         oom_in_group = self.memory.oom_killed(worker.memory_group)
-        self.memory.release(worker.memory_group)
+        await self.memory.release(worker.memory_group)
         worker.memory_group = None
         if worker in run.parked:
             run.parked.remove(worker)
@@ -609,11 +609,12 @@ class Scheduler:
 
     async def _renew_leases(self) -> None:
         interval = self.config.lease_timeout / 3
-        next_checkpoint = time.monotonic() + constants.CHECKPOINT_INTERVAL
+        checkpoint_every = self.config.checkpoint_interval
+        next_checkpoint = time.monotonic() + checkpoint_every
         while True:
             await asyncio.sleep(interval)
             if time.monotonic() >= next_checkpoint:
-                next_checkpoint = time.monotonic() + constants.CHECKPOINT_INTERVAL
+                next_checkpoint = time.monotonic() + checkpoint_every
                 with contextlib.suppress(Exception):
                     await self.store.checkpoint()
             held = [

@@ -41,19 +41,52 @@ from batchd.worker_log import logger
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when the daemon dies, so no worker is orphaned."""
+def _on_parent_death(signum: int) -> bool:
+    """Have the kernel send `signum` when our parent dies; False where it cannot."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
     except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the daemon dies, so no worker is orphaned."""
+    if not _on_parent_death(signal.SIGKILL):
         return
     expected = os.environ.get("BATCHD_DAEMON_PID")
     if expected and os.getppid() != int(expected):
         # The daemon died before prctl took effect.
         os._exit(1)
+
+
+def start_group_guard() -> None:
+    """Fork a tiny guard that kills this worker's whole process group once the worker is
+    gone (however it went, the daemon's death included), so nothing a handler started -
+    a subprocess, a pool - outlives it. The worker leads its own process group."""
+    if not sys.platform.startswith("linux"):
+        return
+    worker = os.getpid()
+    if os.fork() != 0:
+        return
+    try:
+        # Release everything inherited: the daemon must see the worker's pipes close.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, 65536)
+        # The daemon's SIGTERM to the group is meant for the worker's grace period.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, lambda *_: os.killpg(0, signal.SIGKILL))
+        if not _on_parent_death(signal.SIGUSR2) or os.getppid() != worker:
+            os.killpg(0, signal.SIGKILL)
+        while True:
+            signal.pause()
+    finally:
+        os._exit(0)
 
 
 def call_with_declared(function: Callable[..., Any], **available: Any) -> Any:
@@ -180,6 +213,7 @@ def bound_memory() -> None:
 
 def main() -> int:
     die_with_parent()
+    start_group_guard()
     bound_memory()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)

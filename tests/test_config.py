@@ -126,6 +126,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         read_only_token_file = "/etc/batchd/read-token"
         request_read_timeout = 5
         max_batches_per_job = 100
+        checkpoint_interval = 30
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -153,6 +154,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "read_only_token_file": "/etc/batchd/read-token",
         "request_read_timeout": 5.0,
         "max_batches_per_job": 100,
+        "checkpoint_interval": 30.0,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

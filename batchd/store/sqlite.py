@@ -23,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from batchd.constants import PRUNE_CHUNK_ROWS, SCHEMA_VERSION, STREAM_PAGE_ROWS
+from batchd.constants import PRUNE_CHUNK_ROWS, SCHEMA_VERSION, STREAM_PAGE_ROWS, WAL_SIZE_LIMIT
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,
@@ -138,6 +138,7 @@ class SqliteStore:
             # Only takes effect on a new database; lets pruning give space back in steps.
             "auto_vacuum=INCREMENTAL",
             "journal_mode=WAL",
+            f"journal_size_limit={WAL_SIZE_LIMIT}",
             f"synchronous={self.synchronous}",
             "foreign_keys=ON",
             "busy_timeout=5000",

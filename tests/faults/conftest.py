@@ -1,0 +1,476 @@
+"""Shared pieces of the fault-injection suite.
+
+Every scenario runs a real daemon (``make_daemon`` from tests/conftest.py), real worker
+processes and real SQLite. The handler below appends one fsynced line per event to a
+side file, ``<key> <event> <pid> <unix time> [extra]``, an independent record of every
+``__init__``, ``handle_batch`` and ``on_job_complete`` call that the tests hold the
+daemon's own counters against.
+
+Sizes: short by default (``make test``); ``BATCHD_FAULTS=full`` (``make faults``) picks
+the full sizes and rewrites RESULTS.md with the figures every scenario records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import sqlite3
+import time
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, wait_for
+from tests.faults import figures as figures_module
+
+MODE = os.environ.get("BATCHD_FAULTS", "short")
+FULL = MODE == "full"
+# Full scenarios run for minutes; pytest-timeout's default (120 s) fits the short ones.
+FULL_TEST_TIMEOUT = 1200
+SEED = int(os.environ.get("BATCHD_FAULTS_SEED", str(secrets.randbits(32))))
+
+DB_FILENAME = "batchd.sqlite3"
+OOM_ERROR = "worker was killed by the kernel's OOM killer (out of memory)"
+SIGKILL_ERROR = "worker was killed by SIGKILL"
+RESTART_ERROR = "the daemon stopped while this batch was being handled"
+
+
+def size(short: Any, full: Any) -> Any:
+    """The short size under `make test`, the full one under `make faults`."""
+    return full if FULL else short
+
+
+# -- figures and RESULTS.md ------------------------------------------------------------
+
+_REGISTRY = figures_module.Registry()
+_STARTED = time.monotonic()
+
+
+def _doc(item: pytest.Item) -> str | None:
+    function = getattr(item, "function", None)
+    return None if function is None else function.__doc__
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The figures this scenario reports; they land in RESULTS.md after a full run."""
+    return _REGISTRY.row(request.node.nodeid, _doc(request.node)).figures
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """Random kill moments; BATCHD_FAULTS_SEED=<seed> repeats a run's choices."""
+    return random.Random(SEED ^ zlib.crc32(request.node.name.encode()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not FULL:
+        return
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.timeout(FULL_TEST_TIMEOUT))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" and report.passed:
+        return
+    if hasattr(report, "wasxfail"):
+        result = "xfail (known bug)" if report.skipped else "XPASS"
+    elif report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        result = f"skipped: {reason.removeprefix('Skipped: ')}"
+    elif report.failed:
+        result = "FAILED" if report.when == "call" else "error"
+    else:
+        result = "passed"
+    _REGISTRY.outcome(item.nodeid, _doc(item), result, report.duration)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not (FULL or os.environ.get("BATCHD_FAULTS_SHOW")):
+        return
+    terminalreporter.section(f"fault figures ({MODE}, BATCHD_FAULTS_SEED={SEED})")
+    for row in _REGISTRY.rows.values():
+        terminalreporter.write_line(f"{row.title} [{row.outcome}, {row.seconds:.1f}s]")
+        terminalreporter.write_line(f"    {row.figures}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Only a full run rewrites RESULTS.md; a short one must leave it alone.
+    if FULL and _REGISTRY.rows:
+        rows = [row for row in _REGISTRY.rows.values() if row.outcome != "not run"]
+        figures_module.write(rows, MODE, SEED, time.monotonic() - _STARTED)
+
+
+# -- the handler -----------------------------------------------------------------------
+
+FAULT_HANDLER = """
+import os, signal, time
+
+SIDE = os.environ["SIDE"]
+
+
+def record(key, event, extra=""):
+    line = f"{key} {event} {os.getpid()} {time.time():.6f} {extra}".rstrip() + "\\n"
+    fd = os.open(SIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hog():
+    with open(os.path.join(os.environ["OOM_CGROUP"], "cgroup.procs"), "w") as procs:
+        procs.write(str(os.getpid()))
+    memory = []
+    while True:
+        memory.append(bytearray(16 * 1024 * 1024))
+
+
+class Handler:
+    def __init__(self, config, job_spec):
+        self.job_id = job_spec["job_id"]
+        self.delay = float(config.get("delay", 0))
+        self.slow_s = float(config.get("slow_s", 1.0))
+        names = ("poison", "hang", "hog", "spawn", "slow")
+        self.sets = {name: set(config.get(name, ())) for name in names}
+        self.results = config.get("results", True)
+        self.hook_hold = config.get("hook_hold")
+        record(self.job_id, "init")
+        if config.get("ignore_sigterm"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if config.get("init_fail") == "raise":
+            raise RuntimeError("cannot load the model: weights are corrupt")
+        if config.get("init_fail") == "exit":
+            os._exit(1)
+
+    def handle_batch(self, payload, batch_id):
+        record(batch_id, "call")
+        for item in payload:
+            if item in self.sets["poison"]:
+                raise ValueError(f"poison item {item!r}")
+            if item in self.sets["hang"]:
+                time.sleep(3600)
+            if item in self.sets["hog"]:
+                hog()
+            if item in self.sets["slow"]:
+                time.sleep(self.slow_s)
+            if item in self.sets["spawn"]:
+                import subprocess
+                subprocess.Popen(["sleep", "3600"])
+                time.sleep(3600)
+        if self.delay:
+            time.sleep(self.delay)
+        record(batch_id, "done")
+        return payload if self.results else None
+
+    def on_job_complete(self, status):
+        m = status["batch_metrics"]
+        counts = [m["succeeded"], m["failed"], m["in_progress"], status["batches_in_queue"]]
+        record(self.job_id, "hook", " ".join(str(n) for n in counts))
+        while self.hook_hold and os.path.exists(self.hook_hold):
+            time.sleep(0.01)
+        record(self.job_id, "hook-done")
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    event: str
+    pid: int
+    t: float
+    extra: tuple[str, ...]
+
+
+class SideFile:
+    """The handler's own record of what ran, read back by the test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def events(self) -> list[Event]:
+        if not self.path.exists():
+            return []
+        events = []
+        for line in self.path.read_text().splitlines():
+            key, event, pid, t, *extra = line.split(" ")
+            events.append(Event(key, event, int(pid), float(t), tuple(extra)))
+        return events
+
+    def of(self, event: str) -> list[Event]:
+        return [e for e in self.events() if e.event == event]
+
+    def calls(self) -> Counter[str]:
+        """handle_batch calls per batch id."""
+        return Counter(e.key for e in self.of("call"))
+
+    def cut_off(self, start: float, end: float) -> list[Event]:
+        """Calls begun before `end` and not finished before `start`: the ones an end that
+        came somewhere between `start` and `end` may have cut off."""
+        running: dict[int, Event] = {}
+        cut = []
+        for e in self.events():
+            if e.event == "call" and e.t < end:
+                running[e.pid] = e
+            elif e.event == "done" and e.pid in running and running[e.pid].key == e.key:
+                call = running.pop(e.pid)
+                if e.t >= start:
+                    cut.append(call)
+        return cut + list(running.values())
+
+
+Project = Callable[..., Path]
+
+
+@pytest.fixture
+def side(tmp_path: Path) -> SideFile:
+    return SideFile(tmp_path / "side.log")
+
+
+@pytest.fixture
+def fault_api(make_project: Project, side: SideFile) -> Callable[..., Path]:
+    """Write the fault handler project `name`; `env` adds handler environment variables."""
+
+    def factory(name: str, env: dict[str, str] | None = None) -> Path:
+        variables = {"SIDE": str(side.path), **(env or {})}
+        toml = "[handler.env]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in variables.items())
+        return make_project(name, FAULT_HANDLER, extra_toml=toml)
+
+    return factory
+
+
+def items_job(count: int, **fields: Any) -> dict[str, Any]:
+    """A job of `count` one-item batches: item i is batch `<job>-<i + 1>`."""
+    return {"item_list": {"items": list(range(count)), "batch_size": 1}, **fields}
+
+
+def batch_key(job_id: str, item: int) -> str:
+    return f"{job_id}-{item + 1}"
+
+
+def job_status(daemon: Daemon, api: str, job_id: str) -> dict[str, Any]:
+    status: dict[str, Any] = daemon.client.get_job(api, job_id)["job_status"]
+    return status
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of `pid`, from /proc (every thread's list)."""
+    found: set[int] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def workers_of(daemon: Daemon) -> set[int]:
+    """The daemon's live worker processes."""
+    assert daemon.process is not None
+    return {
+        pid
+        for pid in children(daemon.process.pid)
+        if "batchd.worker" in cmdline(pid) and pid_alive(pid)
+    }
+
+
+def pid_alive(pid: int) -> bool:
+    """Running, not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def pid_reaped(pid: int) -> bool:
+    """Gone from the process table: exited and waited for by its parent."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def processes_of_job(job_id: str) -> list[int]:
+    """Live processes whose environment names the job: workers and anything they started."""
+    needle = f"BATCHD_JOB_ID={job_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- the database, read directly -------------------------------------------------------
+
+
+def db_path(daemon: Daemon) -> Path:
+    return daemon.state_dir / DB_FILENAME
+
+
+@contextlib.contextmanager
+def read_only(daemon: Daemon) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{db_path(daemon)}?mode=ro", uri=True, timeout=30)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def integrity_check(daemon: Daemon) -> str:
+    with read_only(daemon) as conn:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    return "; ".join(str(row[0]) for row in rows)
+
+
+def job_range(key: int) -> tuple[int, int]:
+    """A job's batch ids: its key in the high 32 bits, the batch's seq in the low."""
+    return key << 32, (key << 32) | 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    seq: int
+    state: str
+    attempts: int
+    lease_token: int | None
+
+
+def batch_rows(daemon: Daemon, job_id: str) -> dict[int, BatchRow]:
+    with read_only(daemon) as conn:
+        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        rows = conn.execute(
+            "SELECT id & 4294967295, state, attempts, lease_token FROM batches "
+            "WHERE id BETWEEN ? AND ? ORDER BY id",
+            job_range(key),
+        ).fetchall()
+    return {row[0]: BatchRow(*row) for row in rows}
+
+
+def failure_rows(daemon: Daemon, job_id: str) -> dict[int, list[tuple[int, str]]]:
+    """Per batch seq: (attempt, error) of every failed attempt."""
+    with read_only(daemon) as conn:
+        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        rows = conn.execute(
+            "SELECT batch & 4294967295, attempt, error FROM failures "
+            "WHERE batch BETWEEN ? AND ? ORDER BY batch, attempt",
+            job_range(key),
+        ).fetchall()
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for seq, attempt, error in rows:
+        found[seq].append((attempt, error))
+    return found
+
+
+def seq_of(batch_id: str) -> int:
+    return int(batch_id.rsplit("-", 1)[1])
+
+
+def check_attempts(
+    daemon: Daemon,
+    job_id: str,
+    side: SideFile,
+    max_receive_count: int,
+    refunded: Counter[str] | None = None,
+) -> dict[int, BatchRow]:
+    """Per batch: calls (side file) <= attempts (database) <= max_receive_count, and every
+    attempt before the last is a recorded failure.
+
+    `refunded` counts calls cut off by an operator (stop, timeout, drain): their attempt
+    was given back, so they may exceed the attempts by that much."""
+    rows = batch_rows(daemon, job_id)
+    failures = failure_rows(daemon, job_id)
+    calls = side.calls()
+    for seq, row in rows.items():
+        key = f"{job_id}-{seq}"
+        ran = calls.get(key, 0) - (refunded or Counter()).get(key, 0)
+        assert ran <= row.attempts <= max_receive_count, (seq, ran, row)
+        failed = [attempt for attempt, _ in failures.get(seq, [])]
+        if row.state == "succeeded":
+            assert ran >= 1, f"batch {seq} succeeded without a recorded call"
+            assert failed == list(range(1, row.attempts)), (seq, row, failed)
+        elif row.state == "dead":
+            assert failed == list(range(1, row.attempts + 1)), (seq, row, failed)
+    return rows
+
+
+def seconds(start: float) -> float:
+    return round(time.monotonic() - start, 3)
+
+
+# -- a memory-limited cgroup for real OOM kills (cgroup v1, as in test_durability) -----
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Path]:
+    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill."""
+    try:
+        own = next(
+            line.split(":", 2)[2]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        )
+        path = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"faults-{secrets.token_hex(4)}"
+        path.mkdir()
+    except (StopIteration, OSError, IndexError) as exc:
+        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
+    try:
+        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
+        memsw = path / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(str(64 * 1024 * 1024))
+        yield path
+    finally:
+        kill_all([int(pid) for pid in (path / "cgroup.procs").read_text().split()])
+        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
+        path.rmdir()
+
+
+def memory_events_readable() -> bool:
+    """Whether batchd can tell OOM kills apart (cgroup v2 memory.events of its cgroup)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        if line.startswith("0::"):
+            return (Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.events").exists()
+    return False
+
+
+def unexplained_sigkill_error() -> str:
+    """What batchd reports for a SIGKILL it did not send (README: OOM detection)."""
+    return SIGKILL_ERROR if memory_events_readable() else OOM_ERROR

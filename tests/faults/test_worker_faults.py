@@ -1,0 +1,363 @@
+"""Scenarios 2, 3, 5 and 6: workers killed, hung, out of memory, or failing to start."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, wait_for, wait_job
+from tests.faults.conftest import (
+    OOM_ERROR,
+    SideFile,
+    batch_key,
+    batch_rows,
+    check_attempts,
+    failure_rows,
+    items_job,
+    job_status,
+    pid_alive,
+    seconds,
+    size,
+    unexplained_sigkill_error,
+    workers_of,
+)
+
+
+def test_random_worker_sigkills(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+    rng: random.Random,
+) -> None:
+    """2. Random worker SIGKILLs during a job
+    0 lost, 0 double-counted; each kill of a worker inside handle_batch costs that batch
+    exactly one attempt; calls <= attempts; the batch is redelivered (time reported).
+    """
+    total, kills, workers, max_receive_count = size(400, 4000), size(6, 60), 4, 10
+    daemon = make_daemon(max_workers=workers, max_worker_restarts=1000)
+    client = daemon.client
+    client.deploy(fault_api("wkill"))
+    job = items_job(
+        total, workers=workers, max_receive_count=max_receive_count, config={"delay": 0.02}
+    )
+    job_id = client.submit("wkill", job)["job_id"]
+    victims: list[tuple[int, float]] = []
+    while len(victims) < kills and job_status(daemon, "wkill", job_id)["status"] in (
+        "pending",
+        "running",
+    ):
+        time.sleep(rng.uniform(0.02, size(0.3, 0.5)))
+        pids = sorted(workers_of(daemon))
+        if not pids:
+            continue
+        pid = rng.choice(pids)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        victims.append((pid, time.time()))
+    final = wait_job(client, "wkill", job_id, timeout=size(120, 900))
+
+    events = side.events()
+    # A victim was inside handle_batch if it began a call it never finished.
+    cut: list[tuple[str, float]] = []
+    for pid, killed_at in victims:
+        mine = [e for e in events if e.pid == pid]
+        if mine and mine[-1].event == "call":
+            cut.append((mine[-1].key, killed_at))
+    redelivery = []
+    for key, killed_at in cut:
+        later = [e.t for e in events if e.key == key and e.event == "call" and e.t > killed_at]
+        assert later, f"batch {key} cut off by a kill was never redelivered"
+        redelivery.append(min(later) - killed_at)
+    results = list(client.results("wkill", job_id))
+    ids = {row["batch_id"] for row in results}
+    failures = failure_rows(daemon, job_id)
+    charged = sum(len(f) for f in failures.values())
+    figures.update(
+        batches=total,
+        kills=len(victims),
+        kills_inside_handle_batch=len(cut),
+        lost=total - len(ids),
+        double_counted=len(results) - len(ids),
+        charged_attempts=charged,
+        redelivery_median_s=round(statistics.median(redelivery), 3) if redelivery else "-",
+        redelivery_max_s=round(max(redelivery), 3) if redelivery else "-",
+    )
+    assert final["status"] == "succeeded", final
+    assert final["batch_metrics"]["succeeded"] == total
+    assert len(results) == len(ids) == total
+    assert ids == {batch_key(job_id, i) for i in range(total)}
+    rows = check_attempts(daemon, job_id, side, max_receive_count)
+    assert all(row.state == "succeeded" for row in rows.values())
+    # One charge per kill at most, and at least one for every batch a kill cut off.
+    assert len(cut) <= charged <= len(victims)
+    expected_error = unexplained_sigkill_error()
+    assert {error for f in failures.values() for _, error in f} <= {expected_error}
+    # A kill may land in on_job_complete: it runs again, and completes once.
+    hooks = side.of("hook")
+    assert hooks and all(h.extra == (str(total), "0", "0", "0") for h in hooks)
+    assert len(side.of("hook-done")) == 1
+
+
+@pytest.mark.parametrize("limit_from", ["job", "daemon"])
+def test_hung_handler_is_killed_at_batch_timeout(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+    limit_from: str,
+) -> None:
+    """3. A handler that hangs past batch_timeout (job field, or daemon config)
+    its worker dies at the limit (not before); the batch runs max_receive_count times, is
+    dead-lettered once with the time-limit error; other batches succeed; hook runs once.
+    """
+    total, limit, max_receive_count = size(8, 60), size(1.0, 2.0), 2
+    hang = size([3], [5, 17, 31, 44])
+    settings = {"batch_timeout": limit} if limit_from == "daemon" else {}
+    # Each time-limit kill counts as a worker death (README); hung batches retried back to
+    # back must not exhaust the restart budget here.
+    daemon = make_daemon(max_workers=4, max_worker_restarts=100, **settings)
+    client = daemon.client
+    client.deploy(fault_api("hangs"))
+    job = items_job(
+        total,
+        workers=size(2, 4),
+        max_receive_count=max_receive_count,
+        config={"hang": hang, "delay": 0.05},
+    )
+    if limit_from == "job":
+        job["batch_timeout"] = limit
+    job_id = client.submit("hangs", job)["job_id"]
+
+    # Watch the workers running the hanging batches and note when each one dies.
+    hang_keys = {batch_key(job_id, item) for item in hang}
+    deaths: dict[int, float] = {}
+    calls_at: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for event in side.of("call"):
+                if event.key in hang_keys:
+                    calls_at.setdefault(event.pid, event.t)
+            for pid in calls_at:
+                if pid not in deaths and not pid_alive(pid):
+                    deaths[pid] = time.time()
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        final = wait_job(client, "hangs", job_id, timeout=size(60, 300))
+        wait_for(lambda: len(deaths) == len(calls_at), what="hung workers to die")
+    finally:
+        done.set()
+        watcher.join()
+    latencies = [deaths[pid] - calls_at[pid] for pid in calls_at]
+    calls = side.calls()
+    dead = list(client.failed("hangs", job_id))
+    figures.update(
+        batches=total,
+        hanging=len(hang),
+        batch_timeout_s=limit,
+        kills=len(latencies),
+        kill_after_min_s=round(min(latencies), 3),
+        kill_after_max_s=round(max(latencies), 3),
+        dead_lettered=len(dead),
+        failed_attempts=final["batch_metrics"]["failed_attempts"],
+    )
+    assert final["status"] == "completed_with_failures", final
+    assert final["batch_metrics"]["succeeded"] == total - len(hang)
+    assert final["batch_metrics"]["failed"] == len(hang)
+    assert final["batch_metrics"]["failed_attempts"] == len(hang) * max_receive_count
+    assert {calls[key] for key in hang_keys} == {max_receive_count}
+    assert len(latencies) == len(hang) * max_receive_count
+    # The timer starts when the batch is handed over, a moment before the call begins.
+    assert all(limit - 0.25 <= latency <= limit + 1.5 for latency in latencies), latencies
+    assert sorted(d["batch_id"] for d in dead) == sorted(hang_keys)
+    assert {d["error"] for d in dead} == {f"batch exceeded its time limit of {limit:g}s"}
+    assert {d["attempts"] for d in dead} == {max_receive_count}
+    check_attempts(daemon, job_id, side, max_receive_count)
+    assert len(side.of("hook")) == 1
+
+
+def test_kernel_oom_kill(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+    memory_cgroup: Path,
+) -> None:
+    """5a. A batch that allocates past a cgroup v1 memory limit (real kernel OOM kill)
+    reported as an OOM kill on the batch (one attempt, dead-lettered at max_receive_count
+    1); the other batches succeed; the daemon keeps answering.
+    """
+    hogs = size(1, 3)
+    items = ["a", *[f"hog{i}" for i in range(hogs)], "b", "c"]
+    daemon = make_daemon(max_workers=2)
+    client = daemon.client
+    client.deploy(fault_api("oom", env={"OOM_CGROUP": str(memory_cgroup)}))
+    job = {
+        "workers": 2,
+        "max_receive_count": 1,
+        "item_list": {"items": items, "batch_size": 1},
+        "config": {"hog": [i for i in items if i.startswith("hog")]},
+    }
+    started = time.monotonic()
+    job_id = client.submit("oom", job)["job_id"]
+    final = wait_job(client, "oom", job_id, timeout=size(60, 180))
+    dead = list(client.failed("oom", job_id))
+    figures.update(
+        hogs=hogs,
+        reported_error=dead[0]["error"] if dead else "-",
+        job_status=final["status"],
+        job_s=seconds(started),
+    )
+    assert final["status"] == "completed_with_failures", final
+    assert final["batch_metrics"]["succeeded"] == len(items) - hogs
+    assert sorted(d["payload"][0] for d in dead) == sorted(i for i in items if i.startswith("hog"))
+    assert {d["error"] for d in dead} == {OOM_ERROR}
+    assert {d["attempts"] for d in dead} == {1}
+    with urllib.request.urlopen(daemon.url + "/healthz", timeout=30) as response:
+        assert response.status == 200
+    assert len(side.of("hook")) == 1
+
+
+def test_plain_sigkill_from_outside(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+) -> None:
+    """5b. A worker killed with a plain SIGKILL from outside, inside handle_batch
+    reported per the documented rule: OOM where cgroup v2 memory.events cannot be read
+    (fallback), "killed by SIGKILL" where it can; one attempt; the daemon keeps answering.
+    """
+    victims = size(1, 3)
+    items = ["a", *[f"victim{i}" for i in range(victims)], "b"]
+    daemon = make_daemon(max_workers=2)
+    client = daemon.client
+    client.deploy(fault_api("sigkill"))
+    job = {
+        "workers": 2,
+        "max_receive_count": 1,
+        "item_list": {"items": items, "batch_size": 1},
+        "config": {"hang": [i for i in items if i.startswith("victim")]},
+    }
+    job_id = client.submit("sigkill", job)["job_id"]
+    keys = {batch_key(job_id, n) for n, item in enumerate(items) if item.startswith("victim")}
+    killed: set[str] = set()
+    while killed != keys:
+        running = wait_for(
+            lambda: [e for e in side.of("call") if e.key in keys - killed and pid_alive(e.pid)],
+            what="a victim batch to start",
+        )
+        os.kill(running[0].pid, signal.SIGKILL)
+        killed.add(running[0].key)
+    final = wait_job(client, "sigkill", job_id)
+    dead = list(client.failed("sigkill", job_id))
+    figures.update(
+        killed=victims,
+        memory_events_readable=unexplained_sigkill_error() != OOM_ERROR,
+        reported_error=dead[0]["error"] if dead else "-",
+        job_status=final["status"],
+    )
+    assert final["status"] == "completed_with_failures", final
+    assert final["batch_metrics"]["succeeded"] == len(items) - victims
+    assert sorted(d["batch_id"] for d in dead) == sorted(keys)
+    assert {d["error"] for d in dead} == {unexplained_sigkill_error()}
+    assert {d["attempts"] for d in dead} == {1}
+    with urllib.request.urlopen(daemon.url + "/healthz", timeout=30) as response:
+        assert response.status == 200
+    assert daemon.process is not None and daemon.process.poll() is None
+
+
+def test_init_raises(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+) -> None:
+    """6a. __init__ raising
+    the job ends worker_error within seconds with the traceback in its status; no
+    attempt burned (every batch still queued, attempts 0); no batch ever called.
+    """
+    total = size(10, 1000)
+    daemon = make_daemon(max_workers=4)
+    client = daemon.client
+    client.deploy(fault_api("initraise"))
+    started = time.monotonic()
+    job_id = client.submit("initraise", items_job(total, workers=4, config={"init_fail": "raise"}))[
+        "job_id"
+    ]
+    final = wait_job(client, "initraise", job_id)
+    elapsed = seconds(started)
+    rows = batch_rows(daemon, job_id)
+    figures.update(
+        batches=total,
+        to_worker_error_s=elapsed,
+        inits=len(side.of("init")),
+        attempts_burned=sum(row.attempts for row in rows.values()),
+    )
+    assert final["status"] == "worker_error", final
+    assert "RuntimeError: cannot load the model: weights are corrupt" in final["error"]
+    assert "Traceback (most recent call last)" in final["error"]
+    assert final["batch_metrics"]["failed_attempts"] == 0
+    assert final["batch_metrics"]["failed"] == 0
+    assert final["batches_in_queue"] == total
+    assert {(row.state, row.attempts) for row in rows.values()} == {("queued", 0)}
+    assert side.of("call") == []
+    assert elapsed < 30
+
+
+def test_init_exits(
+    make_daemon: Callable[..., Daemon],
+    fault_api: Callable[..., Path],
+    side: SideFile,
+    figures: dict[str, Any],
+) -> None:
+    """6b. __init__ calling os._exit(1)
+    the job ends worker_error through the restart budget (max_worker_restarts + 1 deaths in
+    a row), within seconds; no attempt burned; no batch ever called.
+    """
+    total, restarts = size(10, 1000), 3
+    daemon = make_daemon(max_workers=4, max_worker_restarts=restarts)
+    client = daemon.client
+    client.deploy(fault_api("initexit"))
+    started = time.monotonic()
+    job_id = client.submit("initexit", items_job(total, workers=2, config={"init_fail": "exit"}))[
+        "job_id"
+    ]
+    final = wait_job(client, "initexit", job_id)
+    elapsed = seconds(started)
+    rows = batch_rows(daemon, job_id)
+    inits = len(side.of("init"))
+    figures.update(
+        batches=total,
+        max_worker_restarts=restarts,
+        to_worker_error_s=elapsed,
+        worker_starts=inits,
+        attempts_burned=sum(row.attempts for row in rows.values()),
+    )
+    assert final["status"] == "worker_error", final
+    assert f"workers died {restarts + 1} times in a row" in final["error"]
+    assert "worker exited with code 1" in final["error"]
+    assert final["batch_metrics"]["failed_attempts"] == 0
+    assert final["batches_in_queue"] == total
+    assert {(row.state, row.attempts) for row in rows.values()} == {("queued", 0)}
+    assert side.of("call") == []
+    # Two workers start together, so one may die after the budget is spent.
+    assert restarts + 1 <= inits <= restarts + 2
+    assert elapsed < 30
