@@ -66,9 +66,10 @@ def start_group_guard() -> None:
     """Fork a tiny guard that kills this worker's whole process group once the worker is
     gone (however it went, the daemon's death included), so nothing a handler started -
     a subprocess, a pool - outlives it. The worker leads its own process group."""
-    if not sys.platform.startswith("linux"):
-        return
     worker = os.getpid()
+    if not sys.platform.startswith("linux") or os.getpgrp() != worker:
+        # Not a group of our own (run by hand, not by the daemon): nothing safe to kill.
+        return
     if os.fork() != 0:
         return
     try:
