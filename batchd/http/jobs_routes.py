@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -117,56 +118,43 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 
 async def stop(request: web.Request) -> web.Response:
-    services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    services, job = await _target(request)
     await services.scheduler.stop_job(job.job_id)
     return web.json_response({"message": f"stopped job {job.job_id}"})
 
 
 async def results(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    job = await _job_of(services, api.name, required_query(request, "jobID"))
-    _require_unpruned(job)
-    response = web.StreamResponse(headers={"Content-Type": NDJSON})
-    await response.prepare(request)
-    async for row in services.store.results(job.job_id):
-        line = b'{"batch_id":%s,"result":%s}\n' % (
-            json.dumps(batch_id(job.job_id, row.seq)).encode(),
-            row.result,
-        )
-        await response.write(line)
-    await response.write_eof()
-    return response
+    services, job = await _target(request, unpruned=True)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for row in services.store.results(job.job_id):
+            name = json.dumps(batch_id(job.job_id, row.seq)).encode()
+            yield b'{"batch_id":%s,"result":%s}\n' % (name, row.result)
+
+    return await _stream(request, lines())
 
 
 async def failed(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    job = await _job_of(services, api.name, required_query(request, "jobID"))
-    _require_unpruned(job)
-    response = web.StreamResponse(headers={"Content-Type": NDJSON})
-    await response.prepare(request)
-    async for dead in services.store.dead_letters(job.job_id):
-        record = {
-            "batch_id": batch_id(job.job_id, dead.seq),
-            "attempts": dead.attempts,
-            "error": dead.error,
-            "traceback": dead.traceback,
-        }
-        head = json.dumps(record, ensure_ascii=False)[:-1].encode()
-        await response.write(head + b',"payload":' + dead.payload + b"}\n")
-    await response.write_eof()
-    return response
+    services, job = await _target(request, unpruned=True)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for dead in services.store.dead_letters(job.job_id):
+            record = {
+                "batch_id": batch_id(job.job_id, dead.seq),
+                "attempts": dead.attempts,
+                "error": dead.error,
+                "traceback": dead.traceback,
+            }
+            # The payload is stored as JSON: spliced in, not decoded and encoded again.
+            head = json.dumps(record, ensure_ascii=False)[:-1].encode()
+            yield head + b',"payload":' + dead.payload + b"}\n"
+
+    return await _stream(request, lines())
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     """The job's log as JSON lines; `follow=true` streams until the job ends."""
-    services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    job = await _job_of(services, api.name, required_query(request, "jobID"))
-    _require_unpruned(job)
+    services, job = await _target(request, unpruned=True)
     follow = bool_query(request, "follow")
     level = request.query.get("level")
     if level is not None and level.upper() not in LEVELS:
@@ -176,26 +164,20 @@ async def logs(request: web.Request) -> web.StreamResponse:
         current = await services.store.get_job(job.job_id)
         return current is None or current.status.terminal
 
-    response = web.StreamResponse(headers={"Content-Type": NDJSON})
-    await response.prepare(request)
-    async for line in services.joblogs.read(
+    lines = services.joblogs.read(
         job.job_id,
         min_level=level,
         batch_id=request.query.get("batchID"),
         follow=follow,
         job_ended=job_ended,
-    ):
-        await response.write(line)
-    await response.write_eof()
-    return response
+    )
+    return await _stream(request, lines)
 
 
 async def retry(request: web.Request) -> web.Response:
     """Submit a new job made of the dead-lettered batches, on the API's latest version."""
-    services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    original = await _job_of(services, api.name, required_query(request, "jobID"))
-    _require_unpruned(original)
+    services, original = await _target(request, unpruned=True)
+    api = await services.registry.require(original.api_name)
     payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
     if not payloads:
         raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
@@ -217,6 +199,25 @@ async def retry(request: web.Request) -> web.Response:
     record = await services.store.create_job(job, payloads)
     services.scheduler.admit(record)
     return web.json_response(views.job_spec(record))
+
+
+async def _target(request: web.Request, unpruned: bool = False) -> tuple[Services, JobRecord]:
+    """The services and the job that `/batch/<api>...?jobID=` names."""
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["api"])
+    job = await _job_of(services, api.name, required_query(request, "jobID"))
+    if unpruned:
+        _require_unpruned(job)
+    return services, job
+
+
+async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    async for line in lines:
+        await response.write(line)
+    await response.write_eof()
+    return response
 
 
 async def _job_of(services: Services, api_name: str, job_id: str) -> JobRecord:
