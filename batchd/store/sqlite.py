@@ -601,32 +601,32 @@ class SqliteStore:
             return int(await self._scalar(self._w, "PRAGMA freelist_count"))
 
     async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
-        first, last = _batch_range(await self._key(job_id))
-        after = first - 1
-        while True:
-            sql = (
-                "SELECT b.id, b.payload, b.attempts, f.error, f.traceback FROM batches b "
-                "LEFT JOIN failures f ON f.batch = b.id AND f.attempt = b.attempts "
-                "WHERE b.state = 'dead' AND b.id > ? AND b.id <= ? ORDER BY b.id LIMIT ?"
-            )
-            rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
-            for row in rows:
-                yield DeadLetter(_seq(row[0]), bytes(row[1]), row[2], row[3], row[4])
-            if len(rows) < STREAM_PAGE_ROWS:
-                return
-            after = rows[-1][0]
+        sql = (
+            "SELECT b.id, b.payload, b.attempts, f.error, f.traceback FROM batches b "
+            "LEFT JOIN failures f ON f.batch = b.id AND f.attempt = b.attempts "
+            "WHERE b.state = 'dead' AND b.id > ? AND b.id <= ? ORDER BY b.id LIMIT ?"
+        )
+        async for row in self._pages(job_id, sql):
+            yield DeadLetter(_seq(row[0]), bytes(row[1]), row[2], row[3], row[4])
 
     async def results(self, job_id: str) -> AsyncIterator[Result]:
+        sql = (
+            "SELECT id, result FROM batches WHERE id > ? AND id <= ? "
+            "AND state = 'succeeded' AND result IS NOT NULL ORDER BY id LIMIT ?"
+        )
+        async for row in self._pages(job_id, sql):
+            yield Result(_seq(row[0]), bytes(row[1]))
+
+    async def _pages(self, job_id: str, sql: str) -> AsyncIterator[Any]:
+        """Rows of a job's batches a page at a time (keyset paging on the batch id), so a
+        million results stream without holding a read snapshot or the lot in memory.
+        `sql` takes (after_id, last_id, limit) and selects the id first."""
         first, last = _batch_range(await self._key(job_id))
         after = first - 1
         while True:
-            sql = (
-                "SELECT id, result FROM batches WHERE id > ? AND id <= ? "
-                "AND state = 'succeeded' AND result IS NOT NULL ORDER BY id LIMIT ?"
-            )
             rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
             for row in rows:
-                yield Result(_seq(row[0]), bytes(row[1]))
+                yield row
             if len(rows) < STREAM_PAGE_ROWS:
                 return
             after = rows[-1][0]
