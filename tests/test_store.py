@@ -205,3 +205,16 @@ async def test_concurrent_successes_share_commits_and_keep_their_counts(
     counts = await asyncio.gather(*calls, stale)
     assert counts == [1] * 50 + [0]
     assert (await store.counts(job_id)).succeeded == 50
+
+
+async def test_results_and_dead_letters_page_through_every_row(store: SqliteStore) -> None:
+    job_id = await running_job(store, 2500, max_receive_count=1)
+    leases = await store.lease(job_id, 2500, 60)
+    ok = [Success(lease.seq, lease.token, 0.0, b"%d" % lease.seq) for lease in leases[:1200]]
+    assert await store.succeed(job_id, ok) == 1200
+    for lease in leases[1200:]:
+        await store.fail(job_id, Failure(lease.seq, lease.token, "no", None), 1)
+    results = [(r.seq, r.result) async for r in store.results(job_id)]
+    assert results == [(seq, b"%d" % seq) for seq in range(1, 1201)]
+    dead = [d.seq async for d in store.dead_letters(job_id)]
+    assert dead == list(range(1201, 2501))
