@@ -123,7 +123,9 @@ class ApiRegistry:
 
     async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
         api = await self.version(job.api_name, job.api_version)
-        spec = ApiSpec.model_validate({k: api.spec[k] for k in ("name", "handler", "compute")})
+        spec = ApiSpec.model_validate(
+            {k: api.spec[k] for k in ("name", "handler", "compute") if k in api.spec}
+        )
         env = dict(os.environ)
         env.update(api.dotenv)
         env.update(spec.handler.env)

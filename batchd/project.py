@@ -155,12 +155,20 @@ def parse_size(text: str) -> int:
     return size
 
 
+class RetentionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Days this API's finished jobs are kept; None: the daemon's retention_days.
+    days: float | None = Field(default=None, gt=0)
+
+
 class ApiSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     handler: HandlerSpec
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
 
     @field_validator("name")
     @classmethod

@@ -32,11 +32,24 @@ class Pruner:
         self.retention_days = retention_days
         self._lock = asyncio.Lock()
 
+    async def _retention_by_api(self) -> dict[str, float]:
+        """An API's `[retention] days` (its latest version) overrides the daemon's."""
+        return {
+            api.name: float(days)
+            for api in await self.store.list_apis()
+            if (days := (api.spec.get("retention") or {}).get("days")) is not None
+        }
+
     async def prune(self, dry_run: bool = False, now: float | None = None) -> PruneReport:
-        cutoff = (now or time.time()) - self.retention_days * 86400
+        now = now or time.time()
+        by_api = await self._retention_by_api()
+        shortest = min([self.retention_days, *by_api.values()])
         report = PruneReport(dry_run=dry_run, retention_days=self.retention_days)
         async with self._lock:
-            for job in await self.store.prunable_jobs(cutoff):
+            for job in await self.store.prunable_jobs(now - shortest * 86400):
+                days = by_api.get(job.api_name, self.retention_days)
+                if job.end_time is None or job.end_time >= now - days * 86400:
+                    continue
                 report.jobs.append(job.job_id)
                 report.log_bytes += _size(self.joblogs.path(job.job_id))
                 if dry_run:

@@ -111,3 +111,41 @@ def test_prune_old_jobs_reclaims_space_and_spares_running_ones(
     wait_for(lambda: len(list(client.results("slow", running["job_id"]))) == 2, what="results")
     with sqlite3.connect(daemon.state_dir / DB_FILENAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def fill_two_apis(state: Path) -> dict[str, list[str]]:
+    store = SqliteStore(state / DB_FILENAME)
+    await store.open()
+    ids: dict[str, list[str]] = {"short": [], "hello": []}
+    for api in ids:
+        for _ in range(5):
+            job = NewJob(new_job_id(), api, 1, "item_list", 1, {}, None, 3, 0, time.time())
+            await store.create_job(job, [b"[1]"])
+            await store.set_status(job.job_id, JobStatus.SUCCEEDED)
+            ids[api].append(job.job_id)
+    await store.close()
+    with sqlite3.connect(state / DB_FILENAME) as conn:
+        conn.execute("UPDATE jobs SET end_time = end_time - 2 * 86400")
+    return ids
+
+
+def test_an_api_can_keep_its_jobs_for_less_time(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path]
+) -> None:
+    daemon = make_daemon(start=False)
+    daemon.state_dir.mkdir(parents=True)
+    ids = asyncio.run(fill_two_apis(daemon.state_dir))
+    daemon.start()
+    client = daemon.client
+    client.deploy(EXAMPLE)
+    short = make_project(
+        "short",
+        "class Handler:\n    def __init__(self, config): pass\n"
+        "    def handle_batch(self, payload): pass\n",
+        extra_toml="[retention]\ndays = 1\n",
+    )
+    assert client.deploy(short)["retention"] == {"days": 1.0}
+    # Ended two days ago: past the API's 1 day, within the daemon's 30.
+    report = post(daemon, "/admin/prune")
+    assert sorted(report["jobs"]) == sorted(ids["short"])
+    assert post(daemon, "/admin/prune?dryRun=true")["jobs"] == []

@@ -28,6 +28,7 @@ def api_summary(api: ApiRecord) -> dict[str, Any]:
         "handler": {key: value for key, value in api.spec["handler"].items() if key != "env"}
         | {"env": sorted(api.spec["handler"].get("env", {}))},
         "compute": api.spec["compute"],
+        "retention": api.spec.get("retention"),
         "files": api.spec.get("files"),
         "size": api.spec.get("size"),
     }
