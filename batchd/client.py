@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import sys
 import time
 import types
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+UNIX_SCHEME = "http+unix"
 DEFAULT_URL = "http://127.0.0.1:8780"
 ENV_URL = "BATCHD_URL"
 ENV_TOKEN = "BATCHD_TOKEN"
@@ -249,7 +251,7 @@ class Client:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
+            response: http.client.HTTPResponse = _OPENER.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             with exc:
                 raise _error_from(exc) from None
@@ -293,6 +295,38 @@ class Client:
 
     def _unreachable(self, reason: object) -> BatchdError:
         return BatchdError(0, f"cannot reach batchd at {self.url}: {reason}")
+
+
+class _UnixSocketConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket; the URL's host is the socket's path, percent-encoded."""
+
+    def __init__(self, host: str, timeout: float | None = None, **_: Any) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = urllib.parse.unquote(host)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+class _UnixSocketHandler(urllib.request.AbstractHTTPHandler):
+    def unix_socket_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_UnixSocketConnection, request)
+
+
+# urllib finds a scheme's handler method by name: "http+unix_open" for http+unix:// URLs.
+setattr(_UnixSocketHandler, f"{UNIX_SCHEME}_open", _UnixSocketHandler.unix_socket_open)
+setattr(
+    _UnixSocketHandler, f"{UNIX_SCHEME}_request", urllib.request.AbstractHTTPHandler.do_request_
+)
+_OPENER = urllib.request.build_opener(_UnixSocketHandler())
+
+
+def unix_socket_url(path: str) -> str:
+    """The URL of a daemon listening on the Unix socket at `path`."""
+    return f"{UNIX_SCHEME}://{urllib.parse.quote(path, safe='')}"
 
 
 def _endpoint(api_name: str) -> str:

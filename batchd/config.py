@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +11,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchd import constants
+from batchd.client import unix_socket_url
+
+# listen = "unix:/run/batchd/batchd.sock" serves on a Unix socket instead of TCP.
+UNIX_PREFIX = "unix:"
 
 
 class ConfigError(Exception):
@@ -47,6 +52,8 @@ class DaemonConfig(BaseModel):
     max_worker_restarts: int = Field(default=5, ge=0)
     restart_backoff: float = Field(default=0.5, ge=0)
     max_restart_backoff: float = Field(default=30.0, ge=0)
+    socket_mode: str = "0660"
+    socket_group: str | None = None
     sqlite_synchronous: Literal["full", "normal"] = "full"
     checkpoint_interval: float = Field(default=300.0, gt=0)
     retention_days: float = Field(default=30.0, gt=0)
@@ -54,8 +61,25 @@ class DaemonConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
+        if value.startswith(UNIX_PREFIX):
+            if not value[len(UNIX_PREFIX) :].startswith("/"):
+                raise ValueError(f"a Unix socket must be an absolute path: {value!r}")
+            return value
         parse_listen(value)
         return value
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _check_socket_mode(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value):
+            raise ValueError(f"socket_mode must be octal like 0660, got {value!r}")
+        return value
+
+    @property
+    def unix_socket(self) -> Path | None:
+        if self.listen.startswith(UNIX_PREFIX):
+            return Path(self.listen[len(UNIX_PREFIX) :])
+        return None
 
     @property
     def host(self) -> str:
@@ -75,6 +99,8 @@ class DaemonConfig(BaseModel):
 
     @property
     def base_url(self) -> str:
+        if self.unix_socket is not None:
+            return unix_socket_url(str(self.unix_socket))
         host = self.host
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"

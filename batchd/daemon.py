@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import grp
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -36,6 +40,8 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 def check_exposure(config: DaemonConfig, tokens: Tokens) -> None:
     """Anyone who can reach the API can run code as batchd: off loopback, demand a token."""
+    if config.unix_socket is not None:
+        return
     if config.host not in LOOPBACK_HOSTS and tokens.full is None:
         raise ConfigError(
             f"listen: refusing to listen on {config.listen} without authentication; "
@@ -49,6 +55,7 @@ async def serve(
     tokens = tokens or Tokens(None, None)
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
+    lock = _lock_state_dir(state)
     store = open_store(state, config.sqlite_synchronous)
     await store.open()
     worker_token = tokens.full.decode() if tokens.full else None
@@ -82,8 +89,7 @@ async def serve(
             app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
         )
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-        await site.start()
+        await _start_site(runner, config)
         notifier.notify("READY=1")
         log.info(
             "batchd ready",
@@ -111,8 +117,34 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+    lock.close()
     log.info("batchd stopped")
     return 0
+
+
+def _lock_state_dir(state: Path) -> TextIO:
+    """One daemon per state dir: two writers would break the one-writer design."""
+    lock = (state / "daemon.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"state_dir: another batchd is already using {state}") from None
+    return lock
+
+
+async def _start_site(runner: web.AppRunner, config: DaemonConfig) -> None:
+    path = config.unix_socket
+    if path is None:
+        await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A socket file left by a daemon that was killed: nobody listens on it any more.
+    path.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(path)).start()
+    os.chmod(path, int(config.socket_mode, 8))
+    if config.socket_group is not None:
+        os.chown(path, -1, grp.getgrnam(config.socket_group).gr_gid)
 
 
 async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: Path) -> None:
@@ -131,11 +163,15 @@ def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     try:
         tokens = load_tokens(config)
         check_exposure(config, tokens)
+        return _run_loop(serve(config, deploy_dirs, tokens))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(config, deploy_dirs, tokens))
-    return uvloop.run(serve(config, deploy_dirs, tokens))
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -84,6 +84,7 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "max_batches_per_worker",
         "token_file",
         "read_only_token_file",
+        "socket_group",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
@@ -127,6 +128,8 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         request_read_timeout = 5
         max_batches_per_job = 100
         checkpoint_interval = 30
+        socket_mode = "0600"
+        socket_group = "staff"
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -155,6 +158,8 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "request_read_timeout": 5.0,
         "max_batches_per_job": 100,
         "checkpoint_interval": 30.0,
+        "socket_mode": "0600",
+        "socket_group": "staff",
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
