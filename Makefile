@@ -30,7 +30,7 @@ typecheck: $(VENV)/.installed
 check: lint typecheck test
 
 # The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
-# items...); rewrites tests/faults/RESULTS.md with the figures. Takes up to ~20 minutes.
+# items...); rewrites tests/faults/RESULTS.md with the figures. Takes about 7 minutes.
 faults: $(VENV)/.installed
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
