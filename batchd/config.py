@@ -39,6 +39,7 @@ class DaemonConfig(BaseModel):
     max_project_size: int = Field(default=32 * 1024 * 1024, ge=1)
     max_request_size: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_item_size: int = Field(default=256 * 1024, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=10_000)
     lease_timeout: float = Field(default=60.0, gt=0)
     batch_timeout: float | None = Field(default=None, gt=0)
     max_batches_per_worker: int | None = Field(default=None, ge=1)

@@ -91,6 +91,9 @@ class HandlerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
+    # Seconds one handle_batch call may run before its worker is killed; a job's own
+    # batch_timeout wins, the daemon's is the default.
+    batch_timeout: float | None = Field(default=None, gt=0)
     config: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     python: str | None = None

@@ -29,6 +29,7 @@ from batchd.errors import ApiError, bad_request, forbidden, invalid
 from batchd.globs import compile_glob, path_selected
 
 DEFAULT_MAX_RECEIVE_COUNT = 3
+DEFAULT_MAX_JSON_DEPTH = 64
 
 SourceKind = Literal["item_list", "delimited_files", "file_path_lister"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("item_list", "delimited_files", "file_path_lister")
@@ -144,7 +145,7 @@ class JobSubmission(_Strict):
         return self.max_receive_count
 
 
-def parse_submission(body: bytes) -> JobSubmission:
+def parse_submission(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> JobSubmission:
     try:
         data = _loads(body)
     except RecursionError as exc:
@@ -153,10 +154,24 @@ def parse_submission(body: bytes) -> JobSubmission:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise bad_request(f"request body must be a JSON object, not {_json_type(data)}")
+    if nested_deeper_than(data, max_depth):
+        raise bad_request(f"request body is nested deeper than {max_depth} levels (max_json_depth)")
     try:
         return JobSubmission.model_validate(data)
     except ValidationError as exc:
         raise _api_error(exc) from exc
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than `limit` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         checkpoint_interval = 30
         socket_mode = "0600"
         socket_group = "staff"
+        max_json_depth = 10
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -160,6 +161,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "checkpoint_interval": 30.0,
         "socket_mode": "0600",
         "socket_group": "staff",
+        "max_json_depth": 10,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

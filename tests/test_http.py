@@ -236,3 +236,17 @@ def test_delete_api_stops_its_jobs(daemon: Daemon, make_project: Any, tmp_path: 
     final = client.get_job("doomed", job["job_id"])["job_status"]
     assert final["status"] == "stopped"
     assert "deleted" in final["error"]
+
+
+def test_nesting_deeper_than_max_json_depth_is_400(make_daemon: Any) -> None:
+    daemon = make_daemon(max_json_depth=8)
+    daemon.client.deploy(EXAMPLE)
+    nested: Any = 1
+    for _ in range(8):
+        nested = [nested]
+    body = json.dumps({"item_list": {"items": [nested], "batch_size": 1}}).encode()
+    status, payload = request(daemon, "POST", "/batch/hello", body)
+    assert status == 400
+    assert "nested deeper than 8 levels (max_json_depth)" in error_of(payload)["message"]
+    shallow = json.dumps({"item_list": {"items": [[[1]]], "batch_size": 1}}).encode()
+    assert request(daemon, "POST", "/batch/hello", shallow)[0] == 200

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -494,6 +495,7 @@ def test_workers_run_under_the_apis_own_interpreter(
                     leaked = True
                 except ImportError:
                     leaked = False
+                batchd.logger.info("from the bare venv", extra={"leaked": leaked})
                 return {"prefix": sys.prefix, "leaked": leaked, "client": batchd.client().url}
         """,
         extra_toml=f'python = "{python}"\n',
@@ -510,6 +512,16 @@ def test_workers_run_under_the_apis_own_interpreter(
     assert wait_job(client, "otherpy", job["job_id"])["status"] == "succeeded"
     (row,) = list(client.results("otherpy", job["job_id"]))
     assert row["result"] == {"prefix": str(venv), "leaked": False, "client": daemon.url}
+
+    # The structured logger works there too, with its labels added by the daemon.
+    def logged() -> list[dict[str, Any]]:
+        records = client.stream_job_logs("otherpy", job["job_id"])
+        return [r for r in records if r["message"] == "from the bare venv"]
+
+    (record,) = wait_for(logged, what="the handler's log record")
+    assert record["leaked"] is False
+    assert record["labels"]["batchID"] == row["batch_id"]
+    assert record["labels"]["apiName"] == "otherpy"
 
 
 def test_batch_timeout_kills_a_hung_handler(daemon: Daemon, make_project: Project) -> None:
@@ -572,3 +584,30 @@ def test_batch_timeouts_do_not_count_as_a_crash_loop(
     final = wait_job(client, "slowpokes", job["job_id"])
     assert final["status"] == "completed_with_failures"
     assert final["batch_metrics"]["failed"] == 2
+
+
+def test_an_api_sets_the_batch_time_limit_and_a_job_overrides_it(
+    daemon: Daemon, make_project: Project
+) -> None:
+    client = daemon.client
+    project = make_project(
+        "apilimit",
+        "import time\nclass Handler:\n    def __init__(self, config): pass\n"
+        "    def handle_batch(self, payload):\n        time.sleep(payload[0])\n",
+    )
+    toml = project / "batchd.toml"
+    toml.write_text(
+        toml.read_text().replace('path = "handler.py"', 'path = "handler.py"\nbatch_timeout = 0.5')
+    )
+    client.deploy(project)
+    limited = client.submit(
+        "apilimit", {"max_receive_count": 1, "item_list": {"items": [30], "batch_size": 1}}
+    )
+    assert limited["batch_timeout"] == 0.5
+    final = wait_job(client, "apilimit", limited["job_id"])
+    assert final["status"] == "completed_with_failures"
+    own = client.submit(
+        "apilimit", {"batch_timeout": 60, "item_list": {"items": [1], "batch_size": 1}}
+    )
+    assert own["batch_timeout"] == 60
+    assert wait_job(client, "apilimit", own["job_id"])["status"] == "succeeded"

@@ -48,7 +48,7 @@ async def submit(request: web.Request) -> web.Response:
     config = services.config
     body = await read_body(request, config.max_request_size, config.request_read_timeout)
     # Parsing and splitting a large job is CPU work: keep the event loop answering.
-    submission = await asyncio.to_thread(parse_submission, body)
+    submission = await asyncio.to_thread(parse_submission, body, config.max_json_depth)
     plan = await asyncio.to_thread(
         plan_batches,
         submission,
@@ -79,7 +79,11 @@ async def submit(request: web.Request) -> web.Response:
         workers=submission.workers,
         config=submission.config,
         timeout=submission.timeout,
-        batch_timeout=submission.batch_timeout or services.config.batch_timeout,
+        batch_timeout=(
+            submission.batch_timeout
+            or api.spec["handler"].get("batch_timeout")
+            or config.batch_timeout
+        ),
         max_receive_count=submission.max_receive_count_value(),
         priority=submission.priority,
         created_at=time.time(),
