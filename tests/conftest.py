@@ -217,3 +217,27 @@ def _toml_inline(value: Any) -> str:
 
 def wait_job(client: Client, api: str, job_id: str, timeout: float = 90) -> dict[str, Any]:
     return client.wait(api, job_id, poll_interval=0.05, timeout=timeout)
+
+
+@pytest.fixture
+def make_tiny_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """A tmpfs of the given size in MiB, for filling the disk under a daemon; skips the
+    test where this machine does not let it mount one."""
+    mounts: list[Path] = []
+
+    def mount(size_mib: int) -> Path:
+        path = tmp_path / f"tiny{len(mounts)}"
+        path.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)

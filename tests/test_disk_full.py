@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,21 +15,8 @@ from tests.conftest import EXAMPLE, Daemon, wait_job
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        with contextlib.suppress(Exception):
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+def tiny_fs(make_tiny_fs: Callable[[int], Path]) -> Path:
+    return make_tiny_fs(8)
 
 
 def post(daemon: Daemon, body: dict[str, object]) -> tuple[int, dict[str, object]]:
