@@ -1,8 +1,8 @@
 """batchd: Cortex-style Batch API jobs on one machine.
 
 Kept free of heavy imports: handlers running under another interpreter import
-``batchd`` (for ``batchd.client()`` and, later, ``batchd.logger``) without the
-daemon's dependencies.
+``batchd`` (for ``batchd.client()`` and ``batchd.logger``) without the daemon's
+dependencies.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 def client(url: str | None = None, token: str | None = None) -> Client:
     """A client for the daemon; inside a worker it already points at the daemon running it."""
-    from batchd.client import Client
+    from batchd.client import client as make_client
 
-    return Client(url=url, token=token)
+    return make_client(url=url, token=token)
 
 
 def __getattr__(name: str) -> object:

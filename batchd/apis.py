@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
 from batchd import constants, views
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
-from batchd.pool import WorkerLaunch, default_python, worker_pythonpath
+from batchd.pool import WorkerLaunch, worker_pythonpath
 from batchd.project import ApiSpec, remove_snapshot, unpack_project
 from batchd.store.base import ApiRecord, JobRecord, Store
 
@@ -147,7 +148,7 @@ class ApiRegistry:
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,
-            python=spec.handler.python or default_python(),
+            python=spec.handler.python or sys.executable,
             cwd=self.snapshot_dir(api),
             env=env,
             labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},

@@ -359,7 +359,7 @@ class _CallableModule(types.ModuleType):
     hiding the ``batchd.client()`` function; so the module answers that call itself."""
 
     def __call__(self, url: str | None = None, token: str | None = None) -> Client:
-        return Client(url=url, token=token)
+        return client(url=url, token=token)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -360,7 +359,3 @@ def worker_pythonpath(runtime_dir: Path) -> Path:
         tmp.symlink_to(package, target_is_directory=True)
         tmp.replace(link)
     return shim
-
-
-def default_python() -> str:
-    return sys.executable

@@ -24,10 +24,6 @@ class Notifier:
             int(watchdog_usec) / 1_000_000 / 2 if watchdog_usec.isdigit() and mine else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, state: str) -> None:
         if not self._address:
             return

@@ -88,9 +88,7 @@ async def submit(request: web.Request) -> web.Response:
         priority=submission.priority,
         created_at=time.time(),
     )
-    record = await services.store.create_job(job, plan.payloads)
-    services.scheduler.admit(record)
-    return web.json_response(views.job_spec(record))
+    return await _start(services, job, plan.payloads)
 
 
 def _require_gpus(services: Services, api: ApiRecord) -> None:
@@ -200,6 +198,11 @@ async def retry(request: web.Request) -> web.Response:
         created_at=time.time(),
         retry_of=original.job_id,
     )
+    return await _start(services, job, payloads)
+
+
+async def _start(services: Services, job: NewJob, payloads: list[bytes]) -> web.Response:
+    """Store the job with all its batches (one transaction), then let the scheduler run it."""
     record = await services.store.create_job(job, payloads)
     services.scheduler.admit(record)
     return web.json_response(views.job_spec(record))
