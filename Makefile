@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8780
 STATE  ?= .batchd
 WHEELHOUSE ?= dist/wheelhouse
 
-.PHONY: serve test lint typecheck check clean wheelhouse faults
+.PHONY: serve test lint typecheck check clean wheelhouse faults bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ test: $(VENV)/.installed
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check batchd tests
-	$(BIN)/ruff format --check batchd tests
+	$(BIN)/ruff check batchd tests bench
+	$(BIN)/ruff format --check batchd tests bench
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -33,6 +33,16 @@ check: lint typecheck test
 # items...); rewrites tests/faults/RESULTS.md with the figures. Takes about 7 minutes.
 faults: $(VENV)/.installed
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
+
+# The benchmark suite (bench/) at full size, 3 runs, against huey and the limits; rewrites
+# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 20 minutes.
+# BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1".
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # batchd and every runtime dependency as wheels, for an offline install:
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd

@@ -1,0 +1,114 @@
+"""python -m bench [--quick] [--runs N] [--only W1,...] [--out PATH]
+
+Runs the workloads against batchd of this checkout (and its peers) and writes RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from bench import (
+    admission,
+    huey_peer,
+    latency,
+    memory,
+    report,
+    status_load,
+    sync_modes,
+    w1_batch100,
+    w1_drain,
+    w2_work,
+)
+from bench.common import FULL, QUICK, Context, Result, progress
+
+WORKLOADS: list[ModuleType] = [
+    w1_drain,
+    w1_batch100,
+    sync_modes,
+    w2_work,
+    admission,
+    latency,
+    memory,
+    status_load,
+]
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    keys = ", ".join(module.KEY for module in WORKLOADS)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run (a smoke test)")
+    parser.add_argument("--runs", type=int, help="runs per workload (default 3; 1 with --quick)")
+    parser.add_argument("--only", help=f"comma-separated workloads, of: {keys}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report path")
+    parser.add_argument("--no-huey", action="store_true", help="skip the huey peer")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dirs (logs)")
+    args = parser.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def select(only: str | None) -> list[ModuleType]:
+    if not only:
+        return WORKLOADS
+    wanted = {key.strip().lower() for key in only.split(",") if key.strip()}
+    known = {module.KEY.lower() for module in WORKLOADS}
+    unknown = wanted - known
+    if unknown:
+        raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    return [module for module in WORKLOADS if module.KEY.lower() in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    modules = select(args.only)
+    sizes = QUICK if args.quick else FULL
+    runs = args.runs or (1 if args.quick else 3)
+    use_huey = not args.no_huey and huey_peer.available()
+    workdir = Path(tempfile.mkdtemp(prefix="batchd-bench-"))
+    ctx = Context(sizes=sizes, runs=runs, quick=args.quick, huey=use_huey, workdir=workdir)
+    started, clock = report.now(), time.monotonic()
+    progress(
+        f"bench: {', '.join(m.KEY for m in modules)}; {'quick' if args.quick else 'full'} sizes, "
+        f"{runs} run(s); huey {'on' if use_huey else 'off'}; temp dir {workdir}"
+    )
+    results: list[Result] = []
+    try:
+        for module in modules:
+            begun = time.monotonic()
+            progress(f"{module.KEY}: {module.TITLE}")
+            try:
+                result: Result = module.run(ctx)
+            except Exception as exc:
+                traceback.print_exc()
+                result = Result(module.KEY, module.TITLE, "", error=f"{type(exc).__name__}: {exc}")
+            result.seconds = time.monotonic() - begun
+            results.append(result)
+            progress(f"{module.KEY}: done in {result.seconds:.0f} s")
+            text = report.render(results, ctx, started, time.monotonic() - clock)
+            args.out.write_text(text)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    progress(f"wrote {args.out} ({(time.monotonic() - clock) / 60:.1f} min)")
+    for result in results:
+        for target in result.targets:
+            if target.bound is not None:
+                progress(f"  {report.target_row(target)}")
+    failed = [r.key for r in results if r.error]
+    if failed:
+        progress(f"FAILED: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
