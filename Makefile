@@ -17,8 +17,19 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(BIN)/pytest -q
+
+# The dashboard tests (tests/test_ui.py) drive Debian's Chromium. Best effort: as root with
+# apt, install it when missing; otherwise those tests skip and say why.
+.PHONY: browser
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "warning: could not install chromium; tests/test_ui.py will be skipped"; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check batchd tests bench

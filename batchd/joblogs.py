@@ -70,11 +70,13 @@ class JobLogs:
         batch_id: str | None = None,
         follow: bool = False,
         job_ended: Callable[[], Awaitable[bool]] | None = None,
+        start: int = 0,
     ) -> AsyncIterator[bytes]:
-        """Yield the job's log lines; with `follow`, keep yielding until the job ends."""
+        """Yield the job's log lines from byte `start` (a line's start, see `tail_offset`);
+        with `follow`, keep yielding until the job ends."""
         threshold = LEVELS.get(min_level.upper(), 0) if min_level else 0
         path = self.path(job_id)
-        offset = 0
+        offset = start
         pending = b""
         while True:
             ended = not follow or self._closing or (job_ended is not None and await job_ended())
@@ -88,6 +90,31 @@ class JobLogs:
                 return
             if not chunk:
                 await asyncio.sleep(LOG_FOLLOW_POLL_INTERVAL)
+
+
+def tail_offset(path: Path, lines: int, block: int = 64 * 1024) -> int:
+    """The byte offset where the file's last `lines` lines start (0 when it has fewer),
+    read backwards a block at a time, so a huge log costs only its tail."""
+    try:
+        with path.open("rb") as log:
+            end = log.seek(0, 2)
+            position, newlines = end, 0
+            while position > 0:
+                size = min(block, position)
+                position -= size
+                log.seek(position)
+                chunk = log.read(size)
+                # The file's last byte ends the last line; it is not a line start.
+                stop = len(chunk) - 1 if position + size == end else len(chunk)
+                index = chunk.rfind(b"\n", 0, stop)
+                while index != -1:
+                    newlines += 1
+                    if newlines == lines:
+                        return position + index + 1
+                    index = chunk.rfind(b"\n", 0, index)
+            return 0
+    except FileNotFoundError:
+        return 0
 
 
 def _read_from(path: Path, offset: int) -> bytes:

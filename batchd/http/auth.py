@@ -11,6 +11,7 @@ from aiohttp.typedefs import Middleware
 
 from batchd.config import ConfigError, DaemonConfig
 from batchd.http.app import Handler, error_response
+from batchd.http.ui_routes import is_public
 
 OPEN_PATHS = frozenset({"/healthz"})
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -53,7 +54,8 @@ def _matches(given: bytes, expected: bytes | None) -> bool:
 def auth_middleware(tokens: Tokens) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        # The dashboard's static files hold no data; its data calls carry the token.
+        if request.path in OPEN_PATHS or is_public(request.path):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         token = given.strip().encode()

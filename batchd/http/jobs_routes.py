@@ -22,7 +22,7 @@ from batchd.http.body import (
     require_content_type,
     required_query,
 )
-from batchd.joblogs import LEVELS
+from batchd.joblogs import LEVELS, tail_offset
 from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
 from batchd.submission import parse_submission, plan_batches
 
@@ -37,6 +37,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/batch/{api}/failed", failed)
     app.router.add_post("/batch/{api}/retry", retry)
     app.router.add_get("/batch/{api}/logs", logs)
+    app.router.add_get("/jobs", all_jobs)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -115,8 +116,34 @@ async def get_jobs(request: web.Request) -> web.Response:
             }
         )
     limit = int_query(request, "limit", default=100, minimum=1, maximum=10_000)
-    jobs = await services.store.list_jobs(api.name, limit)
+    before = await _cursor(services, request, {api.name})
+    jobs = await services.store.list_jobs_page([api.name], limit, before)
     return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
+
+
+async def all_jobs(request: web.Request) -> web.Response:
+    """Jobs of every deployed API, newest first; `active=true` keeps pending and running."""
+    services = services_of(request)
+    names = {api.name for api in await services.store.list_apis()}
+    active = bool_query(request, "active")
+    limit = int_query(request, "limit", default=100, minimum=1, maximum=1_000)
+    before = await _cursor(services, request, names)
+    jobs = await services.store.list_jobs_page(sorted(names), limit, before, active)
+    return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
+
+
+async def _cursor(services: Services, request: web.Request, api_names: set[str]) -> str | None:
+    """`before`: the id of the last job of the previous page (jobs older than it follow)."""
+    before = request.query.get("before")
+    if before is None:
+        return None
+    job = await services.store.get_job(before) if before else None
+    if job is None or job.api_name not in api_names:
+        raise bad_request(
+            f"query parameter before must be the id of a job in this listing, not {before[:64]!r}",
+            "before",
+        )
+    return job.job_id
 
 
 async def stop(request: web.Request) -> web.Response:
@@ -138,9 +165,14 @@ async def results(request: web.Request) -> web.StreamResponse:
 
 async def failed(request: web.Request) -> web.StreamResponse:
     services, job = await _target(request, unpruned=True)
+    limit = int_query(request, "limit", default=0, minimum=1, maximum=1_000_000_000)
 
     async def lines() -> AsyncIterator[bytes]:
+        sent = 0
         async for dead in services.store.dead_letters(job.job_id):
+            if limit and sent >= limit:
+                return
+            sent += 1
             record = {
                 "batch_id": batch_id(job.job_id, dead.seq),
                 "attempts": dead.attempts,
@@ -161,6 +193,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     level = request.query.get("level")
     if level is not None and level.upper() not in LEVELS:
         raise bad_request(f"level must be one of {', '.join(LEVELS)}", "level")
+    tail = int_query(request, "tail", default=0, minimum=1, maximum=1_000_000)
+    path = services.joblogs.path(job.job_id)
+    start = await asyncio.to_thread(tail_offset, path, tail) if tail else 0
 
     async def job_ended() -> bool:
         current = await services.store.get_job(job.job_id)
@@ -172,6 +207,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         batch_id=request.query.get("batchID"),
         follow=follow,
         job_ended=job_ended,
+        start=start,
     )
     return await _stream(request, lines)
 

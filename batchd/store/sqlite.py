@@ -631,6 +631,30 @@ class SqliteStore:
                 return
             after = rows[-1][0]
 
+    # -- listing pages (the dashboard) -------------------------------------------------
+
+    async def list_jobs_page(
+        self,
+        api_names: Sequence[str],
+        limit: int,
+        before: str | None = None,
+        active_only: bool = False,
+    ) -> list[JobRecord]:
+        """Newest first; `before` is the last job id of the previous page (ids sort by age)."""
+        if not api_names:
+            return []
+        marks = ", ".join("?" for _ in api_names)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE api_name IN ({marks})"
+        params: list[Any] = list(api_names)
+        if before is not None:
+            sql += " AND job_id < ?"
+            params.append(before)
+        if active_only:
+            sql += " AND status IN ('pending', 'enqueuing', 'running')"
+        sql += " ORDER BY job_id DESC LIMIT ?"
+        params.append(limit)
+        return [_job(row) for row in await self._rows(self._r, sql, *params)]
+
 
 def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())

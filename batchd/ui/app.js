@@ -1,0 +1,935 @@
+// batchd dashboard: vanilla JS, no build step, no third-party code.
+// Every piece of data comes from the daemon's JSON API, with the bearer token that the
+// user typed in (kept in sessionStorage). Pages poll once a second.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "batchd.token";
+  const POLL_MS = 1000;
+  const STATUS_POLL_MS = 5000; // GET /status walks the state dir: polled less often
+  const PAGE_SIZE = 20;
+  const ACTIVE_SHOWN = 100;
+  const FAILED_SHOWN = 50;
+  const LOG_TAIL = 500; // lines read when a log opens
+  const LOG_KEEP = 2000; // lines kept on screen
+  const RATE_WINDOW_S = 10;
+  const CHART_SPAN_S = 120;
+  const ACTIVE = new Set(["pending", "enqueuing", "running"]);
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key === "text") el.textContent = value;
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : String(child));
+    }
+    return el;
+  }
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "text") el.textContent = value;
+      else el.setAttribute(key, String(value));
+    }
+    el.append(...children);
+    return el;
+  }
+
+  const jobHref = (api, id) => `#/job/${encodeURIComponent(api)}/${encodeURIComponent(id)}`;
+  const apiHref = (api) => `#/api/${encodeURIComponent(api)}`;
+  const badge = (status) => h("span", { class: `badge ${status}`, text: status.replaceAll("_", " ") });
+
+  function table(headers, rows, empty) {
+    const head = h("tr", null, headers.map(([text, cls]) => h("th", { class: cls, text })));
+    const body = rows.length
+      ? rows
+      : [h("tr", null, h("td", { class: "empty", colspan: headers.length, text: empty }))];
+    return h("table", null, h("thead", null, head), h("tbody", null, body));
+  }
+
+  // ------------------------------------------------------------------ formatting
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "-";
+    if (seconds < 1) return `${Math.round(seconds * 1000)}ms`;
+    if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)}s`;
+    const s = Math.round(seconds);
+    const hh = Math.floor(s / 3600);
+    const mm = Math.floor((s % 3600) / 60);
+    const ss = s % 60;
+    const two = (n) => String(n).padStart(2, "0");
+    return hh ? `${hh}:${two(mm)}:${two(ss)}` : `${mm}:${two(ss)}`;
+  }
+
+  function fmtAgo(iso) {
+    if (!iso) return "-";
+    const seconds = (Date.now() - Date.parse(iso)) / 1000;
+    if (seconds < 0) return "just now";
+    if (seconds < 60) return `${Math.floor(seconds)}s ago`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+    if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+    return `${Math.floor(seconds / 86400)}d ago`;
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "-";
+    return new Date(iso).toLocaleString();
+  }
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "-";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return `${i ? n.toFixed(1) : n} ${units[i]}`;
+  }
+
+  const fmtRate = (rate) => (rate === null || !isFinite(rate) ? "-" : `${rate < 10 ? rate.toFixed(2) : rate.toFixed(1)} batches/s`);
+  const fmtJson = (value) => JSON.stringify(value, null, 2);
+
+  // ------------------------------------------------------------------- the API
+
+  class HttpError extends Error {
+    constructor(status, message, field) {
+      super(field ? `${message} (field: ${field})` : message);
+      this.status = status;
+      this.field = field;
+    }
+  }
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
+
+  async function call(method, path, { query, body, signal, raw } = {}) {
+    const url = new URL(path, location.origin);
+    for (const [key, value] of Object.entries(query || {})) {
+      if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+    }
+    const headers = {};
+    if (token()) headers.Authorization = `Bearer ${token()}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(url, { method, headers, body, signal, cache: "no-store" });
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      let field = null;
+      try {
+        const error = (await response.json()).error;
+        message = error.message;
+        field = error.field || null;
+      } catch (ignored) {
+        // not a JSON error body
+      }
+      if (response.status === 401) auth.required(message);
+      throw new HttpError(response.status, message, field);
+    }
+    return raw ? response : response.json();
+  }
+
+  // NDJSON, one parsed record at a time, as the bytes arrive.
+  async function* ndjson(response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      pending += decoder.decode(value || new Uint8Array(), { stream: !done });
+      const lines = pending.split("\n");
+      pending = lines.pop();
+      for (const line of lines) {
+        if (!line.trim()) continue;
+        try {
+          yield JSON.parse(line);
+        } catch (ignored) {
+          yield { message: line };
+        }
+      }
+      if (done) break;
+    }
+    if (pending.trim()) {
+      try {
+        yield JSON.parse(pending);
+      } catch (ignored) {
+        yield { message: pending };
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ rates and ETAs
+
+  // Per job, the finished-batch count seen at each poll: rates come from the last
+  // RATE_WINDOW_S seconds; before two samples, from the job's average since submission.
+  const samples = new Map();
+
+  const doneOf = (job) => job.batch_metrics.succeeded + job.batch_metrics.failed;
+
+  function track(job) {
+    const now = performance.now() / 1000;
+    const list = samples.get(job.job_id) || [];
+    const last = list[list.length - 1];
+    if (!last || now - last.t >= 0.2) list.push({ t: now, done: doneOf(job) });
+    while (list.length > 2 && now - list[0].t > CHART_SPAN_S + 5) list.shift();
+    samples.set(job.job_id, list);
+    list.seen = now;
+    if (samples.size > 500) {
+      for (const [id, other] of samples) if (now - other.seen > 300) samples.delete(id);
+    }
+  }
+
+  function rateOf(job) {
+    const list = samples.get(job.job_id);
+    if (ACTIVE.has(job.status) && list && list.length >= 2) {
+      const last = list[list.length - 1];
+      let first = list[0];
+      for (const sample of list) {
+        if (last.t - sample.t <= RATE_WINDOW_S) {
+          first = sample;
+          break;
+        }
+      }
+      if (last.t - first.t >= 0.5) return (last.done - first.done) / (last.t - first.t);
+    }
+    const start = Date.parse(job.start_time);
+    const end = job.end_time ? Date.parse(job.end_time) : Date.now();
+    const seconds = (end - start) / 1000;
+    return seconds > 0 ? doneOf(job) / seconds : null;
+  }
+
+  function etaOf(job, rate) {
+    if (!ACTIVE.has(job.status)) return job.status === "succeeded" ? "done" : "-";
+    const left = job.total_batch_count - doneOf(job);
+    if (left <= 0) return "finishing";
+    if (!rate || rate <= 0) return "-";
+    return fmtDuration(left / rate);
+  }
+
+  function durationOf(job) {
+    const end = job.end_time ? Date.parse(job.end_time) : Date.now();
+    return (end - Date.parse(job.start_time)) / 1000;
+  }
+
+  // ------------------------------------------------------------- components
+
+  function progressBar(big) {
+    const ok = h("div", { class: "fill" });
+    const bad = h("div", { class: "fill failed" });
+    const label = h("span", { class: "label", text: "0%" });
+    const el = h(
+      "div",
+      {
+        class: big ? "progress big" : "progress",
+        role: "progressbar",
+        "aria-valuemin": 0,
+        "aria-valuemax": 100,
+        "aria-valuenow": 0,
+      },
+      ok,
+      bad,
+      label,
+    );
+    return {
+      el,
+      set(job) {
+        const total = job.total_batch_count || 0;
+        const m = job.batch_metrics;
+        ok.style.width = `${total ? (m.succeeded / total) * 100 : 0}%`;
+        bad.style.width = `${total ? (m.failed / total) * 100 : 0}%`;
+        // Rounded down: 100% means every batch is finished.
+        const percent = total ? Math.floor(((m.succeeded + m.failed) / total) * 100) : 0;
+        el.setAttribute("aria-valuenow", percent);
+        el.dataset.status = job.status;
+        label.textContent = `${percent}%`;
+      },
+    };
+  }
+
+  function progressRow(job) {
+    track(job);
+    const bar = progressBar(false);
+    bar.set(job);
+    const rate = rateOf(job);
+    const m = job.batch_metrics;
+    return h(
+      "tr",
+      { "data-job-id": job.job_id },
+      h("td", null, h("a", { class: "mono", href: jobHref(job.api_name, job.job_id), text: job.job_id })),
+      h("td", null, h("a", { href: apiHref(job.api_name), text: job.api_name })),
+      h("td", null, badge(job.status)),
+      h("td", { class: "progress-cell" }, bar.el),
+      h("td", { class: "num", text: `${doneOf(job)}/${job.total_batch_count}` }),
+      h("td", { class: "num", text: String(m.failed) }),
+      h("td", { class: "num", text: ACTIVE.has(job.status) ? fmtRate(rate) : "-" }),
+      h("td", { class: "num", text: etaOf(job, rate) }),
+      h("td", { text: fmtAgo(job.start_time), title: fmtTime(job.start_time) }),
+      h("td", { class: "num", text: fmtDuration(durationOf(job)) }),
+    );
+  }
+
+  const JOB_HEADERS = [
+    ["job"],
+    ["API"],
+    ["status"],
+    ["progress"],
+    ["batches", "num"],
+    ["failed", "num"],
+    ["rate", "num"],
+    ["ETA", "num"],
+    ["started"],
+    ["duration", "num"],
+  ];
+
+  // A page of jobs with Newer/Older buttons. The daemon pages by cursor: `before` is the
+  // id of the last job shown, so paging stays cheap however long the history.
+  function jobPager(page, path, query, emptyText, id) {
+    const holder = h("div", { id });
+    const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
+    const older = h("button", { type: "button", class: "older", text: "Older →" });
+    const where = h("span", { class: "muted pager-where" });
+    const el = h("div", null, holder, h("div", { class: "pager" }, newer, older, where));
+    const cursors = [];
+    let jobs = [];
+    newer.addEventListener("click", () => {
+      cursors.pop();
+      refresh().catch(page.report);
+    });
+    older.addEventListener("click", () => {
+      cursors.push(jobs[PAGE_SIZE - 1].job_id);
+      refresh().catch(page.report);
+    });
+    async function refresh() {
+      const before = cursors[cursors.length - 1];
+      const answer = await call("GET", path, {
+        query: { ...query, limit: PAGE_SIZE + 1, before },
+        signal: page.signal,
+      });
+      jobs = answer.jobs;
+      const shown = jobs.slice(0, PAGE_SIZE);
+      holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), emptyText));
+      newer.disabled = cursors.length === 0;
+      older.disabled = jobs.length <= PAGE_SIZE;
+      where.textContent = `page ${cursors.length + 1}`;
+    }
+    return { el, refresh };
+  }
+
+  // ---------------------------------------------------------------- pages
+
+  class Page {
+    constructor() {
+      this.controller = new AbortController();
+      this.timers = [];
+      this.alive = true;
+      this.report = (error) => this.fail(error);
+    }
+    get signal() {
+      return this.controller.signal;
+    }
+    // Run `fn` now and then every `ms` after each run ends (never two at once).
+    poll(fn, ms = POLL_MS) {
+      const tick = async () => {
+        if (!this.alive) return;
+        try {
+          if (!document.hidden) await fn();
+          setBanner(null);
+        } catch (error) {
+          if (!this.alive || error.name === "AbortError") return;
+          if (error.status === 401) return; // the login form is showing; it re-renders
+          this.fail(error);
+        }
+        if (this.alive) this.timers.push(setTimeout(tick, ms));
+      };
+      tick();
+    }
+    fail(error) {
+      if (error && error.status === 401) return;
+      setBanner(error instanceof HttpError ? error.message : `cannot reach the daemon: ${error.message || error}`);
+    }
+    destroy() {
+      this.alive = false;
+      this.timers.forEach(clearTimeout);
+      this.controller.abort();
+    }
+  }
+
+  function setBanner(text) {
+    const banner = $("banner");
+    banner.hidden = !text;
+    banner.textContent = text || "";
+    $("live").classList.toggle("stale", Boolean(text));
+  }
+
+  // Overview: the daemon, its APIs, running and pending jobs, workers and GPUs.
+  function overviewPage(page, main) {
+    const cards = h("div", { class: "cards", id: "daemon-cards" });
+    const active = h("div", { id: "active-jobs" });
+    const activeNote = h("p", { class: "muted note" });
+    const workers = h("div", { id: "workers" });
+    const gpus = h("div", { id: "gpus" });
+    const apis = h("div", { id: "apis" });
+    const recent = jobPager(page, "/jobs", {}, "no jobs yet", "recent-jobs");
+    main.append(
+      h("h1", { text: "Overview" }),
+      cards,
+      h("h2", { text: "Running and pending jobs" }),
+      active,
+      activeNote,
+      h("div", { class: "columns" }, h("div", null, h("h2", { text: "Worker pool" }), workers), h("div", null, h("h2", { text: "GPUs" }), gpus)),
+      h("h2", { text: "APIs" }),
+      apis,
+      h("h2", { text: "Recent jobs" }),
+      recent.el,
+    );
+    let status = null;
+    let activeJobs = [];
+
+    function stat(name, value, id) {
+      return h("div", { class: "card stat", id }, h("div", { class: "value", text: value }), h("div", { class: "name", text: name }));
+    }
+
+    function renderDaemon() {
+      if (!status) return;
+      $("daemon-version").textContent = `v${status.version}`;
+      const busy = activeJobs.reduce((n, job) => n + job.worker_details.length, 0);
+      cards.replaceChildren(
+        stat("active jobs", String(activeJobs.length), "stat-active"),
+        stat("workers busy / max", `${busy} / ${status.max_workers}`, "stat-workers"),
+        stat("GPUs", status.gpus.length ? status.gpus.join(", ") : "none", "stat-gpus"),
+        stat("disk use", fmtBytes(status.disk_usage.total), "stat-disk"),
+        stat("state dir", status.state_dir, "stat-state"),
+      );
+      const holders = new Map();
+      for (const job of activeJobs) {
+        for (const worker of job.worker_details) {
+          for (const gpu of worker.gpus || []) holders.set(gpu, { job, worker });
+        }
+      }
+      gpus.replaceChildren(
+        table(
+          [["GPU"], ["held by"], ["slot", "num"]],
+          status.gpus.map((gpu) => {
+            const holder = holders.get(gpu);
+            return h(
+              "tr",
+              null,
+              h("td", { text: String(gpu) }),
+              h("td", null, holder ? h("a", { class: "mono", href: jobHref(holder.job.api_name, holder.job.job_id), text: holder.job.job_id }) : h("span", { class: "muted", text: "free" })),
+              h("td", { class: "num", text: holder ? String(holder.worker.slot) : "" }),
+            );
+          }),
+          "no GPUs (gpus config, or nvidia-smi found none)",
+        ),
+      );
+    }
+
+    page.poll(async () => {
+      const answer = await call("GET", "/jobs", { query: { active: "true", limit: ACTIVE_SHOWN + 1 }, signal: page.signal });
+      activeJobs = answer.jobs.slice(0, ACTIVE_SHOWN);
+      active.replaceChildren(table(JOB_HEADERS, activeJobs.map(progressRow), "no running or pending jobs"));
+      activeNote.textContent = answer.jobs.length > ACTIVE_SHOWN ? `showing the newest ${ACTIVE_SHOWN} active jobs` : "";
+      const rows = [];
+      for (const job of activeJobs) {
+        for (const worker of job.worker_details) {
+          rows.push(
+            h(
+              "tr",
+              null,
+              h("td", { class: "num", text: String(worker.slot) }),
+              h("td", null, h("a", { class: "mono", href: jobHref(job.api_name, job.job_id), text: job.job_id })),
+              h("td", { class: "num", text: worker.pid === null ? "-" : String(worker.pid) }),
+              h("td", { text: worker.state }),
+              h("td", { text: (worker.gpus || []).join(", ") || "-" }),
+            ),
+          );
+        }
+      }
+      rows.sort((a, b) => Number(a.firstChild.textContent) - Number(b.firstChild.textContent));
+      workers.replaceChildren(table([["slot", "num"], ["job"], ["pid", "num"], ["state"], ["GPUs"]], rows, "no live workers"));
+      renderDaemon();
+    });
+    page.poll(() => recent.refresh());
+    page.poll(async () => {
+      status = await call("GET", "/status", { signal: page.signal });
+      renderDaemon();
+      const answer = await call("GET", "/apis", { signal: page.signal });
+      apis.replaceChildren(
+        table(
+          [["API"], ["version", "num"], ["deployed"], ["GPUs per worker", "num"], ["memory"], ["endpoint"]],
+          answer.apis.map((api) =>
+            h(
+              "tr",
+              { "data-api": api.name },
+              h("td", null, h("a", { href: apiHref(api.name), text: api.name })),
+              h("td", { class: "num", text: String(api.version) }),
+              h("td", { text: fmtAgo(api.created_at), title: fmtTime(api.created_at) }),
+              h("td", { class: "num", text: String(api.compute.gpu || 0) }),
+              h("td", { text: api.compute.mem || "-" }),
+              h("td", { class: "mono", text: api.endpoint }),
+            ),
+          ),
+          "no APIs deployed (batchd deploy DIR)",
+        ),
+      );
+    }, STATUS_POLL_MS);
+  }
+
+  // One API: its latest version's settings, every version, a job form and its jobs.
+  function apiPage(page, main, name) {
+    const summary = h("div", { class: "card", id: "api-summary" });
+    const config = h("pre", { class: "json", id: "api-config" });
+    const versions = h("div", { id: "versions" });
+    const body = h("textarea", { class: "job-body", id: "job-body", spellcheck: "false" });
+    body.value = JSON.stringify({ workers: 1, item_list: { items: [1, 2, 3, 4], batch_size: 1 } });
+    const submitError = h("p", { class: "error", id: "submit-error", role: "alert" });
+    const submit = h("button", { type: "submit", class: "primary", id: "submit-job", text: "Submit job" });
+    const form = h("form", { id: "submit-form" }, body, h("div", { class: "actions" }, submit, submitError));
+    const jobs = jobPager(page, `/batch/${encodeURIComponent(name)}`, {}, "no jobs yet", "api-jobs");
+    main.append(
+      h("h1", null, "API ", h("code", { text: name })),
+      h("div", { class: "columns" }, summary, h("div", null, h("h2", { text: "Handler config" }), config)),
+      h("h2", { text: "Versions" }),
+      versions,
+      h("h2", { text: "Submit a job" }),
+      h("p", { class: "muted note", text: "The job body, as POST /batch/<api> takes it (JSON)." }),
+      form,
+      h("h2", { text: "Jobs" }),
+      jobs.el,
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      submit.disabled = true;
+      submitError.textContent = "";
+      try {
+        const spec = await call("POST", `/batch/${encodeURIComponent(name)}`, { body: body.value });
+        location.hash = jobHref(spec.api_name, spec.job_id);
+      } catch (error) {
+        submitError.textContent = error.message;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    let shown = "";
+    page.poll(async () => {
+      await jobs.refresh();
+    });
+    page.poll(async () => {
+      const api = await call("GET", `/apis/${encodeURIComponent(name)}`, { signal: page.signal });
+      const key = JSON.stringify(api);
+      if (key === shown) return;
+      shown = key;
+      const handler = api.handler;
+      summary.replaceChildren(
+        h(
+          "dl",
+          { class: "facts" },
+          ...[
+            ["latest version", String(api.version)],
+            ["deployed", `${fmtTime(api.created_at)} (${fmtAgo(api.created_at)})`],
+            ["endpoint", api.endpoint],
+            ["handler", handler.path],
+            ["python", handler.python || "the daemon's"],
+            ["environment", (handler.env || []).join(", ") || "-"],
+            ["GPUs per worker", String(api.compute.gpu || 0)],
+            ["memory per worker", api.compute.mem || "no bound"],
+            ["batch timeout", handler.batch_timeout ? `${handler.batch_timeout}s` : "-"],
+            ["retention", api.retention && api.retention.days ? `${api.retention.days} days` : "the daemon's"],
+            ["files", api.files === null || api.files === undefined ? "-" : `${api.files} (${fmtBytes(api.size)})`],
+          ].flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]),
+        ),
+      );
+      config.textContent = fmtJson(handler.config || {});
+      versions.replaceChildren(
+        table(
+          [["version", "num"], ["deployed"]],
+          [...api.versions].reverse().map((v) => h("tr", null, h("td", { class: "num", text: String(v.version) }), h("td", { text: `${fmtTime(v.created_at)} (${fmtAgo(v.created_at)})` }))),
+          "no versions",
+        ),
+      );
+    }, STATUS_POLL_MS);
+  }
+
+  // One job: status, metrics, live progress, throughput, failed batches, log.
+  function jobPage(page, main, apiName, jobId) {
+    const base = `/batch/${encodeURIComponent(apiName)}`;
+    const title = h("h1", null, "Job ", h("code", { text: jobId }));
+    const statusBadge = h("span", { id: "job-status" });
+    title.append(statusBadge);
+    const subtitle = h("p", { class: "muted note", id: "job-subtitle" });
+    const bar = progressBar(true);
+    bar.el.id = "job-progress";
+    const line = h("div", { class: "progress-line", id: "job-progress-line" });
+    const stop = h("button", { type: "button", class: "danger", id: "stop-button", text: "Stop job", hidden: true });
+    const results = h("a", {
+      class: "button",
+      id: "results-link",
+      href: `${base}/results?jobID=${encodeURIComponent(jobId)}`,
+      download: `${jobId}-results.jsonl`,
+      text: "Download results",
+    });
+    const actionNote = h("span", { class: "muted", id: "action-note" });
+    const facts = h("div", { class: "card", id: "job-facts" });
+    const workerBox = h("div", { class: "card", id: "job-workers" });
+    const errorBox = h("pre", { class: "error-text", id: "job-error", hidden: true });
+    const chart = s("svg", { class: "chart", id: "throughput-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const chartNote = h("p", { class: "muted note", id: "throughput-note" });
+    const chartPeak = h("span", { class: "muted" });
+    const chartAxis = h("div", { class: "chart-axis muted" }, h("span", { text: `${CHART_SPAN_S}s ago` }), h("span", { text: "now" }));
+    const failedSection = h("section", { id: "failed-section", hidden: true });
+    const failedTitle = h("h2");
+    const retry = h("button", { type: "button", class: "primary", id: "retry-button" });
+    const retryResult = h("span", { id: "retry-result" });
+    const failedTable = h("div", { id: "failed-batches" });
+    failedSection.append(failedTitle, h("div", { class: "actions" }, retry, retryResult), failedTable);
+    const follow = h("input", { type: "checkbox", id: "follow", checked: true });
+    const logBox = h("pre", { class: "log", id: "job-log" });
+    const logNote = h("span", { class: "muted", id: "log-note" });
+
+    main.append(
+      title,
+      subtitle,
+      h("div", { class: "actions" }, results, stop, actionNote),
+      h("div", { class: "card" }, bar.el, line),
+      errorBox,
+      h("div", { class: "columns" }, h("div", null, h("h2", { text: "Batches and settings" }), facts), h("div", null, h("h2", { text: "Workers" }), workerBox)),
+      h("h2", { text: "Throughput" }),
+      h("div", { class: "card" }, chartPeak, chart, chartAxis, chartNote),
+      failedSection,
+      h("h2", null, "Log ", h("label", { class: "muted note" }, follow, " follow"), " ", logNote),
+      logBox,
+    );
+
+    let job = null;
+    let failedSeen = -1;
+
+    stop.addEventListener("click", () => {
+      const dialog = $("confirm-dialog");
+      $("confirm-text").textContent = `Stop job ${jobId}? Its workers are killed and its unrun batches never run: a stop is final.`;
+      dialog.returnValue = "";
+      dialog.onclose = async () => {
+        dialog.onclose = null;
+        if (dialog.returnValue !== "ok" || !page.alive) return;
+        stop.disabled = true;
+        try {
+          const answer = await call("DELETE", base, { query: { jobID: jobId } });
+          actionNote.textContent = answer.message;
+        } catch (error) {
+          actionNote.textContent = error.message;
+        } finally {
+          stop.disabled = false;
+        }
+      };
+      dialog.showModal();
+    });
+
+    retry.addEventListener("click", async () => {
+      retry.disabled = true;
+      retryResult.replaceChildren();
+      try {
+        const spec = await call("POST", `${base}/retry`, { query: { jobID: jobId } });
+        retryResult.append("Retry submitted as job ", h("a", { class: "mono", id: "retry-job-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batches, version ${spec.api_version})`);
+      } catch (error) {
+        retryResult.append(h("span", { class: "error", text: error.message }));
+      } finally {
+        retry.disabled = false;
+      }
+    });
+
+    // Results need the token too: with one, the link fetches and saves the file.
+    results.addEventListener("click", async (event) => {
+      if (!token()) return;
+      event.preventDefault();
+      try {
+        const response = await call("GET", `${base}/results`, { query: { jobID: jobId }, raw: true });
+        const url = URL.createObjectURL(await response.blob());
+        const link = h("a", { href: url, download: `${jobId}-results.jsonl` });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+      } catch (error) {
+        actionNote.textContent = error.message;
+      }
+    });
+
+    function render(answer) {
+      job = answer.job_status;
+      track(job);
+      statusBadge.replaceChildren(badge(job.status));
+      const parts = [`API `, h("a", { href: apiHref(job.api_name), text: job.api_name }), ` version ${job.api_version} · submitted ${fmtTime(job.start_time)} (${fmtAgo(job.start_time)})`];
+      if (job.retry_of) parts.push(" · retry of ", h("a", { class: "mono", href: jobHref(job.api_name, job.retry_of), text: job.retry_of }));
+      subtitle.replaceChildren(...parts);
+      bar.set(job);
+      const m = job.batch_metrics;
+      const rate = rateOf(job);
+      line.replaceChildren(
+        h("span", { id: "job-done", text: `${doneOf(job)} / ${job.total_batch_count} batches finished` }),
+        h("span", { text: `${m.succeeded} succeeded` }),
+        h("span", { class: m.failed ? "error" : "", text: `${m.failed} failed` }),
+        h("span", { id: "job-rate", text: ACTIVE.has(job.status) ? fmtRate(rate) : `average ${fmtRate(rate)}` }),
+        h("span", { id: "job-eta", text: `ETA ${etaOf(job, rate)}` }),
+      );
+      stop.hidden = !ACTIVE.has(job.status);
+      errorBox.hidden = !job.error;
+      errorBox.textContent = job.error || "";
+      const wc = job.worker_counts;
+      facts.replaceChildren(
+        h(
+          "dl",
+          { class: "facts" },
+          ...[
+            ["status", job.status],
+            ["batches", String(job.total_batch_count)],
+            ["succeeded", String(m.succeeded)],
+            ["failed (dead-lettered)", String(m.failed)],
+            ["in progress", String(m.in_progress)],
+            ["queued", String(job.batches_in_queue)],
+            ["failed attempts", String(m.failed_attempts)],
+            ["time per batch", fmtDuration(m.average_time_per_batch)],
+            ["started", fmtTime(job.start_time)],
+            ["ended", fmtTime(job.end_time)],
+            ["duration", fmtDuration(durationOf(job))],
+            ["timeout", job.timeout ? `${job.timeout}s` : "-"],
+            ["batch timeout", job.batch_timeout ? `${job.batch_timeout}s` : "-"],
+            ["max receive count", String(job.max_receive_count)],
+            ["priority", String(job.priority)],
+            ["source", job.source],
+            ["config", JSON.stringify(job.config)],
+          ].flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]),
+        ),
+      );
+      workerBox.replaceChildren(
+        h("p", { class: "note", text: `${job.workers} requested · ${Object.entries(wc).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ") || "none"}` }),
+        table(
+          [["slot", "num"], ["pid", "num"], ["state"], ["GPUs"]],
+          job.worker_details.map((w) => h("tr", null, h("td", { class: "num", text: String(w.slot) }), h("td", { class: "num", text: w.pid === null ? "-" : String(w.pid) }), h("td", { text: w.state }), h("td", { text: (w.gpus || []).join(", ") || "-" }))),
+          "no live workers",
+        ),
+      );
+      drawChart();
+      if (m.failed !== failedSeen) {
+        failedSeen = m.failed;
+        loadFailed().catch((error) => {
+          if (error.name !== "AbortError") failedTable.replaceChildren(h("p", { class: "error", text: error.message }));
+        });
+      }
+    }
+
+    function drawChart() {
+      const list = samples.get(jobId) || [];
+      const points = [];
+      for (let i = 1; i < list.length; i += 1) {
+        const dt = list[i].t - list[i - 1].t;
+        if (dt > 0) points.push({ t: list[i].t, rate: (list[i].done - list[i - 1].done) / dt });
+      }
+      const W = 600;
+      const H = 120;
+      const top = 4;
+      const bottom = H - 1;
+      const now = list.length ? list[list.length - 1].t : 0;
+      const peak = Math.max(1, ...points.map((p) => p.rate));
+      const x = (t) => W - ((now - t) / CHART_SPAN_S) * W;
+      const y = (rate) => bottom - (rate / peak) * (bottom - top);
+      const coords = points.filter((p) => now - p.t <= CHART_SPAN_S).map((p) => `${x(p.t).toFixed(1)},${y(p.rate).toFixed(1)}`);
+      const children = [s("line", { class: "axis", x1: 0, y1: bottom, x2: W, y2: bottom, "vector-effect": "non-scaling-stroke" })];
+      chartPeak.textContent = `peak ${fmtRate(peak)}`;
+      if (coords.length) {
+        const first = coords[0].split(",")[0];
+        const last = coords[coords.length - 1].split(",")[0];
+        children.push(s("polygon", { class: "area", points: `${first},${bottom} ${coords.join(" ")} ${last},${bottom}` }));
+        children.push(s("polyline", { class: "line", points: coords.join(" "), "vector-effect": "non-scaling-stroke" }));
+      }
+      chart.replaceChildren(...children);
+      chart.dataset.points = String(coords.length);
+      chartNote.textContent = points.length
+        ? `batches finished per second, measured at each refresh while this page is open; now ${fmtRate(points[points.length - 1].rate)}`
+        : "batches finished per second, measured while this page is open";
+    }
+
+    async function loadFailed() {
+      const count = job.batch_metrics.failed;
+      failedSection.hidden = count === 0;
+      if (!count) return;
+      failedTitle.textContent = `Failed batches (${count})`;
+      retry.textContent = `Retry ${count} dead-lettered batch${count === 1 ? "" : "es"}`;
+      const response = await call("GET", `${base}/failed`, { query: { jobID: jobId, limit: FAILED_SHOWN }, raw: true, signal: page.signal });
+      const rows = [];
+      for await (const dead of ndjson(response)) {
+        const payload = JSON.stringify(dead.payload);
+        rows.push(
+          h(
+            "tr",
+            { "data-batch-id": dead.batch_id },
+            h("td", { class: "mono nowrap", text: dead.batch_id }),
+            h("td", { class: "num", text: String(dead.attempts) }),
+            h(
+              "td",
+              null,
+              h(
+                "details",
+                null,
+                h("summary", { class: "error", text: dead.error || "(no error recorded)" }),
+                h("pre", { text: dead.traceback || "" }),
+                h("pre", { text: `payload: ${payload.length > 2000 ? `${payload.slice(0, 2000)}…` : payload}` }),
+              ),
+            ),
+          ),
+        );
+      }
+      failedTable.replaceChildren(
+        table([["batch"], ["attempts", "num"], ["error"]], rows, "none"),
+        count > rows.length ? h("p", { class: "muted note", text: `showing the first ${rows.length} of ${count}` }) : "",
+      );
+    }
+
+    // The log: the last LOG_TAIL lines, then, with follow on, new lines as they come.
+    let logController = null;
+    let pendingLines = [];
+    let flushQueued = false;
+
+    function formatRecord(record) {
+      const level = record.levelname || "INFO";
+      const batch = record.labels && record.labels.batchID ? `[${record.labels.batchID}] ` : "";
+      let text = `${record.asctime || ""} ${level.padEnd(8)} ${batch}${record.message ?? ""}`;
+      if (record.exc_info) text += `\n${record.exc_info}`;
+      return { level, text };
+    }
+
+    function flushLog() {
+      flushQueued = false;
+      if (!page.alive) return;
+      const atBottom = logBox.scrollHeight - logBox.scrollTop - logBox.clientHeight < 30;
+      const fragment = document.createDocumentFragment();
+      for (const { level, text } of pendingLines) fragment.append(h("div", { class: level, text }));
+      pendingLines = [];
+      logBox.append(fragment);
+      while (logBox.childElementCount > LOG_KEEP) logBox.firstElementChild.remove();
+      if (follow.checked || atBottom) logBox.scrollTop = logBox.scrollHeight;
+    }
+
+    async function openLog() {
+      if (logController) logController.abort();
+      const controller = (logController = new AbortController());
+      page.signal.addEventListener("abort", () => controller.abort());
+      logBox.replaceChildren();
+      pendingLines = [];
+      const following = follow.checked && job && ACTIVE.has(job.status);
+      logNote.textContent = following ? "· following…" : "";
+      try {
+        const response = await call("GET", `${base}/logs`, {
+          query: { jobID: jobId, tail: LOG_TAIL, follow: following ? "true" : undefined },
+          raw: true,
+          signal: controller.signal,
+        });
+        for await (const record of ndjson(response)) {
+          pendingLines.push(formatRecord(record));
+          if (!flushQueued) {
+            flushQueued = true;
+            requestAnimationFrame(flushLog);
+          }
+        }
+        flushLog();
+        if (!logBox.childElementCount) logBox.append(h("div", { class: "DEBUG", text: "(the log is empty)" }));
+        if (logController === controller) logNote.textContent = following ? "· the job has ended" : "";
+      } catch (error) {
+        if (error.name === "AbortError") return;
+        logNote.textContent = error.message;
+      }
+    }
+
+    follow.addEventListener("change", () => {
+      if (follow.checked) openLog();
+      else if (logController) {
+        logController.abort();
+        logNote.textContent = "· paused";
+      }
+    });
+
+    let first = true;
+    page.poll(async () => {
+      const answer = await call("GET", base, { query: { jobID: jobId }, signal: page.signal });
+      render(answer);
+      if (first) {
+        first = false;
+        openLog();
+      }
+    });
+  }
+
+  // --------------------------------------------------------------- login
+
+  const auth = {
+    required(message) {
+      const hadToken = Boolean(token());
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (!$("login").hidden) {
+        // Another request of the same page was refused too.
+        if (hadToken) $("login-error").textContent = message;
+        return;
+      }
+      if (router.page) router.page.destroy();
+      $("main").replaceChildren();
+      $("login").hidden = false;
+      $("logout").hidden = true;
+      $("login-error").textContent = hadToken ? message : "";
+      $("token").focus();
+    },
+  };
+
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = "";
+    $("login").hidden = true;
+    router.render();
+  });
+
+  $("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    router.render();
+  });
+
+  // -------------------------------------------------------------- routing
+
+  const router = {
+    page: null,
+    routes: [
+      [/^#?\/?$/, overviewPage],
+      [/^#\/api\/([^/]+)$/, apiPage],
+      [/^#\/job\/([^/]+)\/([^/]+)$/, jobPage],
+    ],
+    render() {
+      if (this.page) this.page.destroy();
+      setBanner(null);
+      $("login").hidden = true;
+      $("logout").hidden = !token();
+      const main = $("main");
+      main.replaceChildren();
+      const hash = location.hash || "#/";
+      for (const [pattern, view] of this.routes) {
+        const match = hash.match(pattern);
+        if (!match) continue;
+        this.page = new Page();
+        view(this.page, main, ...match.slice(1).map(decodeURIComponent));
+        window.scrollTo(0, 0);
+        return;
+      }
+      this.page = null;
+      main.append(h("h1", { text: "Not found" }), h("p", null, "No such page: ", h("code", { text: hash }), ". ", h("a", { href: "#/", text: "Back to the overview" })));
+    },
+  };
+
+  window.addEventListener("hashchange", () => router.render());
+  router.render();
+})();

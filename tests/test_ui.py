@@ -1,0 +1,359 @@
+"""The dashboard: its HTTP surface, and the page itself in a real headless browser.
+
+The browser tests drive Debian's Chromium (`make test` installs it as root when missing)
+with Playwright; they skip, saying why, where that browser is missing. Each page is saved
+as a screenshot under test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from batchd.client import Client
+from tests.conftest import EXAMPLE, REPO, Daemon, wait_for, wait_job
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+TOKEN = "ui-token-0123456789abcdef"
+LONG = 60_000  # ms: generous, for a loaded 2-core machine
+
+# Every batch waits until the file named by the job's config `gate` exists; a negative
+# item fails unless `<gate>.fixed` exists too.
+HANDLER = """
+import os
+import time
+
+
+class Handler:
+    def __init__(self, config):
+        self.gate = config["gate"]
+
+    def handle_batch(self, payload, batch_id):
+        while not os.path.exists(self.gate):
+            time.sleep(0.02)
+        if any(n < 0 for n in payload) and not os.path.exists(self.gate + ".fixed"):
+            raise ValueError(f"negative input in batch {batch_id}")
+        print(f"handled {batch_id}")
+        return [n * n for n in payload]
+"""
+
+
+def get(daemon: Daemon, path: str, token: str | None = None) -> tuple[int, Any, Any]:
+    request = urllib.request.Request(daemon.url + path)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, raw, headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as exc:
+        status, raw, headers = exc.code, exc.read(), exc.headers
+    try:
+        return status, json.loads(raw), headers
+    except ValueError:
+        return status, raw, headers
+
+
+@pytest.fixture
+def squares(make_daemon: Callable[..., Daemon], make_project: Callable[..., Path]) -> Daemon:
+    daemon = make_daemon()
+    daemon.client.deploy(make_project("squares", HANDLER))
+    return daemon
+
+
+def job_body(gate: Path, items: list[int], **extra: Any) -> dict[str, Any]:
+    return {"item_list": {"items": items, "batch_size": 1}, "config": {"gate": str(gate)}, **extra}
+
+
+# -- the HTTP surface -------------------------------------------------------------------------
+
+
+def test_static_files_are_public_and_data_is_not(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    daemon = make_daemon(token_file=str(tmp_path / "token"))
+    for path in ("/", "/ui/", "/ui/index.html"):
+        status, body, headers = get(daemon, path)
+        assert status == 200 and b'<script src="/ui/app.js"' in body, path
+        assert headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+    status, body, headers = get(daemon, "/ui/app.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert headers["Cache-Control"] == "no-cache" and headers["ETag"]
+    request = urllib.request.Request(
+        daemon.url + "/ui/app.js", headers={"If-None-Match": headers["ETag"]}
+    )
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request, timeout=30)
+    assert not_modified.value.code == 304
+    status, body, _ = get(daemon, "/ui/nope.js")
+    assert status == 404 and "nope.js" in body["error"]["message"]
+    with urllib.request.urlopen(daemon.url + "/ui", timeout=30) as response:
+        assert response.url.endswith("/ui/")  # redirected
+    # Everything else still needs the token, however the path is spelled.
+    for path in ("/status", "/jobs", "/apis", "/ui/../status", "/ui/%2e%2e/apis", "//status"):
+        status, body, _ = get(daemon, path)
+        assert status in (401, 404), (path, status)
+        assert status == 401 or "token" not in body["error"]["message"]
+    assert get(daemon, "/status")[0] == 401
+    assert get(daemon, "/jobs", TOKEN)[0] == 200
+
+
+def test_job_listings_page_by_cursor_and_refuse_bad_input(daemon: Daemon) -> None:
+    client = daemon.client
+    client.deploy(EXAMPLE)
+    ids = [
+        client.submit("hello", {"item_list": {"items": [n], "batch_size": 1}})["job_id"]
+        for n in range(7)
+    ]
+    for job_id in ids:
+        wait_job(client, "hello", job_id)
+    newest_first = ids[::-1]
+    for path in ("/batch/hello", "/jobs"):
+        pages, before = [], ""
+        while True:
+            status, body, _ = get(daemon, f"{path}?limit=3{before}")
+            assert status == 200, body
+            page = [job["job_id"] for job in body["jobs"]]
+            pages.append(page)
+            if len(page) < 3:
+                break
+            before = f"&before={page[-1]}"
+        assert [job_id for page in pages for job_id in page] == newest_first, path
+        assert [len(page) for page in pages] == [3, 3, 1]
+    assert get(daemon, "/jobs?active=true")[1] == {"jobs": []}
+    for path, field in [
+        ("/batch/hello?before=nosuchjob", "before"),
+        ("/batch/hello?before=", "before"),
+        ("/jobs?before=nosuchjob", "before"),
+        ("/jobs?limit=0", "limit"),
+        ("/jobs?limit=abc", "limit"),
+        ("/jobs?limit=1001", "limit"),
+        ("/jobs?active=maybe", "active"),
+        (f"/batch/hello/failed?jobID={ids[0]}&limit=0", "limit"),
+        (f"/batch/hello/failed?jobID={ids[0]}&limit=x", "limit"),
+        (f"/batch/hello/logs?jobID={ids[0]}&tail=-1", "tail"),
+        (f"/batch/hello/logs?jobID={ids[0]}&tail=many", "tail"),
+    ]:
+        status, body, _ = get(daemon, path)
+        assert status == 400, (path, body)
+        assert body["error"]["field"] == field, (path, body)
+
+
+def test_failed_limit_and_log_tail(squares: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    client = squares.client
+    job = client.submit("squares", job_body(gate, [-1, -2, -3, 4, 5], max_receive_count=1))
+    wait_job(client, "squares", job["job_id"])
+    query = f"jobID={job['job_id']}"
+    status, raw, _ = get(squares, f"/batch/squares/failed?{query}&limit=2")
+    lines = raw.splitlines() if isinstance(raw, bytes) else [json.dumps(raw)]
+    assert status == 200 and len(lines) == 2
+    assert [json.loads(line)["batch_id"] for line in lines] == [
+        f"{job['job_id']}-1",
+        f"{job['job_id']}-2",
+    ]
+    status, raw, _ = get(squares, f"/batch/squares/logs?{query}")
+    everything = raw.splitlines()
+    assert status == 200 and len(everything) >= 5
+    for tail in (1, 3, len(everything), len(everything) + 10):
+        status, raw, _ = get(squares, f"/batch/squares/logs?{query}&tail={tail}")
+        tail_lines = raw.splitlines() if isinstance(raw, bytes) else [json.dumps(raw)]
+        assert status == 200
+        assert [json.loads(line) for line in tail_lines] == [
+            json.loads(line) for line in everything[-tail:]
+        ]
+
+
+# -- the page in a browser --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: run `make browser` as root (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    sync_api.expect.set_options(timeout=LONG)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(LONG)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_submit_a_job_and_watch_its_progress_bar_reach_100(
+    squares: Daemon, page: Page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    gate = tmp_path / "gate"
+    page.goto(f"{squares.url}/#/api/squares")
+    expect(page.locator("#api-summary")).to_contain_text("handler.py")
+    expect(page.locator("#versions tbody tr")).to_have_count(1)
+    expect(page.locator("#api-jobs")).to_contain_text("no jobs yet")
+    page.fill("#job-body", json.dumps(job_body(gate, list(range(12)), workers=2)))
+    page.click("#submit-job")
+    expect(page).to_have_url(re.compile(r"#/job/squares/[0-9a-f]{17}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    progress = page.locator("#job-progress")
+    # The gate is shut: the job runs and makes no progress.
+    expect(page.locator("#job-status")).to_have_text("running")
+    expect(progress).to_have_attribute("aria-valuenow", "0")
+    expect(page.locator("#stop-button")).to_be_visible()
+    expect(page.locator("#job-workers tbody tr")).to_have_count(2)
+
+    page.goto(f"{squares.url}/")
+    row = page.locator(f"#active-jobs tr[data-job-id='{job_id}']")
+    expect(row).to_contain_text("running")
+    expect(row).to_contain_text("0/12")
+    expect(page.locator("#workers tbody tr")).to_have_count(2)
+    expect(page.locator("#apis tr[data-api='squares']")).to_be_visible()
+    expect(page.locator("#stat-active")).to_contain_text("1")
+    screenshot(page, "overview")
+
+    page.click(f"#active-jobs a[href='#/job/squares/{job_id}']")
+    expect(progress).to_have_attribute("aria-valuenow", "0")
+    gate.touch()
+    # Polled, not reloaded: the same bar moves to 100%.
+    expect(progress).to_have_attribute("aria-valuenow", "100")
+    expect(progress).to_have_text("100%")
+    expect(page.locator("#job-status")).to_have_text("succeeded")
+    expect(page.locator("#stop-button")).to_be_hidden()
+    expect(page.locator("#job-done")).to_have_text("12 / 12 batches finished")
+    expect(page.locator("#job-log")).to_contain_text(f"handled {job_id}-12")
+    expect(page.locator("#throughput-chart polyline")).to_have_count(1)
+    href = page.get_attribute("#results-link", "href")
+    assert href == f"/batch/squares/results?jobID={job_id}"
+    screenshot(page, "job")
+
+    page.click("#job-subtitle a[href='#/api/squares']")
+    expect(page.locator(f"#api-jobs tr[data-job-id='{job_id}']")).to_contain_text("succeeded")
+    screenshot(page, "api")
+
+
+def test_retry_a_dead_lettered_batch(squares: Daemon, page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    client = squares.client
+    job_id = client.submit("squares", job_body(gate, [1, -2, 3], max_receive_count=1))["job_id"]
+    assert wait_job(client, "squares", job_id)["status"] == "completed_with_failures"
+    page.goto(f"{squares.url}/#/job/squares/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("completed with failures")
+    failed = page.locator(f"#failed-batches tr[data-batch-id='{job_id}-2']")
+    expect(failed).to_contain_text("ValueError: negative input")
+    expect(page.locator("#failed-batches tbody tr")).to_have_count(1)
+    failed.locator("summary").click()
+    expect(failed.locator("pre").first).to_contain_text("Traceback")
+    expect(page.locator("#job-log")).to_contain_text("handle_batch failed")
+    screenshot(page, "job-failed")
+
+    (tmp_path / "gate.fixed").touch()
+    page.click("#retry-button")
+    link = page.locator("#retry-job-link")
+    expect(link).to_be_visible()
+    retry_id = link.inner_text()
+    assert retry_id != job_id
+    link.click()
+    expect(page).to_have_url(re.compile(f"#/job/squares/{retry_id}$"))
+    expect(page.locator("#job-subtitle")).to_contain_text(f"retry of {job_id}")
+    expect(page.locator("#job-status")).to_have_text("succeeded")
+    expect(page.locator("#job-progress")).to_have_attribute("aria-valuenow", "100")
+    assert [line["result"] for line in client.results("squares", retry_id)] == [[4]]
+
+
+def test_stop_a_running_job_through_the_confirm_dialog(
+    squares: Daemon, page: Page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    client = squares.client
+    job_id = client.submit("squares", job_body(tmp_path / "never", [1, 2, 3]))["job_id"]
+    page.goto(f"{squares.url}/#/job/squares/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("running")
+    dialog = page.locator("#confirm-dialog")
+    page.click("#stop-button")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(job_id)
+    page.click("#confirm-cancel")
+    expect(dialog).to_be_hidden()
+    assert client.get_job("squares", job_id)["job_status"]["status"] == "running"
+
+    page.click("#stop-button")
+    expect(dialog).to_be_visible()
+    screenshot(page, "job-stop-dialog")
+    page.click("#confirm-ok")
+    expect(page.locator("#action-note")).to_have_text(f"stopped job {job_id}")
+    expect(page.locator("#job-status")).to_have_text("stopped")
+    expect(page.locator("#stop-button")).to_be_hidden()
+    wait_for(
+        lambda: client.get_job("squares", job_id)["job_status"]["status"] == "stopped",
+        what="the job to be stopped",
+    )
+
+
+def test_login_with_a_token(make_daemon: Callable[..., Daemon], page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    daemon = make_daemon(token_file=str(tmp_path / "token"))
+    Client(daemon.url, token=TOKEN).deploy(EXAMPLE)
+    page.goto(f"{daemon.url}/")
+    login = page.locator("#login")
+    expect(login).to_be_visible()
+    expect(page.locator("#main")).to_be_empty()
+    screenshot(page, "login")
+    page.fill("#token", "wrong-token-0123456789")
+    page.click("#login-form button")
+    expect(page.locator("#login-error")).to_contain_text("wrong bearer token")
+    expect(login).to_be_visible()
+    page.fill("#token", TOKEN)
+    page.click("#login-form button")
+    expect(login).to_be_hidden()
+    expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
+    expect(page.locator("#logout")).to_be_visible()
+    # Kept for the tab's session: a reload needs no new login.
+    page.reload()
+    expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
+    expect(login).to_be_hidden()
+    page.click("#logout")
+    expect(login).to_be_visible()
