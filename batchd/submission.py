@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -66,8 +67,22 @@ class ItemList(_Strict):
     batch_size: _Count
 
 
+def _describe_s3_paths(schema: dict[str, Any]) -> None:
+    """The published schema: ``s3_paths`` is accepted in place of ``paths``."""
+    properties = schema["properties"]
+    properties["s3_paths"] = {
+        **properties["paths"],
+        "title": "S3 Paths",
+        "description": "Cortex's name for paths",
+    }
+    schema["required"] = [name for name in schema["required"] if name != "paths"]
+    schema["oneOf"] = [{"required": ["paths"]}, {"required": ["s3_paths"]}]
+
+
 class FileSource(_Strict):
     """``delimited_files`` and ``file_path_lister``; Cortex's ``s3_paths`` means ``paths``."""
+
+    model_config = ConfigDict(json_schema_extra=_describe_s3_paths)
 
     paths: list[str] = Field(min_length=1)
     includes: list[_Glob] = []
@@ -94,6 +109,11 @@ class DeadLetterQueue(_Strict):
 
 
 class JobSubmission(_Strict):
+    # The published schema says what `_exactly_one_source` checks.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": [kind]} for kind in SOURCE_KINDS]}
+    )
+
     workers: _Count = 1
     item_list: ItemList | None = None
     delimited_files: FileSource | None = None
@@ -147,7 +167,9 @@ class JobSubmission(_Strict):
 
 def parse_submission(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> JobSubmission:
     try:
-        data = _loads(body)
+        # Strictly, unlike json.loads(bytes): surrogates encoded in the bytes are refused.
+        text = body.decode(json.detect_encoding(body))
+        data = _loads(text)
     except RecursionError as exc:
         raise bad_request("request body is nested too deeply") from exc
     except ValueError as exc:
@@ -156,6 +178,15 @@ def parse_submission(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Jo
         raise bad_request(f"request body must be a JSON object, not {_json_type(data)}")
     if nested_deeper_than(data, max_depth):
         raise bad_request(f"request body is nested deeper than {max_depth} levels (max_json_depth)")
+    # Only a \uXXXX escape can make one now; most bodies have none and skip the walk.
+    if _SURROGATE_ESCAPE.search(text):
+        where = lone_surrogate_at(data)
+        if where is not None:
+            raise bad_request(
+                f"request body is not valid JSON: {where or 'it'} holds an unpaired UTF-16 "
+                "surrogate escape (\\ud800-\\udfff), which no UTF-8 text can hold",
+                where or None,
+            )
     try:
         return JobSubmission.model_validate(data)
     except ValidationError as exc:
@@ -172,6 +203,33 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate_at(value: Any) -> str | None:
+    """The path (``config.key``, ``item_list.items[3]``) of a string, key or value,
+    holding an unpaired surrogate, which cannot be stored or sent on as UTF-8; ``""`` for the
+    value itself, None when there is none. Iterative, like :func:`nested_deeper_than`."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return path
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                # The key itself goes into the path escaped: the path is sent back as text.
+                name = key.encode("utf-8", "backslashreplace").decode()
+                child_path = f"{path}.{name}" if path else name
+                if _SURROGATE.search(key):
+                    return child_path
+                stack.append((child, child_path))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
+    return None
 
 
 @dataclass(frozen=True)

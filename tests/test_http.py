@@ -74,6 +74,13 @@ def test_curl_style_form_content_type_is_accepted(hello: Daemon) -> None:
         (b'{"workers": 1}', 422, "item_list"),
         (b'{"item_list": {"items": [1], "batch_size": 1}, "timeout": -1}', 422, "timeout"),
         (b'{"item_list": {"items": [1], "batch_size": 1}, "config": [1]}', 422, "config"),
+        # Unpaired surrogates: once a 500 in items, and a job that never started in config.
+        (rb'{"item_list": {"items": ["\ud800"], "batch_size": 1}}', 400, "item_list.items[0]"),
+        (
+            rb'{"item_list": {"items": [1], "batch_size": 1}, "config": {"a": "\udc00"}}',
+            400,
+            "config.a",
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_store_nothing(

@@ -242,6 +242,58 @@ def test_several_problems_report_the_first_and_count_the_rest() -> None:
     assert "1 more" in error.message
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # Once a 500 (the payload could not be encoded as UTF-8).
+        (rb'{"item_list": {"items": [1, "a\ud800"], "batch_size": 1}}', "item_list.items[1]"),
+        # Once accepted: the job could never start a worker, which it retried forever.
+        (
+            rb'{"item_list": {"items": [1], "batch_size": 1}, "config": {"k": ["\udfff"]}}',
+            "config.k[0]",
+        ),
+        (
+            rb'{"item_list": {"items": [1], "batch_size": 1}, "config": {"\udc00": 1}}',
+            "config.\\udc00",
+        ),
+        (
+            rb'{"file_path_lister": {"paths": ["/\uDBFF"], "batch_size": 1}}',
+            "file_path_lister.paths[0]",
+        ),
+    ],
+)
+def test_unpaired_surrogate_escapes_are_400_naming_the_field(body: bytes, field: str) -> None:
+    error = parse_error(body)
+    assert (error.status, error.field) == (400, field)
+    assert "surrogate" in error.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # json.loads(bytes) lets surrogates encoded in the bytes themselves through.
+        b'{"item_list": {"items": ["\xed\xa0\x80"], "batch_size": 1}}',
+        '{"item_list": {"items": ["\ud800"], "batch_size": 1}}'.encode(
+            "utf-16-le", "surrogatepass"
+        ),
+    ],
+)
+def test_encoded_surrogates_are_invalid_json(body: bytes) -> None:
+    error = parse_error(body)
+    assert (error.status, error.field) == (400, None)
+    assert "not valid JSON" in error.message
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    sub = parse_submission(
+        rb'{"item_list": {"items": ["\ud83d\ude00", "\\ud800"], "batch_size": 1}}'
+    )
+    assert sub.item_list is not None
+    assert sub.item_list.items == ["\U0001f600", "\\ud800"]
+    utf16 = json.dumps(ITEMS, ensure_ascii=False).encode("utf-16")
+    assert parse_submission(utf16).item_list == parse(ITEMS).item_list
+
+
 # --- item_list batches ---------------------------------------------------------------------
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import ARCHIVE_CONTENT_TYPES, read_body, require_content_type
 from batchd.store.base import ApiRecord
@@ -19,19 +18,34 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/apis/{name}", delete_api)
 
 
-def api_summary(api: ApiRecord) -> dict[str, Any]:
-    return {
-        "name": api.name,
-        "version": api.version,
-        "created_at": iso_time(api.created_at),
-        "endpoint": f"/batch/{api.name}",
-        "handler": {key: value for key, value in api.spec["handler"].items() if key != "env"}
-        | {"env": sorted(api.spec["handler"].get("env", {}))},
-        "compute": api.spec["compute"],
-        "retention": api.spec.get("retention"),
-        "files": api.spec.get("files"),
-        "size": api.spec.get("size"),
-    }
+def api_summary(api: ApiRecord) -> schemas.ApiSummary:
+    handler = api.spec["handler"]
+    compute = api.spec["compute"]
+    retention = api.spec.get("retention")
+    return schemas.ApiSummary(
+        name=api.name,
+        version=api.version,
+        created_at=_time(api.created_at),
+        endpoint=f"/batch/{api.name}",
+        handler=schemas.HandlerSummary(
+            path=handler["path"],
+            batch_timeout=handler.get("batch_timeout"),
+            config=handler.get("config", {}),
+            python=handler.get("python"),
+            # Names only: values may be secrets.
+            env=sorted(handler.get("env", {})),
+        ),
+        compute=schemas.ComputeSummary(gpu=compute.get("gpu", 0), mem=compute.get("mem")),
+        retention=None if retention is None else schemas.RetentionSummary(days=retention["days"]),
+        files=api.spec.get("files"),
+        size=api.spec.get("size"),
+    )
+
+
+def _time(epoch: float) -> str:
+    text = iso_time(epoch)
+    assert text is not None
+    return text
 
 
 async def deploy(request: web.Request) -> web.Response:
@@ -40,12 +54,13 @@ async def deploy(request: web.Request) -> web.Response:
     config = services.config
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
     api, new = await services.registry.deploy(archive)
-    return web.json_response({**api_summary(api), "unchanged": not new}, status=201 if new else 200)
+    deployed = schemas.Deployed(**dict(api_summary(api)), unchanged=not new)
+    return web.json_response(deployed.body(), status=201 if new else 200)
 
 
 async def list_apis(request: web.Request) -> web.Response:
     apis = await services_of(request).store.list_apis()
-    return web.json_response({"apis": [api_summary(api) for api in apis]})
+    return web.json_response(schemas.ApiList(apis=[api_summary(api) for api in apis]).body())
 
 
 async def get_api(request: web.Request) -> web.Response:
@@ -53,11 +68,13 @@ async def get_api(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     api = await services.registry.require(name)
     versions = await services.store.api_versions(name)
-    body = api_summary(api)
-    body["versions"] = [
-        {"version": v.version, "created_at": iso_time(v.created_at)} for v in versions
-    ]
-    return web.json_response(body)
+    detail = schemas.ApiDetail(
+        **dict(api_summary(api)),
+        versions=[
+            schemas.ApiVersion(version=v.version, created_at=_time(v.created_at)) for v in versions
+        ],
+    )
+    return web.json_response(detail.body())
 
 
 async def delete_api(request: web.Request) -> web.Response:
@@ -66,4 +83,5 @@ async def delete_api(request: web.Request) -> web.Response:
     await services.registry.require(name)
     stopped = await services.scheduler.stop_api_jobs(name)
     await services.registry.delete(name)
-    return web.json_response({"message": f"deleted API {name}", "stopped_jobs": stopped})
+    deleted = schemas.DeletedApi(message=f"deleted API {name}", stopped_jobs=stopped)
+    return web.json_response(deleted.body())

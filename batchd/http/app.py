@@ -83,7 +83,7 @@ def _storage_error(request: web.Request, exc: Exception, code: str) -> web.Respo
 
 
 def build_app(services: Services, tokens: Tokens | None = None) -> web.Application:
-    from batchd.http import admin_routes, apis_routes, jobs_routes, ui_routes
+    from batchd.http import admin_routes, apis_routes, jobs_routes, openapi, ui_routes
     from batchd.http.auth import auth_middleware
 
     middlewares: list[Middleware] = [errors_as_json]
@@ -92,6 +92,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     app = web.Application(client_max_size=services.config.max_request_size, middlewares=middlewares)
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(openapi.PATH, openapi.serve)
     admin_routes.add_routes(app)
     apis_routes.add_routes(app)
     jobs_routes.add_routes(app)

@@ -13,7 +13,8 @@ from batchd.config import ConfigError, DaemonConfig
 from batchd.http.app import Handler, error_response
 from batchd.http.ui_routes import is_public
 
-OPEN_PATHS = frozenset({"/healthz"})
+# The OpenAPI document holds no state: tools may fetch it without a token.
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from batchd import views
 from batchd.errors import ApiError, bad_request, conflict, invalid, not_found, too_large
+from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
 from batchd.http.body import (
@@ -22,6 +23,7 @@ from batchd.http.body import (
     require_content_type,
     required_query,
 )
+from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.joblogs import LEVELS, tail_offset
 from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
 from batchd.submission import parse_submission, plan_batches
@@ -63,15 +65,15 @@ async def submit(request: web.Request) -> web.Response:
             f"{plan.kind}.batch_size",
         )
     if dry_run:
-        report: dict[str, Any] = {
-            "dry_run": True,
-            "api_name": api.name,
-            "total_batch_count": len(plan.payloads),
-            "item_count": plan.item_count,
-        }
+        report = schemas.DryRunReport(
+            dry_run=True,
+            api_name=api.name,
+            total_batch_count=len(plan.payloads),
+            item_count=plan.item_count,
+        )
         if plan.matched_files is not None:
-            report["matched_files"] = plan.matched_files
-        return web.json_response(report)
+            report.matched_files = plan.matched_files
+        return web.json_response(report.body())
     job = NewJob(
         job_id=new_job_id(),
         api_name=api.name,
@@ -112,10 +114,12 @@ async def get_jobs(request: web.Request) -> web.Response:
             {
                 "job_status": await _status(services, job),
                 "endpoint": f"{request.url.origin()}/batch/{api.name}",
-                "api_spec": api_summary(await services.registry.version(api.name, job.api_version)),
+                "api_spec": api_summary(
+                    await services.registry.version(api.name, job.api_version)
+                ).body(),
             }
         )
-    limit = int_query(request, "limit", default=100, minimum=1, maximum=10_000)
+    limit = int_query(request, "limit", default=JOB_LIST_DEFAULT, minimum=1, maximum=JOB_LIST_MAX)
     before = await _cursor(services, request, {api.name})
     jobs = await services.store.list_jobs_page([api.name], limit, before)
     return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
@@ -149,7 +153,7 @@ async def _cursor(services: Services, request: web.Request, api_names: set[str])
 async def stop(request: web.Request) -> web.Response:
     services, job = await _target(request)
     await services.scheduler.stop_job(job.job_id)
-    return web.json_response({"message": f"stopped job {job.job_id}"})
+    return web.json_response(schemas.Message(message=f"stopped job {job.job_id}").body())
 
 
 async def results(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,467 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP API.
+
+Bodies come from the pydantic models the code uses: requests from the models the routes
+validate with (``mode="validation"``), responses from :mod:`batchd.http.schemas`
+(``mode="serialization"``). Each model's ``$defs`` move into ``components/schemas``. The
+operations below list what pydantic cannot know: paths, query parameters and status codes.
+``tests/test_openapi.py`` checks that every route of the app is described here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
+
+from batchd import __version__
+from batchd.http import schemas
+from batchd.joblogs import LEVELS
+from batchd.submission import JobSubmission
+
+PATH = "/openapi.json"
+OPENAPI_VERSION = "3.1.0"
+NDJSON = "application/x-ndjson"
+REF = "#/components/schemas/{model}"
+
+# Modules whose routes are deliberately not part of this description: the dashboard's
+# static files (HTML, JS, CSS) are no JSON API. Every other route must be an operation
+# below: tests/test_openapi.py enforces it.
+UNDOCUMENTED_MODULES = frozenset({"batchd.http.ui_routes"})
+
+# Query limits shared with the routes that enforce them.
+JOB_LIST_DEFAULT = 100
+JOB_LIST_MAX = 10_000
+
+ERROR_TEXT = {
+    400: "Bad request: the body is not valid JSON or not an object, or a query parameter is "
+    "missing or invalid (`field` names it).",
+    401: "`token_file` is set and the request has no token or a wrong one.",
+    403: "Forbidden: the read-only token was used to change something, or a path is outside "
+    "`input_roots` (or `input_roots` is empty).",
+    404: "The API is not deployed (`field: api`) or the job does not exist for it "
+    "(`field: jobID`).",
+    408: "The request body did not arrive within `request_read_timeout`.",
+    409: "Conflict: the job has already ended, or it has no dead-lettered batches.",
+    410: "The job's batches, results and log were pruned (`retention_days`).",
+    413: "Too large: the body, the project, the archive or the number of batches is over a limit.",
+    415: "Unsupported `Content-Type`.",
+    422: "The body is well-formed but invalid (`field` names the offending part).",
+    500: "Internal error; details are in the daemon's log.",
+    503: "The database is busy or unavailable and nothing was stored; retry after `Retry-After`.",
+    507: "The disk holding the state directory is full; nothing was stored.",
+}
+
+# Any operation may meet these: an internal error, a busy database or a full disk.
+_ALWAYS = (500, 503, 507)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": self.where,
+            "required": self.required or self.where == "path",
+            "description": self.description,
+            "schema": self.schema,
+        }
+
+
+@dataclass(frozen=True)
+class Body:
+    """A body: one of `models` (anyOf when several), or a raw schema for a non-JSON body."""
+
+    models: tuple[type[BaseModel], ...] = ()
+    media_types: tuple[str, ...] = ("application/json",)
+    raw_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    tag: str
+    summary: str
+    ok: dict[int, tuple[str, Body]]
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    request: Body | None = None
+    request_required: bool = True
+    public: bool = False
+    description: str = ""
+
+
+API = Param("api", "path", {"type": "string"}, "the API's name")
+API_NAME = Param("name", "path", {"type": "string"}, "the API's name")
+JOB_ID = Param("jobID", "query", {"type": "string"}, "the job's id", required=True)
+DRY_RUN = Param(
+    "dryRun", "query", {"type": "boolean", "default": False}, "only validate and report"
+)
+BEFORE = Param(
+    "before",
+    "query",
+    {"type": "string"},
+    "paging: the id of the last job of the previous page; older jobs follow",
+)
+
+_JSON = ("application/json",)
+_ARCHIVES = ("application/gzip", "application/x-tar", "application/octet-stream")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/healthz",
+        "healthz",
+        "daemon",
+        "Liveness; never needs a token",
+        {200: ("the daemon answers", Body((schemas.Health,)))},
+        public=True,
+    ),
+    Operation(
+        "get",
+        PATH,
+        "openapi",
+        "daemon",
+        "This OpenAPI description; never needs a token",
+        {200: ("the OpenAPI 3.1 document", Body(raw_schema={"type": "object"}))},
+        public=True,
+    ),
+    Operation(
+        "get",
+        "/status",
+        "status",
+        "daemon",
+        "The daemon: version, state dir, disk use, workers, GPUs",
+        {200: ("the daemon's status", Body((schemas.StatusPage,)))},
+    ),
+    Operation(
+        "post",
+        "/admin/prune",
+        "prune",
+        "daemon",
+        "Prune finished jobs past their retention now",
+        {200: ("what was pruned (or would be, with dryRun)", Body((schemas.PruneReport,)))},
+        errors=(400, 403),
+        params=(DRY_RUN,),
+    ),
+    Operation(
+        "post",
+        "/apis",
+        "deployApi",
+        "apis",
+        "Deploy a project: a tar or tar.gz archive, as `batchd deploy` sends",
+        {
+            201: ("a new version was deployed", Body((schemas.Deployed,))),
+            200: ("the content is the same as the latest version's", Body((schemas.Deployed,))),
+        },
+        errors=(400, 403, 408, 413, 415, 422),
+        request=Body(
+            media_types=_ARCHIVES,
+            raw_schema={"type": "string", "contentMediaType": "application/x-tar"},
+        ),
+    ),
+    Operation(
+        "get",
+        "/apis",
+        "listApis",
+        "apis",
+        "Deployed APIs (latest versions)",
+        {200: ("the APIs", Body((schemas.ApiList,)))},
+    ),
+    Operation(
+        "get",
+        "/apis/{name}",
+        "getApi",
+        "apis",
+        "One API and its versions",
+        {200: ("the API", Body((schemas.ApiDetail,)))},
+        errors=(404,),
+        params=(API_NAME,),
+    ),
+    Operation(
+        "delete",
+        "/apis/{name}",
+        "deleteApi",
+        "apis",
+        "Delete an API and stop its running jobs",
+        {200: ("deleted", Body((schemas.DeletedApi,)))},
+        errors=(403, 404),
+        params=(API_NAME,),
+    ),
+    Operation(
+        "post",
+        "/batch/{api}",
+        "submitJob",
+        "jobs",
+        "Submit a job; with dryRun, only validate it",
+        {
+            200: (
+                "the job spec, or with dryRun the report",
+                Body((schemas.JobSpec, schemas.DryRunReport)),
+            )
+        },
+        errors=(400, 403, 404, 408, 413, 415, 422),
+        params=(API, DRY_RUN),
+        request=Body((JobSubmission,)),
+        description="The body is also accepted with the Content-Type "
+        "`application/x-www-form-urlencoded` or `text/plain` (what `curl -d` sends), or none.",
+    ),
+    Operation(
+        "get",
+        "/batch/{api}",
+        "getJobs",
+        "jobs",
+        "One job's status (with jobID), or the API's jobs, newest first",
+        {
+            200: (
+                "with jobID, the job's status; without, the list",
+                Body((schemas.JobStatusResponse, schemas.JobList)),
+            )
+        },
+        errors=(400, 404),
+        params=(
+            Param("jobID", "query", {"type": "string"}, "the job to show; absent: list jobs"),
+            Param(
+                "limit",
+                "query",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": JOB_LIST_MAX,
+                    "default": JOB_LIST_DEFAULT,
+                },
+                "without jobID: the most jobs to list",
+            ),
+            BEFORE,
+            API,
+        ),
+    ),
+    Operation(
+        "get",
+        "/jobs",
+        "listAllJobs",
+        "jobs",
+        "Jobs of every deployed API, newest first",
+        {200: ("the jobs", Body((schemas.JobList,)))},
+        errors=(400,),
+        params=(
+            Param(
+                "active",
+                "query",
+                {"type": "boolean", "default": False},
+                "keep only pending and running jobs",
+            ),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                "the most jobs to list",
+            ),
+            BEFORE,
+        ),
+    ),
+    Operation(
+        "delete",
+        "/batch/{api}",
+        "stopJob",
+        "jobs",
+        "Stop a job",
+        {200: ("stopped", Body((schemas.Message,)))},
+        errors=(400, 403, 404, 409),
+        params=(API, JOB_ID),
+    ),
+    Operation(
+        "get",
+        "/batch/{api}/results",
+        "getResults",
+        "jobs",
+        "Results of the succeeded batches that returned a value, in batch order",
+        {200: ("one JSON object per line", Body((schemas.ResultLine,), (NDJSON,)))},
+        errors=(400, 404, 410),
+        params=(API, JOB_ID),
+    ),
+    Operation(
+        "get",
+        "/batch/{api}/failed",
+        "getFailed",
+        "jobs",
+        "The dead-lettered batches",
+        {200: ("one JSON object per line", Body((schemas.FailedLine,), (NDJSON,)))},
+        errors=(400, 404, 410),
+        params=(
+            API,
+            JOB_ID,
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+                "the most batches to send; absent: all",
+            ),
+        ),
+    ),
+    Operation(
+        "post",
+        "/batch/{api}/retry",
+        "retryJob",
+        "jobs",
+        "A new job of the dead-lettered batches, on the API's latest version",
+        {200: ("the new job's spec, with retry_of", Body((schemas.JobSpec,)))},
+        errors=(400, 403, 404, 409, 410, 422),
+        params=(API, JOB_ID),
+    ),
+    Operation(
+        "get",
+        "/batch/{api}/logs",
+        "getLogs",
+        "jobs",
+        "The job's log records",
+        {200: ("one JSON log record per line", Body((schemas.LogRecord,), (NDJSON,)))},
+        errors=(400, 404, 410),
+        params=(
+            API,
+            JOB_ID,
+            Param(
+                "follow",
+                "query",
+                {"type": "boolean", "default": False},
+                "keep streaming until the job ends",
+            ),
+            Param(
+                "level",
+                "query",
+                {"type": "string", "enum": [level.lower() for level in LEVELS]},
+                "the minimum level (case does not matter)",
+            ),
+            Param("batchID", "query", {"type": "string"}, "keep only this batch's records"),
+            Param(
+                "tail",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                "only the last N lines of the log (before level and batchID filter them)",
+            ),
+        ),
+    ),
+)
+
+
+class _Components:
+    """Collects model schemas, moving each model's ``$defs`` into ``components/schemas``."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        schema = model.model_json_schema(mode=mode, ref_template=REF)
+        for name, definition in schema.pop("$defs", {}).items():
+            self._add(name, definition)
+        self._add(model.__name__, schema)
+        return {"$ref": REF.format(model=model.__name__)}
+
+    def _add(self, name: str, schema: dict[str, Any]) -> None:
+        if self.schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are both named {name}")
+
+
+def _content(body: Body, mode: JsonSchemaMode, components: _Components) -> dict[str, Any]:
+    refs = [components.ref(model, mode) for model in body.models]
+    schema = body.raw_schema or (refs[0] if len(refs) == 1 else {"anyOf": refs})
+    return {media_type: {"schema": schema} for media_type in body.media_types}
+
+
+def _operation(op: Operation, components: _Components) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        str(status): {"description": text, "content": _content(body, "serialization", components)}
+        for status, (text, body) in op.ok.items()
+    }
+    error = {"application/json": {"schema": components.ref(schemas.Error, "serialization")}}
+    codes = set(op.errors) | set(_ALWAYS)
+    if not op.public:
+        codes.add(401)
+        if op.method != "get":
+            codes.add(403)
+    for status in sorted(codes):
+        responses[str(status)] = {"description": ERROR_TEXT[status], "content": error}
+    document: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "tags": [op.tag],
+        "summary": op.summary,
+    }
+    if op.description:
+        document["description"] = op.description
+    if op.params:
+        document["parameters"] = [param.document() for param in op.params]
+    if op.request is not None:
+        document["requestBody"] = {
+            "required": op.request_required,
+            "content": _content(op.request, "validation", components),
+        }
+    document["responses"] = responses
+    if op.public:
+        document["security"] = []
+    return document
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document (a fresh copy)."""
+    return copy.deepcopy(_build())
+
+
+@functools.cache
+def _build() -> dict[str, Any]:
+    """Built once: the document depends on nothing but the code."""
+    components = _Components()
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "batchd",
+            "version": __version__,
+            "description": "Cortex-style Batch API jobs on one machine. Errors are "
+            '`{"error": {"message", "field"}}`; NDJSON streams send one JSON object per line, '
+            "each described by the response schema.",
+        },
+        "tags": [
+            {"name": "daemon", "description": "health, status and pruning"},
+            {"name": "apis", "description": "deploying Handler projects"},
+            {"name": "jobs", "description": "the Cortex-compatible job endpoints"},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.schemas.items())),
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required when the daemon sets `token_file`: "
+                    "`Authorization: Bearer <token>`. The `read_only_token_file` token is "
+                    "accepted for GET (and HEAD) only. A daemon without `token_file` listens on "
+                    "loopback or a Unix socket only, and needs no token.",
+                }
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+@functools.cache
+def _encoded() -> bytes:
+    return json.dumps(_build(), separators=(",", ":")).encode()
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.Response(body=_encoded(), content_type="application/json")
