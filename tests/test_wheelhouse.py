@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
     wheels = sorted(path.name for path in wheelhouse.glob("*.whl"))
     assert any(name.startswith("batchd-") for name in wheels), wheels
     assert all(name.endswith(".whl") for name in wheels)
+    # The dashboard's static files are package data: without them / and /ui/ are 404s.
+    (batchd_wheel,) = wheelhouse.glob("batchd-*.whl")
+    members = set(zipfile.ZipFile(batchd_wheel).namelist())
+    assert {"batchd/ui/index.html", "batchd/ui/app.js", "batchd/ui/style.css"} <= members
     venv = tmp_path / "offline-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # --no-index: nothing may come from a package index, only from the wheelhouse.
