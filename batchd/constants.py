@@ -25,6 +25,8 @@ ENV_JOB_ID = "BATCHD_JOB_ID"
 ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
 ENV_LOG_FD = "BATCHD_LOG_FD"
 ENV_MEMORY_LIMIT = "BATCHD_MEMORY_LIMIT"
+# A shared 8-byte word holding the sequence number of the batch a worker is handling.
+ENV_PROGRESS_FD = "BATCHD_PROGRESS_FD"
 
 # Job log records longer than this are dropped (Cortex's limit), with a warning line.
 MAX_LOG_LINE_BYTES = 5 * 1024 * 1024
@@ -53,8 +55,16 @@ VACUUM_STEP_PAGES = 2000
 # Final worker counts are kept in memory for this many finished jobs.
 FINISHED_JOBS_REMEMBERED = 1000
 
-# How many batches a worker is handed per request.
-LEASE_BATCH_COUNT = 1
+# A worker is handed as many batches per request as it handles in about this many
+# seconds (judged by the job's batches so far), one at first, at most MAX_LEASE_BATCHES;
+# and no more than a 1/LEASE_SHARE_DIVISOR share of the job per worker, so the tail of a
+# job still spreads over every worker.
+LEASE_TARGET_SECONDS = 0.05
+MAX_LEASE_BATCHES = 1024
+LEASE_SHARE_DIVISOR = 4
+
+# A worker reports the outcomes of a long grant at least this often.
+PROGRESS_FLUSH_SECONDS = 0.005
 
 # Rows fetched per query when streaming results or dead letters.
 STREAM_PAGE_ROWS = 1000

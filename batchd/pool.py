@@ -53,6 +53,8 @@ class WorkerProcess:
     gpus: list[int] = field(default_factory=list)
     batches_done: int = 0
     memory_group: Path | None = None
+    # The shared word where the worker keeps the sequence number of its current batch.
+    progress_fd: int | None = None
 
     @property
     def pid(self) -> int:
@@ -74,6 +76,16 @@ class WorkerProcess:
     async def send_batches(self, leases: Sequence[Lease]) -> None:
         self.leases.extend(leases)
         await self.send(protocol.frame(batches_message(leases)))
+
+    def current_seq(self) -> int | None:
+        """The batch the worker started last (it may have finished it), if any."""
+        if self.progress_fd is None:
+            return None
+        try:
+            seq = int.from_bytes(os.pread(self.progress_fd, 8, 0), "little")
+        except OSError:
+            return None
+        return seq or None
 
     async def request_exit(self) -> None:
         self.exit_requested = True
@@ -105,28 +117,28 @@ class WorkerProcess:
     def close(self) -> None:
         self.writer.close()
 
+    def close_progress(self) -> None:
+        if self.progress_fd is not None:
+            os.close(self.progress_fd)
+            self.progress_fd = None
+
     def current_labels(self) -> dict[str, Any]:
         if not self.leases:
             return dict(self.labels)
-        return {**self.labels, "batchID": batch_id(self.job_id, self.leases[0].seq)}
+        seq = self.current_seq() or self.leases[0].seq
+        return {**self.labels, "batchID": batch_id(self.job_id, seq)}
 
     async def output_done(self) -> None:
         await asyncio.gather(*self.output_tasks, return_exceptions=True)
 
 
 def batches_message(leases: Sequence[Lease]) -> bytes:
-    # Payloads are stored as JSON text: splice them in rather than decode and re-encode.
-    items = [
-        b'{"seq":%d,"token":%d,"batch_id":%s,"payload":%s}'
-        % (
-            lease.seq,
-            lease.token,
-            json.dumps(batch_id(lease.job_id, lease.seq)).encode(),
-            lease.payload,
-        )
-        for lease in leases
-    ]
-    return b'{"op":"batches","batches":[' + b",".join(items) + b"]}"
+    """One grant: its lease token and [seq, payload] pairs. Payloads are stored as JSON
+    text, so they are spliced in rather than decoded and encoded again."""
+    token = leases[0].token
+    assert all(lease.token == token for lease in leases), "one grant, one token"
+    items = b",".join(b"[%d,%s]" % (lease.seq, lease.payload) for lease in leases)
+    return b'{"op":"batches","token":%d,"batches":[%s]}' % (token, items)
 
 
 @dataclass(frozen=True)
@@ -148,9 +160,12 @@ async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
     """Start a worker; its log records, stdout and stderr all flow into `sink`."""
     parent_sock, child_sock = socket.socketpair()
     log_read, log_write = os.pipe()
+    progress_fd = os.memfd_create("batchd-progress")
+    os.ftruncate(progress_fd, 8)
     env = dict(launch.env)
     env[constants.ENV_WORKER_FD] = str(child_sock.fileno())
     env[constants.ENV_LOG_FD] = str(log_write)
+    env[constants.ENV_PROGRESS_FD] = str(progress_fd)
     env["BATCHD_DAEMON_PID"] = str(os.getpid())
     try:
         process = await asyncio.create_subprocess_exec(
@@ -162,7 +177,7 @@ async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            pass_fds=(child_sock.fileno(), log_write),
+            pass_fds=(child_sock.fileno(), log_write, progress_fd),
             # Own session: a Ctrl-C meant for the daemon must not hit workers directly;
             # the daemon decides how they stop.
             start_new_session=True,
@@ -171,6 +186,7 @@ async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
     except BaseException:
         parent_sock.close()
         os.close(log_read)
+        os.close(progress_fd)
         raise
     finally:
         child_sock.close()
@@ -185,6 +201,7 @@ async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
         reader=reader,
         writer=writer,
         labels=dict(launch.labels),
+        progress_fd=progress_fd,
     )
     log_stream = await _read_pipe(log_read)
     assert process.stdout is not None and process.stderr is not None

@@ -69,6 +69,8 @@ class JobRun:
     exited_ok: int = 0
     exited_failed: int = 0
     finished: bool = False
+    # Batches per grant: as many as a worker handles in LEASE_TARGET_SECONDS.
+    lease_size: int = 1
 
     @property
     def job_id(self) -> str:
@@ -339,7 +341,7 @@ class Scheduler:
     async def _drive(self, run: JobRun, worker: WorkerProcess) -> None:
         try:
             init = await self._init_for(run.job)
-            await worker.send(protocol.encode({"op": "init", **init}))
+            await worker.send(protocol.encode({"op": "init", "job_id": run.job_id, **init}))
             while True:
                 message = await worker.recv()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
@@ -356,7 +358,10 @@ class Scheduler:
         returncode = await worker.process.wait()
         await worker.output_done()
         self.joblogs.release(run.job_id)
-        await self._reap(run, worker, returncode)
+        try:
+            await self._reap(run, worker, returncode)
+        finally:
+            worker.close_progress()
 
     async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
         """Run `step`, retrying while the store cannot write (disk full, locked): the
@@ -383,9 +388,17 @@ class Scheduler:
         self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
     ) -> None:
         op = message.get("op")
-        if op == "next":
-            await self._record(run, worker, message.get("outcomes", []))
-            await self._dispatch(run, worker)
+        if op == "progress":
+            await self._record(run, worker, message)
+        elif op == "next":
+            # The next grant goes out before these outcomes are stored, so the worker
+            # works while the daemon writes.
+            reported = self._take_reported(worker, message)
+            if await self._grant(run, worker):
+                await self._record(run, worker, message, reported)
+            else:
+                await self._record(run, worker, message, reported)
+                await self._dispatch(run, worker)
         elif op == "ready":
             worker.state = WorkerState.RUNNING
             worker.has_on_complete = bool(message.get("has_on_complete"))
@@ -402,33 +415,91 @@ class Scheduler:
 
     # -- record ------------------------------------------------------------------------
 
-    async def _record(self, run: JobRun, worker: WorkerProcess, outcomes: list[Any]) -> None:
-        if not outcomes:
+    @staticmethod
+    def _take_reported(worker: WorkerProcess, message: dict[str, Any]) -> int:
+        """Drop the batches a report covers from the worker's leases; how many it covers."""
+        done, failed = message.get("done") or [], message.get("failed") or []
+        count = len(done) + len(failed)
+        if count:
+            reported = {int(o[0]) for o in done} | {int(f["seq"]) for f in failed}
+            worker.leases = [lease for lease in worker.leases if lease.seq not in reported]
+            worker.batches_done += count
+        return count
+
+    async def _record(
+        self,
+        run: JobRun,
+        worker: WorkerProcess,
+        message: dict[str, Any],
+        reported: int | None = None,
+    ) -> None:
+        """Store the outcomes of a `progress` or `next` report ([seq, duration(, result)]
+        per success, an object per failure), all under the grant's lease token."""
+        if reported is None:
+            reported = self._take_reported(worker, message)
+        if not reported:
             return
-        worker.batches_done += len(outcomes)
-        reported = {int(o["seq"]) for o in outcomes}
-        worker.leases = [lease for lease in worker.leases if lease.seq not in reported]
+        token = int(message["token"])
+        done, failed = message.get("done") or [], message.get("failed") or []
         successes = [
-            Success(o["seq"], o["token"], float(o.get("duration", 0.0)), _result_bytes(o))
-            for o in outcomes
-            if o.get("ok")
+            Success(int(o[0]), token, float(o[1]), _result_bytes(o) if len(o) > 2 else None)
+            for o in done
         ]
+        self._adapt_lease_size(run, done, failed)
         if successes and await self.store.succeed(run.job_id, successes):
             run.deaths = 0
-        for outcome in outcomes:
-            if outcome.get("ok"):
-                continue
+        for outcome in failed:
             failure = Failure(
-                outcome["seq"],
-                outcome["token"],
-                str(outcome.get("error")),
-                outcome.get("traceback"),
+                int(outcome["seq"]), token, str(outcome.get("error")), outcome.get("traceback")
             )
             await self.store.fail(run.job_id, failure, run.job.max_receive_count)
         if run.parked:
             self._spawn_task(self._serve_parked(run), f"serve-parked-{run.job_id}")
 
+    @staticmethod
+    def _adapt_lease_size(run: JobRun, done: list[Any], failed: list[Any]) -> None:
+        count = len(done) + len(failed)
+        seconds = sum(float(o[1]) for o in done) + sum(float(f["duration"]) for f in failed)
+        per_batch = max(seconds / count, 1e-6)
+        run.lease_size = max(
+            1, min(constants.MAX_LEASE_BATCHES, int(constants.LEASE_TARGET_SECONDS / per_batch))
+        )
+
+    def _grant_size(self, run: JobRun, worker: WorkerProcess) -> int:
+        if run.job.batch_timeout is not None:
+            # Each batch gets its own timer: one at a time.
+            return 1
+        share = run.job.total_batch_count // (
+            max(1, len(run.workers)) * constants.LEASE_SHARE_DIVISOR
+        )
+        size = min(run.lease_size, max(1, share))
+        recycle = self.config.max_batches_per_worker
+        if recycle is not None:
+            size = min(size, max(1, recycle - worker.batches_done))
+        return size
+
     # -- dispatch ----------------------------------------------------------------------
+
+    def _may_lease(self, run: JobRun, worker: WorkerProcess) -> bool:
+        recycle = self.config.max_batches_per_worker
+        if run.finished or self.draining or worker.exit_requested:
+            return False
+        # A fresh worker replaces one that did its share: handlers that leak get a clean
+        # process.
+        return recycle is None or worker.batches_done < recycle
+
+    async def _grant(self, run: JobRun, worker: WorkerProcess) -> bool:
+        """Lease the worker its next batches and send them; False when none were leased."""
+        if not self._may_lease(run, worker):
+            return False
+        size = self._grant_size(run, worker)
+        leases = await self.store.lease(run.job_id, size, self.config.lease_timeout)
+        if not leases:
+            return False
+        await worker.send_batches(leases)
+        if run.job.batch_timeout is not None:
+            self._limit_batch(worker, leases[0], run.job.batch_timeout)
+        return True
 
     async def _dispatch(self, run: JobRun, worker: WorkerProcess) -> None:
         recycle = self.config.max_batches_per_worker
@@ -436,17 +507,10 @@ class Scheduler:
             await worker.request_exit()
             return
         if recycle is not None and worker.batches_done >= recycle:
-            # A fresh worker replaces this one: handlers that leak get a clean process.
             await worker.request_exit()
             self.wake()
             return
-        leases = await self.store.lease(
-            run.job_id, constants.LEASE_BATCH_COUNT, self.config.lease_timeout
-        )
-        if leases:
-            await worker.send_batches(leases)
-            if run.job.batch_timeout is not None:
-                self._limit_batch(worker, leases[0], run.job.batch_timeout)
+        if await self._grant(run, worker):
             return
         counts = await self.store.counts(run.job_id)
         if run.finished or self.draining:
@@ -553,15 +617,28 @@ class Scheduler:
         self.wake()
 
     async def _charge_leases(self, run: JobRun, worker: WorkerProcess, reason: str) -> None:
-        """The batch the worker was running costs an attempt; ones it had not begun do not."""
+        """The batch the worker was running costs an attempt, and so does each one it
+        finished without reporting (it ran: attempts never undercount calls); the ones it
+        had not begun go back unburnt. A worker runs its grant in order, and the shared
+        progress word says which batch it was in."""
         if not worker.leases:
             return
-        current, *unstarted = worker.leases
-        worker.leases = []
-        failure = Failure(current.seq, current.token, reason, None)
-        await self.store.fail(run.job_id, failure, run.job.max_receive_count)
-        if unstarted:
-            await self.store.release(run.job_id, [(lease.seq, lease.token) for lease in unstarted])
+        held, worker.leases = worker.leases, []
+        current_seq = worker.current_seq()
+        started = next((i + 1 for i, lease in enumerate(held) if lease.seq == current_seq), 0)
+        for lease in held[: started - 1]:
+            unreported = Failure(
+                lease.seq, lease.token, f"{reason}, before it reported this batch's outcome", None
+            )
+            await self.store.fail(run.job_id, unreported, run.job.max_receive_count)
+        if started:
+            current = held[started - 1]
+            failure = Failure(current.seq, current.token, reason, None)
+            await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+        if held[started:]:
+            await self.store.release(
+                run.job_id, [(lease.seq, lease.token) for lease in held[started:]]
+            )
         if run.parked:
             await self._serve_parked(run)
 
@@ -644,7 +721,5 @@ def _with_traceback(error: str, message: dict[str, Any]) -> str:
     return f"{error}\n{trace}" if trace else error
 
 
-def _result_bytes(outcome: dict[str, Any]) -> bytes | None:
-    if "result" not in outcome:
-        return None
-    return json.dumps(outcome["result"], separators=(",", ":"), ensure_ascii=False).encode()
+def _result_bytes(outcome: list[Any]) -> bytes:
+    return json.dumps(outcome[2], separators=(",", ":"), ensure_ascii=False).encode()

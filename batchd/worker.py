@@ -5,11 +5,16 @@ dependencies, so nothing here imports beyond the standard library and
 ``batchd.protocol``/``batchd.constants``.
 
     daemon ──init──▶ load handler file, Handler(config, job_spec) ──ready──▶ daemon
-    daemon ──batches──▶ handle_batch(payload, batch_id) … ──next(outcomes)──▶ daemon
+    daemon ──batches──▶ handle_batch(payload, batch_id) … ──progress(outcomes)──▶ daemon
+                                                        … ──next(outcomes)──▶ daemon
     daemon ──complete──▶ on_job_complete([status]) ──completed──▶ daemon
     daemon ──exit──▶ return 0
 
 The daemon is the only one that touches the queue; a worker only reports outcomes.
+Outcomes of a long run of batches are reported every few milliseconds (``progress``)
+so little is lost with the worker, and the sequence number of the batch under way is
+kept in a shared memory word the daemon reads when the worker dies: the batch that
+killed it is the one charged.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import ctypes
 import importlib.util
 import inspect
 import json
+import mmap
 import os
 import signal
 import socket
@@ -31,7 +37,9 @@ from typing import Any
 from batchd import worker_log
 from batchd.constants import (
     ENV_MEMORY_LIMIT,
+    ENV_PROGRESS_FD,
     ENV_WORKER_FD,
+    PROGRESS_FLUSH_SECONDS,
     WORKER_EXIT_INIT_FAILED,
     WORKER_EXIT_OUT_OF_MEMORY,
 )
@@ -92,20 +100,36 @@ def start_group_guard() -> None:
 
 def call_with_declared(function: Callable[..., Any], **available: Any) -> Any:
     """Pass only the arguments the function's signature names (Cortex behaviour)."""
+    return declared_caller(function, tuple(available))(*available.values())
+
+
+def declared_caller(function: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """A caller taking values for `names` positionally and passing on only those the
+    function declares. Reading the signature once, not per call, keeps it cheap."""
     parameters = inspect.signature(function).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return function(**available)
+        return lambda *values: function(**dict(zip(names, values, strict=True)))
+    declared = {p.name: p.kind for p in parameters}
     positional = [
-        available[p.name]
-        for p in parameters
-        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.name in available
+        i for i, name in enumerate(names) if declared.get(name) is inspect.Parameter.POSITIONAL_ONLY
     ]
-    named = {
-        p.name: available[p.name]
-        for p in parameters
-        if p.kind is not inspect.Parameter.POSITIONAL_ONLY and p.name in available
-    }
-    return function(*positional, **named)
+    named = [
+        (i, name)
+        for i, name in enumerate(names)
+        if name in declared and declared[name] is not inspect.Parameter.POSITIONAL_ONLY
+    ]
+    if not named and positional == list(range(len(positional))):
+        count = len(positional)
+        return lambda *values: function(*values[:count])
+    if not positional and [i for i, _ in named] == list(range(len(named))):
+        keys = [name for _, name in named]
+        if len(keys) == 1:
+            (key,) = keys
+            return lambda *values: function(**{key: values[0]})
+        return lambda *values: function(**dict(zip(keys, values, strict=False)))
+    return lambda *values: function(
+        *[values[i] for i in positional], **{name: values[i] for i, name in named}
+    )
 
 
 def load_handler_class(handler_path: str) -> type:
@@ -129,20 +153,37 @@ def describe_exception(exc: BaseException) -> dict[str, str]:
     }
 
 
+class Progress:
+    """The sequence number of the batch under way, in memory the daemon shares."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._memory = mmap.mmap(fd, 8) if fd is not None else None
+
+    def set(self, seq: int) -> None:
+        if self._memory is not None:
+            self._memory[:8] = seq.to_bytes(8, "little")
+
+
 class Worker:
-    def __init__(self, channel: BlockingChannel) -> None:
+    def __init__(self, channel: BlockingChannel, progress: Progress | None = None) -> None:
         self.channel = channel
+        self.progress = progress or Progress(None)
         self.handler: Any = None
+        self.job_id = ""
+        self._handle_batch: Callable[[Any, str], Any] = lambda payload, batch_id: None
 
     def start(self, init: dict[str, Any]) -> bool:
         sys.path.insert(0, os.getcwd())
+        self.job_id = str(init.get("job_id") or init["job_spec"].get("job_id", ""))
         try:
             handler_class = load_handler_class(init["handler_path"])
             self.handler = call_with_declared(
                 handler_class, config=init["config"], job_spec=init["job_spec"]
             )
-            if not callable(getattr(self.handler, "handle_batch", None)):
+            handle_batch = getattr(self.handler, "handle_batch", None)
+            if not callable(handle_batch):
                 raise TypeError("Handler has no handle_batch method")
+            self._handle_batch = declared_caller(handle_batch, ("payload", "batch_id"))
         except MemoryError:
             os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
@@ -153,29 +194,50 @@ class Worker:
         self.channel.send({"op": "ready", "has_on_complete": has_on_complete})
         return True
 
-    def handle(self, batch: dict[str, Any]) -> dict[str, Any]:
-        outcome: dict[str, Any] = {"seq": batch["seq"], "token": batch["token"]}
+    def handle(self, seq: int, payload: Any) -> tuple[list[Any] | None, dict[str, Any] | None]:
+        """Run one batch: ([seq, duration(, result)], None) or (None, failure)."""
+        batch_id = f"{self.job_id}-{seq}"
+        self.progress.set(seq)
+        labels = worker_log.labels
+        labels["batchID"] = batch_id
         started = time.monotonic()
-        worker_log.labels["batchID"] = batch["batch_id"]
         try:
-            result = call_with_declared(
-                self.handler.handle_batch, payload=batch["payload"], batch_id=batch["batch_id"]
-            )
+            result = self._handle_batch(payload, batch_id)
             if result is not None:
                 # Encode now so a result that is not JSON fails this batch, not the channel.
                 json.dumps(result, allow_nan=False)
-                outcome["result"] = result
-            outcome["ok"] = True
+                return [seq, time.monotonic() - started, result], None
+            return [seq, time.monotonic() - started], None
         except MemoryError:
             # Over [compute] mem: this process cannot be trusted to go on.
             os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
             logger.error("handle_batch failed", exc_info=exc)
-            outcome.update(ok=False, **describe_exception(exc))
+            failure = {"seq": seq, "duration": time.monotonic() - started}
+            return None, {**failure, **describe_exception(exc)}
         finally:
-            worker_log.labels.pop("batchID", None)
-        outcome["duration"] = time.monotonic() - started
-        return outcome
+            labels.pop("batchID", None)
+
+    def run_batches(self, token: int, batches: list[list[Any]]) -> None:
+        """Handle a grant of [seq, payload] batches in order, reporting outcomes every
+        few milliseconds and at once after a failure, then ask for more."""
+        done: list[list[Any]] = []
+        failed: list[dict[str, Any]] = []
+        flushed = time.monotonic()
+        for seq, payload in batches:
+            success, failure = self.handle(seq, payload)
+            if success is not None:
+                done.append(success)
+            else:
+                assert failure is not None
+                failed.append(failure)
+            now = time.monotonic()
+            if failed or now - flushed >= PROGRESS_FLUSH_SECONDS:
+                self.channel.send(
+                    {"op": "progress", "token": token, "done": done, "failed": failed}
+                )
+                done, failed, flushed = [], [], now
+        self.channel.send({"op": "next", "token": token, "done": done, "failed": failed})
 
     def complete(self, status: dict[str, Any]) -> dict[str, Any]:
         hook = getattr(self.handler, "on_job_complete", None)
@@ -189,13 +251,12 @@ class Worker:
         return {"op": "completed", "ok": True}
 
     def serve(self) -> None:
-        self.channel.send({"op": "next", "outcomes": []})
+        self.channel.send({"op": "next", "token": 0, "done": [], "failed": []})
         while True:
             message = self.channel.recv()
             op = message["op"]
             if op == "batches":
-                outcomes = [self.handle(batch) for batch in message["batches"]]
-                self.channel.send({"op": "next", "outcomes": outcomes})
+                self.run_batches(message["token"], message["batches"])
             elif op == "complete":
                 self.channel.send(self.complete(message["status"]))
             elif op == "exit":
@@ -218,9 +279,10 @@ def main() -> int:
     bound_memory()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
+    progress_fd = os.environ.get(ENV_PROGRESS_FD)
     printed = worker_log.capture_prints()
     try:
-        worker = Worker(channel)
+        worker = Worker(channel, Progress(int(progress_fd) if progress_fd else None))
         if not worker.start(channel.recv()):
             return WORKER_EXIT_INIT_FAILED
         worker.serve()

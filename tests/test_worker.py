@@ -210,7 +210,7 @@ def test_round_trip_both_ways(pair: tuple[socket.socket, socket.socket]) -> None
             "config": {"nested": [1, 2.5, None, True]},
             "text": "\u00e9\u6f22\U0001f600",
         },
-        {"op": "next", "outcomes": []},
+        {"op": "next", "token": 0, "done": [], "failed": []},
         {"op": "exit"},
     ]
     for message in messages:
@@ -237,11 +237,11 @@ def test_large_frame_arrives_whole(pair: tuple[socket.socket, socket.socket]) ->
 def test_frames_split_into_single_bytes_reassemble(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    data = encode({"op": "next", "outcomes": [{"seq": 1}]}) + encode({"op": "exit"})
+    data = encode({"op": "next", "done": [[1, 0.5]]}) + encode({"op": "exit"})
     for byte in data:
         pair[0].sendall(bytes([byte]))
     channel = BlockingChannel(pair[1])
-    assert channel.recv() == {"op": "next", "outcomes": [{"seq": 1}]}
+    assert channel.recv() == {"op": "next", "done": [[1, 0.5]]}
     assert channel.recv() == {"op": "exit"}
 
 
@@ -396,44 +396,50 @@ def worker_in(tmp_path: Path) -> Iterator[Any]:
         worker.kill()
 
 
-def batch(seq: int, payload: list[Any]) -> dict[str, Any]:
-    return {"seq": seq, "token": 100 + seq, "batch_id": f"job7-{seq}", "payload": payload}
+def grant(token: int, *batches: tuple[int, list[Any]]) -> dict[str, Any]:
+    return {"op": "batches", "token": token, "batches": [list(b) for b in batches]}
+
+
+FIRST_ASK = {"op": "next", "token": 0, "done": [], "failed": []}
+
+
+def outcomes(channel: Any, token: int) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Every outcome of one grant: the `progress` reports, then its closing `next`."""
+    done: list[list[Any]] = []
+    failed: list[dict[str, Any]] = []
+    while True:
+        message = channel.recv()
+        assert message["token"] == token
+        done += message["done"]
+        failed += message["failed"]
+        if message["op"] == "next":
+            return done, failed
+        assert message["op"] == "progress"
 
 
 def test_worker_runs_batches_and_the_completion_hook(worker_in: Any, tmp_path: Path) -> None:
     worker = worker_in(HANDLER)
     assert worker.init(config={"k": "v"}) == {"op": "ready", "has_on_complete": True}
-    assert worker.channel.recv() == {"op": "next", "outcomes": []}
-    worker.channel.send(
-        {
-            "op": "batches",
-            "batches": [batch(1, [1, "two"]), batch(2, ["boom"]), batch(3, ["set"])],
-        }
-    )
-    message = worker.channel.recv()
-    assert message["op"] == "next"
-    ok, boom, unencodable = message["outcomes"]
-    assert all(outcome["duration"] >= 0 for outcome in message["outcomes"])
-    assert [(o["seq"], o["token"], o["ok"]) for o in message["outcomes"]] == [
-        (1, 101, True),
-        (2, 102, False),
-        (3, 103, False),
-    ]
-    assert ok["result"] == {
+    assert worker.channel.recv() == FIRST_ASK
+    worker.channel.send(grant(101, (1, [1, "two"]), (2, ["boom"]), (3, ["set"])))
+    (ok,), (boom, unencodable) = outcomes(worker.channel, 101)
+    assert ok[0] == 1 and ok[1] >= 0
+    assert [(f["seq"], f["duration"] >= 0) for f in (boom, unencodable)] == [(2, True), (3, True)]
+    assert ok[2] == {
         "payload": [1, "two"],
         "batch_id": "job7-1",
         "config": {"k": "v"},
         "job_id": "job7",
         "cwd": str(tmp_path / "project0"),
     }
-    assert boom["error"] == "RuntimeError: boom" and "result" not in boom
+    assert boom["error"] == "RuntimeError: boom"
     assert 'raise RuntimeError("boom")' in boom["traceback"]
     # A result JSON cannot carry fails its batch, not the channel.
     assert unencodable["error"] == "TypeError: Object of type set is not JSON serializable"
 
-    worker.channel.send({"op": "batches", "batches": [batch(4, ["none"])]})
-    (none,) = worker.channel.recv()["outcomes"]
-    assert none["ok"] is True and "result" not in none
+    worker.channel.send(grant(102, (4, ["none"])))
+    (none,), failed = outcomes(worker.channel, 102)
+    assert none[0] == 4 and len(none) == 2 and not failed
 
     worker.channel.send({"op": "complete", "status": {"status": "completed_with_failures"}})
     assert worker.channel.recv() == {"op": "completed", "ok": True}
@@ -459,8 +465,8 @@ def test_failing_completion_hook_is_reported(worker_in: Any) -> None:
     )
     assert worker.init() == {"op": "ready", "has_on_complete": True}
     worker.channel.recv()
-    worker.channel.send({"op": "batches", "batches": [batch(1, [1])]})
-    assert worker.channel.recv()["outcomes"][0]["result"] == "ignored payload"
+    worker.channel.send(grant(5, (1, [1])))
+    assert outcomes(worker.channel, 5)[0][0][2] == "ignored payload"
     worker.channel.send({"op": "complete", "status": {"status": "succeeded"}})
     completed = worker.channel.recv()
     assert (completed["op"], completed["ok"], completed["error"]) == (
@@ -505,7 +511,7 @@ def test_worker_without_hook_says_so_and_exits_when_the_daemon_goes(worker_in: A
         """
     )
     assert worker.init() == {"op": "ready", "has_on_complete": False}
-    assert worker.channel.recv() == {"op": "next", "outcomes": []}
+    assert worker.channel.recv() == FIRST_ASK
     # The daemon closing the channel (EOF) is a clean exit, not a crash.
     worker.sock.shutdown(socket.SHUT_RDWR)
     assert worker.finish()[0] == 0
@@ -526,8 +532,8 @@ def test_handler_prints_do_not_corrupt_the_channel(worker_in: Any) -> None:
     )
     worker.init()
     worker.channel.recv()
-    worker.channel.send({"op": "batches", "batches": [batch(1, ["a"])]})
-    assert worker.channel.recv()["outcomes"][0]["result"] == {"echo": ["a"]}
+    worker.channel.send(grant(1, (1, ["a"])))
+    assert outcomes(worker.channel, 1)[0][0][2] == {"echo": ["a"]}
     worker.channel.send({"op": "exit"})
     returncode, output = worker.finish()
     assert returncode == 0
@@ -548,7 +554,7 @@ def test_unknown_op_crashes_the_worker(worker_in: Any) -> None:
 def test_encode_matches_what_the_worker_reads() -> None:
     # The daemon splices stored payloads into frames as bytes; the worker decodes them
     # with json.loads, so any compact JSON text must survive the trip.
-    body = b'{"op":"batches","batches":[{"seq":1,"payload":[1,{"a":"\xc3\xa9"}]}]}'
+    body = b'{"op":"batches","token":1,"batches":[[1,[1,{"a":"\xc3\xa9"}]]]}'
     left, right = socket.socketpair()
     with left, right:
         left.sendall(frame(body))
@@ -570,7 +576,7 @@ def test_memory_bound_without_cgroups_exits_as_out_of_memory(worker_in: Any) -> 
     )
     worker.init()
     worker.channel.recv()
-    worker.channel.send({"op": "batches", "batches": [batch(1, ["hog"])]})
+    worker.channel.send(grant(1, (1, ["hog"])))
     returncode, _ = worker.finish()
     assert returncode == WORKER_EXIT_OUT_OF_MEMORY
 
@@ -581,9 +587,9 @@ def test_nan_result_fails_the_batch(worker_in: Any) -> None:
     )
     worker.init()
     worker.channel.recv()
-    worker.channel.send({"op": "batches", "batches": [batch(1, ["x"])]})
-    (outcome,) = worker.channel.recv()["outcomes"]
-    assert outcome["ok"] is False
+    worker.channel.send(grant(1, (1, ["x"])))
+    done, (outcome,) = outcomes(worker.channel, 1)
+    assert not done
     assert "JSON" in outcome["error"]
     worker.channel.send({"op": "exit"})
     assert worker.finish()[0] == 0

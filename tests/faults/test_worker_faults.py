@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,15 @@ def test_random_worker_sigkills(
     assert ids == {batch_key(job_id, i) for i in range(total)}
     rows = check_attempts(daemon, job_id, side, max_receive_count)
     assert all(row.state == "succeeded" for row in rows.values())
-    # One charge per kill at most, and at least one for every batch a kill cut off.
-    assert len(cut) <= charged <= len(victims)
+    # One charge per kill for the batch it was in, at least one for every batch a kill cut
+    # off; a kill that lands between a batch's end and its report (a grant's outcomes are
+    # reported within milliseconds) also charges that finished batch, which runs again.
     expected_error = unexplained_sigkill_error()
-    assert {error for f in failures.values() for _, error in f} <= {expected_error}
+    unreported_error = f"{expected_error}, before it reported this batch's outcome"
+    errors = Counter(error for f in failures.values() for _, error in f)
+    assert set(errors) <= {expected_error, unreported_error}
+    assert len(cut) <= errors[expected_error] <= len(victims)
+    assert errors[unreported_error] <= len(victims)
     # A kill may land in on_job_complete: it runs again, and completes once.
     hooks = side.of("hook")
     assert hooks and all(h.extra == (str(total), "0", "0", "0") for h in hooks)
