@@ -331,6 +331,34 @@ def test_stop_a_running_job_through_the_confirm_dialog(
     )
 
 
+def test_job_lists_page_through_a_long_history(squares: Daemon, page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    client = squares.client
+    # Gated, so they stay running or pending (max_workers is 4) until stopped.
+    ids = [client.submit("squares", job_body(tmp_path / "never", [1]))["job_id"] for _ in range(23)]
+    page.goto(f"{squares.url}/")
+    expect(page.locator("#active-jobs tbody tr")).to_have_count(23)
+    expect(page.locator("#active-jobs")).to_contain_text("pending")
+    page.goto(f"{squares.url}/#/api/squares")
+    rows = page.locator("#api-jobs tbody tr")
+    expect(rows).to_have_count(20)
+    expect(rows.first).to_have_attribute("data-job-id", ids[-1])
+    newer, older = page.locator(".pager .newer"), page.locator(".pager .older")
+    expect(newer).to_be_disabled()
+    older.click()
+    expect(rows).to_have_count(3)
+    expect(rows.first).to_have_attribute("data-job-id", ids[2])
+    expect(rows.last).to_have_attribute("data-job-id", ids[0])
+    expect(older).to_be_disabled()
+    screenshot(page, "api-page-2")
+    newer.click()
+    expect(rows).to_have_count(20)
+    expect(rows.last).to_have_attribute("data-job-id", ids[3])
+    for job_id in ids:
+        client.stop_job("squares", job_id)
+
+
 def test_login_with_a_token(make_daemon: Callable[..., Daemon], page: Page, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 

@@ -459,7 +459,7 @@
       workers.replaceChildren(table([["slot", "num"], ["job"], ["pid", "num"], ["state"], ["GPUs"]], rows, "no live workers"));
       renderDaemon();
     });
-    page.poll(() => recent.refresh());
+    page.poll(() => recent.refresh(), STATUS_POLL_MS);
     page.poll(async () => {
       status = await call("GET", "/status", { signal: page.signal });
       renderDaemon();
