@@ -220,7 +220,7 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def test_submit_a_job_and_watch_its_progress_bar_reach_100(
-    squares: Daemon, page: Page, tmp_path: Path
+    page: Page, squares: Daemon, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -269,7 +269,7 @@ def test_submit_a_job_and_watch_its_progress_bar_reach_100(
     screenshot(page, "api")
 
 
-def test_retry_a_dead_lettered_batch(squares: Daemon, page: Page, tmp_path: Path) -> None:
+def test_retry_a_dead_lettered_batch(page: Page, squares: Daemon, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     gate = tmp_path / "gate"
@@ -302,7 +302,7 @@ def test_retry_a_dead_lettered_batch(squares: Daemon, page: Page, tmp_path: Path
 
 
 def test_stop_a_running_job_through_the_confirm_dialog(
-    squares: Daemon, page: Page, tmp_path: Path
+    page: Page, squares: Daemon, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -331,7 +331,7 @@ def test_stop_a_running_job_through_the_confirm_dialog(
     )
 
 
-def test_job_lists_page_through_a_long_history(squares: Daemon, page: Page, tmp_path: Path) -> None:
+def test_job_lists_page_through_a_long_history(page: Page, squares: Daemon, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     client = squares.client
@@ -359,7 +359,7 @@ def test_job_lists_page_through_a_long_history(squares: Daemon, page: Page, tmp_
         client.stop_job("squares", job_id)
 
 
-def test_login_with_a_token(make_daemon: Callable[..., Daemon], page: Page, tmp_path: Path) -> None:
+def test_login_with_a_token(page: Page, make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     (tmp_path / "token").write_text(TOKEN + "\n")
