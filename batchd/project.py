@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import re
 import shutil
@@ -93,7 +94,7 @@ class HandlerSpec(BaseModel):
     path: str
     # Seconds one handle_batch call may run before its worker is killed; a job's own
     # batch_timeout wins, the daemon's is the default.
-    batch_timeout: float | None = Field(default=None, gt=0)
+    batch_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     config: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     python: str | None = None
@@ -106,6 +107,15 @@ class HandlerSpec(BaseModel):
             raise ValueError(f"must be a relative path to a .py file inside the project: {path!r}")
         # Normalised so it compares equal to archive member names ("./h.py" is "h.py").
         return pure.as_posix()
+
+    @field_validator("config")
+    @classmethod
+    def _json_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        # TOML has dates, times, inf and nan; the config travels as JSON, which has none.
+        where = _not_json_at(config)
+        if where is not None:
+            raise ValueError(f"{where} is not a JSON value (a date, a time, inf or nan)")
+        return config
 
     @field_validator("env")
     @classmethod
@@ -155,14 +165,40 @@ def parse_size(text: str) -> int:
     size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
     if size < 16 * 1024**2:
         raise ValueError(f"{text!r} is below the 16M a Python worker needs")
+    # Memory limits (RLIMIT_AS, cgroups) are signed 64-bit numbers.
+    if size > _MAX_SIZE:
+        raise ValueError(f"{text!r} is over the largest memory bound, 8E")
     return size
+
+
+_MAX_SIZE = 2**63 - 1
+
+
+def _json_scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int | bool)
+
+
+def _not_json_at(value: Any) -> str | None:
+    """Where, below `value` (a TOML table), a value JSON cannot carry is; None if nowhere."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((child, f"{path}.{key}" if path else key) for key, child in node.items())
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
+        elif not _json_scalar(node):
+            return path
+    return None
 
 
 class RetentionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Days this API's finished jobs are kept; None: the daemon's retention_days.
-    days: float | None = Field(default=None, gt=0)
+    days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class ApiSpec(BaseModel):
@@ -324,6 +360,9 @@ def _scan(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
 def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
     if "\0" in raw.name or "\0" in raw.linkname:
         raise _refused(raw.name, "contains a NUL byte")
+    # tarfile keeps bytes that are not UTF-8 as surrogates; no snapshot path may hold them.
+    if not _utf8(raw.name) or not _utf8(raw.linkname):
+        raise _refused(raw.name, "has a path that is not UTF-8")
     if raw.name.startswith("/"):
         raise _refused(raw.name, "has an absolute path")
     parts = [part for part in raw.name.split("/") if part not in ("", ".")]
@@ -340,6 +379,14 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
     if raw.islnk():
         return raw.replace(name="/".join(parts), linkname=_hardlink_target(raw), deep=False)
     return raw.replace(name="/".join(parts), deep=False)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _hardlink_target(raw: tarfile.TarInfo) -> str:

@@ -109,9 +109,14 @@ class DeadLetterQueue(_Strict):
 
 
 class JobSubmission(_Strict):
-    # The published schema says what `_exactly_one_source` checks.
+    # The published schema says what `_exactly_one_source` checks (null means not given).
     model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": [kind]} for kind in SOURCE_KINDS]}
+        json_schema_extra={
+            "oneOf": [
+                {"required": [kind], "properties": {kind: {"type": "object"}}}
+                for kind in SOURCE_KINDS
+            ]
+        }
     )
 
     workers: _Count = 1

@@ -22,16 +22,21 @@ from pydantic import BaseModel
 from batchd.client import Client
 from batchd.http import openapi, schemas
 from batchd.http.app import Services, build_app
-from tests.conftest import EXAMPLE, Daemon, wait_job
+from tests.conftest import EXAMPLE, Daemon, wait_for, wait_job
 
 TOKEN = "openapi-test-token-0123456789"
 HTTP_DIR = Path(openapi.__file__).parent
 
 FAILING_HANDLER = """
+import time
+
+
 class Handler:
     def handle_batch(self, payload):
         if payload == [13]:
             raise ValueError("unlucky")
+        if payload == ["sleep"]:
+            time.sleep(60)
         print("handled", payload)
         return payload
 """
@@ -188,13 +193,19 @@ def test_real_responses_fit_the_document(
     wait_job(client, "flaky", retried["job_id"])
     check(document, schemas.DryRunReport, client.submit("hello", _one_item(), dry_run=True))
     get("/admin/prune?dryRun=true", schemas.PruneReport, "POST")
-    running = client.submit("flaky", {"item_list": {"items": [1], "batch_size": 1}})
-    status, _, raw = fetch(secured, f"/batch/flaky?jobID={running['job_id']}", method="DELETE")
-    if status == 200:
-        check(document, schemas.Message, json.loads(raw))
-    else:  # it had already finished
-        assert status == 409
-        check(document, schemas.Error, json.loads(raw))
+    # A job with a live worker: the worker lists of /status and of the job status.
+    running = client.submit("flaky", {"item_list": {"items": ["sleep"], "batch_size": 1}})
+    path = f"/batch/flaky?jobID={running['job_id']}"
+    wait_for(
+        lambda: client.get_job("flaky", running["job_id"])["job_status"]["worker_details"],
+        what="a live worker",
+    )
+    assert get(path, schemas.JobStatusResponse)["job_status"]["worker_details"]
+    assert get("/status", schemas.StatusPage)["workers"]
+    assert get(path, schemas.Message, "DELETE")["message"].startswith("stopped")
+    status, _, raw = fetch(secured, path, method="DELETE")
+    assert status == 409
+    check(document, schemas.Error, json.loads(raw))
     get("/apis/flaky", schemas.DeletedApi, "DELETE")
     # The anyOf of GET /batch/{api} and POST /batch/{api} tell their two answers apart.
     for schema, one, other in (

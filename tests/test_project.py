@@ -154,6 +154,12 @@ def test_full_spec_is_parsed() -> None:
         (MINIMAL_TOML + 'python = "python3"\n', "handler.python", "absolute path"),
         (MINIMAL_TOML + 'env = { "1BAD" = "x" }\n', "handler.env", "'1BAD'"),
         (MINIMAL_TOML + "env = { A = 1 }\n", "handler.env.A", "valid string"),
+        # Values JSON cannot carry: once a 500 (a date), or an `Infinity` in API summaries.
+        (MINIMAL_TOML + "config = { a = { b = [1979-05-27] } }\n", "handler.config", r"a\.b\[0\]"),
+        (MINIMAL_TOML + "config = { a = nan }\n", "handler.config", "not a JSON value"),
+        (MINIMAL_TOML + "batch_timeout = inf\n", "handler.batch_timeout", "finite"),
+        (MINIMAL_TOML + "[retention]\ndays = inf\n", "retention.days", "finite"),
+        (MINIMAL_TOML + '[compute]\nmem = "9999999999T"\n', "compute.mem", "largest"),
     ],
 )
 def test_spec_errors_name_the_field(toml: str, field: str, message: str) -> None:
@@ -537,6 +543,8 @@ def test_server_size_counts_hardlinks(snapshots: Path) -> None:
         (_file("../evil", b"x"), "has a '..' path component"),
         (_file("a/../../evil", b"x"), "has a '..' path component"),
         (_file("é\0b.py", b"x"), "contains a NUL byte"),
+        # Once a 500: bytes that are not UTF-8 in a name.
+        (_file("data\udcff.txt", b"x"), "has a path that is not UTF-8"),
         (_link("passwd", "/etc/passwd"), "outside the project"),
         (_link("a", "../../x"), "resolves outside the project"),
         (_link("sub/a", "../../x"), "resolves outside the project"),

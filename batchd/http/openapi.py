@@ -106,14 +106,14 @@ class Operation:
 
 API = Param("api", "path", {"type": "string"}, "the API's name")
 API_NAME = Param("name", "path", {"type": "string"}, "the API's name")
-JOB_ID = Param("jobID", "query", {"type": "string"}, "the job's id", required=True)
+JOB_ID = Param("jobID", "query", {"type": "string", "minLength": 1}, "the job's id", required=True)
 DRY_RUN = Param(
     "dryRun", "query", {"type": "boolean", "default": False}, "only validate and report"
 )
 BEFORE = Param(
     "before",
     "query",
-    {"type": "string"},
+    {"type": "string", "minLength": 1},
     "paging: the id of the last job of the previous page; older jobs follow",
 )
 
