@@ -23,6 +23,7 @@ from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.joblogs import JobLogs
+from batchd.metrics import Metrics
 from batchd.project import pack_project
 from batchd.retention import Pruner
 from batchd.scheduler import Scheduler
@@ -56,14 +57,17 @@ async def serve(
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state)
-    store = open_store(state, config.sqlite_synchronous)
+    metrics = Metrics()
+    store = open_store(state, config.sqlite_synchronous, metrics)
     await store.open()
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
     joblogs = JobLogs(state / "logs")
     pruner = Pruner(store, joblogs, config.retention_days)
     gpus = await asyncio.to_thread(detect_gpus, config)
-    scheduler = Scheduler(config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus)
+    scheduler = Scheduler(
+        config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus, metrics=metrics
+    )
     notifier = Notifier()
     stop_requested = asyncio.Event()
 
@@ -84,7 +88,8 @@ async def serve(
         await scheduler.start()
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
-        app = build_app(Services(config, store, registry, scheduler, joblogs, pruner), tokens)
+        services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
+        app = build_app(services, tokens)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
         )

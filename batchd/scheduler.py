@@ -35,6 +35,7 @@ from batchd.config import DaemonConfig
 from batchd.errors import conflict, not_found
 from batchd.joblogs import JobLogs
 from batchd.memlimit import MemoryLimiter
+from batchd.metrics import Metrics
 from batchd.pool import OomDetector, WorkerLaunch, WorkerProcess, WorkerState, describe_exit, spawn
 from batchd.store.base import (
     BatchCounts,
@@ -87,6 +88,7 @@ class Scheduler:
         joblogs: JobLogs,
         gpus: list[int] | None = None,
         memory: MemoryLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -99,6 +101,7 @@ class Scheduler:
         self._slots: set[int] = set()
         self.gpus = sorted(gpus or [])
         self.memory = memory or MemoryLimiter()
+        self.metrics = metrics or Metrics()
         self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
@@ -117,6 +120,7 @@ class Scheduler:
             log.info("re-queued leases held when the daemon stopped", extra={"count": len(expired)})
         for job in await self.store.active_jobs():
             self.runs[job.job_id] = JobRun(job)
+        self.metrics.leases_expired(expired, self.api_of)
         self._loop_task = self._spawn_task(self._loop(), "scheduler-loop")
         self._spawn_task(self._renew_leases(), "lease-renewal")
         self.wake()
@@ -228,6 +232,11 @@ class Scheduler:
         counts["succeeded"] = run.exited_ok
         counts["failed"] = run.exited_failed
         return counts
+
+    def api_of(self, job_id: str) -> str:
+        """The API of an unfinished job (for metrics labels)."""
+        run = self.runs.get(job_id)
+        return run.job.api_name if run is not None else "unknown"
 
     # -- allocate ----------------------------------------------------------------------
 
@@ -446,13 +455,15 @@ class Scheduler:
             for o in done
         ]
         self._adapt_lease_size(run, done, failed)
-        if successes and await self.store.succeed(run.job_id, successes):
+        if successes and (accepted := await self.store.succeed(run.job_id, successes)):
             run.deaths = 0
+            self.metrics.batches_succeeded(run.job.api_name, successes, accepted)
         for outcome in failed:
             failure = Failure(
                 int(outcome["seq"]), token, str(outcome.get("error")), outcome.get("traceback")
             )
-            await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+            state = await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+            self.metrics.batch_failed(run.job.api_name, state)
         if run.parked:
             self._spawn_task(self._serve_parked(run), f"serve-parked-{run.job_id}")
 
@@ -594,6 +605,7 @@ class Scheduler:
             or self._oom.was_oom(returncode, worker.killed)
         )
         reason = worker.death_reason or describe_exit(returncode, oom)
+        self.metrics.worker_died(run.job.api_name, oom)
         log.warning(
             "worker died",
             extra={"jobID": run.job_id, "slot": worker.slot, "pid": worker.pid, "reason": reason},
@@ -630,11 +642,13 @@ class Scheduler:
             unreported = Failure(
                 lease.seq, lease.token, f"{reason}, before it reported this batch's outcome", None
             )
-            await self.store.fail(run.job_id, unreported, run.job.max_receive_count)
+            state = await self.store.fail(run.job_id, unreported, run.job.max_receive_count)
+            self.metrics.batch_failed(run.job.api_name, state)
         if started:
             current = held[started - 1]
             failure = Failure(current.seq, current.token, reason, None)
-            await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+            state = await self.store.fail(run.job_id, failure, run.job.max_receive_count)
+            self.metrics.batch_failed(run.job.api_name, state)
         if held[started:]:
             await self.store.release(
                 run.job_id, [(lease.seq, lease.token) for lease in held[started:]]
@@ -704,6 +718,7 @@ class Scheduler:
                 if held:
                     await self.store.renew(held, self.config.lease_timeout)
                 expired = await self.store.expire_leases(time.time())
+                self.metrics.leases_expired(expired, self.api_of)
             except Exception:
                 log.exception("lease renewal failed")
                 continue

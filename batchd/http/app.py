@@ -6,7 +6,7 @@ import errno
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from batchd.errors import ApiError
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
 from batchd.joblogs import JobLogs
+from batchd.metrics import Metrics
 from batchd.retention import Pruner
 from batchd.scheduler import Scheduler
 from batchd.store.base import Store
@@ -34,6 +35,7 @@ class Services:
     scheduler: Scheduler
     joblogs: JobLogs
     pruner: Pruner
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -83,7 +85,14 @@ def _storage_error(request: web.Request, exc: Exception, code: str) -> web.Respo
 
 
 def build_app(services: Services, tokens: Tokens | None = None) -> web.Application:
-    from batchd.http import admin_routes, apis_routes, jobs_routes, openapi, ui_routes
+    from batchd.http import (
+        admin_routes,
+        apis_routes,
+        jobs_routes,
+        metrics_routes,
+        openapi,
+        ui_routes,
+    )
     from batchd.http.auth import auth_middleware
 
     middlewares: list[Middleware] = [errors_as_json]
@@ -96,6 +105,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     admin_routes.add_routes(app)
     apis_routes.add_routes(app)
     jobs_routes.add_routes(app)
+    metrics_routes.add_routes(app)
     ui_routes.add_routes(app)
     return app
 

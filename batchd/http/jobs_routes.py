@@ -43,6 +43,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def submit(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     services = services_of(request)
     api = await services.registry.require(request.match_info["api"])
     dry_run = bool_query(request, "dryRun")
@@ -91,7 +92,7 @@ async def submit(request: web.Request) -> web.Response:
         priority=submission.priority,
         created_at=time.time(),
     )
-    return await _start(services, job, plan.payloads)
+    return await _start(services, job, plan.payloads, started)
 
 
 def _require_gpus(services: Services, api: ApiRecord) -> None:
@@ -218,6 +219,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 async def retry(request: web.Request) -> web.Response:
     """Submit a new job made of the dead-lettered batches, on the API's latest version."""
+    started = time.perf_counter()
     services, original = await _target(request, unpruned=True)
     api = await services.registry.require(original.api_name)
     payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
@@ -238,13 +240,17 @@ async def retry(request: web.Request) -> web.Response:
         created_at=time.time(),
         retry_of=original.job_id,
     )
-    return await _start(services, job, payloads)
+    return await _start(services, job, payloads, started)
 
 
-async def _start(services: Services, job: NewJob, payloads: list[bytes]) -> web.Response:
-    """Store the job with all its batches (one transaction), then let the scheduler run it."""
+async def _start(
+    services: Services, job: NewJob, payloads: list[bytes], started: float
+) -> web.Response:
+    """Store the job with all its batches (one transaction), then let the scheduler run it;
+    `started` is the time.perf_counter() of the request, for the admission histogram."""
     record = await services.store.create_job(job, payloads)
     services.scheduler.admit(record)
+    services.metrics.admitted(record.api_name, started)
     return web.json_response(views.job_spec(record))
 
 

@@ -141,6 +141,22 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/metrics",
+        "metrics",
+        "daemon",
+        "Prometheus metrics, in the text exposition format",
+        {
+            200: (
+                "the metrics (text format 0.0.4)",
+                Body(media_types=("text/plain",), raw_schema={"type": "string"}),
+            )
+        },
+        description="Counters and histograms of batch outcomes, worker deaths and admissions "
+        "by API, SQLite commit latency, and gauges of jobs by status, queue depth and "
+        "workers. No label holds a job or batch id. The read-only token is enough.",
+    ),
+    Operation(
+        "get",
         "/status",
         "status",
         "daemon",
@@ -436,7 +452,7 @@ def _build() -> dict[str, Any]:
             "each described by the response schema.",
         },
         "tags": [
-            {"name": "daemon", "description": "health, status and pruning"},
+            {"name": "daemon", "description": "health, status, metrics and pruning"},
             {"name": "apis", "description": "deploying Handler projects"},
             {"name": "jobs", "description": "the Cortex-compatible job endpoints"},
         ],

@@ -162,6 +162,16 @@ class Result:
     result: bytes
 
 
+@dataclass(frozen=True)
+class MetricCounts:
+    """What GET /metrics reads from the store: jobs by status, and the queued and leased
+    batches of unfinished jobs by API."""
+
+    jobs_by_status: dict[str, int]
+    queued_by_api: dict[str, int]
+    leased_by_api: dict[str, int]
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -186,6 +196,7 @@ class Store(Protocol):
     ) -> bool: ...
     async def set_has_on_complete(self, job_id: str, value: bool) -> None: ...
     async def counts(self, job_id: str) -> BatchCounts: ...
+    async def metric_counts(self) -> MetricCounts: ...
 
     # Batches
     async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]: ...

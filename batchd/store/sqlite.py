@@ -24,6 +24,7 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import PRUNE_CHUNK_ROWS, SCHEMA_VERSION, STREAM_PAGE_ROWS, WAL_SIZE_LIMIT
+from batchd.metrics import Metrics
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,
@@ -34,6 +35,7 @@ from batchd.store.base import (
     JobRecord,
     JobStatus,
     Lease,
+    MetricCounts,
     NewJob,
     Result,
     Success,
@@ -58,6 +60,18 @@ _COUNTS_SQL = (
     )
     + ", (SELECT count(*) FROM failures WHERE batch BETWEEN ?1 AND ?2)"
     + ", (SELECT avg(duration) FROM batches WHERE state = 'succeeded' AND id BETWEEN ?1 AND ?2)"
+)
+
+# Per unfinished job, its queued and leased batches (each a range count on the
+# (state, id) index).
+_QUEUE_DEPTH_SQL = (
+    "SELECT api_name, "
+    + ", ".join(
+        f"(SELECT count(*) FROM batches WHERE state = '{state}' "
+        f"AND id BETWEEN key << {_SEQ_BITS} AND (key << {_SEQ_BITS}) | {(1 << _SEQ_BITS) - 1})"
+        for state in ("queued", "leased")
+    )
+    + " FROM jobs WHERE status IN ('pending', 'enqueuing', 'running')"
 )
 
 
@@ -108,8 +122,11 @@ class UnknownJob(KeyError):
 
 
 class SqliteStore:
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "full", metrics: Metrics | None = None
+    ) -> None:
         self.path = path
+        self.metrics = metrics or Metrics()
         self.synchronous = synchronous.upper()
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -192,7 +209,8 @@ class SqliteStore:
                     with contextlib.suppress(sqlite3.Error):
                         await self._exec(self._w, "ROLLBACK")
                 raise
-            await self._exec(self._w, "COMMIT")
+            with self.metrics.commit_timer():
+                await self._exec(self._w, "COMMIT")
 
     @staticmethod
     async def _exec(conn: aiosqlite.Connection, sql: str, *params: Any) -> int:
@@ -396,6 +414,20 @@ class SqliteStore:
             dead=row[3],
             failed_attempts=row[4],
             average_time=row[5],
+        )
+
+    async def metric_counts(self) -> MetricCounts:
+        """Jobs by status, and the queued and leased batches of unfinished jobs by API."""
+        statuses = await self._rows(self._r, "SELECT status, count(*) FROM jobs GROUP BY status")
+        queue: dict[str, list[int]] = {}
+        for api, queued, leased in await self._rows(self._r, _QUEUE_DEPTH_SQL):
+            totals = queue.setdefault(api, [0, 0])
+            totals[0] += queued
+            totals[1] += leased
+        return MetricCounts(
+            jobs_by_status={status: count for status, count in statuses},
+            queued_by_api={api: totals[0] for api, totals in queue.items()},
+            leased_by_api={api: totals[1] for api, totals in queue.items()},
         )
 
     # -- batches -----------------------------------------------------------------------
