@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     use_huey = not args.no_huey and huey_peer.available()
     workdir = Path(tempfile.mkdtemp(prefix="batchd-bench-"))
     ctx = Context(sizes=sizes, runs=runs, quick=args.quick, huey=use_huey, workdir=workdir)
-    started, clock = report.now(), time.monotonic()
+    started, clock, load_before = report.now(), time.monotonic(), report.load_average()
     progress(
         f"bench: {', '.join(m.KEY for m in modules)}; {'quick' if args.quick else 'full'} sizes, "
         f"{runs} run(s); huey {'on' if use_huey else 'off'}; temp dir {workdir}"
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             result.seconds = time.monotonic() - begun
             results.append(result)
             progress(f"{module.KEY}: done in {result.seconds:.0f} s")
-            text = report.render(results, ctx, started, time.monotonic() - clock)
+            text = report.render(results, ctx, started, time.monotonic() - clock, load_before)
             args.out.write_text(text)
     finally:
         if not args.keep:

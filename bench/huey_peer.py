@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import PROJECTS, WORKERS, ratio
+from bench.common import PROJECTS, WORKERS, Result, progress, ratio
 
 # Poll the queue every 10 ms, backing off to 100 ms at most when it is empty: huey's
 # defaults (100 ms, up to 10 s) would only make it look slower than it is.
@@ -59,6 +59,23 @@ def _tasks_module(db: Path) -> ModuleType:
         sys.path.insert(0, str(PROJECTS))
     module = importlib.import_module("huey_tasks")
     return importlib.reload(module)
+
+
+def run_or_note(
+    result: Result, workdir: Path, task: str, payloads: list[Any], cap_s: float, **kwargs: Any
+) -> HueyRun | None:
+    """:func:`run`; a failure is noted in `result` (the batchd figures stand without it)."""
+    try:
+        peer = run(workdir, task, payloads, cap_s, **kwargs)
+    except Exception as exc:
+        progress(f"huey failed: {type(exc).__name__}: {exc}")
+        result.note(f"A huey run failed: {type(exc).__name__}: {exc}")
+        return None
+    if peer.capped:
+        result.note(
+            f"huey did not finish within its {cap_s:.0f} s cap: {peer.done:,}/{peer.tasks:,}"
+        )
+    return peer
 
 
 def run(workdir: Path, task: str, payloads: list[Any], cap_s: float, **kwargs: Any) -> HueyRun:

@@ -59,6 +59,21 @@ def memory_gib() -> str:
         return "?"
 
 
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def batchd_source() -> str:
+    """Where the measured batchd comes from: this checkout, unless something shadows it."""
+    import batchd
+
+    path = Path(batchd.__file__).resolve().parent
+    return "this checkout" if path == REPO / "batchd" else f"{path} (not this checkout!)"
+
+
 def machine_lines(ctx: Context) -> list[str]:
     from bench import huey_peer
 
@@ -67,6 +82,7 @@ def machine_lines(ctx: Context) -> list[str]:
         f"- machine: {os.cpu_count()} cores ({cpu_model()}), {memory_gib()} RAM, "
         f"{platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {huey}",
+        f"- batchd: {batchd_source()}",
     ]
 
 
@@ -76,7 +92,9 @@ def target_row(target: Target) -> str:
     return f"| {target.name} | {value} | {bar} | {MARK[target.met]} |"
 
 
-def render(results: list[Result], ctx: Context, started: datetime, seconds: float) -> str:
+def render(
+    results: list[Result], ctx: Context, started: datetime, seconds: float, load_before: str
+) -> str:
     mode = "quick (tiny sizes)" if ctx.quick else "full"
     argv = " ".join(sys.argv[1:])
     lines = [
@@ -91,6 +109,8 @@ def render(results: list[Result], ctx: Context, started: datetime, seconds: floa
         f"- commit: {commit()}",
         *machine_lines(ctx),
         f"- mode: {mode}; {ctx.runs} run(s) per workload; {seconds / 60:.1f} min in all",
+        f"- load average (1, 5, 15 min) before: {load_before}; after: {load_average()} "
+        "(anything else running on the machine skews the figures)",
         f"- command: `python -m bench{(' ' + argv) if argv else ''}`",
         "",
         "## Pass bars",

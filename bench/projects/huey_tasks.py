@@ -11,6 +11,8 @@ huey = SqliteHuey(
     filename=os.environ.get("BENCH_HUEY_DB", "huey.db"),
     journal_mode="wal",
     fsync=True,
+    # The enqueuer and both workers contend for the write lock: wait, as batchd's store does.
+    timeout=60,
 )
 
 
