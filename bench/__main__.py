@@ -47,10 +47,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run (a smoke test)")
     parser.add_argument("--runs", type=int, help="runs per workload (default 3; 1 with --quick)")
     parser.add_argument("--only", help=f"comma-separated workloads, of: {keys}")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report path")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"report path (default {DEFAULT_OUT.relative_to(DEFAULT_OUT.parent.parent)}; "
+        "with --quick, stdout only)",
+    )
     parser.add_argument("--no-huey", action="store_true", help="skip the huey peer")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (logs)")
     args = parser.parse_args(argv)
+    if args.out is None and not args.quick:
+        args.out = DEFAULT_OUT
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
     return args
@@ -94,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             progress(f"{module.KEY}: done in {result.seconds:.0f} s")
             text = report.render(results, ctx, started, time.monotonic() - clock, load_before)
-            args.out.write_text(text)
+            if args.out is not None:
+                # Rewritten after every workload: an interrupted run keeps what it measured.
+                args.out.write_text(text)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    progress(f"wrote {args.out} ({(time.monotonic() - clock) / 60:.1f} min)")
+    if args.out is None:
+        print(report.render(results, ctx, started, time.monotonic() - clock, load_before))
+    else:
+        progress(f"wrote {args.out}")
+    progress(f"{(time.monotonic() - clock) / 60:.1f} min in all")
     for result in results:
         for target in result.targets:
             if target.bound is not None:

@@ -120,9 +120,10 @@ def render(
     ]
     for result in results:
         lines.extend(target_row(t) for t in result.targets if t.bound is not None)
-    lines += ["", "## Ratios without a bar", "", "| figure | value | | |", "|---|---|---|---|"]
-    for result in results:
-        lines.extend(target_row(t) for t in result.targets if t.bound is None)
+    plain = [t for result in results for t in result.targets if t.bound is None]
+    if plain:
+        lines += ["", "## Ratios without a bar", "", "| figure | value | | |", "|---|---|---|---|"]
+        lines.extend(target_row(t) for t in plain)
     lines += ["", "## Workloads", ""]
     for result in results:
         lines += [f"### {result.key}: {result.title}", "", result.what, ""]
