@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -74,7 +75,15 @@ def select(only: str | None) -> list[ModuleType]:
     return [module for module in WORKLOADS if module.KEY.lower() in wanted]
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (and SIGINT where the shell left it ignored) unwinds like Ctrl-C, so every
+    # daemon, worker and huey consumer this run started is killed on the way out.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     args = parse_args(sys.argv[1:] if argv is None else argv)
     modules = select(args.only)
     sizes = QUICK if args.quick else FULL
