@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -277,7 +277,7 @@ class Daemon:
     def descendants(self) -> list[psutil.Process]:
         """Its live workers and their children (remembered, so close() can kill them)."""
         try:
-            found = self.ps().children(recursive=True)
+            found: list[psutil.Process] = self.ps().children(recursive=True)
         except psutil.Error:
             return []
         for proc in found:
@@ -371,7 +371,6 @@ def run_job(
     body: bytes,
     cap_s: float,
     poll_s: float = 0.05,
-    on_admitted: Callable[[str], None] | None = None,
 ) -> Drain:
     """Submit, then poll the job status until it ends or `cap_s` passes (then stop it).
 
@@ -383,8 +382,6 @@ def run_job(
     admitted = time.time()
     job_id = str(spec["job_id"])
     total = int(spec["total_batch_count"])
-    if on_admitted is not None:
-        on_admitted(job_id)
     deadline = submitted + cap_s
     while True:
         status = daemon.status(api, job_id)
