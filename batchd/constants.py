@@ -66,6 +66,10 @@ LEASE_SHARE_DIVISOR = 4
 # A worker reports the outcomes of a long grant at least this often.
 PROGRESS_FLUSH_SECONDS = 0.005
 
+# A worker asks for its next grant halfway through one of at least this many batches
+# (fast ones); slow batches are not held back from idle workers at a job's tail.
+PREFETCH_MIN_BATCHES = 16
+
 # Rows fetched per query when streaming results or dead letters.
 STREAM_PAGE_ROWS = 1000
 

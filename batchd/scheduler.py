@@ -397,7 +397,14 @@ class Scheduler:
         self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
     ) -> None:
         op = message.get("op")
-        if op == "progress":
+        if op == "progress" and message.get("more"):
+            # Halfway through a grant the worker asks for its next one; it waits for an
+            # answer, so one always goes back, empty when nothing is leased.
+            reported = self._take_reported(worker, message)
+            if not await self._grant(run, worker):
+                await worker.send(_EMPTY_GRANT)
+            await self._record(run, worker, message, reported)
+        elif op == "progress":
             await self._record(run, worker, message)
         elif op == "next":
             # The next grant goes out before these outcomes are stored, so the worker
@@ -486,7 +493,7 @@ class Scheduler:
         size = min(run.lease_size, max(1, share))
         recycle = self.config.max_batches_per_worker
         if recycle is not None:
-            size = min(size, max(1, recycle - worker.batches_done))
+            size = min(size, max(1, recycle - worker.batches_done - len(worker.leases)))
         return size
 
     # -- dispatch ----------------------------------------------------------------------
@@ -497,7 +504,7 @@ class Scheduler:
             return False
         # A fresh worker replaces one that did its share: handlers that leak get a clean
         # process.
-        return recycle is None or worker.batches_done < recycle
+        return recycle is None or worker.batches_done + len(worker.leases) < recycle
 
     async def _grant(self, run: JobRun, worker: WorkerProcess) -> bool:
         """Lease the worker its next batches and send them; False when none were leased."""
@@ -725,6 +732,9 @@ class Scheduler:
             if expired:
                 log.warning("leases expired", extra={"count": len(expired)})
                 self.wake()
+
+
+_EMPTY_GRANT = protocol.encode({"op": "batches", "token": 0, "batches": []})
 
 
 def _final_status(counts: BatchCounts) -> JobStatus:

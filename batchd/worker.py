@@ -39,6 +39,7 @@ from batchd.constants import (
     ENV_MEMORY_LIMIT,
     ENV_PROGRESS_FD,
     ENV_WORKER_FD,
+    PREFETCH_MIN_BATCHES,
     PROGRESS_FLUSH_SECONDS,
     WORKER_EXIT_INIT_FAILED,
     WORKER_EXIT_OUT_OF_MEMORY,
@@ -218,13 +219,23 @@ class Worker:
         finally:
             labels.pop("batchID", None)
 
-    def run_batches(self, token: int, batches: list[list[Any]]) -> None:
+    def run_batches(self, token: int, batches: list[list[Any]]) -> dict[str, Any] | None:
         """Handle a grant of [seq, payload] batches in order, reporting outcomes every
-        few milliseconds and at once after a failure, then ask for more."""
+        few milliseconds and at once after a failure, then ask for more.
+
+        Halfway through a long grant the worker asks for the next one (`more`), which the
+        daemon always answers, with batches or an empty grant: the pipe never runs dry.
+        Returns a message that came instead of that answer, for the caller to act on."""
         done: list[list[Any]] = []
         failed: list[dict[str, Any]] = []
         flushed = time.monotonic()
-        for seq, payload in batches:
+        halfway = len(batches) // 2 if len(batches) >= PREFETCH_MIN_BATCHES else -1
+        for index, (seq, payload) in enumerate(batches):
+            if index == halfway:
+                self.channel.send(
+                    {"op": "progress", "token": token, "done": done, "failed": failed, "more": True}
+                )
+                done, failed = [], []
             success, failure = self.handle(seq, payload)
             if success is not None:
                 done.append(success)
@@ -237,7 +248,16 @@ class Worker:
                     {"op": "progress", "token": token, "done": done, "failed": failed}
                 )
                 done, failed, flushed = [], [], now
-        self.channel.send({"op": "next", "token": token, "done": done, "failed": failed})
+        if halfway < 0:
+            self.channel.send({"op": "next", "token": token, "done": done, "failed": failed})
+            return None
+        answer = self.channel.recv()
+        if answer["op"] == "batches" and not answer["batches"]:
+            self.channel.send({"op": "next", "token": token, "done": done, "failed": failed})
+            return None
+        # The next grant (or an order to stop) is here: report this one's last outcomes.
+        self.channel.send({"op": "progress", "token": token, "done": done, "failed": failed})
+        return answer
 
     def complete(self, status: dict[str, Any]) -> dict[str, Any]:
         hook = getattr(self.handler, "on_job_complete", None)
@@ -252,17 +272,20 @@ class Worker:
 
     def serve(self) -> None:
         self.channel.send({"op": "next", "token": 0, "done": [], "failed": []})
+        message: dict[str, Any] | None = None
         while True:
-            message = self.channel.recv()
+            message = message or self.channel.recv()
             op = message["op"]
             if op == "batches":
-                self.run_batches(message["token"], message["batches"])
+                message = self.run_batches(message["token"], message["batches"])
+                continue
             elif op == "complete":
                 self.channel.send(self.complete(message["status"]))
             elif op == "exit":
                 return
             else:
                 raise ValueError(f"unknown op {op!r}")
+            message = None
 
 
 def bound_memory() -> None:

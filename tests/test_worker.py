@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -328,11 +329,15 @@ class WorkerProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO), **(extra_env or {}))
         env[ENV_WORKER_FD] = str(child.fileno())
         env.pop("BATCHD_DAEMON_PID", None)
+        # The shared word where the worker keeps the batch it is in, as the daemon gives it.
+        self.progress = os.memfd_create("progress")
+        os.ftruncate(self.progress, 8)
+        env["BATCHD_PROGRESS_FD"] = str(self.progress)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "batchd.worker"],
             cwd=cwd,
             env=env,
-            pass_fds=(child.fileno(),),
+            pass_fds=(child.fileno(), self.progress),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -340,6 +345,9 @@ class WorkerProcess:
         child.close()
         self.sock = parent
         self.channel = BlockingChannel(parent)
+
+    def current_seq(self) -> int:
+        return int.from_bytes(os.pread(self.progress, 8, 0), "little")
 
     def init(self, handler_path: str = "handler.py", config: Any = None) -> dict[str, Any]:
         self.channel.send(
@@ -360,6 +368,7 @@ class WorkerProcess:
             output, _ = self.process.communicate(timeout=60)
         finally:
             self.sock.close()
+            os.close(self.progress)
         messages = []
         for line in output.decode(errors="replace").splitlines():
             try:
@@ -377,6 +386,8 @@ class WorkerProcess:
             self.process.kill()
             self.process.communicate()
         self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self.progress)
 
 
 @pytest.fixture
@@ -591,5 +602,69 @@ def test_nan_result_fails_the_batch(worker_in: Any) -> None:
     done, (outcome,) = outcomes(worker.channel, 1)
     assert not done
     assert "JSON" in outcome["error"]
+    worker.channel.send({"op": "exit"})
+    assert worker.finish()[0] == 0
+
+
+def test_a_long_grant_asks_for_the_next_halfway_and_reports_all_of_it(worker_in: Any) -> None:
+    worker = worker_in(
+        """
+        class Handler:
+            def handle_batch(self, payload, batch_id):
+                if payload == ["bad"]:
+                    raise ValueError(batch_id)
+        """
+    )
+    worker.init()
+    assert worker.channel.recv() == FIRST_ASK
+    first = [(seq, ["ok"]) for seq in range(1, 21)]
+    first[14] = (15, ["bad"])
+    worker.channel.send(grant(7, *first))
+    done: list[int] = []
+    failed: list[int] = []
+    while True:
+        message = worker.channel.recv()
+        assert message["op"] == "progress" and message["token"] == 7
+        done += [o[0] for o in message["done"]]
+        failed += [f["seq"] for f in message["failed"]]
+        if message.get("more"):
+            # Asked halfway (10 of 20), with the outcomes so far.
+            assert done + failed == list(range(1, 11))
+            break
+    # The answer to `more` is the next grant; the rest of the first is reported before it.
+    worker.channel.send(grant(8, (21, ["ok"]), (22, ["bad"])))
+    by_token: dict[int, tuple[list[int], list[int]]] = {7: (done, failed), 8: ([], [])}
+    while True:
+        message = worker.channel.recv()
+        seen_done, seen_failed = by_token[message["token"]]
+        seen_done += [o[0] for o in message["done"]]
+        seen_failed += [f["seq"] for f in message["failed"]]
+        if message["op"] == "next":
+            assert message["token"] == 8
+            break
+        assert message["op"] == "progress"
+    assert sorted(done) == [n for n in range(1, 21) if n != 15]
+    assert failed == [15]
+    assert by_token[8] == ([21], [22])
+    assert worker.current_seq() == 22
+    worker.channel.send({"op": "exit"})
+    assert worker.finish()[0] == 0
+
+
+def test_an_empty_answer_to_more_ends_the_grant_with_next(worker_in: Any) -> None:
+    worker = worker_in("class Handler:\n    def handle_batch(self):\n        pass\n")
+    worker.init()
+    worker.channel.recv()
+    worker.channel.send(grant(3, *[(seq, [seq]) for seq in range(1, 17)]))
+    reported: list[int] = []
+    while True:
+        message = worker.channel.recv()
+        reported += [o[0] for o in message["done"]]
+        if message.get("more"):
+            break
+    worker.channel.send({"op": "batches", "token": 0, "batches": []})
+    done, failed = outcomes(worker.channel, 3)
+    assert sorted(reported + [o[0] for o in done]) == list(range(1, 17)) and not failed
+    assert worker.current_seq() == 16
     worker.channel.send({"op": "exit"})
     assert worker.finish()[0] == 0

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class JobStatus(StrEnum):
@@ -122,8 +122,9 @@ class BatchCounts:
         return self.queued + self.leased
 
 
-@dataclass(frozen=True)
-class Lease:
+# Leases and successes come and go by the thousand per second: named tuples, which
+# are several times cheaper to make than frozen dataclasses.
+class Lease(NamedTuple):
     job_id: str
     seq: int
     token: int
@@ -131,8 +132,7 @@ class Lease:
     payload: bytes
 
 
-@dataclass(frozen=True)
-class Success:
+class Success(NamedTuple):
     seq: int
     token: int
     duration: float

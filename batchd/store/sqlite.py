@@ -339,11 +339,9 @@ class SqliteStore:
             assert key is not None
             first, _ = _batch_range(key)
             rows = ((first + seq, payload) for seq, payload in enumerate(payloads, start=1))
-            await self._exec_many(
+            # executemany's rowcount is the sum over every row: no count(*) pass needed.
+            total = await self._exec_many(
                 db, "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
-            )
-            total = await self._scalar(
-                db, "SELECT count(*) FROM batches WHERE id BETWEEN ? AND ?", *_batch_range(key)
             )
             await self._exec(db, "UPDATE jobs SET total_batch_count = ? WHERE key = ?", total, key)
             # Read back inside the transaction: the reader may not see the commit yet.
