@@ -75,6 +75,37 @@ _QUEUE_DEPTH_SQL = (
 )
 
 
+_SUCCEED_ONE = (
+    "UPDATE batches SET state = 'succeeded', result = ?, duration = ?, lease_token = NULL, "
+    "lease_expires_at = NULL WHERE id = ? AND state = 'leased' AND lease_token = ?"
+)
+# A run of consecutive batches of one grant, none with a result, is one statement: SQLite
+# walks the rows itself instead of Python binding each one. Each gets the run's mean time.
+_SUCCEED_RUN = (
+    "UPDATE batches SET state = 'succeeded', duration = ?, lease_token = NULL, "
+    "lease_expires_at = NULL WHERE id BETWEEN ? AND ? AND state = 'leased' AND lease_token = ?"
+)
+
+
+def _runs(first: int, outcomes: Sequence[Success]) -> list[tuple[float, int, int, int]]:
+    """(mean duration, first id, last id, token) per run of consecutive seqs and one token."""
+    runs: list[tuple[float, int, int, int]] = []
+    ordered = sorted(outcomes, key=lambda o: (o.token, o.seq))
+    start = 0
+    for index in range(1, len(ordered) + 1):
+        if (
+            index < len(ordered)
+            and ordered[index].token == ordered[start].token
+            and ordered[index].seq == ordered[index - 1].seq + 1
+        ):
+            continue
+        run = ordered[start:index]
+        mean = sum(o.duration for o in run) / len(run)
+        runs.append((mean, first + run[0].seq, first + run[-1].seq, run[0].token))
+        start = index
+    return runs
+
+
 def _batch_range(key: int) -> tuple[int, int]:
     first = key << _SEQ_BITS
     return first, first | ((1 << _SEQ_BITS) - 1)
@@ -132,7 +163,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
-        self._pending_successes: list[tuple[list[Any], asyncio.Future[int]]] = []
+        self._pending_successes: list[tuple[list[Any], list[Any], asyncio.Future[int]]] = []
         self._committing = False
         self._commit_task: asyncio.Task[None] | None = None
 
@@ -460,9 +491,10 @@ class SqliteStore:
         not once per batch. The caller returns only after its rows are durable.
         """
         first, _ = _batch_range(await self._key(job_id))
-        rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes]
+        rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
+        runs = _runs(first, [o for o in outcomes if not o.result])
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_successes.append((rows, done))
+        self._pending_successes.append((rows, runs, done))
         if not self._committing:
             self._committing = True
             self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
@@ -475,21 +507,16 @@ class SqliteStore:
                 try:
                     async with self._transaction() as db:
                         accepted = [
-                            await self._exec_many(
-                                db,
-                                "UPDATE batches SET state = 'succeeded', result = ?, "
-                                "duration = ?, lease_token = NULL, lease_expires_at = NULL "
-                                "WHERE id = ? AND state = 'leased' AND lease_token = ?",
-                                rows,
-                            )
-                            for rows, _ in group
+                            await self._exec_many(db, _SUCCEED_ONE, rows)
+                            + await self._exec_many(db, _SUCCEED_RUN, runs)
+                            for rows, runs, _ in group
                         ]
                 except Exception as exc:
-                    for _, done in group:
+                    for _, _, done in group:
                         if not done.done():
                             done.set_exception(exc)
                     continue
-                for (_, done), count in zip(group, accepted, strict=True):
+                for (_, _, done), count in zip(group, accepted, strict=True):
                     if not done.done():
                         done.set_result(count)
         finally:
