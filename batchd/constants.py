@@ -11,7 +11,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_STATE_DIR = ".batchd"
 
 DB_FILENAME = "batchd.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Worker pipe framing: a 4-byte big-endian length, then a UTF-8 JSON document.
 FRAME_HEADER_BYTES = 4

@@ -65,6 +65,38 @@ async def test_refuses_database_from_a_newer_schema(tmp_path: Path) -> None:
         await SqliteStore(path).open()
 
 
+async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    job_id = await running_job(store, 6, max_receive_count=1)
+    leases = await store.lease(job_id, 4, 60)
+    await store.succeed(
+        job_id, [Success(lease.seq, lease.token, 2.0, None) for lease in leases[:2]]
+    )
+    await store.fail(job_id, Failure(leases[2].seq, leases[2].token, "boom", None), 1)
+    await store.close()
+    # Back to schema 1: no counter columns.
+    conn = sqlite3.connect(path)
+    for column in ("queued", "leased", "succeeded", "dead", "failure"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}_count")
+    conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        counts = await store.counts(job_id)
+        assert (counts.queued, counts.leased, counts.succeeded, counts.dead) == (2, 1, 2, 1)
+        assert counts.failed_attempts == 1 and counts.average_time == 2.0
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
 async def test_create_job_stores_every_batch(store: SqliteStore) -> None:
     job = await store.create_job(new_job(), payloads(5))
     assert job.total_batch_count == 5

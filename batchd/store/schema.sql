@@ -1,4 +1,5 @@
--- Schema version 1. Applied in one transaction when PRAGMA user_version is 0.
+-- Schema version 2. Applied in one transaction when PRAGMA user_version is 0 (a version 1
+-- database gains the jobs' counter columns, recounted from its batches).
 --
 -- A batch's id packs its job's key and its sequence number (key << 32 | seq), so all
 -- batches of a job are one contiguous rowid range and need no job_id column.
@@ -13,6 +14,8 @@ CREATE TABLE apis (
     PRIMARY KEY (name, version)
 );
 
+-- The *_count columns and duration_sum are the job's batch counts, moved by the same
+-- transactions that move its batches, so a status read is one row.
 CREATE TABLE jobs (
     key               INTEGER PRIMARY KEY,
     job_id            TEXT    NOT NULL UNIQUE,
@@ -32,7 +35,13 @@ CREATE TABLE jobs (
     error             TEXT,
     has_on_complete   INTEGER,
     retry_of          TEXT,
-    pruned_at         REAL
+    pruned_at         REAL,
+    queued_count      INTEGER NOT NULL DEFAULT 0,
+    leased_count      INTEGER NOT NULL DEFAULT 0,
+    succeeded_count   INTEGER NOT NULL DEFAULT 0,
+    dead_count        INTEGER NOT NULL DEFAULT 0,
+    failure_count     INTEGER NOT NULL DEFAULT 0,
+    duration_sum      REAL    NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_by_api ON jobs (api_name, created_at);
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('pending', 'enqueuing', 'running');

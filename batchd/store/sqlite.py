@@ -52,26 +52,39 @@ _JOB_COLUMNS = (
 )
 
 
+# A job's batch counts live on its row, kept by every transaction that moves a batch, so
+# a status read is one row (one snapshot) whatever the job's size.
 _COUNTS_SQL = (
-    "SELECT "
-    + ", ".join(
-        f"(SELECT count(*) FROM batches WHERE state = '{state}' AND id BETWEEN ?1 AND ?2)"
-        for state in ("queued", "leased", "succeeded", "dead")
-    )
-    + ", (SELECT count(*) FROM failures WHERE batch BETWEEN ?1 AND ?2)"
-    + ", (SELECT avg(duration) FROM batches WHERE state = 'succeeded' AND id BETWEEN ?1 AND ?2)"
+    "SELECT queued_count, leased_count, succeeded_count, dead_count, failure_count, "
+    "duration_sum FROM jobs WHERE key = ?"
 )
 
-# Per unfinished job, its queued and leased batches (each a range count on the
-# (state, id) index).
 _QUEUE_DEPTH_SQL = (
-    "SELECT api_name, "
+    "SELECT api_name, queued_count, leased_count FROM jobs "
+    "WHERE status IN ('pending', 'enqueuing', 'running')"
+)
+
+# Rebuilds the counters from the batches themselves (the schema 1 -> 2 migration).
+_RECOUNT_SQL = (
+    "UPDATE jobs SET "
     + ", ".join(
-        f"(SELECT count(*) FROM batches WHERE state = '{state}' "
+        f"{state}_count = (SELECT count(*) FROM batches WHERE state = '{state}' "
         f"AND id BETWEEN key << {_SEQ_BITS} AND (key << {_SEQ_BITS}) | {(1 << _SEQ_BITS) - 1})"
-        for state in ("queued", "leased")
+        for state in ("queued", "leased", "succeeded", "dead")
     )
-    + " FROM jobs WHERE status IN ('pending', 'enqueuing', 'running')"
+    + f", failure_count = (SELECT count(*) FROM failures WHERE batch BETWEEN key << {_SEQ_BITS} "
+    f"AND (key << {_SEQ_BITS}) | {(1 << _SEQ_BITS) - 1})"
+    + ", duration_sum = coalesce((SELECT sum(duration) FROM batches WHERE state = 'succeeded' "
+    f"AND id BETWEEN key << {_SEQ_BITS} AND (key << {_SEQ_BITS}) | {(1 << _SEQ_BITS) - 1}), 0)"
+)
+
+_COUNTER_COLUMNS = (
+    "queued_count INTEGER NOT NULL DEFAULT 0",
+    "leased_count INTEGER NOT NULL DEFAULT 0",
+    "succeeded_count INTEGER NOT NULL DEFAULT 0",
+    "dead_count INTEGER NOT NULL DEFAULT 0",
+    "failure_count INTEGER NOT NULL DEFAULT 0",
+    "duration_sum REAL NOT NULL DEFAULT 0",
 )
 
 
@@ -163,7 +176,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
-        self._pending_successes: list[tuple[list[Any], list[Any], asyncio.Future[int]]] = []
+        self._pending_successes: list[tuple[int, list[Any], list[Any], asyncio.Future[int]]] = []
         self._committing = False
         self._commit_task: asyncio.Task[None] | None = None
 
@@ -197,6 +210,14 @@ class SqliteStore:
     async def _migrate(self) -> None:
         version = await self._scalar(self._w, "PRAGMA user_version")
         if version == SCHEMA_VERSION:
+            return
+        if version == 1:
+            # Schema 2 keeps each job's batch counts on its row.
+            async with self._transaction() as db:
+                for column in _COUNTER_COLUMNS:
+                    await self._exec(db, f"ALTER TABLE jobs ADD COLUMN {column}")
+                await self._exec(db, _RECOUNT_SQL)
+                await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
             return
         if version != 0:
             raise RuntimeError(
@@ -374,7 +395,12 @@ class SqliteStore:
             total = await self._exec_many(
                 db, "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
             )
-            await self._exec(db, "UPDATE jobs SET total_batch_count = ? WHERE key = ?", total, key)
+            await self._exec(
+                db,
+                "UPDATE jobs SET total_batch_count = ?1, queued_count = ?1 WHERE key = ?2",
+                total,
+                key,
+            )
             # Read back inside the transaction: the reader may not see the commit yet.
             (row,) = await self._rows(db, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE key = ?", key)
         self._keys[job.job_id] = key
@@ -414,8 +440,9 @@ class SqliteStore:
             )
             if changed and status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
-                first, last = _batch_range(await self._key(job_id))
-                await self._exec(
+                key = await self._key(job_id)
+                first, last = _batch_range(key)
+                refunded = await self._exec(
                     db,
                     "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
                     "lease_token = NULL, lease_expires_at = NULL "
@@ -423,6 +450,7 @@ class SqliteStore:
                     first,
                     last,
                 )
+                await _count(db, key, queued=refunded, leased=-refunded)
             return changed > 0
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
@@ -434,15 +462,14 @@ class SqliteStore:
     async def counts(self, job_id: str) -> BatchCounts:
         """All counts from one statement, so from one snapshot: a batch moving between
         states while they are read is never counted twice or not at all."""
-        first, last = _batch_range(await self._key(job_id))
-        (row,) = await self._rows(self._r, _COUNTS_SQL, first, last)
+        (row,) = await self._rows(self._r, _COUNTS_SQL, await self._key(job_id))
         return BatchCounts(
             queued=row[0],
             leased=row[1],
             succeeded=row[2],
             dead=row[3],
             failed_attempts=row[4],
-            average_time=row[5],
+            average_time=row[5] / row[2] if row[2] else None,
         )
 
     async def metric_counts(self) -> MetricCounts:
@@ -466,9 +493,8 @@ class SqliteStore:
         key = await self._key(job_id)
         first, last = _batch_range(key)
         token = secrets.randbits(62)
-        async with (
-            self._transaction() as db,
-            db.execute(
+        async with self._transaction() as db:
+            async with db.execute(
                 "UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = ?, "
                 "lease_expires_at = ? WHERE id IN ("
                 "  SELECT id FROM batches WHERE state = 'queued' AND id BETWEEN ? AND ? "
@@ -476,10 +502,12 @@ class SqliteStore:
                 ") AND EXISTS (SELECT 1 FROM jobs WHERE key = ? AND status = 'running') "
                 "RETURNING id, attempts, payload",
                 (token, time.time() + lease_timeout, first, last, limit, key),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
-        leases = [Lease(job_id, _seq(row[0]), token, row[1], bytes(row[2])) for row in rows]
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            if rows:
+                await _count(db, key, queued=-len(rows), leased=len(rows))
+        mask = (1 << _SEQ_BITS) - 1
+        leases = [Lease(job_id, row[0] & mask, token, row[1], row[2]) for row in rows]
         leases.sort(key=lambda lease: lease.seq)
         return leases
 
@@ -490,11 +518,12 @@ class SqliteStore:
         next one and share it, so a synchronous=FULL fsync is paid once per group,
         not once per batch. The caller returns only after its rows are durable.
         """
-        first, _ = _batch_range(await self._key(job_id))
+        key = await self._key(job_id)
+        first, _ = _batch_range(key)
         rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
         runs = _runs(first, [o for o in outcomes if not o.result])
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_successes.append((rows, runs, done))
+        self._pending_successes.append((key, rows, runs, done))
         if not self._committing:
             self._committing = True
             self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
@@ -507,20 +536,52 @@ class SqliteStore:
                 try:
                     async with self._transaction() as db:
                         accepted = [
-                            await self._exec_many(db, _SUCCEED_ONE, rows)
-                            + await self._exec_many(db, _SUCCEED_RUN, runs)
-                            for rows, runs, _ in group
+                            await self._store_successes(db, key, rows, runs)
+                            for key, rows, runs, _ in group
                         ]
                 except Exception as exc:
-                    for _, _, done in group:
+                    for *_, done in group:
                         if not done.done():
                             done.set_exception(exc)
                     continue
-                for (_, _, done), count in zip(group, accepted, strict=True):
+                for (*_, done), count in zip(group, accepted, strict=True):
                     if not done.done():
                         done.set_result(count)
         finally:
             self._committing = False
+
+    async def _store_successes(
+        self,
+        db: aiosqlite.Connection,
+        key: int,
+        rows: list[tuple[bytes | None, float, int, int]],
+        runs: list[tuple[float, int, int, int]],
+    ) -> int:
+        """Mark successes with a current lease token, and count the ones that were."""
+        accepted, seconds = 0, 0.0
+        if rows:
+            # Which of them hold a current lease: the time of those only is counted.
+            current = set(
+                map(
+                    tuple,
+                    await self._rows(
+                        db,
+                        "SELECT id, lease_token FROM batches "
+                        "WHERE id BETWEEN ? AND ? AND state = 'leased'",
+                        min(row[2] for row in rows),
+                        max(row[2] for row in rows),
+                    ),
+                )
+            )
+            seconds = sum(row[1] for row in rows if (row[2], row[3]) in current)
+            accepted = await self._exec_many(db, _SUCCEED_ONE, rows)
+        for run in runs:
+            marked = await self._exec(db, _SUCCEED_RUN, *run)
+            accepted += marked
+            seconds += run[0] * marked
+        if accepted:
+            await _count(db, key, leased=-accepted, succeeded=accepted, seconds=seconds)
+        return accepted
 
     async def fail(
         self, job_id: str, failure: Failure, max_receive_count: int
@@ -540,6 +601,8 @@ class SqliteStore:
                 row = await cursor.fetchone()
             if row is None:
                 return None
+            dead = row[0] == BatchState.DEAD
+            await _count(db, batch >> _SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1)
             await self._exec(
                 db,
                 "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
@@ -554,18 +617,18 @@ class SqliteStore:
 
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
         """Give (seq, token) leases back without burning an attempt: never started."""
-        first, _ = _batch_range(await self._key(job_id))
-        released = 0
+        key = await self._key(job_id)
+        first, _ = _batch_range(key)
         async with self._transaction() as db:
-            for seq, token in leases:
-                released += await self._exec(
-                    db,
-                    "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
-                    "lease_token = NULL, lease_expires_at = NULL "
-                    "WHERE id = ? AND state = 'leased' AND lease_token = ?",
-                    first + seq,
-                    token,
-                )
+            released = await self._exec_many(
+                db,
+                "UPDATE batches SET state = 'queued', attempts = attempts - 1, "
+                "lease_token = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND state = 'leased' AND lease_token = ?",
+                [(first + seq, token) for seq, token in leases],
+            )
+            if released:
+                await _count(db, key, queued=released, leased=-released)
         return released
 
     async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int:
@@ -606,6 +669,16 @@ class SqliteStore:
             job_ids: dict[int, str] = {}
             for key in keys:
                 job_ids[key] = await self._scalar(db, "SELECT job_id FROM jobs WHERE key = ?", key)
+                mine = [row for row in rows if row[0] >> _SEQ_BITS == key]
+                dead = sum(row[1] == BatchState.DEAD for row in mine)
+                await _count(
+                    db,
+                    key,
+                    leased=-len(mine),
+                    queued=len(mine) - dead,
+                    dead=dead,
+                    failures=len(mine),
+                )
         return [(job_ids[row[0] >> _SEQ_BITS], _seq(row[0]), BatchState(row[1])) for row in rows]
 
     async def prunable_jobs(self, ended_before: float) -> list[JobRecord]:
@@ -711,6 +784,27 @@ class SqliteStore:
         sql += " ORDER BY job_id DESC LIMIT ?"
         params.append(limit)
         return [_job(row) for row in await self._rows(self._r, sql, *params)]
+
+
+async def _count(
+    db: aiosqlite.Connection,
+    key: int,
+    *,
+    queued: int = 0,
+    leased: int = 0,
+    succeeded: int = 0,
+    dead: int = 0,
+    failures: int = 0,
+    seconds: float = 0.0,
+) -> None:
+    """Move a job's batch counters, inside the transaction that moved its batches."""
+    async with db.execute(
+        "UPDATE jobs SET queued_count = queued_count + ?, leased_count = leased_count + ?, "
+        "succeeded_count = succeeded_count + ?, dead_count = dead_count + ?, "
+        "failure_count = failure_count + ?, duration_sum = duration_sum + ? WHERE key = ?",
+        (queued, leased, succeeded, dead, failures, seconds, key),
+    ):
+        pass
 
 
 def _has_sql(chunk: str) -> bool:

@@ -415,6 +415,21 @@ def check_attempts(
     rows = batch_rows(daemon, job_id)
     failures = failure_rows(daemon, job_id)
     calls = side.calls()
+    # The job's counters (what status reads) agree with its rows, whatever happened.
+    states = Counter(row.state for row in rows.values())
+    with read_only(daemon) as conn:
+        counters = conn.execute(
+            "SELECT queued_count, leased_count, succeeded_count, dead_count, failure_count "
+            "FROM jobs WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
+    assert counters == (
+        states["queued"],
+        states["leased"],
+        states["succeeded"],
+        states["dead"],
+        sum(len(f) for f in failures.values()),
+    ), counters
     for seq, row in rows.items():
         key = f"{job_id}-{seq}"
         ran = calls.get(key, 0) - (refunded or Counter()).get(key, 0)
