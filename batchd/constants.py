@@ -70,6 +70,12 @@ PROGRESS_FLUSH_SECONDS = 0.005
 # (fast ones); slow batches are not held back from idle workers at a job's tail.
 PREFETCH_MIN_BATCHES = 16
 
+# A job's payloads are stored at admission as JSON arrays of this many batches each, and
+# a batch gets a row of its own only when it is first leased.
+CHUNK_BATCHES = 4096
+# Jobs whose current chunk the store keeps decoded.
+CHUNK_CACHE_JOBS = 8
+
 # Rows fetched per query when streaming results or dead letters.
 STREAM_PAGE_ROWS = 1000
 

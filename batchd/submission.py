@@ -26,8 +26,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from batchd.constants import CHUNK_BATCHES
 from batchd.errors import ApiError, bad_request, forbidden, invalid
 from batchd.globs import compile_glob, path_selected
+from batchd.store.base import BatchChunks
 
 DEFAULT_MAX_RECEIVE_COUNT = 3
 DEFAULT_MAX_JSON_DEPTH = 64
@@ -240,9 +242,13 @@ def lone_surrogate_at(value: Any) -> str | None:
 @dataclass(frozen=True)
 class BatchPlan:
     kind: str
-    payloads: list[bytes]
+    batches: BatchChunks
     matched_files: list[str] | None
     item_count: int
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return self.batches.payloads()
 
 
 def plan_batches(sub: JobSubmission, input_roots: Sequence[Path], max_item_bytes: int) -> BatchPlan:
@@ -250,8 +256,8 @@ def plan_batches(sub: JobSubmission, input_roots: Sequence[Path], max_item_bytes
     source = sub.source
     kind = sub.source_kind
     if isinstance(source, ItemList):
-        payloads = _item_list_payloads(source.items, source.batch_size, max_item_bytes)
-        return BatchPlan(kind, payloads, None, len(source.items))
+        chunks = _item_list_chunks(source.items, source.batch_size, max_item_bytes)
+        return BatchPlan(kind, chunks, None, len(source.items))
     files = _select_files(source, kind, input_roots)
     if kind == "delimited_files":
         encoded = [item for path in files for item in _read_items(path, max_item_bytes)]
@@ -259,7 +265,9 @@ def plan_batches(sub: JobSubmission, input_roots: Sequence[Path], max_item_bytes
         encoded = [_ENCODER.encode(path).encode() for path in files]
     if not encoded:
         raise invalid(f"job has no batches: the {len(files)} selected files hold no items", kind)
-    return BatchPlan(kind, _join_batches(encoded, source.batch_size), files, len(encoded))
+    return BatchPlan(
+        kind, BatchChunks.of(_join_batches(encoded, source.batch_size)), files, len(encoded)
+    )
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -347,16 +355,23 @@ def _json_type(value: object) -> str:
 # --- batching ------------------------------------------------------------------------------
 
 
-def _item_list_payloads(items: list[Any], batch_size: int, max_item_bytes: int) -> list[bytes]:
-    # One encoder call per batch rather than per item: per-call overhead dominates small items.
-    payloads = []
-    for start in range(0, len(items), batch_size):
-        payload = _ENCODER.encode(items[start : start + batch_size]).encode()
-        # No item is larger than its whole batch, so only a large batch needs a closer look.
-        if len(payload) - 2 > max_item_bytes:
-            _check_item_sizes(items, start, batch_size, max_item_bytes)
-        payloads.append(payload)
-    return payloads
+def _item_list_chunks(items: list[Any], batch_size: int, max_item_bytes: int) -> BatchChunks:
+    # One encoder call per chunk of CHUNK_BATCHES batches, not per batch or item: per-call
+    # overhead dominates small items.
+    per_chunk = CHUNK_BATCHES * batch_size
+    chunks = []
+    for start in range(0, len(items), per_chunk):
+        part = items[start : start + per_chunk]
+        batches = [part[first : first + batch_size] for first in range(0, len(part), batch_size)]
+        chunk = _ENCODER.encode(batches).encode()
+        # No item is larger than its chunk or its batch: only a large one needs a closer look.
+        if len(chunk) - 4 > max_item_bytes:
+            for first in range(start, start + len(part), batch_size):
+                batch = items[first : first + batch_size]
+                if len(_ENCODER.encode(batch).encode()) - 2 > max_item_bytes:
+                    _check_item_sizes(items, first, batch_size, max_item_bytes)
+        chunks.append(chunk)
+    return BatchChunks(-(-len(items) // batch_size), chunks)
 
 
 def _check_item_sizes(items: list[Any], start: int, count: int, max_item_bytes: int) -> None:

@@ -76,11 +76,18 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
     )
     await store.fail(job_id, Failure(leases[2].seq, leases[2].token, "boom", None), 1)
     await store.close()
-    # Back to schema 1: no counter columns.
+    # Back to schema 1: a row for every batch, no counters, no chunks.
     conn = sqlite3.connect(path)
+    (key,) = conn.execute("SELECT key FROM jobs").fetchone()
+    conn.executemany(
+        "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', '[0]')",
+        [((key << 32) + seq,) for seq in (5, 6)],
+    )
     for column in ("queued", "leased", "succeeded", "dead", "failure"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}_count")
     conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
+    conn.execute("ALTER TABLE jobs DROP COLUMN materialized")
+    conn.execute("DROP TABLE chunks")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()

@@ -25,7 +25,7 @@ from batchd.http.body import (
 )
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.joblogs import LEVELS, tail_offset
-from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
+from batchd.store.base import ApiRecord, BatchChunks, JobRecord, NewJob, batch_id, new_job_id
 from batchd.submission import parse_submission, plan_batches
 
 NDJSON = "application/x-ndjson"
@@ -59,9 +59,9 @@ async def submit(request: web.Request) -> web.Response:
         services.config.input_root_paths,
         services.config.max_item_size,
     )
-    if len(plan.payloads) > config.max_batches_per_job:
+    if plan.batches.count > config.max_batches_per_job:
         raise too_large(
-            f"job has {len(plan.payloads)} batches, over the {config.max_batches_per_job} "
+            f"job has {plan.batches.count} batches, over the {config.max_batches_per_job} "
             "limit (max_batches_per_job); use a larger batch_size",
             f"{plan.kind}.batch_size",
         )
@@ -69,7 +69,7 @@ async def submit(request: web.Request) -> web.Response:
         report = schemas.DryRunReport(
             dry_run=True,
             api_name=api.name,
-            total_batch_count=len(plan.payloads),
+            total_batch_count=plan.batches.count,
             item_count=plan.item_count,
         )
         if plan.matched_files is not None:
@@ -92,7 +92,7 @@ async def submit(request: web.Request) -> web.Response:
         priority=submission.priority,
         created_at=time.time(),
     )
-    return await _start(services, job, plan.payloads, started)
+    return await _start(services, job, plan.batches, started)
 
 
 def _require_gpus(services: Services, api: ApiRecord) -> None:
@@ -244,11 +244,11 @@ async def retry(request: web.Request) -> web.Response:
 
 
 async def _start(
-    services: Services, job: NewJob, payloads: list[bytes], started: float
+    services: Services, job: NewJob, batches: BatchChunks | list[bytes], started: float
 ) -> web.Response:
     """Store the job with all its batches (one transaction), then let the scheduler run it;
     `started` is the time.perf_counter() of the request, for the admission histogram."""
-    record = await services.store.create_job(job, payloads)
+    record = await services.store.create_job(job, batches)
     services.scheduler.admit(record)
     services.metrics.admitted(record.api_name, started)
     return web.json_response(views.job_spec(record))

@@ -7,12 +7,15 @@ writes SQL.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
+
+from batchd.constants import CHUNK_BATCHES
 
 
 class JobStatus(StrEnum):
@@ -84,6 +87,35 @@ class NewJob:
     created_at: float
     batch_timeout: float | None = None
     retry_of: str | None = None
+
+
+def encode_payload(value: Any) -> bytes:
+    """A batch payload as stored: compact JSON, UTF-8, as the submission encoded it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+@dataclass(frozen=True)
+class BatchChunks:
+    """A job's batch payloads as JSON arrays of CHUNK_BATCHES payloads each (the last may
+    hold fewer). Admission stores them as they are; a batch is split out when leased."""
+
+    count: int
+    chunks: list[bytes]
+
+    @classmethod
+    def of(cls, payloads: Sequence[bytes]) -> BatchChunks:
+        """Chunks of payloads that are each compact JSON already."""
+        return cls(
+            len(payloads),
+            [
+                b"[" + b",".join(payloads[start : start + CHUNK_BATCHES]) + b"]"
+                for start in range(0, len(payloads), CHUNK_BATCHES)
+            ],
+        )
+
+    def payloads(self) -> list[bytes]:
+        """Every batch's payload on its own (for tests and small jobs)."""
+        return [encode_payload(value) for chunk in self.chunks for value in json.loads(chunk)]
 
 
 @dataclass(frozen=True)
@@ -187,7 +219,9 @@ class Store(Protocol):
     async def delete_api(self, name: str) -> bool: ...
 
     # Jobs
-    async def create_job(self, job: NewJob, payloads: Iterable[bytes]) -> JobRecord: ...
+    async def create_job(
+        self, job: NewJob, batches: BatchChunks | Sequence[bytes]
+    ) -> JobRecord: ...
     async def get_job(self, job_id: str) -> JobRecord | None: ...
     async def list_jobs(self, api_name: str, limit: int) -> list[JobRecord]: ...
     async def active_jobs(self) -> list[JobRecord]: ...

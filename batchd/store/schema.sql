@@ -15,7 +15,8 @@ CREATE TABLE apis (
 );
 
 -- The *_count columns and duration_sum are the job's batch counts, moved by the same
--- transactions that move its batches, so a status read is one row.
+-- transactions that move its batches, so a status read is one row. Batches 1 to
+-- `materialized` have rows in `batches`, and the rest are still only in `chunks`.
 CREATE TABLE jobs (
     key               INTEGER PRIMARY KEY,
     job_id            TEXT    NOT NULL UNIQUE,
@@ -41,7 +42,8 @@ CREATE TABLE jobs (
     succeeded_count   INTEGER NOT NULL DEFAULT 0,
     dead_count        INTEGER NOT NULL DEFAULT 0,
     failure_count     INTEGER NOT NULL DEFAULT 0,
-    duration_sum      REAL    NOT NULL DEFAULT 0
+    duration_sum      REAL    NOT NULL DEFAULT 0,
+    materialized      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_by_api ON jobs (api_name, created_at);
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('pending', 'enqueuing', 'running');
@@ -66,3 +68,11 @@ CREATE TABLE failures (
     failed_at  REAL    NOT NULL
 );
 CREATE INDEX failures_by_batch ON failures (batch, attempt);
+
+-- A job's payloads as admitted: JSON arrays of CHUNK_BATCHES batch payloads each. The id
+-- packs the job's key and the chunk's index (key << 32 | index), and chunk i holds batches
+-- i * CHUNK_BATCHES + 1 onwards.
+CREATE TABLE chunks (
+    id       INTEGER PRIMARY KEY,
+    payloads BLOB    NOT NULL
+);

@@ -23,11 +23,19 @@ from typing import Any
 
 import aiosqlite
 
-from batchd.constants import PRUNE_CHUNK_ROWS, SCHEMA_VERSION, STREAM_PAGE_ROWS, WAL_SIZE_LIMIT
+from batchd.constants import (
+    CHUNK_BATCHES,
+    CHUNK_CACHE_JOBS,
+    PRUNE_CHUNK_ROWS,
+    SCHEMA_VERSION,
+    STREAM_PAGE_ROWS,
+    WAL_SIZE_LIMIT,
+)
 from batchd.metrics import Metrics
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,
+    BatchChunks,
     BatchCounts,
     BatchState,
     DeadLetter,
@@ -39,6 +47,7 @@ from batchd.store.base import (
     NewJob,
     Result,
     Success,
+    encode_payload,
 )
 
 _SEQ_BITS = 32
@@ -85,6 +94,8 @@ _COUNTER_COLUMNS = (
     "dead_count INTEGER NOT NULL DEFAULT 0",
     "failure_count INTEGER NOT NULL DEFAULT 0",
     "duration_sum REAL NOT NULL DEFAULT 0",
+    # Every batch of a schema 1 job has its row.
+    "materialized INTEGER NOT NULL DEFAULT 0",
 )
 
 
@@ -176,6 +187,8 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
+        # Per job key: the index of the chunk last leased from, decoded.
+        self._chunk_cache: dict[int, tuple[int, list[Any]]] = {}
         self._pending_successes: list[tuple[int, list[Any], list[Any], asyncio.Future[int]]] = []
         self._committing = False
         self._commit_task: asyncio.Task[None] | None = None
@@ -217,6 +230,10 @@ class SqliteStore:
                 for column in _COUNTER_COLUMNS:
                     await self._exec(db, f"ALTER TABLE jobs ADD COLUMN {column}")
                 await self._exec(db, _RECOUNT_SQL)
+                await self._exec(db, "UPDATE jobs SET materialized = total_batch_count")
+                await self._exec(
+                    db, "CREATE TABLE chunks (id INTEGER PRIMARY KEY, payloads BLOB NOT NULL)"
+                )
                 await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
             return
         if version != 0:
@@ -364,8 +381,13 @@ class SqliteStore:
 
     # -- jobs --------------------------------------------------------------------------
 
-    async def create_job(self, job: NewJob, payloads: Iterable[bytes]) -> JobRecord:
-        """Store the job and every batch in one transaction: admission is all or nothing."""
+    async def create_job(self, job: NewJob, batches: BatchChunks | Sequence[bytes]) -> JobRecord:
+        """Store the job and its payloads in one transaction: admission is all or nothing.
+
+        The payloads are stored in chunks as admitted, not a row per batch: a batch gets
+        its row when first leased."""
+        if not isinstance(batches, BatchChunks):
+            batches = BatchChunks.of(batches)
         async with self._transaction() as db:
             async with db.execute(
                 "INSERT INTO jobs (job_id, api_name, api_version, kind, status, workers, config, "
@@ -390,11 +412,12 @@ class SqliteStore:
                 key = cursor.lastrowid
             assert key is not None
             first, _ = _batch_range(key)
-            rows = ((first + seq, payload) for seq, payload in enumerate(payloads, start=1))
-            # executemany's rowcount is the sum over every row: no count(*) pass needed.
-            total = await self._exec_many(
-                db, "INSERT INTO batches (id, state, payload) VALUES (?, 'queued', ?)", rows
+            await self._exec_many(
+                db,
+                "INSERT INTO chunks (id, payloads) VALUES (?, ?)",
+                [(first + index, chunk) for index, chunk in enumerate(batches.chunks)],
             )
+            total = batches.count
             await self._exec(
                 db,
                 "UPDATE jobs SET total_batch_count = ?1, queued_count = ?1 WHERE key = ?2",
@@ -503,13 +526,70 @@ class SqliteStore:
                 "RETURNING id, attempts, payload",
                 (token, time.time() + lease_timeout, first, last, limit, key),
             ) as cursor:
-                rows = list(await cursor.fetchall())
+                rows: list[Any] = list(await cursor.fetchall())
+            if len(rows) < limit:
+                rows += await self._lease_fresh(db, key, limit - len(rows), token, lease_timeout)
             if rows:
                 await _count(db, key, queued=-len(rows), leased=len(rows))
         mask = (1 << _SEQ_BITS) - 1
         leases = [Lease(job_id, row[0] & mask, token, row[1], row[2]) for row in rows]
         leases.sort(key=lambda lease: lease.seq)
         return leases
+
+    async def _lease_fresh(
+        self, db: aiosqlite.Connection, key: int, limit: int, token: int, lease_timeout: float
+    ) -> list[tuple[int, int, bytes]]:
+        """Give rows to (and lease) up to `limit` batches that have never been leased:
+        the next ones of the job's chunks. Returns (id, attempts, payload) per batch."""
+        found = await self._rows(
+            db,
+            "SELECT materialized, total_batch_count FROM jobs WHERE key = ? AND status = 'running'",
+            key,
+        )
+        if not found or found[0][0] >= found[0][1]:
+            return []
+        done, total = found[0]
+        start, end = done + 1, min(total, done + limit)
+        first, _ = _batch_range(key)
+        payloads = await self._payloads(db, key, start, end)
+        expires = time.time() + lease_timeout
+        rows = [
+            (first + seq, 1, payload)
+            for seq, payload in zip(range(start, end + 1), payloads, strict=True)
+        ]
+        await self._exec_many(
+            db,
+            "INSERT INTO batches (id, state, attempts, lease_token, lease_expires_at, payload) "
+            "VALUES (?, 'leased', 1, ?, ?, ?)",
+            [(row[0], token, expires, row[2]) for row in rows],
+        )
+        await self._exec(db, "UPDATE jobs SET materialized = ? WHERE key = ?", end, key)
+        return rows
+
+    async def _payloads(
+        self, db: aiosqlite.Connection, key: int, start: int, end: int
+    ) -> list[bytes]:
+        """The payloads of batches start..end, from the job's chunks. The chunk being
+        leased from stays decoded between leases (one per job, a few at most)."""
+        first, _ = _batch_range(key)
+        payloads: list[bytes] = []
+        seq = start
+        while seq <= end:
+            index = (seq - 1) // CHUNK_BATCHES
+            cached = self._chunk_cache.get(key)
+            if cached is None or cached[0] != index:
+                blob = await self._scalar(
+                    db, "SELECT payloads FROM chunks WHERE id = ?", first + index
+                )
+                cached = (index, json.loads(blob))
+                self._chunk_cache[key] = cached
+                while len(self._chunk_cache) > CHUNK_CACHE_JOBS:
+                    self._chunk_cache.pop(next(iter(self._chunk_cache)))
+            offset = index * CHUNK_BATCHES
+            upto = min(end, offset + CHUNK_BATCHES)
+            payloads += map(encode_payload, cached[1][seq - offset - 1 : upto - offset])
+            seq = upto + 1
+        return payloads
 
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
         """Record successes; an outcome whose lease token is stale changes nothing.
@@ -710,6 +790,9 @@ class SqliteStore:
                     first,
                     last,
                     PRUNE_CHUNK_ROWS,
+                )
+                removed += await self._exec(
+                    db, "DELETE FROM chunks WHERE id BETWEEN ? AND ?", first, last
                 )
                 if removed == 0:
                     await self._exec(

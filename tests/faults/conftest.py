@@ -419,12 +419,13 @@ def check_attempts(
     states = Counter(row.state for row in rows.values())
     with read_only(daemon) as conn:
         counters = conn.execute(
-            "SELECT queued_count, leased_count, succeeded_count, dead_count, failure_count "
-            "FROM jobs WHERE job_id = ?",
+            "SELECT queued_count, leased_count, succeeded_count, dead_count, failure_count, "
+            "total_batch_count - materialized FROM jobs WHERE job_id = ?",
             (job_id,),
         ).fetchone()
-    assert counters == (
-        states["queued"],
+    # Batches never leased have no row yet: they are queued in the job's chunks.
+    assert counters[:5] == (
+        states["queued"] + counters[5],
         states["leased"],
         states["succeeded"],
         states["dead"],

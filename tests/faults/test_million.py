@@ -40,7 +40,13 @@ def states(daemon: Daemon, job_id: str) -> dict[str, int]:
             "SELECT state, count(*) FROM batches WHERE id BETWEEN ? AND ? GROUP BY state",
             job_range(key),
         ).fetchall()
-    return dict(rows)
+        (unleased,) = conn.execute(
+            "SELECT total_batch_count - materialized FROM jobs WHERE key = ?", (key,)
+        ).fetchone()
+    found = dict(rows)
+    # Batches never leased have no row yet: they are queued in the job's chunks.
+    found["queued"] = found.get("queued", 0) + unleased
+    return found
 
 
 def test_million_items_in_one_request(

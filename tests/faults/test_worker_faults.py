@@ -323,7 +323,8 @@ def test_init_raises(
     assert final["batch_metrics"]["failed_attempts"] == 0
     assert final["batch_metrics"]["failed"] == 0
     assert final["batches_in_queue"] == total
-    assert {(row.state, row.attempts) for row in rows.values()} == {("queued", 0)}
+    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
+    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
     assert side.of("call") == []
     assert elapsed < 30
 
@@ -362,7 +363,8 @@ def test_init_exits(
     assert "worker exited with code 1" in final["error"]
     assert final["batch_metrics"]["failed_attempts"] == 0
     assert final["batches_in_queue"] == total
-    assert {(row.state, row.attempts) for row in rows.values()} == {("queued", 0)}
+    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
+    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
     assert side.of("call") == []
     # Two workers start together, so one may die after the budget is spent.
     assert restarts + 1 <= inits <= restarts + 2
