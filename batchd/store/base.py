@@ -89,9 +89,13 @@ class NewJob:
     retry_of: str | None = None
 
 
+# One encoder, made once: json.dumps with options builds a new one per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_payload(value: Any) -> bytes:
     """A batch payload as stored: compact JSON, UTF-8, as the submission encoded it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _PAYLOAD_ENCODER.encode(value).encode()
 
 
 @dataclass(frozen=True)
