@@ -46,7 +46,7 @@ faults: $(VENV)/.installed
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
 # The benchmark suite (bench/) at full size, 3 runs, against huey and the limits; rewrites
-# bench/RESULTS.md. Installs the peers first (the `bench` extra). 12 to 20 minutes.
+# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 10 minutes.
 # BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1".
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[bench]'
