@@ -295,10 +295,33 @@ class Daemon:
         status: dict[str, Any] = self.client.get_job(api, job_id)["job_status"]
         return status
 
-    def wait_workers_gone(self, timeout: float = 30.0) -> None:
+    def cpu_of_descendants(self) -> dict[int, float]:
+        """CPU seconds so far of each live worker (and anything under it)."""
+        found: dict[int, float] = {}
+        for proc in self.descendants():
+            with contextlib.suppress(psutil.Error):
+                found[proc.pid] = cpu_seconds(proc.cpu_times())
+        return found
+
+    def wait_idle(self, timeout: float = 10.0, window: float = 0.1) -> bool:
+        """Until the daemon and its processes are quiet: the same processes, and no CPU
+        spent by them or by the daemon over `window` seconds. A daemon may keep processes
+        between jobs (a spare worker, say), so quiet, not gone, is what idle means here.
+        False when still busy after `timeout`."""
         deadline = time.monotonic() + timeout
-        while self.descendants() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        previous: tuple[float, dict[int, float]] | None = None
+        while True:
+            try:
+                own = cpu_seconds(self.ps().cpu_times())
+            except psutil.Error:
+                return True
+            snapshot = (own, self.cpu_of_descendants())
+            if snapshot == previous:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            previous = snapshot
+            time.sleep(window)
 
     def tail(self, lines: int = 20) -> str:
         try:

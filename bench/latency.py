@@ -1,6 +1,7 @@
 """Latency: submit to the first handle_batch call, on an idle daemon, no-op handler.
 
-Each job (1 item, 1 worker) starts when the previous one has ended and its worker is gone;
+Each job (1 item, 1 worker) starts when the previous one has ended and the daemon and its
+processes are quiet (see Daemon.wait_idle: a daemon may keep a spare worker between jobs);
 the handler writes time.time() to a file on its first call. Baseline: the start of a bare
 worker process, `python -c "import handler"` in the project folder (interpreter start plus
 importing the handler module), timed in the same run.
@@ -58,7 +59,8 @@ def run(ctx: Context) -> Result:
     result = Result(
         KEY,
         TITLE,
-        f"{jobs} jobs one after another (1 item, 1 worker each), idle daemon; from the POST "
+        f"{jobs} jobs one after another (1 item, 1 worker each), each submitted once the "
+        "previous one has ended and the daemon's processes are quiet; from the POST "
         "to the time.time() the handler wrote on its first handle_batch call. p99 is the "
         "nearest rank (of 50, the largest).",
     )
@@ -70,7 +72,7 @@ def run(ctx: Context) -> Result:
             marks = Path(tempfile.mkdtemp(dir=daemon.root))
             body = job_body([0], 1, config={"mark_dir": str(marks)}, workers=1)
             for _ in range(jobs):
-                daemon.wait_workers_gone()
+                daemon.wait_idle()
                 submitted = time.time()
                 job_id = str(daemon.submit(api, body)["job_id"])
                 latencies.append(wait_file(marks / job_id) - submitted)

@@ -1,14 +1,14 @@
 """W2 real work: 20,000 items, batch_size 32, a handler burning 5 ms of CPU per item.
 
 Ideal: both cores busy with handlers all along, items * 5 ms / 2. The CPU split comes from
-psutil: the daemon's own cpu_times, and its children's (the workers, reaped by the daemon,
-plus any still alive at the end). The machine's busy time minus those (and the bench's own)
-is what other processes took meanwhile: on a shared machine it explains a low efficiency.
+psutil: the daemon's own cpu_times, and its children's (the workers the daemon reaped, plus
+what those still alive at the end spent meanwhile). The machine's busy time minus those
+(and the bench's own) is what other processes took meanwhile: on a shared machine it
+explains a low efficiency.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import psutil
@@ -70,16 +70,13 @@ def run(ctx: Context) -> Result:
         )
         with Daemon(ctx.workdir, "w2") as daemon:
             api = daemon.deploy("burn")
-            daemon.wait_workers_gone()
+            daemon.wait_idle()
             proc, me = daemon.ps(), psutil.Process()
             before, me_before, machine_before = proc.cpu_times(), me.cpu_times(), busy_cpu()
-            live: dict[int, float] = {}
+            base = daemon.cpu_of_descendants()
             submitted = time.time()
             job_id = str(daemon.submit(api, body)["job_id"])
             while True:
-                for child in daemon.descendants():
-                    with contextlib.suppress(psutil.Error):
-                        live[child.pid] = cpu_seconds(child.cpu_times())
                 status = daemon.status(api, job_id)
                 if status["status"] in TERMINAL_STATUSES:
                     machine = busy_cpu() - machine_before
@@ -89,15 +86,18 @@ def run(ctx: Context) -> Result:
             if status["status"] != "succeeded":
                 raise RuntimeError(f"the W2 job ended {status['status']}")
             end = parse_iso(status.get("end_time")) or time.time()
-            daemon.wait_workers_gone()
-            after = proc.cpu_times()
+            daemon.wait_idle()
+            after, alive = proc.cpu_times(), daemon.cpu_of_descendants()
         elapsed = end - submitted
         daemon_cpu = cpu_seconds(after) - cpu_seconds(before)
+        # Workers the daemon reaped are in its children_* times (less what those already
+        # alive at the start had spent); workers still alive at the end (a spare kept
+        # between jobs, say) count what they spent since the start.
         reaped = (after.children_user + after.children_system) - (
             before.children_user + before.children_system
         )
-        # Reaped workers are in children_*; fall back to the last sample of each live one.
-        workers_cpu = reaped if reaped > 0 else sum(live.values())
+        reaped -= sum(cpu for pid, cpu in base.items() if pid not in alive)
+        workers_cpu = reaped + sum(cpu - base.get(pid, 0.0) for pid, cpu in alive.items())
         efficiency = ideal / elapsed
         # What everything else on the machine (other users' processes) took meanwhile.
         others = max(0.0, machine - daemon_cpu - workers_cpu - bench_cpu)
