@@ -25,6 +25,8 @@ ENV_JOB_ID = "BATCHD_JOB_ID"
 ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
 ENV_LOG_FD = "BATCHD_LOG_FD"
 ENV_MEMORY_LIMIT = "BATCHD_MEMORY_LIMIT"
+# Set for a spare worker: it waits for a `launch` message (its directory and environment).
+ENV_SPARE = "BATCHD_SPARE"
 # A shared 8-byte word holding the sequence number of the batch a worker is handling.
 ENV_PROGRESS_FD = "BATCHD_PROGRESS_FD"
 

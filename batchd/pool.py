@@ -14,8 +14,9 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -158,21 +159,125 @@ LogSink = Callable[[dict[str, Any]], None]
 
 async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
     """Start a worker; its log records, stdout and stderr all flow into `sink`."""
+    worker, log_read = await _start(launch.python, launch.cwd, launch.env)
+    _adopt(worker, launch, log_read, sink)
+    return worker
+
+
+def _adopt(worker: WorkerProcess, launch: WorkerLaunch, log_read: int, sink: LogSink) -> None:
+    """Make a started process the worker of `launch`'s job: labels, and its output."""
+    worker.slot = launch.slot
+    worker.job_id = launch.job_id
+    worker.labels = dict(launch.labels)
+    process = worker.process
+    assert process.stdout is not None and process.stderr is not None
+    worker.output_tasks = [
+        asyncio.create_task(pump_records(_read_pipe(log_read), worker, sink)),
+        asyncio.create_task(pump_output(process.stdout, worker, sink, "stdout")),
+        asyncio.create_task(pump_output(process.stderr, worker, sink, "stderr")),
+    ]
+
+
+class SparePool:
+    """One worker interpreter started ahead of need, under the daemon's own Python: a
+    job's worker then skips Python's start-up and the worker's imports (tens of
+    milliseconds), which is most of the wait from submission to the first batch.
+
+    A spare is generic: it learns its job's directory and environment when adopted. A
+    launch that needs another interpreter, or other PYTHON* variables (read only at
+    start-up), gets a fresh process."""
+
+    def __init__(self, home: Path) -> None:
+        # Where a spare waits (its current directory until adopted), so it can be told apart.
+        self.home = home
+        self._spare: tuple[WorkerProcess, int, dict[str, str]] | None = None
+        self._refill: asyncio.Task[None] | None = None
+
+    async def spawn(self, launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
+        if self._spare is None and self._refill is not None and not self._refill.done():
+            # A spare is being started (a few milliseconds): it is still the quicker one.
+            await asyncio.gather(self._refill, return_exceptions=True)
+        spare, self._spare = self._spare, None
+        worker: WorkerProcess | None = None
+        if spare is not None:
+            candidate, log_read, startup = spare
+            if self._fits(launch, startup) and candidate.process.returncode is None:
+                try:
+                    await candidate.send(
+                        protocol.encode(
+                            {"op": "launch", "cwd": str(launch.cwd), "env": dict(launch.env)}
+                        )
+                    )
+                    _adopt(candidate, launch, log_read, sink)
+                    worker = candidate
+                except ConnectionError:
+                    pass
+            if worker is None:
+                _discard(candidate, log_read)
+        if worker is None:
+            worker = await spawn(launch, sink)
+        if launch.python == sys.executable and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.create_task(self._start_spare(launch))
+        return worker
+
+    @staticmethod
+    def _fits(launch: WorkerLaunch, startup: dict[str, str]) -> bool:
+        return launch.python == sys.executable and _startup_env(launch.env) == startup
+
+    async def _start_spare(self, launch: WorkerLaunch) -> None:
+        startup = _startup_env(launch.env)
+        env = {**os.environ, **startup, constants.ENV_SPARE: "1"}
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            worker, log_read = await _start(sys.executable, self.home, env)
+        except OSError:
+            return
+        if self._spare is not None:
+            _discard(*self._spare[:2])
+        self._spare = (worker, log_read, startup)
+
+    async def close(self) -> None:
+        if self._refill is not None:
+            await asyncio.gather(self._refill, return_exceptions=True)
+        if self._spare is not None:
+            worker, log_read, _ = self._spare
+            self._spare = None
+            _discard(worker, log_read)
+            await worker.process.wait()
+
+
+def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables Python reads only when it starts."""
+    return {key: value for key, value in env.items() if key.startswith("PYTHON")}
+
+
+def _discard(worker: WorkerProcess, log_read: int) -> None:
+    worker.signal(signal.SIGKILL)
+    worker.close()
+    worker.close_progress()
+    os.close(log_read)
+
+
+async def _start(
+    python: str, cwd: Path, launch_env: Mapping[str, str]
+) -> tuple[WorkerProcess, int]:
+    """A worker process with its channel; the read end of its log pipe is returned for
+    whoever adopts it."""
     parent_sock, child_sock = socket.socketpair()
     log_read, log_write = os.pipe()
     progress_fd = os.memfd_create("batchd-progress")
     os.ftruncate(progress_fd, 8)
-    env = dict(launch.env)
+    env = dict(launch_env)
     env[constants.ENV_WORKER_FD] = str(child_sock.fileno())
     env[constants.ENV_LOG_FD] = str(log_write)
     env[constants.ENV_PROGRESS_FD] = str(progress_fd)
     env["BATCHD_DAEMON_PID"] = str(os.getpid())
     try:
         process = await asyncio.create_subprocess_exec(
-            launch.python,
+            python,
             "-m",
             "batchd.worker",
-            cwd=launch.cwd,
+            cwd=cwd,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -195,22 +300,15 @@ async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
         sock=parent_sock, limit=constants.MAX_FRAME_BYTES
     )
     worker = WorkerProcess(
-        slot=launch.slot,
-        job_id=launch.job_id,
+        slot=-1,
+        job_id="",
         process=process,
         reader=reader,
         writer=writer,
-        labels=dict(launch.labels),
+        labels={},
         progress_fd=progress_fd,
     )
-    log_stream = await _read_pipe(log_read)
-    assert process.stdout is not None and process.stderr is not None
-    worker.output_tasks = [
-        asyncio.create_task(pump_records(log_stream, worker, sink)),
-        asyncio.create_task(pump_output(process.stdout, worker, sink, "stdout")),
-        asyncio.create_task(pump_output(process.stderr, worker, sink, "stderr")),
-    ]
-    return worker
+    return worker, log_read
 
 
 async def _read_pipe(fd: int) -> asyncio.StreamReader:
@@ -252,8 +350,11 @@ def _dropped(worker: WorkerProcess) -> dict[str, Any]:
     }
 
 
-async def pump_records(stream: asyncio.StreamReader, worker: WorkerProcess, sink: LogSink) -> None:
+async def pump_records(
+    pipe: Awaitable[asyncio.StreamReader], worker: WorkerProcess, sink: LogSink
+) -> None:
     """Records from the handler's logger: JSON objects, labelled by the daemon."""
+    stream = await pipe
     async for line in _lines(stream):
         if line is None:
             sink(_dropped(worker))

@@ -36,7 +36,14 @@ from batchd.errors import conflict, not_found
 from batchd.joblogs import JobLogs
 from batchd.memlimit import MemoryLimiter
 from batchd.metrics import Metrics
-from batchd.pool import OomDetector, WorkerLaunch, WorkerProcess, WorkerState, describe_exit, spawn
+from batchd.pool import (
+    OomDetector,
+    SparePool,
+    WorkerLaunch,
+    WorkerProcess,
+    WorkerState,
+    describe_exit,
+)
 from batchd.store.base import (
     BatchCounts,
     Failure,
@@ -104,6 +111,7 @@ class Scheduler:
         self.metrics = metrics or Metrics()
         self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
+        self._spares = SparePool(config.state_path / "runtime" / "spare")
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
         self._forced = asyncio.Event()
@@ -156,6 +164,7 @@ class Scheduler:
             if worker.leases:
                 held = [(lease.seq, lease.token) for lease in worker.leases]
                 await self.store.release(worker.job_id, held)
+        await self._spares.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -325,7 +334,7 @@ class Scheduler:
         }
         job_log = self.joblogs.acquire(run.job_id)
         try:
-            worker = await spawn(replace(launch, env=env), job_log.write)
+            worker = await self._spares.spawn(replace(launch, env=env), job_log.write)
         except OSError as exc:
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)

@@ -36,8 +36,10 @@ from typing import Any
 
 from batchd import worker_log
 from batchd.constants import (
+    ENV_LOG_FD,
     ENV_MEMORY_LIMIT,
     ENV_PROGRESS_FD,
+    ENV_SPARE,
     ENV_WORKER_FD,
     PREFETCH_MIN_BATCHES,
     PROGRESS_FLUSH_SECONDS,
@@ -296,12 +298,38 @@ def bound_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
 
 
+def take_launch(channel: BlockingChannel) -> None:
+    """A spare worker, started before its job: take the job's directory and environment
+    (its own descriptors kept), as if it had been started with them."""
+    launch = channel.recv()
+    if launch.get("op") != "launch":
+        raise ValueError(f"a spare worker expected launch, not {launch.get('op')!r}")
+    own = {
+        key: os.environ[key]
+        for key in (ENV_WORKER_FD, ENV_LOG_FD, ENV_PROGRESS_FD, "BATCHD_DAEMON_PID")
+        if key in os.environ
+    }
+    started_in = os.getcwd()
+    os.chdir(launch["cwd"])
+    os.environ.clear()
+    os.environ.update(launch["env"])
+    os.environ.update(own)
+    # `python -m` put the directory it started in first on the path.
+    if sys.path and sys.path[0] == started_in:
+        sys.path[0] = os.getcwd()
+
+
 def main() -> int:
     die_with_parent()
-    start_group_guard()
-    bound_memory()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
+    if os.environ.get(ENV_SPARE):
+        try:
+            take_launch(channel)
+        except ChannelClosed:
+            return 0
+    start_group_guard()
+    bound_memory()
     progress_fd = os.environ.get(ENV_PROGRESS_FD)
     printed = worker_log.capture_prints()
     try:

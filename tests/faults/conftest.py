@@ -22,7 +22,7 @@ import sqlite3
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,13 +289,21 @@ def cmdline(pid: int) -> str:
 
 
 def workers_of(daemon: Daemon) -> set[int]:
-    """The daemon's live worker processes."""
+    """The daemon's live worker processes (not the spare waiting in its own directory)."""
     assert daemon.process is not None
+    spare_home = daemon.state_dir / "runtime" / "spare"
     return {
         pid
         for pid in children(daemon.process.pid)
-        if "batchd.worker" in cmdline(pid) and pid_alive(pid)
+        if "batchd.worker" in cmdline(pid) and pid_alive(pid) and not _is_in(pid, spare_home)
     }
+
+
+def _is_in(pid: int, directory: Path) -> bool:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == directory.resolve()
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -312,19 +320,25 @@ def pid_reaped(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-def processes_of_job(job_id: str) -> list[int]:
-    """Live processes whose environment names the job: workers and anything they started."""
+def processes_of_job(job_id: str, workers: Iterable[int] = ()) -> list[int]:
+    """Live processes of the job: those whose environment names it (each worker started
+    fresh, and whatever a handler started), and every process in the sessions its
+    `workers` lead (a worker leads its own session; one that was a spare shows its
+    start-up environment in /proc, so only its session tells)."""
     needle = f"BATCHD_JOB_ID={job_id}".encode()
+    sessions = set(workers)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
             environ = (entry / "environ").read_bytes()
+            session = os.getsid(pid)
         except OSError:
             continue
-        if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
+        if (needle in environ.split(b"\0") or session in sessions) and pid_alive(pid):
+            found.append(pid)
     return found
 
 

@@ -48,7 +48,7 @@ def _check_ended_quietly(
     reaped_at = time.monotonic()
     wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="the job's workers reaped")
     reap_s = seconds(reaped_at)
-    assert processes_of_job(job_id) == []
+    assert processes_of_job(job_id, pids) == []
     assert not workers_of(daemon)
     after = job_status(daemon, api, job_id)
     assert after["batch_metrics"] == snapshot["batch_metrics"]
@@ -166,8 +166,9 @@ def test_no_process_the_handler_started_survives(
     job_id = client.submit("spawner", items_job(2, workers=2, config={"spawn": [0, 1]}))["job_id"]
     wait_for(lambda: len(side.of("call")) == 2, what="both batches to start")
     # Two workers, their two children, and each worker's process-group guard.
-    wait_for(lambda: len(processes_of_job(job_id)) == 6, what="the handlers' children")
+    wait_for(lambda: len(workers_of(daemon)) == 2, what="both workers")
     pids = workers_of(daemon)
+    wait_for(lambda: len(processes_of_job(job_id, pids)) == 6, what="the handlers' children")
     try:
         if end == "stop":
             client.stop_job("spawner", job_id)
@@ -175,11 +176,11 @@ def test_no_process_the_handler_started_survives(
         else:
             daemon.kill()
             wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="workers gone")
-        left = processes_of_job(job_id)
+        left = processes_of_job(job_id, pids)
         figures[f"processes_left_after_{end}"] = len(left)
         assert left == []
     finally:
-        kill_all(processes_of_job(job_id))
+        kill_all(processes_of_job(job_id, pids))
 
 
 @pytest.mark.parametrize("variant", ["finish", "cut"])
