@@ -208,7 +208,29 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node
         if depth > limit:
             return True
+        # A long list of scalars (a million items) is told apart in C, not walked.
+        if isinstance(node, list) and not _CONTAINERS & set(map(type, node)):
+            continue
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_CONTAINERS = frozenset({dict, list})
+_NUMBERS = frozenset({int, float, bool, type(None)})
+# The longest JSON text of a number Python parses: 4,300 digits (sys.int_info), and a sign.
+_LONGEST_NUMBER = 4301
+
+
+def _items_within(items: list[Any], max_item_bytes: int) -> bool:
+    """Whether every item surely fits in `max_item_bytes` as JSON, judged without encoding
+    them one by one: numbers are short, and a string of n characters takes at most 6n + 2
+    bytes (a \\u escape per character)."""
+    kinds = set(map(type, items))
+    if kinds <= _NUMBERS:
+        return max_item_bytes >= _LONGEST_NUMBER
+    if kinds <= _NUMBERS | {str}:
+        longest = max(map(len, (item for item in items if type(item) is str)), default=0)
+        return max_item_bytes >= max(_LONGEST_NUMBER, 6 * longest + 2)
     return False
 
 
@@ -360,12 +382,13 @@ def _item_list_chunks(items: list[Any], batch_size: int, max_item_bytes: int) ->
     # overhead dominates small items.
     per_chunk = CHUNK_BATCHES * batch_size
     chunks = []
+    checked = _items_within(items, max_item_bytes)
     for start in range(0, len(items), per_chunk):
         part = items[start : start + per_chunk]
         batches = [part[first : first + batch_size] for first in range(0, len(part), batch_size)]
         chunk = _ENCODER.encode(batches).encode()
         # No item is larger than its chunk or its batch: only a large one needs a closer look.
-        if len(chunk) - 4 > max_item_bytes:
+        if not checked and len(chunk) - 4 > max_item_bytes:
             for first in range(start, start + len(part), batch_size):
                 batch = items[first : first + batch_size]
                 if len(_ENCODER.encode(batch).encode()) - 2 > max_item_bytes:

@@ -345,6 +345,29 @@ def test_oversized_item_counts_utf8_bytes() -> None:
     assert "12 bytes" in error.message
 
 
+@pytest.mark.parametrize(
+    ("items", "max_item_bytes", "index", "size"),
+    [
+        # Control characters take six bytes each as JSON: 100 of them, 602 bytes.
+        ([1, "\x00" * 100], 601, 1, 602),
+        # Numbers are short, unless the limit is shorter still.
+        ([7, 123456, 8.5], 5, 1, 6),
+        # An item inside a large chunk of small ones.
+        ([*range(5000), {"k": "v" * 300}, 1], 300, 5000, 308),
+    ],
+    ids=["escapes", "numbers", "deep-in-a-chunk"],
+)
+def test_oversized_items_are_found_whatever_their_kind(
+    items: list[Any], max_item_bytes: int, index: int, size: int
+) -> None:
+    sub = parse({"item_list": {"items": items, "batch_size": 1}})
+    error = plan_error(sub, [], max_item_bytes=max_item_bytes)
+    assert (error.status, error.field) == (422, f"item_list.items[{index}]")
+    assert f"{size} bytes" in error.message
+    # At exactly that size, every item fits.
+    assert len(plan_items(items, 1, max_item_bytes=size)) == len(items)
+
+
 def test_a_million_items_plan_fast() -> None:
     body = json.dumps({"item_list": {"items": list(range(1_000_000)), "batch_size": 100}})
     started = time.perf_counter()
