@@ -733,7 +733,19 @@ class Scheduler:
             try:
                 if held:
                     await self.store.renew(held, self.config.lease_timeout)
-                expired = await self.store.expire_leases(time.time())
+                # Only a job whose stored leases outnumber its workers' can have lost any.
+                suspects = [
+                    run.job_id
+                    for run in list(self.runs.values())
+                    if not run.finished
+                    and (await self.store.counts(run.job_id)).leased
+                    > sum(len(worker.leases) for worker in run.workers)
+                ]
+                expired = (
+                    await self.store.expire_leases(time.time(), job_ids=suspects)
+                    if suspects
+                    else []
+                )
                 self.metrics.leases_expired(expired, self.api_of)
             except Exception:
                 log.exception("lease renewal failed")

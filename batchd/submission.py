@@ -215,8 +215,8 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-_CONTAINERS = frozenset({dict, list})
-_NUMBERS = frozenset({int, float, bool, type(None)})
+_CONTAINERS: frozenset[type] = frozenset({dict, list})
+_NUMBERS: frozenset[type] = frozenset({int, float, bool, type(None)})
 # The longest JSON text of a number Python parses: 4,300 digits (sys.int_info), and a sign.
 _LONGEST_NUMBER = 4301
 

@@ -88,6 +88,9 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
     conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
     conn.execute("ALTER TABLE jobs DROP COLUMN materialized")
     conn.execute("DROP TABLE chunks")
+    conn.execute("DROP INDEX batches_queued")
+    conn.execute("DROP INDEX batches_dead")
+    conn.execute("CREATE INDEX batches_by_state ON batches (state, id)")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
@@ -101,6 +104,8 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
         await store.close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"batches_queued", "batches_dead"} <= indexes and "batches_by_state" not in indexes
     conn.close()
 
 

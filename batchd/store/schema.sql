@@ -58,7 +58,11 @@ CREATE TABLE batches (
     payload          BLOB    NOT NULL,
     result           BLOB
 );
-CREATE INDEX batches_by_state ON batches (state, id);
+-- Only the batches someone looks for by state are indexed: queued ones (re-queued after a
+-- failure) and dead ones. A batch on the usual path, leased then succeeded, touches no
+-- index at all. Leased ones are found through their job's range.
+CREATE INDEX batches_queued ON batches (id) WHERE state = 'queued';
+CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead';
 
 CREATE TABLE failures (
     batch      INTEGER NOT NULL,

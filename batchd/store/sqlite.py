@@ -231,6 +231,13 @@ class SqliteStore:
                     await self._exec(db, f"ALTER TABLE jobs ADD COLUMN {column}")
                 await self._exec(db, _RECOUNT_SQL)
                 await self._exec(db, "UPDATE jobs SET materialized = total_batch_count")
+                await self._exec(db, "DROP INDEX batches_by_state")
+                await self._exec(
+                    db, "CREATE INDEX batches_queued ON batches (id) WHERE state = 'queued'"
+                )
+                await self._exec(
+                    db, "CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead'"
+                )
                 await self._exec(
                     db, "CREATE TABLE chunks (id INTEGER PRIMARY KEY, payloads BLOB NOT NULL)"
                 )
@@ -727,39 +734,55 @@ class SqliteStore:
             )
 
     async def expire_leases(
-        self, now: float, reason: str = "lease expired: the worker holding it was lost"
+        self,
+        now: float,
+        reason: str = "lease expired: the worker holding it was lost",
+        job_ids: Sequence[str] | None = None,
     ) -> list[tuple[str, int, BatchState]]:
-        """Every lease past its expiry counts as a failed attempt (its worker is gone)."""
+        """Every lease past its expiry counts as a failed attempt (its worker is gone).
+
+        Only unfinished jobs hold leases (a job's end gives its leases back); `job_ids`
+        narrows the search further. Leased batches are found by each job's id range, not
+        an index, so the usual path of a batch touches no index."""
+        active = await self._rows(
+            self._w,
+            "SELECT key, job_id, max_receive_count FROM jobs "
+            "WHERE status IN ('pending', 'enqueuing', 'running') AND leased_count > 0",
+        )
+        wanted = None if job_ids is None else set(job_ids)
+        expired: list[tuple[str, int, BatchState]] = []
         async with self._transaction() as db:
-            async with db.execute(
-                "UPDATE batches SET state = CASE WHEN attempts >= "
-                "(SELECT max_receive_count FROM jobs WHERE key = batches.id >> 32) "
-                "THEN 'dead' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL "
-                "WHERE state = 'leased' AND lease_expires_at < ? RETURNING id, state, attempts",
-                (now,),
-            ) as cursor:
-                rows = await cursor.fetchall()
-            await self._exec_many(
-                db,
-                "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
-                "VALUES (?, ?, ?, NULL, ?)",
-                [(row[0], row[2], reason, time.time()) for row in rows],
-            )
-            keys = {row[0] >> _SEQ_BITS for row in rows}
-            job_ids: dict[int, str] = {}
-            for key in keys:
-                job_ids[key] = await self._scalar(db, "SELECT job_id FROM jobs WHERE key = ?", key)
-                mine = [row for row in rows if row[0] >> _SEQ_BITS == key]
-                dead = sum(row[1] == BatchState.DEAD for row in mine)
+            for key, job_id, max_receive_count in active:
+                if wanted is not None and job_id not in wanted:
+                    continue
+                first, last = _batch_range(key)
+                async with db.execute(
+                    "UPDATE batches SET state = CASE WHEN attempts >= ? THEN 'dead' "
+                    "ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL "
+                    "WHERE id BETWEEN ? AND ? AND state = 'leased' AND lease_expires_at < ? "
+                    "RETURNING id, state, attempts",
+                    (max_receive_count, first, last, now),
+                ) as cursor:
+                    rows = list(await cursor.fetchall())
+                if not rows:
+                    continue
+                await self._exec_many(
+                    db,
+                    "INSERT INTO failures (batch, attempt, error, traceback, failed_at) "
+                    "VALUES (?, ?, ?, NULL, ?)",
+                    [(row[0], row[2], reason, time.time()) for row in rows],
+                )
+                dead = sum(row[1] == BatchState.DEAD for row in rows)
                 await _count(
                     db,
                     key,
-                    leased=-len(mine),
-                    queued=len(mine) - dead,
+                    leased=-len(rows),
+                    queued=len(rows) - dead,
                     dead=dead,
-                    failures=len(mine),
+                    failures=len(rows),
                 )
-        return [(job_ids[row[0] >> _SEQ_BITS], _seq(row[0]), BatchState(row[1])) for row in rows]
+                expired += [(job_id, _seq(row[0]), BatchState(row[1])) for row in rows]
+        return expired
 
     async def prunable_jobs(self, ended_before: float) -> list[JobRecord]:
         sql = (
