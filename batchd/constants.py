@@ -62,11 +62,11 @@ FINISHED_JOBS_REMEMBERED = 1000
 # and no more than a 1/LEASE_SHARE_DIVISOR share of the job per worker, so the tail of a
 # job still spreads over every worker.
 LEASE_TARGET_SECONDS = 0.05
-MAX_LEASE_BATCHES = 1024
+MAX_LEASE_BATCHES = 8192
 LEASE_SHARE_DIVISOR = 4
 
 # A worker reports the outcomes of a long grant at least this often.
-PROGRESS_FLUSH_SECONDS = 0.005
+PROGRESS_FLUSH_SECONDS = 0.01
 
 # A worker asks for its next grant halfway through one of at least this many batches
 # (fast ones); slow batches are not held back from idle workers at a job's tail.
