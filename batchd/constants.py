@@ -63,6 +63,8 @@ FINISHED_JOBS_REMEMBERED = 1000
 # job still spreads over every worker.
 LEASE_TARGET_SECONDS = 0.05
 MAX_LEASE_BATCHES = 8192
+# ... and payloads of at most this many bytes in all (one batch whatever its size).
+GRANT_MAX_BYTES = 16 * 1024 * 1024
 LEASE_SHARE_DIVISOR = 4
 
 # A worker reports the outcomes of a long grant at least this often.

@@ -262,3 +262,29 @@ async def test_results_and_dead_letters_page_through_every_row(store: SqliteStor
     assert results == [(seq, b"%d" % seq) for seq in range(1, 1201)]
     dead = [d.seq async for d in store.dead_letters(job_id)]
     assert dead == list(range(1201, 2501))
+
+
+async def test_a_grant_of_big_payloads_stops_at_its_byte_budget(store: SqliteStore) -> None:
+    from batchd.constants import GRANT_MAX_BYTES
+
+    # Each payload is a MiB less 2 bytes: 16 fit in the 16 MiB budget, the 17th does not.
+    assert GRANT_MAX_BYTES == 16 * 2**20
+    big = json.dumps(["x" * (2**20 - 6)]).encode()
+    assert len(big) == 2**20 - 2
+    job = await store.create_job(new_job(), [big] * 20)
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    first = await store.lease(job.job_id, 100, 60)
+    assert [lease.seq for lease in first] == list(range(1, 17))
+    assert all(lease.payload == big for lease in first)
+    rest = await store.lease(job.job_id, 100, 60)
+    assert [lease.seq for lease in rest] == [17, 18, 19, 20]
+    counts = await store.counts(job.job_id)
+    assert (counts.queued, counts.leased) == (0, 20)
+
+
+async def test_one_payload_over_the_budget_is_still_leased(store: SqliteStore) -> None:
+    huge = json.dumps(["y" * (17 * 2**20)]).encode()
+    job = await store.create_job(new_job(), [huge, b"[1]"])
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    assert [lease.seq for lease in await store.lease(job.job_id, 10, 60)] == [1]
+    assert [lease.seq for lease in await store.lease(job.job_id, 10, 60)] == [2]

@@ -26,6 +26,7 @@ import aiosqlite
 from batchd.constants import (
     CHUNK_BATCHES,
     CHUNK_CACHE_JOBS,
+    GRANT_MAX_BYTES,
     PRUNE_CHUNK_ROWS,
     SCHEMA_VERSION,
     STREAM_PAGE_ROWS,
@@ -569,6 +570,15 @@ class SqliteStore:
         start, end = done + 1, min(total, done + limit)
         first, _ = _batch_range(key)
         payloads = await self._payloads(db, key, start, end)
+        # A grant of big payloads stops at GRANT_MAX_BYTES (one batch at least): the frame
+        # to the worker stays far under its limit whatever the grant's length.
+        size = 0
+        for count, payload in enumerate(payloads):
+            size += len(payload)
+            if size > GRANT_MAX_BYTES and count > 0:
+                del payloads[count:]
+                end = start + count - 1
+                break
         expires = time.time() + lease_timeout
         rows = [
             (first + seq, 1, payload)
