@@ -216,7 +216,8 @@ def test_long_reader_during_a_job(
     reader ends (checkpoint_interval, set to 10 s here).
     """
     checkpoint_interval = 10.0
-    total = size(500, 10_000)
+    # Enough batches to write well over a MiB of WAL (a batch writes a few hundred bytes).
+    total = size(3_000, 10_000)
     # lease_timeout sets how often the daemon's maintenance loop (and checkpoint) looks.
     daemon = make_daemon(max_workers=4, lease_timeout=3.0, checkpoint_interval=checkpoint_interval)
     client = daemon.client
