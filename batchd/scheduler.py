@@ -406,24 +406,19 @@ class Scheduler:
         self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
     ) -> None:
         op = message.get("op")
-        if op == "progress" and message.get("more"):
-            # Halfway through a grant the worker asks for its next one; it waits for an
-            # answer, so one always goes back, empty when nothing is leased.
+        if op in ("progress", "next"):
+            # A report of outcomes; `next` (the grant is done) and `more` (halfway through
+            # it) ask for the next grant, which goes out before the outcomes are stored so
+            # the worker works while the daemon writes.
             reported = self._take_reported(worker, message)
-            if not await self._grant(run, worker):
+            asking = op == "next" or bool(message.get("more"))
+            granted = asking and await self._grant(run, worker)
+            if message.get("more") and not granted:
+                # The worker waits for an answer to `more`: an empty grant.
                 await worker.send(_EMPTY_GRANT)
             await self._record(run, worker, message, reported)
-        elif op == "progress":
-            await self._record(run, worker, message)
-        elif op == "next":
-            # The next grant goes out before these outcomes are stored, so the worker
-            # works while the daemon writes.
-            reported = self._take_reported(worker, message)
-            if await self._grant(run, worker):
-                await self._record(run, worker, message, reported)
-            else:
-                await self._record(run, worker, message, reported)
-                await self._dispatch(run, worker)
+            if op == "next" and not granted:
+                await self._idle(run, worker)
         elif op == "ready":
             worker.state = WorkerState.RUNNING
             worker.has_on_complete = bool(message.get("has_on_complete"))
@@ -452,16 +447,11 @@ class Scheduler:
         return count
 
     async def _record(
-        self,
-        run: JobRun,
-        worker: WorkerProcess,
-        message: dict[str, Any],
-        reported: int | None = None,
+        self, run: JobRun, worker: WorkerProcess, message: dict[str, Any], reported: int
     ) -> None:
         """Store the outcomes of a `progress` or `next` report ([seq, duration(, result)]
-        per success, an object per failure), all under the grant's lease token."""
-        if reported is None:
-            reported = self._take_reported(worker, message)
+        per success, an object per failure), all under the grant's lease token; `reported`
+        is what _take_reported counted of them."""
         if not reported:
             return
         token = int(message["token"])
@@ -529,6 +519,12 @@ class Scheduler:
         return True
 
     async def _dispatch(self, run: JobRun, worker: WorkerProcess) -> None:
+        if not await self._grant(run, worker):
+            await self._idle(run, worker)
+
+    async def _idle(self, run: JobRun, worker: WorkerProcess) -> None:
+        """A worker that asked for batches got none: it exits, waits (parked), or runs
+        on_job_complete, or the job ends."""
         recycle = self.config.max_batches_per_worker
         if run.finished or self.draining or worker.exit_requested:
             await worker.request_exit()
@@ -536,8 +532,6 @@ class Scheduler:
         if recycle is not None and worker.batches_done >= recycle:
             await worker.request_exit()
             self.wake()
-            return
-        if await self._grant(run, worker):
             return
         counts = await self.store.counts(run.job_id)
         if run.finished or self.draining:

@@ -10,7 +10,9 @@ a large job is being admitted.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import json
 import secrets
 import sqlite3
@@ -572,13 +574,10 @@ class SqliteStore:
         payloads = await self._payloads(db, key, start, end)
         # A grant of big payloads stops at GRANT_MAX_BYTES (one batch at least): the frame
         # to the worker stays far under its limit whatever the grant's length.
-        size = 0
-        for count, payload in enumerate(payloads):
-            size += len(payload)
-            if size > GRANT_MAX_BYTES and count > 0:
-                del payloads[count:]
-                end = start + count - 1
-                break
+        keep = bisect.bisect_right(list(itertools.accumulate(map(len, payloads))), GRANT_MAX_BYTES)
+        if keep < len(payloads):
+            del payloads[max(1, keep) :]
+            end = start + len(payloads) - 1
         expires = time.time() + lease_timeout
         rows = [
             (first + seq, 1, payload)
@@ -764,14 +763,14 @@ class SqliteStore:
         Only unfinished jobs hold leases (a job's end gives its leases back); `job_ids`
         narrows the search further. Leased batches are found by each job's id range, not
         an index, so the usual path of a batch touches no index."""
-        active = await self._rows(
-            self._w,
-            "SELECT key, job_id, max_receive_count FROM jobs "
-            "WHERE status IN ('pending', 'enqueuing', 'running') AND leased_count > 0",
-        )
         wanted = None if job_ids is None else set(job_ids)
         expired: list[tuple[str, int, BatchState]] = []
         async with self._transaction() as db:
+            active = await self._rows(
+                db,
+                "SELECT key, job_id, max_receive_count FROM jobs "
+                "WHERE status IN ('pending', 'enqueuing', 'running') AND leased_count > 0",
+            )
             for key, job_id, max_receive_count in active:
                 if wanted is not None and job_id not in wanted:
                     continue
