@@ -86,7 +86,11 @@ class ApiRegistry:
         final.parent.mkdir(parents=True, exist_ok=True)
         # The snapshot is in place before the row that names it: a crash in between
         # leaves an unused folder, never a version without its files.
+        # Moving a folder to another parent rewrites its "..", which needs write permission
+        # on the folder itself: open the read-only root for the move, then close it again.
+        os.chmod(incoming, 0o755)
         incoming.rename(final)
+        os.chmod(final, 0o555)
         spec = project.spec.model_dump()
         spec[SNAPSHOT_KEY] = snapshot
         spec["files"] = len(project.files)

@@ -9,6 +9,7 @@ snapshot directory that appears atomically.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import math
@@ -78,6 +79,10 @@ _MAX_MEMBERS = 100_000
 _MAX_LINK_HOPS = 40
 _GZIP_MAGIC = b"\x1f\x8b"
 _UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+# Python 3.11.4 added tarfile's extraction filters; Debian 12 ships 3.11.2. Where they exist,
+# the data filter repeats our own member checks against the real disk.
+_HAS_FILTERS = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[Exception], ...] = (tarfile.FilterError,) if _HAS_FILTERS else ()
 _SPECIAL_KINDS = {
     tarfile.CHRTYPE: "a character device",
     tarfile.BLKTYPE: "a block device",
@@ -524,9 +529,15 @@ def _write_snapshot(
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
     try:
-        # The data filter repeats our checks against the real disk, in case ours ever miss one.
-        tar.extract(member, staging, filter="data")
-    except tarfile.FilterError as exc:
+        if _HAS_FILTERS:
+            tar.extract(member, staging, filter="data")
+        else:
+            # What the data filter would do to ownership: files belong to the daemon's
+            # user, never to the uid named in the archive (extract chowns as root).
+            owned = copy.copy(member)
+            owned.uid, owned.gid, owned.uname, owned.gname = os.getuid(), os.getgid(), "", ""
+            tar.extract(owned, staging, numeric_owner=True)
+    except _FILTER_ERRORS as exc:
         raise _refused(member.name, f"refused by tarfile: {exc}") from exc
     except _UNREADABLE as exc:
         raise _unreadable(exc) from exc
