@@ -9,6 +9,7 @@ import grp
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ async def serve(
 ) -> int:
     tokens = tokens or Tokens(None, None)
     state = config.state_path
-    state.mkdir(parents=True, exist_ok=True)
+    _prepare_state_dir(state)
     lock = _lock_state_dir(state)
     metrics = Metrics()
     store = open_store(state, config.sqlite_synchronous, metrics)
@@ -125,6 +126,23 @@ async def serve(
     lock.close()
     log.info("batchd stopped")
     return 0
+
+
+def _prepare_state_dir(state: Path) -> None:
+    """The queue, the snapshots and the job logs are the service user's alone (0700).
+
+    A state dir that belongs to someone else is refused: files that root once wrote
+    there would break the unit's unprivileged daemon later, one EACCES at a time.
+    """
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = state.stat()
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"state_dir: {state} belongs to uid {info.st_uid}, not to this daemon's user "
+            f"(uid {os.geteuid()}); chown -R it to the user that runs batchd"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(state, 0o700)
 
 
 def _lock_state_dir(state: Path) -> TextIO:

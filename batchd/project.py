@@ -381,9 +381,18 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
         raise _refused(raw.name, "has an empty path")
     if raw.issym() and (not raw.linkname or raw.linkname.startswith("/")):
         raise _refused(raw.name, f"is a symlink to {raw.linkname!r}, outside the project")
+    member = _copy(raw, name="/".join(parts))
     if raw.islnk():
-        return raw.replace(name="/".join(parts), linkname=_hardlink_target(raw), deep=False)
-    return raw.replace(name="/".join(parts), deep=False)
+        member.linkname = _hardlink_target(raw)
+    return member
+
+
+def _copy(member: tarfile.TarInfo, **changes: Any) -> tarfile.TarInfo:
+    """TarInfo.replace(deep=False), which Python only has from 3.11.4."""
+    changed = copy.copy(member)
+    for key, value in changes.items():
+        setattr(changed, key, value)
+    return changed
 
 
 def _utf8(text: str) -> bool:
@@ -534,8 +543,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> No
         else:
             # What the data filter would do to ownership: files belong to the daemon's
             # user, never to the uid named in the archive (extract chowns as root).
-            owned = copy.copy(member)
-            owned.uid, owned.gid, owned.uname, owned.gname = os.getuid(), os.getgid(), "", ""
+            owned = _copy(member, uid=os.getuid(), gid=os.getgid(), uname="", gname="")
             tar.extract(owned, staging, numeric_owner=True)
     except _FILTER_ERRORS as exc:
         raise _refused(member.name, f"refused by tarfile: {exc}") from exc

@@ -52,6 +52,11 @@ class Daemon:
     process: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # How the daemon is started: the service-user tier runs it through setpriv under
+    # another interpreter (tests/service_user/conftest.py).
+    launcher: list[str] = field(default_factory=list)
+    python: str = sys.executable
+    cwd: Path | None = None
 
     @property
     def url(self) -> str:
@@ -66,7 +71,8 @@ class Daemon:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                *self.launcher,
+                self.python,
                 "-m",
                 "batchd",
                 "serve",
@@ -81,6 +87,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.cwd,
         )
         log.close()
         wait_for(self._healthy, 60, "daemon /healthz")
