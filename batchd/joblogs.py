@@ -26,31 +26,44 @@ LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 class JobLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Unbuffered: each record is one write, so `follow` readers and a crash lose
-        # nothing written, and a failed write leaves nothing behind to retry.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self.path = path
+        self._fd: int | None = None
         self.users = 0
-        # Records that could not be written (see the scheduler's job-log sink).
+        # Records that could not be written (see guarded_writer).
         self.dropped = 0
+        # A log that cannot be created yet (the disk is full) is tried again per record.
+        with contextlib.suppress(OSError):
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: each record is one write, so `follow` readers and a crash lose
+            # nothing written, and a failed write leaves nothing behind to retry.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o666)
+        return self._fd
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record as a line; OSError (disk full) when it cannot, with nothing
         of it left in the file."""
         data = encode_record(record)
+        fd = self._open()
         written = 0
         try:
             while written < len(data):
-                written += os.write(self._fd, data[written:])
+                written += os.write(fd, data[written:])
         except OSError:
             if written:
                 # Half a line would spoil the next one for every reader: take it back.
                 with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_END) - written)
+                    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
             raise
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def guarded_writer(
