@@ -42,6 +42,12 @@ class DaemonConfig(BaseModel):
     max_json_depth: int = Field(default=64, ge=2, le=10_000)
     lease_timeout: float = Field(default=60.0, gt=0)
     batch_timeout: float | None = Field(default=None, gt=0)
+    on_job_complete_timeout: float = Field(
+        default=constants.DEFAULT_ON_JOB_COMPLETE_TIMEOUT, gt=0, allow_inf_nan=False
+    )
+    max_result_size: int = Field(
+        default=constants.DEFAULT_MAX_RESULT_SIZE, ge=1, le=constants.MAX_RESULT_SIZE_CAP
+    )
     max_batches_per_worker: int | None = Field(default=None, ge=1)
     token_file: str | None = None
     read_only_token_file: str | None = None

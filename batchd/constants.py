@@ -70,6 +70,18 @@ LEASE_SHARE_DIVISOR = 4
 # A worker reports the outcomes of a long grant at least this often.
 PROGRESS_FLUSH_SECONDS = 0.01
 
+# ... and at once when the results it holds reach this many bytes, so a report stays far
+# below MAX_FRAME_BYTES (one result is at most MAX_RESULT_SIZE_CAP).
+REPORT_FLUSH_BYTES = 16 * 1024 * 1024
+
+# The largest max_result_size the daemon accepts: a report of one such result, plus up to
+# REPORT_FLUSH_BYTES of others, must fit in a frame.
+MAX_RESULT_SIZE_CAP = 256 * 1024 * 1024
+DEFAULT_MAX_RESULT_SIZE = 64 * 1024 * 1024
+
+# How long a job's on_job_complete may run before its worker is killed (seconds).
+DEFAULT_ON_JOB_COMPLETE_TIMEOUT = 600.0
+
 # A worker asks for its next grant halfway through one of at least this many batches
 # (fast ones); slow batches are not held back from idle workers at a job's tail.
 PREFETCH_MIN_BATCHES = 16

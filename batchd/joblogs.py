@@ -8,30 +8,98 @@ API, job, worker and batch labels and appends them in the order it receives them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
+from batchd.textsafe import escape_surrogates_in
+
+log = logging.getLogger("batchd.joblogs")
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
 class JobLog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("ab")
+        self.path = path
+        self._fd: int | None = None
         self.users = 0
+        # Records that could not be written (see guarded_writer).
+        self.dropped = 0
+        # A log that cannot be created yet (the disk is full) is tried again per record.
+        with contextlib.suppress(OSError):
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: each record is one write, so `follow` readers and a crash lose
+            # nothing written, and a failed write leaves nothing behind to retry.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o666)
+        return self._fd
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
-        self._file.write(line.encode() + b"\n")
-        # Flushed per record so `follow` readers and a crash lose nothing written.
-        self._file.flush()
+        """Append one record as a line; OSError (disk full) when it cannot, with nothing
+        of it left in the file."""
+        data = encode_record(record)
+        fd = self._open()
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            if written:
+                # Half a line would spoil the next one for every reader: take it back.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
+            raise
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def guarded_writer(
+    job_log: JobLog, job_id: str, dropped: Callable[[], None]
+) -> Callable[[dict[str, Any]], None]:
+    """`job_log.write` that never raises: it feeds the readers of a worker's output, and
+    a reader that stopped would leave the worker blocked on a full pipe. A record that
+    cannot be written is dropped and counted (`dropped`); the job's first drop is said
+    once in the daemon's log."""
+
+    def write(record: dict[str, Any]) -> None:
+        try:
+            job_log.write(record)
+        except Exception as exc:
+            job_log.dropped += 1
+            dropped()
+            if job_log.dropped == 1:
+                log.warning(
+                    "job log record dropped; this job's further drops are only counted "
+                    "(batchd_job_log_lines_dropped_total)",
+                    extra={"jobID": job_id, "error": repr(exc)},
+                )
+
+    return write
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+    try:
+        return line.encode() + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate came in as a JSON escape: kept, spelled out as text.
+        line = json.dumps(
+            escape_surrogates_in(record), ensure_ascii=False, default=str, separators=(",", ":")
+        )
+        return line.encode() + b"\n"
 
 
 class JobLogs:

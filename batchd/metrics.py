@@ -170,6 +170,13 @@ class Metrics:
             ["api"],
             registry=registry,
         )
+        self._log_lines_dropped = Counter(
+            "batchd_job_log_lines_dropped",
+            "Job log records that could not be stored (the disk is full, or the record "
+            "cannot be written); the worker's output is still read on.",
+            ["api"],
+            registry=registry,
+        )
         self._admission = Histogram(
             "batchd_admission_seconds",
             "Job admission: from the submit (or retry) request until the job and all its "
@@ -244,6 +251,9 @@ class Metrics:
         series.restarts.inc()
         if oom:
             series.oom_kills.inc()
+
+    def log_line_dropped(self, api: str) -> None:
+        self._log_lines_dropped.labels(api).inc()
 
     def admitted(self, api: str, started: float) -> None:
         """A job was stored; `started` is the ``time.perf_counter()`` of its request."""

@@ -69,10 +69,7 @@ class WorkerProcess:
 
     async def recv(self) -> dict[str, Any]:
         length = protocol.frame_length(await self.reader.readexactly(constants.FRAME_HEADER_BYTES))
-        message = json.loads(await self.reader.readexactly(length))
-        if not isinstance(message, dict):
-            raise ValueError("worker sent a frame that is not an object")
-        return message
+        return protocol.decode(await self.reader.readexactly(length))
 
     async def send_batches(self, leases: Sequence[Lease]) -> None:
         self.leases.extend(leases)
@@ -184,8 +181,8 @@ class SparePool:
     milliseconds), which is most of the wait from submission to the first batch.
 
     A spare is generic: it learns its job's directory and environment when adopted. A
-    launch that needs another interpreter, or other PYTHON* variables (read only at
-    start-up), gets a fresh process."""
+    launch that needs another interpreter, or other variables read only at start-up
+    (PYTHON*, LD_*, MALLOC_*: see _startup_env), gets a fresh process."""
 
     def __init__(self, home: Path) -> None:
         # Where a spare waits (its current directory until adopted), so it can be told apart.
@@ -246,9 +243,16 @@ class SparePool:
             await worker.process.wait()
 
 
+# Variables read only when a process starts: by Python (PYTHON*, and the locale it takes
+# its encodings from), by the dynamic loader (LD_*), and by glibc's malloc and tunables.
+# Set in a running spare, they would change nothing.
+_STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES")
+
+
 def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables Python reads only when it starts."""
-    return {key: value for key, value in env.items() if key.startswith("PYTHON")}
+    """The variables that take effect only at exec: a spare fits a launch only when it
+    was started with the same ones."""
+    return {key: value for key, value in env.items() if key.startswith(_STARTUP_PREFIXES)}
 
 
 def _discard(worker: WorkerProcess, log_read: int) -> None:
@@ -363,7 +367,9 @@ async def pump_records(
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not a record (a handler wrote to the pipe itself, or nested it too deep):
+            # kept as text, and the pipe is still drained.
             record = {
                 "asctime": format_time(time.time()),
                 "levelname": "INFO",

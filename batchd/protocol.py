@@ -26,6 +26,11 @@ class ChannelClosed(Exception):
     """The other end went away."""
 
 
+class BadFrame(ValueError):
+    """A frame the reader cannot take: over MAX_FRAME_BYTES, not JSON, not an object.
+    The sender broke the protocol; on the daemon's side, that is the worker's doing."""
+
+
 def frame(body: bytes) -> bytes:
     return _HEADER.pack(len(body)) + body
 
@@ -37,8 +42,19 @@ def encode(message: dict[str, Any]) -> bytes:
 def frame_length(header: bytes) -> int:
     (length,) = _HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+        raise BadFrame(f"a frame of {length} bytes, over the {MAX_FRAME_BYTES}-byte frame limit")
     return int(length)
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A frame's message; BadFrame when it is not a JSON object."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadFrame(f"a frame that is not valid JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise BadFrame("a frame that is not a JSON object")
+    return message
 
 
 class BlockingChannel:
@@ -52,10 +68,7 @@ class BlockingChannel:
 
     def recv(self) -> dict[str, Any]:
         length = frame_length(self._read_exactly(FRAME_HEADER_BYTES))
-        message = json.loads(self._read_exactly(length))
-        if not isinstance(message, dict):
-            raise ValueError("frame is not a JSON object")
-        return message
+        return decode(self._read_exactly(length))
 
     def _read_exactly(self, count: int) -> bytes:
         chunks = bytearray()

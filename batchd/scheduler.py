@@ -33,7 +33,7 @@ from typing import Any
 from batchd import constants, protocol, views
 from batchd.config import DaemonConfig
 from batchd.errors import conflict, not_found
-from batchd.joblogs import JobLogs
+from batchd.joblogs import JobLogs, guarded_writer
 from batchd.memlimit import MemoryLimiter
 from batchd.metrics import Metrics
 from batchd.pool import (
@@ -53,6 +53,7 @@ from batchd.store.base import (
     Store,
     Success,
 )
+from batchd.worker_log import format_time
 
 log = logging.getLogger("batchd.scheduler")
 
@@ -68,6 +69,8 @@ class JobRun:
     workers: set[WorkerProcess] = field(default_factory=set)
     parked: list[WorkerProcess] = field(default_factory=list)
     completing: WorkerProcess | None = None
+    # Kills the worker running on_job_complete once on_job_complete_timeout has passed.
+    hook_timer: asyncio.TimerHandle | None = None
     hook_done: bool = False
     finishing: bool = False
     # Deaths since the last successful batch: a crash loop makes no progress.
@@ -333,8 +336,10 @@ class Scheduler:
             **self.memory.env_for(launch.mem),
         }
         job_log = self.joblogs.acquire(run.job_id)
+        api = run.job.api_name
+        sink = guarded_writer(job_log, run.job_id, partial(self.metrics.log_line_dropped, api))
         try:
-            worker = await self._spares.spawn(replace(launch, env=env), job_log.write)
+            worker = await self._spares.spawn(replace(launch, env=env), sink)
         except OSError as exc:
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
@@ -359,12 +364,19 @@ class Scheduler:
     async def _drive(self, run: JobRun, worker: WorkerProcess) -> None:
         try:
             init = await self._init_for(run.job)
-            await worker.send(protocol.encode({"op": "init", "job_id": run.job_id, **init}))
+            limit = self.config.max_result_size
+            init_message = {"op": "init", "job_id": run.job_id, "max_result_bytes": limit, **init}
+            await worker.send(protocol.encode(init_message))
             while True:
                 message = await worker.recv()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except protocol.BadFrame as exc:
+            # The worker's own message broke the channel: charged like a crash (_reap).
+            log.warning("worker broke the channel", extra={"jobID": run.job_id, "error": str(exc)})
+            worker.death_reason = f"the worker sent {exc}"
+            worker.signal(signal.SIGKILL)
         except Exception:
             # Most likely the daemon's own failure (the disk is full): not the worker's, so
             # its exit is no crash and costs its batch nothing (see _reap).
@@ -548,6 +560,7 @@ class Scheduler:
             status = views.job_status(run.job, counts, self.worker_counts(run.job_id))
             status["status"] = str(_final_status(counts))
             await worker.send(protocol.encode({"op": "complete", "status": status}))
+            self._limit_hook(run, worker)
         elif run.completing is None and not run.hook_done:
             await self._conclude(run, counts)
         else:
@@ -575,6 +588,9 @@ class Scheduler:
         self, run: JobRun, worker: WorkerProcess, message: dict[str, Any]
     ) -> None:
         run.completing = None
+        if run.hook_timer is not None:
+            run.hook_timer.cancel()
+            run.hook_timer = None
         if message.get("ok"):
             run.hook_done = True
             await self._conclude(run, await self.store.counts(run.job_id))
@@ -584,6 +600,51 @@ class Scheduler:
 
     async def _conclude(self, run: JobRun, counts: BatchCounts) -> None:
         await self.finish(run, _final_status(counts))
+
+    def _limit_hook(self, run: JobRun, worker: WorkerProcess) -> None:
+        """An on_job_complete still running after on_job_complete_timeout gets its worker
+        killed; the job ends as its batches decided, saying why in its error and log."""
+        limit = self.config.on_job_complete_timeout
+
+        def expire() -> None:
+            run.hook_timer = None
+            if run.completing is worker and not run.finished:
+                self._spawn_task(self._hook_timed_out(run, worker, limit), "hook-timeout")
+
+        run.hook_timer = asyncio.get_running_loop().call_later(limit, expire)
+
+    async def _hook_timed_out(self, run: JobRun, worker: WorkerProcess, limit: float) -> None:
+        if run.completing is not worker or run.finished:
+            return
+        error = (
+            f"on_job_complete did not finish within {limit:g}s (on_job_complete_timeout); "
+            "its worker was killed"
+        )
+        log.warning("on_job_complete timed out", extra={"jobID": run.job_id, "limit": limit})
+        worker.killed = True
+        worker.signal(signal.SIGKILL)
+        run.completing = None
+        # Not run again by another worker: the job ends now.
+        run.hook_done = True
+        self._job_log_record(run, worker, "ERROR", error)
+        await self.finish(run, _final_status(await self.store.counts(run.job_id)), error)
+
+    def _job_log_record(self, run: JobRun, worker: WorkerProcess, level: str, message: str) -> None:
+        """A record of the daemon's own in the job's log, labelled as the worker's."""
+        job_log = self.joblogs.acquire(run.job_id)
+        dropped = partial(self.metrics.log_line_dropped, run.job.api_name)
+        try:
+            guarded_writer(job_log, run.job_id, dropped)(
+                {
+                    "asctime": format_time(time.time()),
+                    "levelname": level,
+                    "message": message,
+                    "process": worker.pid,
+                    "labels": dict(worker.labels),
+                }
+            )
+        finally:
+            self.joblogs.release(run.job_id)
 
     # -- reap --------------------------------------------------------------------------
 
@@ -620,12 +681,13 @@ class Scheduler:
             "worker died",
             extra={"jobID": run.job_id, "slot": worker.slot, "pid": worker.pid, "reason": reason},
         )
-        await self._charge_leases(run, worker, reason)
+        charged = await self._charge_leases(run, worker, reason)
         if run.completing is worker:
             run.completing = None
-        # A batch over its time limit is that batch's fault (it is charged an attempt),
-        # not a sign that workers cannot start: it does not count toward the crash loop.
-        if worker.death_reason is None:
+        # A batch over its time limit, or one whose report broke the channel, is that
+        # batch's fault (it is charged an attempt), not a sign that workers cannot start:
+        # it does not count toward the crash loop. Outside a batch, it does.
+        if worker.death_reason is None or not charged:
             run.deaths += 1
         if run.deaths > self.config.max_worker_restarts:
             status = JobStatus.WORKER_OOM if oom else JobStatus.WORKER_ERROR
@@ -638,13 +700,13 @@ class Scheduler:
         self._spawn_task(self._wake_at(run.next_spawn_at), "restart-backoff")
         self.wake()
 
-    async def _charge_leases(self, run: JobRun, worker: WorkerProcess, reason: str) -> None:
+    async def _charge_leases(self, run: JobRun, worker: WorkerProcess, reason: str) -> bool:
         """The batch the worker was running costs an attempt, and so does each one it
         finished without reporting (it ran: attempts never undercount calls); the ones it
         had not begun go back unburnt. A worker runs its grant in order, and the shared
-        progress word says which batch it was in."""
+        progress word says which batch it was in. True when a batch was charged."""
         if not worker.leases:
-            return
+            return False
         held, worker.leases = worker.leases, []
         current_seq = worker.current_seq()
         started = next((i + 1 for i, lease in enumerate(held) if lease.seq == current_seq), 0)
@@ -665,6 +727,7 @@ class Scheduler:
             )
         if run.parked:
             await self._serve_parked(run)
+        return started > 0
 
     def _limit_batch(self, worker: WorkerProcess, lease: Lease, limit: float) -> None:
         """A batch still running after `limit` seconds gets its worker killed."""

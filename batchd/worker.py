@@ -43,10 +43,12 @@ from batchd.constants import (
     ENV_WORKER_FD,
     PREFETCH_MIN_BATCHES,
     PROGRESS_FLUSH_SECONDS,
+    REPORT_FLUSH_BYTES,
     WORKER_EXIT_INIT_FAILED,
     WORKER_EXIT_OUT_OF_MEMORY,
 )
 from batchd.protocol import BlockingChannel, ChannelClosed
+from batchd.textsafe import escape_surrogates
 from batchd.worker_log import logger
 
 _PR_SET_PDEATHSIG = 1
@@ -150,10 +152,39 @@ def load_handler_class(handler_path: str) -> type:
 
 
 def describe_exception(exc: BaseException) -> dict[str, str]:
+    # A message may hold text decoded with surrogateescape: escaped, it can be sent.
     return {
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
+        "error": escape_surrogates(f"{type(exc).__name__}: {exc}"),
+        "traceback": escape_surrogates("".join(traceback.format_exception(exc))),
     }
+
+
+class UnsendableResult(ValueError):
+    """A result the channel cannot carry; only its own batch fails."""
+
+
+# Results are measured as the channel will send them: compact UTF-8 JSON.
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def result_size(result: Any, limit: int | None) -> int:
+    """The bytes `result` takes on the channel; UnsendableResult when it is over `limit`
+    or holds text UTF-8 cannot encode (ValueError/TypeError when it is not JSON)."""
+    try:
+        size = len(_RESULT_ENCODER.encode(result).encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise UnsendableResult(
+            f"the result holds a lone surrogate ({bad!r}), which UTF-8 cannot encode "
+            "(text decoded with errors='surrogateescape'?); return bytes as base64, or "
+            "decode them with errors='replace'"
+        ) from None
+    if limit is not None and size > limit:
+        raise UnsendableResult(
+            f"the result is {size} bytes of JSON, over the daemon's max_result_size of "
+            f"{limit} bytes"
+        )
+    return size
 
 
 class Progress:
@@ -174,10 +205,15 @@ class Worker:
         self.handler: Any = None
         self.job_id = ""
         self._handle_batch: Callable[[Any, str], Any] = lambda payload, batch_id: None
+        self.max_result_bytes: int | None = None
+        # Bytes of results handled and not yet reported.
+        self.unreported_bytes = 0
 
     def start(self, init: dict[str, Any]) -> bool:
         sys.path.insert(0, os.getcwd())
         self.job_id = str(init.get("job_id") or init["job_spec"].get("job_id", ""))
+        limit = init.get("max_result_bytes")
+        self.max_result_bytes = int(limit) if limit is not None else None
         try:
             handler_class = load_handler_class(init["handler_path"])
             self.handler = call_with_declared(
@@ -207,8 +243,10 @@ class Worker:
         try:
             result = self._handle_batch(payload, batch_id)
             if result is not None:
-                # Encode now so a result that is not JSON fails this batch, not the channel.
-                json.dumps(result, allow_nan=False)
+                # Encode now so a result that is not JSON, or that the channel cannot
+                # carry, fails this batch, not the channel (and the batches reported
+                # with it).
+                self.unreported_bytes += result_size(result, self.max_result_bytes)
                 return [seq, time.monotonic() - started, result], None
             return [seq, time.monotonic() - started], None
         except MemoryError:
@@ -237,7 +275,7 @@ class Worker:
                 self.channel.send(
                     {"op": "progress", "token": token, "done": done, "failed": failed, "more": True}
                 )
-                done, failed = [], []
+                done, failed, self.unreported_bytes = [], [], 0
             success, failure = self.handle(seq, payload)
             if success is not None:
                 done.append(success)
@@ -245,11 +283,17 @@ class Worker:
                 assert failure is not None
                 failed.append(failure)
             now = time.monotonic()
-            if failed or now - flushed >= PROGRESS_FLUSH_SECONDS:
+            if (
+                failed
+                or now - flushed >= PROGRESS_FLUSH_SECONDS
+                # Large results go at once: a report must stay far below the frame limit.
+                or self.unreported_bytes >= REPORT_FLUSH_BYTES
+            ):
                 self.channel.send(
                     {"op": "progress", "token": token, "done": done, "failed": failed}
                 )
-                done, failed, flushed = [], [], now
+                done, failed, flushed, self.unreported_bytes = [], [], now, 0
+        self.unreported_bytes = 0
         if halfway < 0:
             self.channel.send({"op": "next", "token": token, "done": done, "failed": failed})
             return None
@@ -314,6 +358,8 @@ def take_launch(channel: BlockingChannel) -> None:
     os.environ.clear()
     os.environ.update(launch["env"])
     os.environ.update(own)
+    # The time module read TZ when it was imported, before the job's environment.
+    time.tzset()
     # `python -m` put the directory it started in first on the path.
     if sys.path and sys.path[0] == started_in:
         sys.path[0] = os.getcwd()

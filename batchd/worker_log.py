@@ -95,7 +95,14 @@ class JsonLinesHandler(logging.Handler):
 
     def write_entry(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, default=str, ensure_ascii=False)
-        if len(line.encode()) > MAX_LOG_LINE_BYTES:
+        try:
+            size = len(line.encode())
+        except UnicodeEncodeError:
+            # A lone surrogate (text decoded with surrogateescape): as a JSON escape it
+            # can travel, and the daemon spells it out when it stores the record.
+            line = json.dumps(entry, default=str)
+            size = len(line)
+        if size > MAX_LOG_LINE_BYTES:
             line = json.dumps(
                 {
                     "asctime": entry["asctime"],

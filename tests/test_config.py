@@ -131,6 +131,8 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         socket_mode = "0600"
         socket_group = "staff"
         max_json_depth = 10
+        max_result_size = 4096
+        on_job_complete_timeout = 30
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -162,6 +164,8 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "socket_mode": "0600",
         "socket_group": "staff",
         "max_json_depth": 10,
+        "max_result_size": 4096,
+        "on_job_complete_timeout": 30.0,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
@@ -351,3 +355,18 @@ def test_serve_with_an_unusable_state_dir_exits_with_a_message(tmp_path: Path) -
     assert done.returncode == 1
     assert "error: " in done.stderr and str(state) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # A worker's report of one such result must still fit in a channel frame.
+        ("max_result_size = 268435457", "max_result_size: Input should be less than or equal"),
+        ("max_result_size = 0", "max_result_size: Input should be greater than or equal to 1"),
+        ("on_job_complete_timeout = 0", "on_job_complete_timeout: Input should be greater"),
+        ("on_job_complete_timeout = inf", "on_job_complete_timeout: Input should be a finite"),
+    ],
+)
+def test_worker_limits_out_of_range_are_refused(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, line + "\n"))

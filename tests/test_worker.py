@@ -23,7 +23,14 @@ from batchd.constants import (
     MAX_FRAME_BYTES,
     WORKER_EXIT_INIT_FAILED,
 )
-from batchd.protocol import BlockingChannel, ChannelClosed, encode, frame, frame_length
+from batchd.protocol import (
+    BadFrame,
+    BlockingChannel,
+    ChannelClosed,
+    encode,
+    frame,
+    frame_length,
+)
 from batchd.worker import call_with_declared, describe_exception, load_handler_class
 from tests.conftest import REPO
 
@@ -197,9 +204,10 @@ def test_frame_is_a_big_endian_length_then_the_body() -> None:
 
 def test_frame_length_limit() -> None:
     assert frame_length(struct.pack(">I", MAX_FRAME_BYTES)) == MAX_FRAME_BYTES
-    with pytest.raises(ValueError, match=f"frame of {MAX_FRAME_BYTES + 1} bytes exceeds"):
+    over = f"frame of {MAX_FRAME_BYTES + 1} bytes, over the {MAX_FRAME_BYTES}-byte frame limit"
+    with pytest.raises(BadFrame, match=over):
         frame_length(struct.pack(">I", MAX_FRAME_BYTES + 1))
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(BadFrame, match="over the"):
         frame_length(b"\xff\xff\xff\xff")
 
 
@@ -279,13 +287,13 @@ def test_oversized_frame_is_refused_before_its_body(
 ) -> None:
     # Only the header is sent: the receiver must refuse it without waiting for the body.
     pair[0].sendall(struct.pack(">I", MAX_FRAME_BYTES + 1))
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(BadFrame, match="over the"):
         BlockingChannel(pair[1]).recv()
 
 
 def test_frame_that_is_not_an_object_is_refused(pair: tuple[socket.socket, socket.socket]) -> None:
     pair[0].sendall(frame(b"[1, 2]"))
-    with pytest.raises(ValueError, match="not a JSON object"):
+    with pytest.raises(BadFrame, match="not a JSON object"):
         BlockingChannel(pair[1]).recv()
 
 
