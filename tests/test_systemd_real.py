@@ -351,15 +351,17 @@ def test_watchdog_restarts_a_stopped_daemon(admin: Admin) -> None:
     try:
         state = admin.show("MainPID", "NRestarts", "WatchdogTimestampMonotonic")
         assert admin.show("WatchdogUSec")["WatchdogUSec"] == f"{TEST_WATCHDOG_SEC}s"
-        # The daemon pings: the last ping's time moves on after the start.
-        wait_for(
-            lambda: (
-                admin.show("WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
-                != state["WatchdogTimestampMonotonic"]
-            ),
-            SERVICE_TIMEOUT,
-            "a watchdog ping",
-        )
+        # The daemon pings: the last ping's time moves on, twice, for the same process (a
+        # daemon that never pinged would be restarted instead, and its time reset).
+        pings = {state["WatchdogTimestampMonotonic"]}
+
+        def pinged_twice() -> bool:
+            now = admin.show("MainPID", "NRestarts", "WatchdogTimestampMonotonic")
+            assert (now["MainPID"], now["NRestarts"]) == (state["MainPID"], state["NRestarts"])
+            pings.add(now["WatchdogTimestampMonotonic"])
+            return len(pings) >= 3
+
+        wait_for(pinged_twice, SERVICE_TIMEOUT, "two watchdog pings")
         cursor = admin.cursor()
         admin.sh(f"kill -STOP {state['MainPID']}")
         wait_for(
@@ -383,7 +385,7 @@ def test_delegate_gives_the_daemon_its_cgroup(admin: Admin) -> None:
     # would make a cgroup per worker.
     probe = f"{cgroup}/probe"
     made = admin.sh(
-        f"nsenter --target={state['MainPID']} --mount "
+        f"nsenter --target={state['MainPID']} --mount --wd=/ "
         f"setpriv --reuid=batchd --regid=batchd --clear-groups "
         f"sh -c 'mkdir {probe} && rmdir {probe} && echo made'",
         check=False,
