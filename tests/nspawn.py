@@ -43,11 +43,14 @@ PACKAGES = (
 # Bumped when the way the root is made changes, so old caches are not reused.
 ROOT_FORMAT = 1
 CACHE_DIR = Path(os.environ.get("BATCHD_TEST_CACHE", "/var/cache/batchd-tests"))
-DEBOOTSTRAP_TIMEOUT = 900.0
+# Under the test module's own timeout (720 s), which the first run's build counts against.
+DEBOOTSTRAP_TIMEOUT = 540.0
 BOOT_TIMEOUT = 60.0
 HALT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 120.0
 CONTAINER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Machine names: the prefix, the test process's pid, and a random part.
+NAME_PREFIX = "batchd-test-"
 NSENTER_NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup")
 
 
@@ -175,6 +178,28 @@ def _remove_cgroup(cgroup: Path) -> bool:
     return not cgroup.exists()
 
 
+def reap_stale_containers() -> None:
+    """Kill and remove containers left by a test run that was itself killed (its pid, in the
+    name, is gone): their teardown never ran."""
+    for mount in _cgroup_mounts():
+        for cgroup in mount.glob(f"{NAME_PREFIX}*"):
+            owner = cgroup.name[len(NAME_PREFIX) :].split("-")[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                _kill_cgroup(cgroup)
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda c=cgroup: _remove_cgroup(c), HALT_TIMEOUT, f"removing {cgroup}")
+
+
+def _kill_cgroup(cgroup: Path) -> None:
+    kill_switch = cgroup / "cgroup.kill"
+    if kill_switch.exists():
+        with contextlib.suppress(OSError):
+            kill_switch.write_text("1")
+    for pid in _cgroup_pids(cgroup):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 # --- the container --------------------------------------------------------------------------
 
 
@@ -183,7 +208,7 @@ class Container:
     root: Path
     workdir: Path
     binds: Sequence[tuple[Path, str]] = ()
-    name: str = field(default_factory=lambda: f"batchd-test-{os.getpid()}-{secrets.token_hex(3)}")
+    name: str = field(default_factory=lambda: f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(3)}")
     process: subprocess.Popen[bytes] | None = None
     leader: int | None = None
     cgroups: list[Path] = field(default_factory=list)
@@ -193,6 +218,7 @@ class Container:
         return self.workdir / f"{self.name}.console.log"
 
     def boot(self) -> None:
+        reap_stale_containers()
         self.cgroups = [mount / self.name for mount in _cgroup_mounts()]
         for cgroup in self.cgroups:
             cgroup.mkdir()
@@ -294,13 +320,7 @@ class Container:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(HALT_TIMEOUT)
         for cgroup in self.cgroups:
-            kill_switch = cgroup / "cgroup.kill"
-            if kill_switch.exists():
-                with contextlib.suppress(OSError):
-                    kill_switch.write_text("1")
-            for pid in _cgroup_pids(cgroup):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            _kill_cgroup(cgroup)
         if process is not None:
             process.wait(HALT_TIMEOUT)
         for cgroup in self.cgroups:
