@@ -246,6 +246,8 @@ def test_start_returns_once_ready_and_the_token_comes_from_the_credential(
 ) -> None:
     assert json.loads(install_output.splitlines()[-1]) == {"status": "ok"}
     admin = Admin(container)
+    # The install above had no network: loopback is the only interface.
+    assert admin.sh("ls /sys/class/net").stdout.split() == ["lo"]
     state = admin.show("ActiveState", "Type", "NotifyAccess", "UnitFileState")
     assert state == {
         "ActiveState": "active",
