@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser nspawn
 	$(BIN)/pytest -q
 
 # The dashboard tests (tests/test_ui.py) drive Debian's Chromium. Best effort: as root with
@@ -29,6 +29,19 @@ browser:
 		apt-get install -y -qq chromium >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "warning: could not install chromium; tests/test_ui.py will be skipped"; \
+	fi
+
+# tests/test_systemd_real.py boots Debian 12 with systemd-nspawn, from a root that
+# debootstrap builds once into /var/cache/batchd-tests. Best effort, as for the browser:
+# without them the test skips and says why.
+.PHONY: nspawn
+nspawn:
+	@if { ! command -v systemd-nspawn >/dev/null || ! command -v debootstrap >/dev/null; } \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq systemd-container debootstrap >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq systemd-container debootstrap; } \
+		|| echo "warning: could not install systemd-nspawn; tests/test_systemd_real.py will be skipped"; \
 	fi
 
 lint: $(VENV)/.installed

@@ -51,11 +51,15 @@ def test_unit_loosens_only_what_gpus_need() -> None:
         "SystemCallFilter=@system-service",
         "DeviceAllow=/dev/nvidiactl rw",
         "LoadCredential=token:",
+        "StateDirectoryMode=0700\n",
+        "Delegate=yes\n",
     ):
         assert setting in text, setting
     # The two that would break GPUs must be absent, each with its reason given.
     assert "\nPrivateDevices=" not in text and "# Not PrivateDevices=" in text
     assert "\nMemoryDenyWriteExecute=" not in text and "# Not MemoryDenyWriteExecute=" in text
+    # Delegate=yes hands the daemon its cgroup subtree, which this would make read-only.
+    assert "\nProtectControlGroups=" not in text and "# Not ProtectControlGroups=" in text
 
 
 def test_unit_uses_notify_and_watchdog() -> None:
