@@ -633,24 +633,32 @@ def _list_path(given: str, roots: list[str], field: str) -> list[str]:
 
 def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
     """Regular files below ``top``, in sorted order, following symlinks within roots.
-    Iterative: no depth of directories can exhaust the interpreter's recursion limit."""
-    stack = [(_entries(top, field), frozenset({os.path.realpath(top)}))]
+
+    Iterative, with each directory's real path built from its parent's (only a symlink
+    is resolved): neither the depth of a tree nor its length of paths makes it costly."""
+    real = os.path.realpath(top)
+    # The directories being listed, outermost first, and their real paths.
+    stack = [(_entries(top, field), real)]
+    ancestors = {real}
     while stack:
-        entries, ancestors = stack[-1]
+        entries, parent = stack[-1]
         entry = next(entries, None)
         if entry is None:
+            ancestors.discard(parent)
             stack.pop()
             continue
         try:
-            if entry.is_symlink() and not _under_roots(entry.path, roots):
+            link = entry.is_symlink()
+            if link and not _under_roots(entry.path, roots):
                 raise forbidden(
                     f"{shown_path(entry.path)} links outside the daemon's input_roots", field
                 )
             if entry.is_dir():
-                real = os.path.realpath(entry.path)
+                real = os.path.realpath(entry.path) if link else f"{parent}/{entry.name}"
                 # A link back to an ancestor would make the walk endless.
                 if real not in ancestors:
-                    stack.append((_entries(entry.path, field), ancestors | {real}))
+                    ancestors.add(real)
+                    stack.append((_entries(entry.path, field), real))
             elif entry.is_file():
                 yield entry.path
             # Anything else (sockets, FIFOs, dangling links) holds no items, and opening a

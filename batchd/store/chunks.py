@@ -97,8 +97,8 @@ class ChunkWriter:
         self.count = 0
 
     def add(self, payload: bytes) -> None:
-        # One byte per payload for its comma or bracket.
-        if self._parts and self._bytes + len(payload) + 1 > CHUNK_MAX_BYTES:
+        # One byte per payload for the comma or bracket before it, and one for the last "]".
+        if self._parts and self._bytes + len(payload) + 2 > CHUNK_MAX_BYTES:
             self._flush()
         self._parts.append(payload)
         self._bytes += len(payload) + 1
