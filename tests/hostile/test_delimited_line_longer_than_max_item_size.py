@@ -36,7 +36,7 @@ def test_delimited_line_longer_than_max_item_size(
 
     grown = peak_rss_bytes(daemon.process.pid) - before
     assert (error.status, error.field) == (422, "delimited_files"), error
+    assert grown < RSS_GROWTH_LIMIT, f"the daemon's peak RSS grew {grown / MIB:.0f} MiB"
     assert f"{path}:3" in error.message and "line 3" in error.message, error.message
     assert "max_item_size" in error.message, error.message
-    assert grown < RSS_GROWTH_LIMIT, f"the daemon's peak RSS grew {grown / MIB:.0f} MiB"
     assert client.list_jobs("echo") == []
