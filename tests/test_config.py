@@ -131,6 +131,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         socket_mode = "0600"
         socket_group = "staff"
         max_json_depth = 10
+        max_batch_size = 4096
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -162,6 +163,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "socket_mode": "0600",
         "socket_group": "staff",
         "max_json_depth": 10,
+        "max_batch_size": 4096,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
