@@ -654,7 +654,7 @@ def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
                     f"{shown_path(entry.path)} links outside the daemon's input_roots", field
                 )
             if entry.is_dir():
-                real = os.path.realpath(entry.path) if link else f"{parent}/{entry.name}"
+                real = os.path.realpath(entry.path) if link else os.path.join(parent, entry.name)
                 # A link back to an ancestor would make the walk endless.
                 if real not in ancestors:
                     ancestors.add(real)
