@@ -142,6 +142,20 @@ async def test_chunks_are_bounded_by_bytes_and_leased_in_order(
     assert await lease_all(store, job.job_id) == list(enumerate(sent, start=1))
 
 
+async def test_a_job_larger_than_sqlites_value_limit_is_stored(store: SqliteStore) -> None:
+    """Issue 11 case 4 at small scale: SQLite refuses a value over SQLITE_LIMIT_LENGTH (1e9
+    bytes by default, 8 MiB here), and a job is stored in chunks that each stay under it."""
+    writer = store._w
+    await writer._execute(writer._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 8 * 1024 * 1024)
+    sent = [json.dumps(["x" * 100_000, i]).encode() for i in range(400)]
+    job = await store.create_job(new_job(), sent)
+    assert job.total_batch_count == 400
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    assert [payload for _, payload in await lease_all(store, job.job_id)] == [
+        json.dumps(json.loads(payload), separators=(",", ":")).encode() for payload in sent
+    ]
+
+
 async def test_a_schema_2_database_gets_its_chunks_renumbered(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     store = SqliteStore(path)

@@ -5,7 +5,9 @@ A ~1 GB input used to be admitted as one chunk of every batch (count-bound only)
 a 500 from SQLite's 1e9-byte limit on a value. Chunks are bounded by bytes too now. At
 this test's scale (14 MB, batches of 2.4 MB) the old single chunk still fits SQLite, so
 the test holds the stored chunks to the bound itself, runs the job to the last item, and
-checks that a refusal after several chunks were made leaves nothing behind.
+checks that a refusal after several chunks were made leaves nothing behind. SQLite's own
+refusal is reproduced with its limit lowered in tests/test_store.py
+(test_a_job_larger_than_sqlites_value_limit_is_stored), and the memory bound is fault 12d.
 """
 
 from __future__ import annotations
