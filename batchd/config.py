@@ -39,6 +39,12 @@ class DaemonConfig(BaseModel):
     max_project_size: int = Field(default=32 * 1024 * 1024, ge=1)
     max_request_size: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_item_size: int = Field(default=256 * 1024, ge=1)
+    # One batch's payload must fit in a worker's pipe frame.
+    max_batch_size: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=constants.MAX_FRAME_BYTES - constants.FRAME_ENVELOPE_BYTES,
+    )
     max_json_depth: int = Field(default=64, ge=2, le=10_000)
     lease_timeout: float = Field(default=60.0, gt=0)
     batch_timeout: float | None = Field(default=None, gt=0)

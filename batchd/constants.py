@@ -11,11 +11,13 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_STATE_DIR = ".batchd"
 
 DB_FILENAME = "batchd.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Worker pipe framing: a 4-byte big-endian length, then a UTF-8 JSON document.
 FRAME_HEADER_BYTES = 4
 MAX_FRAME_BYTES = 512 * 1024 * 1024
+# Room in a frame for what goes around one batch payload (the grant's token and seq).
+FRAME_ENVELOPE_BYTES = 1024 * 1024
 
 # Environment variables a worker and its handler see.
 ENV_WORKER_FD = "BATCHD_WORKER_FD"
@@ -86,9 +88,12 @@ DEFAULT_ON_JOB_COMPLETE_TIMEOUT = 600.0
 # (fast ones); slow batches are not held back from idle workers at a job's tail.
 PREFETCH_MIN_BATCHES = 16
 
-# A job's payloads are stored at admission as JSON arrays of this many batches each, and
-# a batch gets a row of its own only when it is first leased.
+# A job's payloads are stored at admission as JSON arrays of at most this many batches
+# each, and a batch gets a row of its own only when it is first leased.
 CHUNK_BATCHES = 4096
+# ... and of at most this many bytes (a larger batch gets a chunk of its own): SQLite
+# refuses a value over 1e9 bytes, and the store decodes a whole chunk to lease from it.
+CHUNK_MAX_BYTES = 4 * 1024 * 1024
 # Jobs whose current chunk the store keeps decoded.
 CHUNK_CACHE_JOBS = 8
 

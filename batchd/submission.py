@@ -26,13 +26,20 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from batchd.constants import CHUNK_BATCHES
-from batchd.errors import ApiError, bad_request, forbidden, invalid
+from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
+from batchd.errors import ApiError, bad_request, forbidden, invalid, too_large
 from batchd.globs import compile_glob, path_selected
-from batchd.store.base import BatchChunks
+from batchd.store.chunks import BatchChunks, Chunk, ChunkSpool, ChunkWriter
 
 DEFAULT_MAX_RECEIVE_COUNT = 3
 DEFAULT_MAX_JSON_DEPTH = 64
+# The config's defaults (max_batch_size, max_batches_per_job), for callers without one.
+DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BATCHES = 10_000_000
+# A delimited line is read up to this many times max_item_size and no further: as
+# written it may be longer than its item re-encoded (a \u00e9 escape is 6 bytes for 2),
+# but a longer line cannot be worth reading whole (a 1 GiB line would be held in memory).
+LINE_BYTES_PER_ITEM_BYTE = 6
 
 SourceKind = Literal["item_list", "delimited_files", "file_path_lister"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("item_list", "delimited_files", "file_path_lister")
@@ -272,23 +279,127 @@ class BatchPlan:
     def payloads(self) -> list[bytes]:
         return self.batches.payloads()
 
+    def close(self) -> None:
+        """Let go of the spooled chunks (the plan is stored, or refused)."""
+        self.batches.close()
 
-def plan_batches(sub: JobSubmission, input_roots: Sequence[Path], max_item_bytes: int) -> BatchPlan:
-    """Build every batch payload up front; blocking, so the daemon runs it in a thread."""
+
+def plan_batches(
+    sub: JobSubmission,
+    input_roots: Sequence[Path],
+    max_item_bytes: int,
+    *,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    spool_dir: Path | None = None,
+    keep_payloads: bool = True,
+) -> BatchPlan:
+    """Build every batch payload up front; blocking, so the daemon runs it in a thread.
+
+    File sources are read a line at a time, and their chunks go to a spool file in
+    `spool_dir` as they fill (kept in memory when it is None): memory holds a chunk and
+    a batch, never the input. keep_payloads=False (a dry run) checks and keeps nothing.
+    The caller closes the plan."""
     source = sub.source
     kind = sub.source_kind
     if isinstance(source, ItemList):
-        chunks = _item_list_chunks(source.items, source.batch_size, max_item_bytes)
+        count = -(-len(source.items) // source.batch_size)
+        if count > max_batches:
+            raise _too_many_batches(str(count), max_batches, kind)
+        chunks = _item_list_chunks(source.items, source.batch_size, max_item_bytes, max_batch_bytes)
         return BatchPlan(kind, chunks, None, len(source.items))
     files = _select_files(source, kind, input_roots)
-    if kind == "delimited_files":
-        encoded = [item for path in files for item in _read_items(path, max_item_bytes)]
-    else:
-        encoded = [_ENCODER.encode(path).encode() for path in files]
-    if not encoded:
-        raise invalid(f"job has no batches: the {len(files)} selected files hold no items", kind)
-    return BatchPlan(
-        kind, BatchChunks.of(_join_batches(encoded, source.batch_size)), files, len(encoded)
+    sink: list[Chunk] | ChunkSpool = (
+        ChunkSpool(spool_dir) if keep_payloads and spool_dir is not None else []
+    )
+    try:
+        writer = ChunkWriter(sink.append if keep_payloads else _discard)
+        batcher = _Batcher(writer, source.batch_size, max_batch_bytes, max_batches, kind)
+        for path in files:
+            if kind == "delimited_files":
+                for item in _read_items(path, max_item_bytes):
+                    batcher.add(item)
+            else:
+                batcher.add(_ENCODER.encode(path).encode())
+        batcher.finish()
+        if not batcher.items:
+            raise invalid(
+                f"job has no batches: the {len(files)} selected files hold no items", kind
+            )
+        shown = [shown_path(path) for path in files]
+        return BatchPlan(kind, writer.finish(sink), shown, batcher.items)
+    except BaseException:
+        if isinstance(sink, ChunkSpool):
+            sink.close()
+        raise
+
+
+def shown_path(path: str) -> str:
+    """A path as text for messages and listings: a name that is not UTF-8 (os.scandir
+    gives its bytes as lone surrogates) shows those bytes as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _discard(chunk: Chunk) -> None:
+    pass
+
+
+class _Batcher:
+    """Encoded items into batches of `batch_size`, each checked against `max_batch_bytes`
+    as it grows (a huge batch is refused before it is held whole), then into `writer`."""
+
+    def __init__(
+        self,
+        writer: ChunkWriter,
+        batch_size: int,
+        max_batch_bytes: int,
+        max_batches: int,
+        kind: str,
+    ) -> None:
+        self._writer = writer
+        self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._max_batches = max_batches
+        self._kind = kind
+        self._items: list[bytes] = []
+        # The batch's size as JSON so far, less its closing bracket.
+        self._bytes = 0
+        self.items = 0
+
+    def add(self, item: bytes) -> None:
+        self._items.append(item)
+        self._bytes += len(item) + 1
+        self.items += 1
+        if self._bytes + 1 > self._max_batch_bytes:
+            raise _batch_too_large(self._writer.count + 1, self._max_batch_bytes, self._kind)
+        if len(self._items) == self._batch_size:
+            self._close_batch()
+
+    def finish(self) -> None:
+        if self._items:
+            self._close_batch()
+
+    def _close_batch(self) -> None:
+        if self._writer.count >= self._max_batches:
+            raise _too_many_batches(f"more than {self._max_batches}", self._max_batches, self._kind)
+        self._writer.add(b"[" + b",".join(self._items) + b"]")
+        self._items = []
+        self._bytes = 0
+
+
+def _too_many_batches(count: str, max_batches: int, kind: str) -> ApiError:
+    return too_large(
+        f"job has {count} batches, over the {max_batches} limit (max_batches_per_job); "
+        "use a larger batch_size",
+        f"{kind}.batch_size",
+    )
+
+
+def _batch_too_large(number: int, max_batch_bytes: int, kind: str, size: str = "") -> ApiError:
+    return too_large(
+        f"batch {number} is {size}over the {max_batch_bytes} byte limit of one batch "
+        "(max_batch_size); use a smaller batch_size",
+        f"{kind}.batch_size",
     )
 
 
@@ -377,24 +488,35 @@ def _json_type(value: object) -> str:
 # --- batching ------------------------------------------------------------------------------
 
 
-def _item_list_chunks(items: list[Any], batch_size: int, max_item_bytes: int) -> BatchChunks:
+def _item_list_chunks(
+    items: list[Any], batch_size: int, max_item_bytes: int, max_batch_bytes: int
+) -> BatchChunks:
     # One encoder call per chunk of CHUNK_BATCHES batches, not per batch or item: per-call
     # overhead dominates small items.
     per_chunk = CHUNK_BATCHES * batch_size
-    chunks = []
+    chunks: list[Chunk] = []
+    writer = ChunkWriter(chunks.append)
     checked = _items_within(items, max_item_bytes)
     for start in range(0, len(items), per_chunk):
         part = items[start : start + per_chunk]
         batches = [part[first : first + batch_size] for first in range(0, len(part), batch_size)]
         chunk = _ENCODER.encode(batches).encode()
-        # No item is larger than its chunk or its batch: only a large one needs a closer look.
-        if not checked and len(chunk) - 4 > max_item_bytes:
-            for first in range(start, start + len(part), batch_size):
-                batch = items[first : first + batch_size]
-                if len(_ENCODER.encode(batch).encode()) - 2 > max_item_bytes:
-                    _check_item_sizes(items, first, batch_size, max_item_bytes)
-        chunks.append(chunk)
-    return BatchChunks(-(-len(items) // batch_size), chunks)
+        # No item or batch is larger than its chunk: a small chunk needs no closer look.
+        if len(chunk) <= min(CHUNK_MAX_BYTES, max_batch_bytes + 2) and (
+            checked or len(chunk) - 4 <= max_item_bytes
+        ):
+            writer.add_chunk(Chunk(len(batches), chunk))
+            continue
+        del chunk
+        for index, batch in enumerate(batches):
+            payload = _ENCODER.encode(batch).encode()
+            if not checked and len(payload) - 2 > max_item_bytes:
+                _check_item_sizes(items, start + index * batch_size, batch_size, max_item_bytes)
+            if len(payload) > max_batch_bytes:
+                size = f"{len(payload)} bytes as JSON, "
+                raise _batch_too_large(writer.count + 1, max_batch_bytes, "item_list", size)
+            writer.add(payload)
+    return writer.finish(chunks)
 
 
 def _check_item_sizes(items: list[Any], start: int, count: int, max_item_bytes: int) -> None:
@@ -407,21 +529,27 @@ def _check_item_sizes(items: list[Any], start: int, count: int, max_item_bytes: 
             )
 
 
-def _join_batches(encoded: list[bytes], batch_size: int) -> list[bytes]:
-    return [
-        b"[" + b",".join(encoded[start : start + batch_size]) + b"]"
-        for start in range(0, len(encoded), batch_size)
-    ]
-
-
 def _read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
+    """The items of a delimited file, a line at a time: no line is read past
+    LINE_BYTES_PER_ITEM_BYTE times the item limit, however long it is."""
+    longest = LINE_BYTES_PER_ITEM_BYTE * max_item_bytes
     try:
         with open(path, "rb") as lines:
-            for number, line in enumerate(lines, start=1):
+            number = 0
+            while line := lines.readline(longest + 1):
+                number += 1
+                if len(line) > longest and not line.endswith(b"\n"):
+                    raise invalid(
+                        f"{shown_path(path)}:{number}: line {number} is longer than "
+                        f"{longest} bytes, so its item cannot fit in {max_item_bytes} bytes "
+                        f"as JSON (max_item_size; a line may be {LINE_BYTES_PER_ITEM_BYTE} "
+                        "times that as written); it was not read further",
+                        "delimited_files",
+                    )
                 if line.strip():
-                    yield _encode_line(line, f"{path}:{number}", max_item_bytes)
+                    yield _encode_line(line, f"{shown_path(path)}:{number}", max_item_bytes)
     except OSError as exc:
-        raise invalid(f"cannot read {path}: {exc.strerror}", "delimited_files") from exc
+        raise invalid(f"cannot read {shown_path(path)}: {exc.strerror}", "delimited_files") from exc
 
 
 def _encode_line(line: bytes, where: str, max_item_bytes: int) -> bytes:
@@ -452,18 +580,34 @@ def _select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) ->
     roots = [os.path.realpath(root) for root in input_roots]
     includes = [compile_glob(pattern) for pattern in source.includes]
     excludes = [compile_glob(pattern) for pattern in source.excludes]
-    selected = {
-        path
-        for index, given in enumerate(source.paths)
-        for path in _list_path(given, roots, f"{kind}.paths[{index}]")
-        if path_selected(path, includes, excludes)
-    }
+    selected: set[str] = set()
+    for index, given in enumerate(source.paths):
+        field = f"{kind}.paths[{index}]"
+        for path in _list_path(given, roots, field):
+            if path_selected(path, includes, excludes):
+                if kind == "file_path_lister":
+                    _require_utf8_name(path, field)
+                selected.add(path)
     if not selected:
         raise invalid(
             f"job has no batches: no files under {kind}.paths match the includes and excludes",
             f"{kind}.paths",
         )
     return sorted(selected)
+
+
+def _require_utf8_name(path: str, field: str) -> None:
+    """file_path_lister hands each path to the handler as JSON text, which holds UTF-8 only:
+    a name in another encoding is refused rather than sent changed or left out unsaid."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            f"{shown_path(path)} is not a UTF-8 path (its bytes are shown as \\xNN "
+            "escapes): file_path_lister sends paths to the handler as JSON text, which "
+            "cannot hold it; rename the file or leave it out with excludes",
+            field,
+        ) from None
 
 
 def _list_path(given: str, roots: list[str], field: str) -> list[str]:
@@ -483,28 +627,55 @@ def _list_path(given: str, roots: list[str], field: str) -> list[str]:
     if stat.S_ISREG(mode):
         return [given]
     if stat.S_ISDIR(mode):
-        return list(_walk(given, roots, field, {os.path.realpath(given)}))
+        return list(_walk(given, roots, field))
     raise invalid(f"{given!r} is neither a regular file nor a directory", field)
 
 
-def _walk(directory: str, roots: list[str], field: str, ancestors: set[str]) -> Iterator[str]:
-    """Regular files below ``directory``, in sorted order, following symlinks within roots."""
+def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
+    """Regular files below ``top``, in sorted order, following symlinks within roots.
+
+    Iterative, with each directory's real path built from its parent's (only a symlink
+    is resolved): neither the depth of a tree nor its length of paths makes it costly."""
+    real = os.path.realpath(top)
+    # The directories being listed, outermost first, and their real paths.
+    stack = [(_entries(top, field), real)]
+    ancestors = {real}
+    while stack:
+        entries, parent = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            ancestors.discard(parent)
+            stack.pop()
+            continue
+        try:
+            link = entry.is_symlink()
+            if link and not _under_roots(entry.path, roots):
+                raise forbidden(
+                    f"{shown_path(entry.path)} links outside the daemon's input_roots", field
+                )
+            if entry.is_dir():
+                real = os.path.realpath(entry.path) if link else os.path.join(parent, entry.name)
+                # A link back to an ancestor would make the walk endless.
+                if real not in ancestors:
+                    ancestors.add(real)
+                    stack.append((_entries(entry.path, field), real))
+            elif entry.is_file():
+                yield entry.path
+            # Anything else (sockets, FIFOs, dangling links) holds no items, and opening a
+            # FIFO would block the planner.
+        except OSError as exc:
+            # A path over PATH_MAX, say, or one that went away mid-walk.
+            raise invalid(
+                f"{shown_path(entry.path)} cannot be read: {exc.strerror}", field
+            ) from exc
+
+
+def _entries(directory: str, field: str) -> Iterator[os.DirEntry[str]]:
     try:
-        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        with os.scandir(directory) as scan:
+            return iter(sorted(scan, key=lambda entry: entry.name))
     except OSError as exc:
-        raise invalid(f"{directory!r} cannot be listed: {exc.strerror}", field) from exc
-    for entry in entries:
-        if entry.is_symlink() and not _under_roots(entry.path, roots):
-            raise forbidden(f"{entry.path!r} links outside the daemon's input_roots", field)
-        if entry.is_dir():
-            real = os.path.realpath(entry.path)
-            # A link back to an ancestor would make the walk endless.
-            if real not in ancestors:
-                yield from _walk(entry.path, roots, field, ancestors | {real})
-        elif entry.is_file():
-            yield entry.path
-        # Anything else (sockets, FIFOs, dangling links) holds no items, and opening a FIFO
-        # would block the planner.
+        raise invalid(f"{shown_path(directory)} cannot be listed: {exc.strerror}", field) from exc
 
 
 def _under_roots(path: str, roots: list[str]) -> bool:

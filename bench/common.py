@@ -50,6 +50,8 @@ class Sizes:
     latency_jobs: int = 50
     memory_small: int = 10_000
     memory_large: int = 1_000_000
+    # A delimited_files input of this many 1 KiB lines (1 GiB).
+    memory_input_lines: int = 1024 * 1024
     status_clients: int = 8
     # A drain still running after this long is stopped and its rate taken from the
     # batches done so far (the report says so); keeps `make bench` bounded on a slow daemon.
@@ -68,6 +70,7 @@ QUICK = Sizes(
     latency_jobs=5,
     memory_small=1_000,
     memory_large=20_000,
+    memory_input_lines=16 * 1024,
     drain_cap_s=30.0,
     status_window_s=3.0,
     limit_w2_items=32,

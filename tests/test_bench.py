@@ -55,6 +55,7 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     bars = report.split("## Pass bars", 1)[1].split("## Ratios", 1)[0]
     marks = [line.rsplit("|", 2)[-2].strip() for line in bars.splitlines() if line[:2] == "| "]
     # The header row, then one pass bar each for W1 drain, W1/huey (with huey), sync, W2,
-    # admission x2, latency, memory and status; met or not, but always a figure.
-    assert len(marks) - 1 == 8 + huey
+    # admission x2, latency, memory x2 (queued, large input) and status; met or not, but
+    # always a figure.
+    assert len(marks) - 1 == 9 + huey
     assert set(marks[1:]) <= {"met", "NOT met"}

@@ -133,6 +133,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         max_json_depth = 10
         max_result_size = 4096
         on_job_complete_timeout = 30
+        max_batch_size = 4096
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -166,6 +167,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "max_json_depth": 10,
         "max_result_size": 4096,
         "on_job_complete_timeout": 30.0,
+        "max_batch_size": 4096,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

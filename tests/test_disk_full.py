@@ -56,3 +56,27 @@ def test_disk_full_is_507_and_recovers(make_daemon: Callable[..., Daemon], tiny_
     final = wait_job(client, "hello", str(job["job_id"]))
     assert final["status"] == "succeeded"
     assert final["batch_metrics"]["succeeded"] == 10
+
+
+def test_disk_full_while_spooling_a_file_source_is_507(
+    make_daemon: Callable[..., Daemon], tiny_fs: Path, inputs_dir: Path
+) -> None:
+    """A delimited_files job's chunks wait in a temporary file in the state directory:
+    a full disk there is a 507 that stores nothing, and leaves no file behind."""
+    daemon = make_daemon(start=False)
+    daemon.state_dir = tiny_fs / "state"
+    daemon.start()
+    client = daemon.client
+    client.deploy(EXAMPLE)
+    line = json.dumps("x" * 1000) + "\n"
+    (inputs_dir / "big.jsonl").write_text(line * 12_000)
+    before = sorted(path.name for path in daemon.state_dir.iterdir())
+
+    status, body = post(daemon, {"delimited_files": {"paths": [str(inputs_dir)], "batch_size": 10}})
+
+    assert status == 507, body
+    assert client.list_jobs("hello") == []
+    assert sorted(path.name for path in daemon.state_dir.iterdir()) == before
+    (inputs_dir / "big.jsonl").write_text(line * 100)
+    status, job = post(daemon, {"delimited_files": {"paths": [str(inputs_dir)], "batch_size": 10}})
+    assert status == 200 and job["total_batch_count"] == 10, job

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.constants import DB_FILENAME, SCHEMA_VERSION
+from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES, DB_FILENAME, SCHEMA_VERSION
 from batchd.store.base import BatchState, Failure, JobStatus, NewJob, Success, new_job_id
 from batchd.store.sqlite import SqliteStore
 
@@ -107,6 +107,78 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"batches_queued", "batches_dead"} <= indexes and "batches_by_state" not in indexes
     conn.close()
+
+
+async def lease_all(store: SqliteStore, job_id: str) -> list[tuple[int, bytes]]:
+    """(seq, payload) of every batch of a running job, leased grant after grant."""
+    leased: list[tuple[int, bytes]] = []
+    while grant := await store.lease(job_id, 10_000, 60):
+        leased += [(lease.seq, lease.payload) for lease in grant]
+    return leased
+
+
+def chunk_rows(path: Path, job_id: str) -> list[tuple[int, int]]:
+    """(batches before the chunk, its length in bytes) of each of the job's chunks."""
+    with sqlite3.connect(path) as conn:
+        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return conn.execute(
+            "SELECT id - (? << 32), length(payloads) FROM chunks WHERE id >> 32 = ? ORDER BY id",
+            (key, key),
+        ).fetchall()
+
+
+async def test_chunks_are_bounded_by_bytes_and_leased_in_order(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    # Batches of 1 MiB, then small ones: a few big batches per chunk, then thousands.
+    big = [json.dumps(["x" * 1024 * 1024, i], separators=(",", ":")).encode() for i in range(9)]
+    sent = big + payloads(CHUNK_BATCHES + 10)
+    job = await store.create_job(new_job(), sent)
+    rows = chunk_rows(tmp_path / DB_FILENAME, job.job_id)
+    assert max(length for _, length in rows) <= CHUNK_MAX_BYTES
+    # The last big chunk has room for small batches, up to CHUNK_BATCHES in all.
+    assert [before for before, _ in rows] == [0, 3, 6, 6 + CHUNK_BATCHES]
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    assert await lease_all(store, job.job_id) == list(enumerate(sent, start=1))
+
+
+async def test_a_job_larger_than_sqlites_value_limit_is_stored(store: SqliteStore) -> None:
+    """Issue 11 case 4 at small scale: SQLite refuses a value over SQLITE_LIMIT_LENGTH (1e9
+    bytes by default, 8 MiB here), and a job is stored in chunks that each stay under it."""
+    writer = store._w
+    await writer._execute(writer._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 8 * 1024 * 1024)
+    sent = [json.dumps(["x" * 100_000, i]).encode() for i in range(400)]
+    job = await store.create_job(new_job(), sent)
+    assert job.total_batch_count == 400
+    assert await store.set_status(job.job_id, JobStatus.RUNNING)
+    assert [payload for _, payload in await lease_all(store, job.job_id)] == [
+        json.dumps(json.loads(payload), separators=(",", ":")).encode() for payload in sent
+    ]
+
+
+async def test_a_schema_2_database_gets_its_chunks_renumbered(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    sent = payloads(2 * CHUNK_BATCHES + 5)
+    job_id = (await store.create_job(new_job(), sent)).job_id
+    await store.close()
+    # Schema 2 numbered a job's chunks 0, 1, 2... each of 4096 batches.
+    conn = sqlite3.connect(path)
+    ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id")]
+    for index, id_ in enumerate(ids):
+        conn.execute("UPDATE chunks SET id = ? WHERE id = ?", ((id_ >> 32 << 32) + index, id_))
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.set_status(job_id, JobStatus.RUNNING)
+        assert await lease_all(store, job_id) == list(enumerate(sent, start=1))
+    finally:
+        await store.close()
+    assert [before for before, _ in chunk_rows(path, job_id)] == [0, 4096, 8192]
 
 
 async def test_create_job_stores_every_batch(store: SqliteStore) -> None:

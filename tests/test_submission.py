@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
 from batchd.errors import ApiError
+from batchd.store.chunks import ChunkSpool
 from batchd.submission import (
     DEFAULT_MAX_RECEIVE_COUNT,
     JobSubmission,
@@ -602,3 +604,78 @@ def test_empty_directory_is_422(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     error = plan_error(files_job("delimited_files", [str(tmp_path / "empty")]), [tmp_path])
     assert (error.status, error.field) == (422, "delimited_files.paths")
+
+
+# --- chunks bounded by bytes, limits while streaming ----------------------------------------
+
+
+def test_item_list_chunks_are_bounded_by_bytes() -> None:
+    items = ["x" * 100_000, *range(CHUNK_BATCHES * 2), "y" * 3_000_000]
+    plan = plan_batches(parse({"item_list": {"items": items, "batch_size": 1}}), [], 4_000_000)
+    chunks = list(plan.batches.chunks)
+    assert max(len(chunk.payloads) for chunk in chunks) <= CHUNK_MAX_BYTES
+    assert max(chunk.batches for chunk in chunks) <= CHUNK_BATCHES
+    assert sum(chunk.batches for chunk in chunks) == plan.batches.count == len(items)
+    assert decoded(plan.payloads) == [[item] for item in items]
+
+
+def test_item_list_batch_over_max_batch_size_is_413() -> None:
+    sub = parse({"item_list": {"items": ["a" * 600, "b" * 600, "c"], "batch_size": 2}})
+    with pytest.raises(ApiError) as caught:
+        plan_batches(sub, [], BIG, max_batch_bytes=1024)
+    assert (caught.value.status, caught.value.field) == (413, "item_list.batch_size")
+    assert "batch 1 is 1207 bytes" in caught.value.message
+    assert "max_batch_size" in caught.value.message
+
+
+def test_delimited_batch_over_max_batch_size_is_413_before_it_is_read_whole(
+    tmp_path: Path,
+) -> None:
+    lines = "".join(f'"{"x" * 500}"\n' for _ in range(10))
+    write(tmp_path / "a.jsonl", "1\n" + lines)
+    sub = files_job("delimited_files", [str(tmp_path)], batch_size=1_000)
+    with pytest.raises(ApiError) as caught:
+        plan_batches(sub, [tmp_path], BIG, max_batch_bytes=2048)
+    assert (caught.value.status, caught.value.field) == (413, "delimited_files.batch_size")
+    assert "batch 1 is over the 2048 byte limit" in caught.value.message
+
+
+def test_max_batches_per_job_is_checked_while_streaming(tmp_path: Path) -> None:
+    write(tmp_path / "a.jsonl", "".join(f"{n}\n" for n in range(100)))
+    sub = files_job("delimited_files", [str(tmp_path)], batch_size=10)
+    assert plan_batches(sub, [tmp_path], BIG, max_batches=10).batches.count == 10
+    with pytest.raises(ApiError) as caught:
+        plan_batches(sub, [tmp_path], BIG, max_batches=9)
+    assert (caught.value.status, caught.value.field) == (413, "delimited_files.batch_size")
+    assert "more than 9 batches" in caught.value.message
+
+
+def test_file_chunks_are_spooled_and_read_back(tmp_path: Path) -> None:
+    items = [{"n": n, "pad": "p" * 3000} for n in range(3000)]
+    write(tmp_path / "in" / "a.jsonl", "".join(json.dumps(item) + "\n" for item in items))
+    sub = files_job("delimited_files", [str(tmp_path / "in")], batch_size=7)
+    plan = plan_batches(sub, [tmp_path], BIG, spool_dir=tmp_path)
+    try:
+        assert isinstance(plan.batches.chunks, ChunkSpool)
+        assert len(plan.batches.chunks) > 1
+        # The spool has no name: nothing is left in its directory.
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]
+        assert decoded(plan.payloads) == [items[at : at + 7] for at in range(0, 3000, 7)]
+    finally:
+        plan.close()
+
+
+def test_dry_run_plan_keeps_no_payloads(tmp_path: Path) -> None:
+    write(tmp_path / "a.jsonl", "".join(f"{n}\n" for n in range(50)))
+    sub = files_job("delimited_files", [str(tmp_path)], batch_size=10)
+    plan = plan_batches(sub, [tmp_path], BIG, spool_dir=tmp_path, keep_payloads=False)
+    assert (plan.batches.count, plan.item_count, plan.payloads) == (5, 50, [])
+
+
+def test_line_is_read_no_further_than_six_times_max_item_size(tmp_path: Path) -> None:
+    # An escaped item may be written longer than it encodes: 6 bytes per \u00e9 for 2.
+    escaped = '"' + "\\u00e9" * 100 + '"'
+    path = write(tmp_path / "a.jsonl", f"{escaped}\n1\n" + "2" * 1300)
+    error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path], max_item_bytes=202)
+    assert (error.status, error.field) == (422, "delimited_files")
+    assert f"{path}:3: line 3 is longer than 1212 bytes" in error.message

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd import views
-from batchd.errors import ApiError, bad_request, conflict, invalid, not_found, too_large
+from batchd.errors import ApiError, bad_request, conflict, invalid, not_found
 from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
@@ -25,7 +25,8 @@ from batchd.http.body import (
 )
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.joblogs import LEVELS, tail_offset
-from batchd.store.base import ApiRecord, BatchChunks, JobRecord, NewJob, batch_id, new_job_id
+from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
+from batchd.store.chunks import BatchChunks
 from batchd.submission import parse_submission, plan_batches
 
 NDJSON = "application/x-ndjson"
@@ -56,43 +57,45 @@ async def submit(request: web.Request) -> web.Response:
     plan = await asyncio.to_thread(
         plan_batches,
         submission,
-        services.config.input_root_paths,
-        services.config.max_item_size,
+        config.input_root_paths,
+        config.max_item_size,
+        max_batch_bytes=config.max_batch_size,
+        max_batches=config.max_batches_per_job,
+        # A file source's chunks wait on disk, next to the database, until stored.
+        spool_dir=config.state_path,
+        keep_payloads=not dry_run,
     )
-    if plan.batches.count > config.max_batches_per_job:
-        raise too_large(
-            f"job has {plan.batches.count} batches, over the {config.max_batches_per_job} "
-            "limit (max_batches_per_job); use a larger batch_size",
-            f"{plan.kind}.batch_size",
-        )
-    if dry_run:
-        report = schemas.DryRunReport(
-            dry_run=True,
+    try:
+        if dry_run:
+            report = schemas.DryRunReport(
+                dry_run=True,
+                api_name=api.name,
+                total_batch_count=plan.batches.count,
+                item_count=plan.item_count,
+            )
+            if plan.matched_files is not None:
+                report.matched_files = plan.matched_files
+            return web.json_response(report.body())
+        job = NewJob(
+            job_id=new_job_id(),
             api_name=api.name,
-            total_batch_count=plan.batches.count,
-            item_count=plan.item_count,
+            api_version=api.version,
+            kind=plan.kind,
+            workers=submission.workers,
+            config=submission.config,
+            timeout=submission.timeout,
+            batch_timeout=(
+                submission.batch_timeout
+                or api.spec["handler"].get("batch_timeout")
+                or config.batch_timeout
+            ),
+            max_receive_count=submission.max_receive_count_value(),
+            priority=submission.priority,
+            created_at=time.time(),
         )
-        if plan.matched_files is not None:
-            report.matched_files = plan.matched_files
-        return web.json_response(report.body())
-    job = NewJob(
-        job_id=new_job_id(),
-        api_name=api.name,
-        api_version=api.version,
-        kind=plan.kind,
-        workers=submission.workers,
-        config=submission.config,
-        timeout=submission.timeout,
-        batch_timeout=(
-            submission.batch_timeout
-            or api.spec["handler"].get("batch_timeout")
-            or config.batch_timeout
-        ),
-        max_receive_count=submission.max_receive_count_value(),
-        priority=submission.priority,
-        created_at=time.time(),
-    )
-    return await _start(services, job, plan.batches, started)
+        return await _start(services, job, plan.batches, started)
+    finally:
+        plan.close()
 
 
 def _require_gpus(services: Services, api: ApiRecord) -> None:

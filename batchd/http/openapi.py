@@ -49,7 +49,10 @@ ERROR_TEXT = {
     408: "The request body did not arrive within `request_read_timeout`.",
     409: "Conflict: the job has already ended, or it has no dead-lettered batches.",
     410: "The job's batches, results and log were pruned (`retention_days`).",
-    413: "Too large: the body, the project, the archive or the number of batches is over a limit.",
+    413: (
+        "Too large: the body, the project, the archive, one batch or the number of batches "
+        "is over a limit."
+    ),
     415: "Unsupported `Content-Type`.",
     422: "The body is well-formed but invalid (`field` names the offending part).",
     500: "Internal error; details are in the daemon's log.",

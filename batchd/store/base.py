@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from batchd.constants import CHUNK_BATCHES
+from batchd.store.chunks import BatchChunks
 
 
 class JobStatus(StrEnum):
@@ -96,30 +96,6 @@ _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, a
 def encode_payload(value: Any) -> bytes:
     """A batch payload as stored: compact JSON, UTF-8, as the submission encoded it."""
     return _PAYLOAD_ENCODER.encode(value).encode()
-
-
-@dataclass(frozen=True)
-class BatchChunks:
-    """A job's batch payloads as JSON arrays of CHUNK_BATCHES payloads each (the last may
-    hold fewer). Admission stores them as they are; a batch is split out when leased."""
-
-    count: int
-    chunks: list[bytes]
-
-    @classmethod
-    def of(cls, payloads: Sequence[bytes]) -> BatchChunks:
-        """Chunks of payloads that are each compact JSON already."""
-        return cls(
-            len(payloads),
-            [
-                b"[" + b",".join(payloads[start : start + CHUNK_BATCHES]) + b"]"
-                for start in range(0, len(payloads), CHUNK_BATCHES)
-            ],
-        )
-
-    def payloads(self) -> list[bytes]:
-        """Every batch's payload on its own (for tests and small jobs)."""
-        return [encode_payload(value) for chunk in self.chunks for value in json.loads(chunk)]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
--- Schema version 2. Applied in one transaction when PRAGMA user_version is 0 (a version 1
--- database gains the jobs' counter columns, recounted from its batches).
+-- Schema version 3. Applied in one transaction when PRAGMA user_version is 0 (a version 1
+-- database gains the jobs' counter columns, recounted from its batches, and a version 2 one
+-- gets its chunks renumbered by the batches before them).
 --
 -- A batch's id packs its job's key and its sequence number (key << 32 | seq), so all
 -- batches of a job are one contiguous rowid range and need no job_id column.
@@ -73,9 +74,9 @@ CREATE TABLE failures (
 );
 CREATE INDEX failures_by_batch ON failures (batch, attempt);
 
--- A job's payloads as admitted: JSON arrays of CHUNK_BATCHES batch payloads each. The id
--- packs the job's key and the chunk's index (key << 32 | index), and chunk i holds batches
--- i * CHUNK_BATCHES + 1 onwards.
+-- A job's payloads as admitted: JSON arrays of at most CHUNK_BATCHES batch payloads and
+-- about CHUNK_MAX_BYTES each. The id packs the job's key and the number of the job's
+-- batches before the chunk (key << 32 | before): a chunk holds batches before + 1 onwards.
 CREATE TABLE chunks (
     id       INTEGER PRIMARY KEY,
     payloads BLOB    NOT NULL

@@ -17,7 +17,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -26,7 +26,6 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import (
-    CHUNK_BATCHES,
     CHUNK_CACHE_JOBS,
     GRANT_MAX_BYTES,
     PRUNE_CHUNK_ROWS,
@@ -38,7 +37,6 @@ from batchd.metrics import Metrics
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,
-    BatchChunks,
     BatchCounts,
     BatchState,
     DeadLetter,
@@ -52,8 +50,11 @@ from batchd.store.base import (
     Success,
     encode_payload,
 )
+from batchd.store.chunks import BatchChunks, Chunk
 
 _SEQ_BITS = 32
+# Batches per chunk in a schema 2 database (where CHUNK_BATCHES was fixed at 4096).
+_V2_CHUNK_BATCHES = 4096
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
 
@@ -237,23 +238,11 @@ class SqliteStore:
         version = await self._scalar(self._w, "PRAGMA user_version")
         if version == SCHEMA_VERSION:
             return
-        if version == 1:
-            # Schema 2 keeps each job's batch counts on its row.
+        if version in (1, 2):
             async with self._transaction() as db:
-                for column in _COUNTER_COLUMNS:
-                    await self._exec(db, f"ALTER TABLE jobs ADD COLUMN {column}")
-                await self._exec(db, _RECOUNT_SQL)
-                await self._exec(db, "UPDATE jobs SET materialized = total_batch_count")
-                await self._exec(db, "DROP INDEX batches_by_state")
-                await self._exec(
-                    db, "CREATE INDEX batches_queued ON batches (id) WHERE state = 'queued'"
-                )
-                await self._exec(
-                    db, "CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead'"
-                )
-                await self._exec(
-                    db, "CREATE TABLE chunks (id INTEGER PRIMARY KEY, payloads BLOB NOT NULL)"
-                )
+                if version == 1:
+                    await self._migrate_from_1(db)
+                await self._renumber_chunks(db)
                 await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
             return
         if version != 0:
@@ -266,6 +255,29 @@ class SqliteStore:
             for statement in statements:
                 await self._exec(db, statement)
             await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def _migrate_from_1(self, db: aiosqlite.Connection) -> None:
+        """Schema 2 keeps each job's batch counts on its row."""
+        for column in _COUNTER_COLUMNS:
+            await self._exec(db, f"ALTER TABLE jobs ADD COLUMN {column}")
+        await self._exec(db, _RECOUNT_SQL)
+        await self._exec(db, "UPDATE jobs SET materialized = total_batch_count")
+        await self._exec(db, "DROP INDEX batches_by_state")
+        await self._exec(db, "CREATE INDEX batches_queued ON batches (id) WHERE state = 'queued'")
+        await self._exec(db, "CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead'")
+        await self._exec(db, "CREATE TABLE chunks (id INTEGER PRIMARY KEY, payloads BLOB NOT NULL)")
+
+    async def _renumber_chunks(self, db: aiosqlite.Connection) -> None:
+        """Schema 3 numbers a chunk by the batches before it, not by its index: chunks are
+        bounded by bytes too, so they no longer hold a fixed count. Every schema 2 chunk
+        held _V2_CHUNK_BATCHES. Highest first, so that no new id is one still taken."""
+        mask = (1 << _SEQ_BITS) - 1
+        rows = await self._rows(db, "SELECT id FROM chunks WHERE id & ? > 0 ORDER BY id DESC", mask)
+        await self._exec_many(
+            db,
+            "UPDATE chunks SET id = ? WHERE id = ?",
+            [((id_ & ~mask) | ((id_ & mask) * _V2_CHUNK_BATCHES), id_) for (id_,) in rows],
+        )
 
     async def close(self) -> None:
         if self._commit_task is not None:
@@ -405,7 +417,9 @@ class SqliteStore:
         """Store the job and its payloads in one transaction: admission is all or nothing.
 
         The payloads are stored in chunks as admitted, not a row per batch: a batch gets
-        its row when first leased."""
+        its row when first leased. A chunk's id is its job's first id plus the number of
+        batches before it. Chunks are read from `batches` one at a time (it may be a spool
+        on disk), so the transaction holds one in memory, never the whole job."""
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
@@ -432,12 +446,11 @@ class SqliteStore:
                 key = cursor.lastrowid
             assert key is not None
             first, _ = _batch_range(key)
-            await self._exec_many(
-                db,
-                "INSERT INTO chunks (id, payloads) VALUES (?, ?)",
-                [(first + index, chunk) for index, chunk in enumerate(batches.chunks)],
-            )
+            numbered = _NumberedChunks(first, batches.chunks)
+            await self._exec_many(db, "INSERT INTO chunks (id, payloads) VALUES (?, ?)", numbered)
             total = batches.count
+            if numbered.batches != total:
+                raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
             await self._exec(
                 db,
                 "UPDATE jobs SET total_batch_count = ?1, queued_count = ?1 WHERE key = ?2",
@@ -601,19 +614,23 @@ class SqliteStore:
         payloads: list[bytes] = []
         seq = start
         while seq <= end:
-            index = (seq - 1) // CHUNK_BATCHES
             cached = self._chunk_cache.get(key)
-            if cached is None or cached[0] != index:
-                blob = await self._scalar(
-                    db, "SELECT payloads FROM chunks WHERE id = ?", first + index
+            if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
+                # The chunk holding `seq`: the last one that starts before it.
+                (row,) = await self._rows(
+                    db,
+                    "SELECT id, payloads FROM chunks WHERE id BETWEEN ? AND ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    first,
+                    first + seq - 1,
                 )
-                cached = (index, json.loads(blob))
+                cached = (row[0] - first, json.loads(row[1]))
                 self._chunk_cache[key] = cached
                 while len(self._chunk_cache) > CHUNK_CACHE_JOBS:
                     self._chunk_cache.pop(next(iter(self._chunk_cache)))
-            offset = index * CHUNK_BATCHES
-            upto = min(end, offset + CHUNK_BATCHES)
-            payloads += map(encode_payload, cached[1][seq - offset - 1 : upto - offset])
+            offset, decoded = cached
+            upto = min(end, offset + len(decoded))
+            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
             seq = upto + 1
         return payloads
 
@@ -930,6 +947,20 @@ async def _count(
         (queued, leased, succeeded, dead, failures, seconds, key),
     ):
         pass
+
+
+class _NumberedChunks:
+    """(id, payloads) rows of a job's chunks, counting the batches they hold on the way."""
+
+    def __init__(self, first: int, chunks: Iterable[Chunk]) -> None:
+        self._first = first
+        self._chunks = chunks
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for chunk in self._chunks:
+            yield self._first + self.batches, chunk.payloads
+            self.batches += chunk.batches
 
 
 def _has_sql(chunk: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from batchd.client import BatchdError, Client
-from batchd.constants import CHUNK_BATCHES, LEASE_TARGET_SECONDS
+from batchd.constants import LEASE_TARGET_SECONDS
 from tests.conftest import Daemon, wait_for, wait_job
 from tests.faults.conftest import (
     RESTART_ERROR,
@@ -196,12 +196,9 @@ def test_daemon_kill9_during_admission(
             "SELECT (SELECT count(*) FROM batches WHERE id >> 32 NOT IN (SELECT key FROM jobs))"
             " + (SELECT count(*) FROM chunks WHERE id >> 32 NOT IN (SELECT key FROM jobs))"
         ).fetchone()[0]
-        # A job's payloads are admitted in chunks of CHUNK_BATCHES: all of them or none.
-        partial = conn.execute(
-            "SELECT count(*) FROM jobs j WHERE (total_batch_count + ?1 - 1) / ?1 != "
-            "(SELECT count(*) FROM chunks WHERE id >> 32 = j.key)",
-            (CHUNK_BATCHES,),
-        ).fetchone()[0]
+        totals = conn.execute("SELECT job_id, total_batch_count FROM jobs").fetchall()
+    # A job's payloads are admitted in chunks: all of them or none.
+    partial = sum(admitted_batches(daemon, job_id) != total for job_id, total in totals)
     figures.update(
         items=items,
         admission_s=admit_s,
