@@ -9,6 +9,7 @@ import grp
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from batchd.apis import ApiRegistry
 from batchd.config import ConfigError, DaemonConfig
+from batchd.constants import DB_FILENAME
 from batchd.errors import ApiError
 from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
@@ -34,6 +36,32 @@ log = logging.getLogger("batchd.daemon")
 
 # In-flight HTTP requests get this long to finish once the daemon stops.
 HTTP_SHUTDOWN_TIMEOUT = 5.0
+
+# Exit codes of `batchd serve` that fail the start: a problem the state cannot get over by
+# itself (a damaged database; the systemd unit does not restart on it), and any other.
+EXIT_STATE_DAMAGED = 3
+EXIT_START_FAILED = 1
+# SQLite's names for a file that is not, or no longer, a readable database.
+DAMAGED_DATABASE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message is the one line to print, `code` the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def database_error(path: Path, exc: sqlite3.DatabaseError) -> StartError:
+    code = getattr(exc, "sqlite_errorname", "")
+    if code in DAMAGED_DATABASE_ERRORS:
+        return StartError(
+            f"the queue database {path} is damaged ({exc}); move it aside and restore a "
+            "backup (README: Troubleshooting, a damaged database)",
+            EXIT_STATE_DAMAGED,
+        )
+    return StartError(f"cannot use the queue database {path}: {exc}", EXIT_START_FAILED)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -59,7 +87,11 @@ async def serve(
     lock = _lock_state_dir(state)
     metrics = Metrics()
     store = open_store(state, config.sqlite_synchronous, metrics)
-    await store.open()
+    try:
+        await store.open()
+    except sqlite3.DatabaseError as exc:
+        lock.close()
+        raise database_error(state / DB_FILENAME, exc) from None
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
     joblogs = JobLogs(state / "logs")
@@ -85,7 +117,11 @@ async def serve(
     watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
     pruning = asyncio.create_task(pruner.run_forever(), name="retention")
     try:
-        await scheduler.start()
+        try:
+            # Recovery reads every unfinished job: damage the header hid shows up here.
+            await scheduler.start()
+        except sqlite3.DatabaseError as exc:
+            raise database_error(state / DB_FILENAME, exc) from None
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
@@ -172,6 +208,9 @@ def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
