@@ -131,6 +131,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         socket_mode = "0600"
         socket_group = "staff"
         max_json_depth = 10
+        handler_check_timeout = 9
+        header_timeout = 2
+        keepalive_timeout = 3
+        max_connections = 50
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -162,6 +166,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "socket_mode": "0600",
         "socket_group": "staff",
         "max_json_depth": 10,
+        "handler_check_timeout": 9.0,
+        "header_timeout": 2.0,
+        "keepalive_timeout": 3.0,
+        "max_connections": 50,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

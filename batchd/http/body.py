@@ -54,8 +54,8 @@ def required_query(request: web.Request, name: str) -> str:
     return value
 
 
-def bool_query(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
+def bool_query(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name, "true" if default else "false").lower()
     if value in ("true", "1", "yes"):
         return True
     if value in ("false", "0", "no", ""):
