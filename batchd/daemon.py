@@ -127,7 +127,12 @@ async def serve(
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
         app = build_app(services, tokens)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            # Bodies are decoded by read_body, in steps that stop at max_request_size.
+            auto_decompress=False,
         )
         await runner.setup()
         await _start_site(runner, config)
