@@ -21,9 +21,11 @@ from batchd.apis import ApiRegistry
 from batchd.config import ConfigError, DaemonConfig
 from batchd.constants import DB_FILENAME
 from batchd.errors import ApiError
+from batchd.fdlimit import connection_cap, raise_open_file_limit
 from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
+from batchd.http.connections import ConnectionGuard, GuardedAppRunner
 from batchd.joblogs import JobLogs
 from batchd.metrics import Metrics
 from batchd.project import pack_project
@@ -85,6 +87,8 @@ async def serve(
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     lock = _lock_state_dir(state)
+    # Every connection and worker holds descriptors: take all the system allows.
+    open_files = raise_open_file_limit()
     metrics = Metrics()
     store = open_store(state, config.sqlite_synchronous, metrics)
     try:
@@ -113,7 +117,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    runner: web.AppRunner | None = None
+    runner: GuardedAppRunner | None = None
     watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
     pruning = asyncio.create_task(pruner.run_forever(), name="retention")
     try:
@@ -126,11 +130,16 @@ async def serve(
             await _deploy_local(registry, config, directory)
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
         app = build_app(services, tokens)
-        runner = web.AppRunner(
+        guard = ConnectionGuard(
+            connection_cap(config.max_connections, config.max_workers, open_files),
+            config.header_timeout,
+        )
+        runner = GuardedAppRunner(
             app,
-            access_log=None,
-            handle_signals=False,
+            guard,
             shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            access_log=None,
+            keepalive_timeout=config.keepalive_timeout,
             # Bodies are decoded by read_body, in steps that stop at max_request_size.
             auto_decompress=False,
         )
