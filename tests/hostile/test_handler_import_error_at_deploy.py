@@ -101,3 +101,23 @@ def test_no_check_deploys_a_broken_handler_which_fails_at_the_job(
     assert status["status"] == "worker_error"
     log = (daemon.state_dir / "logs" / f"{job['job_id']}.jsonl").read_text()
     assert "no_such_module_for_batchd_tests" in log
+
+
+def test_handler_check_runs_under_the_apis_interpreter(
+    daemon: Daemon, make_project: Project, tmp_path: Path
+) -> None:
+    # A bare venv: the same Python, without the daemon's libraries (aiohttp among them).
+    venv = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    source = "import aiohttp\n" + WORKING
+    project = make_project("elsewhere", source)
+    spec = project / "batchd.toml"
+    spec.write_text(spec.read_text().replace("[handler]\n", f'[handler]\npython = "{python}"\n'))
+    with pytest.raises(BatchdError) as refused:
+        daemon.client.deploy(project)
+    assert refused.value.status == 422
+    assert "ModuleNotFoundError: No module named 'aiohttp'" in refused.value.message
+    # The daemon's own interpreter has aiohttp: without handler.python the same code imports.
+    spec.write_text(spec.read_text().replace(f'python = "{python}"\n', ""))
+    assert daemon.client.deploy(project)["version"] == 1
