@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,3 +122,17 @@ def test_handler_check_runs_under_the_apis_interpreter(
     # The daemon's own interpreter has aiohttp: without handler.python the same code imports.
     spec.write_text(spec.read_text().replace(f'python = "{python}"\n', ""))
     assert daemon.client.deploy(project)["version"] == 1
+
+
+def test_handler_import_that_hangs_is_cut_off(
+    make_daemon: Callable[..., Daemon], make_project: Project
+) -> None:
+    daemon = make_daemon(handler_check_timeout=1.0)
+    project = make_project("hangs", "import time\ntime.sleep(600)\n" + WORKING)
+    started = time.monotonic()
+    with pytest.raises(BatchdError) as refused:
+        daemon.client.deploy(project)
+    assert time.monotonic() - started < 30
+    assert refused.value.status == 422
+    assert "took over 1s (handler_check_timeout)" in refused.value.message
+    assert daemon.client.list_apis() == []
