@@ -44,6 +44,9 @@ async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> 
             return await _read_decoded(request, BodyDecoder(coding), limit)
     except TimeoutError:
         raise ApiError(408, f"request body not received within {timeout:g}s") from None
+    except ConnectionResetError:
+        # aiohttp's "Connection lost": nobody is left to answer, and nothing was stored.
+        raise ApiError(400, "the client closed the connection before sending the body") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 

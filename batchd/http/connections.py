@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -37,6 +37,8 @@ BUSY_RESPONSE = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
 )
+# Seconds a refused connection is kept for the client to read its 503 and close.
+REFUSED_LINGER = 1.0
 # The cap being reached is logged at most this often, in seconds.
 CAP_WARNING_INTERVAL = 60.0
 
@@ -100,9 +102,17 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):
-            assert isinstance(transport, asyncio.Transport)
+            # uvloop's transports are not asyncio.Transport subclasses, only alike.
+            transport = cast(asyncio.Transport, transport)
+            # Never started: whatever it sends is not parsed.
+            self._force_close = True
             transport.write(BUSY_RESPONSE)
-            transport.close()
+            # Closing a socket with the request still unread resets it, and a reset can
+            # destroy the answer before the client reads it: send our end, let the client
+            # close (or give up on it soon).
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._loop.call_later(REFUSED_LINGER, transport.close)
             return
         self._admitted = True
         super().connection_made(transport)

@@ -12,13 +12,21 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from batchd.client import Client
-from tests.conftest import DEFAULT_TEST_CONFIG, EXAMPLE, free_port, wait_for, wait_job, write_config
+from tests.conftest import (
+    DEFAULT_TEST_CONFIG,
+    EXAMPLE,
+    Daemon,
+    free_port,
+    wait_for,
+    wait_job,
+    write_config,
+)
 
 SLOW_CONNECTIONS = 2000
 # The daemon starts with fewer descriptors than that (soft 512, hard 1024): it must raise
@@ -135,3 +143,49 @@ def _answers(url: str, daemon: subprocess.Popen[bytes]) -> bool:
         return healthz(url)
     except OSError:
         return False
+
+
+def test_connection_over_the_cap_gets_503_when_all_are_busy(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    cap = 4
+    daemon = make_daemon(max_connections=cap)
+    daemon.client.deploy(EXAMPLE)
+    busy: list[socket.socket] = []
+    try:
+        # Each connection is inside a request: its handler waits for a body that never comes.
+        # "100 Continue" comes back once the request is being handled.
+        for _ in range(cap):
+            sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=30)
+            busy.append(sock)
+            sock.sendall(
+                b"POST /batch/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 100\r\n\r\n"
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+            sock.sendall(b"{")
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := extra.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), answer
+        assert b"Retry-After: 1" in head
+        assert json.loads(body)["error"]["message"] == "too many connections; retry shortly"
+        # A busy connection that ends makes room again.
+        busy.pop().close()
+        wait_for(lambda: _healthz_or_none(daemon.url), 30, "/healthz after a slot freed")
+        # Neither the refusal nor the client that left mid-body is an error in the log.
+        log = daemon.output()
+        assert "Exception in callback" not in log and "unhandled error" not in log, log
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+def _healthz_or_none(url: str) -> bool | None:
+    try:
+        return healthz(url)
+    except OSError:
+        return None
