@@ -37,8 +37,10 @@ BUSY_RESPONSE = (
     b"Connection: close\r\n"
     b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
 )
-# Seconds a refused connection is kept for the client to read its 503 and close.
+# Seconds a refused connection is kept for the client to read its 503 and close, and how
+# many may be kept so at once (the rest are closed at once, which may reset them).
 REFUSED_LINGER = 1.0
+MAX_LINGERING = 64
 # The cap being reached is logged at most this often, in seconds.
 CAP_WARNING_INTERVAL = 60.0
 
@@ -51,6 +53,7 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.closed_idle = 0
         self.refused = 0
+        self.lingering = 0
         self._open: OrderedDict[GuardedRequestHandler, None] = OrderedDict()
         self._warned_at: float | None = None
 
@@ -109,10 +112,14 @@ class GuardedRequestHandler(RequestHandler):
             transport.write(BUSY_RESPONSE)
             # Closing a socket with the request still unread resets it, and a reset can
             # destroy the answer before the client reads it: send our end, let the client
-            # close (or give up on it soon).
-            if transport.can_write_eof():
-                transport.write_eof()
-            self._loop.call_later(REFUSED_LINGER, transport.close)
+            # close (or give up on it soon). Only a few linger, or they would hold the
+            # descriptors the cap is there to keep.
+            if self._guard.lingering >= MAX_LINGERING or not transport.can_write_eof():
+                transport.close()
+                return
+            transport.write_eof()
+            self._guard.lingering += 1
+            self._loop.call_later(REFUSED_LINGER, self._end_refused, transport)
             return
         self._admitted = True
         super().connection_made(transport)
@@ -137,6 +144,10 @@ class GuardedRequestHandler(RequestHandler):
             return
         self._guard.release(self)
         super().connection_lost(exc)
+
+    def _end_refused(self, transport: asyncio.Transport) -> None:
+        self._guard.lingering -= 1
+        transport.close()
 
     def waiting_for_request(self) -> bool:
         """No request being handled or queued: closing it loses nothing acknowledged."""
