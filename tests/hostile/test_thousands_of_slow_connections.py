@@ -189,3 +189,18 @@ def _healthz_or_none(url: str) -> bool | None:
         return healthz(url)
     except OSError:
         return None
+
+
+def test_idle_keep_alive_connection_is_closed_after_keepalive_timeout(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    keepalive = 1.5
+    daemon = make_daemon(keepalive_timeout=keepalive, header_timeout=30.0)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        answered = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1) == b""
+        idle = time.monotonic() - answered
+    assert keepalive - 0.5 < idle < keepalive + 5, idle
