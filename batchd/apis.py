@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from batchd import constants, views
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
+from batchd.handler_check import check_handler_imports
 from batchd.pool import WorkerLaunch, worker_pythonpath
-from batchd.project import ApiSpec, remove_snapshot, unpack_project
+from batchd.project import ApiSpec, DeployedProject, remove_snapshot, unpack_project
 from batchd.store.base import ApiRecord, JobRecord, Store
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
@@ -58,47 +61,82 @@ class ApiRegistry:
         self.root = config.state_path / "apis"
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         # Uploads cut off by a crash leave half-written folders here; none is in use.
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
 
-    async def deploy(self, archive: bytes) -> tuple[ApiRecord, bool]:
+    async def deploy(self, archive: bytes, check: bool = True) -> tuple[ApiRecord, bool]:
         """Unpack an uploaded project into a new snapshot and record it as the next version.
 
         Returns the version and whether it is new: deploying exactly what the latest
         version already holds changes nothing (so restarts with --deploy add no versions).
+        With `check`, the Handler must import (under the API's interpreter and env) first;
+        a project whose Handler does not import leaves no version behind (422).
         """
         incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
         project = await asyncio.to_thread(
             unpack_project, archive, incoming, self.config.max_project_size
         )
+        try:
+            return await self._record(project, incoming, check)
+        finally:
+            if incoming.exists():
+                await asyncio.to_thread(remove_snapshot, incoming)
+
+    async def _record(
+        self, project: DeployedProject, incoming: Path, check: bool
+    ) -> tuple[ApiRecord, bool]:
         name = project.spec.name
         digest = await asyncio.to_thread(
             snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
         )
-        latest = await self.store.get_api(name)
-        if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
-            await asyncio.to_thread(remove_snapshot, incoming)
-            return latest, False
-        snapshot = f"{secrets.token_hex(6)}"
-        final = self.root / name / snapshot
-        final.parent.mkdir(parents=True, exist_ok=True)
-        # The snapshot is in place before the row that names it: a crash in between
-        # leaves an unused folder, never a version without its files.
-        # Moving a folder to another parent rewrites its "..", which needs write permission
-        # on the folder itself: open the read-only root for the move, then close it again.
-        os.chmod(incoming, 0o755)
-        incoming.rename(final)
-        os.chmod(final, 0o555)
-        spec = project.spec.model_dump()
-        spec[SNAPSHOT_KEY] = snapshot
-        spec["files"] = len(project.files)
-        spec["size"] = project.size
-        spec[DIGEST_KEY] = digest
-        record = await self.store.add_api_version(name, spec, project.dotenv)
+        # Under the lock, the latest version cannot change between the comparison and the
+        # new row: N identical deploys at once make one version.
+        async with self._serialised(name):
+            latest = await self.store.get_api(name)
+            if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
+                return latest, False
+            if check:
+                await check_handler_imports(
+                    project.spec.handler.python or sys.executable,
+                    incoming,
+                    project.spec.handler.path,
+                    self._api_env(name, project.spec, project.dotenv),
+                    self.config.handler_check_timeout,
+                )
+            snapshot = f"{secrets.token_hex(6)}"
+            final = self.root / name / snapshot
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # The snapshot is in place before the row that names it: a crash in between
+            # leaves an unused folder, never a version without its files.
+            # Moving a folder to another parent rewrites its "..", which needs write
+            # permission on the folder itself: open the read-only root for the move, then
+            # close it again.
+            os.chmod(incoming, 0o755)
+            incoming.rename(final)
+            os.chmod(final, 0o555)
+            spec = project.spec.model_dump()
+            spec[SNAPSHOT_KEY] = snapshot
+            spec["files"] = len(project.files)
+            spec["size"] = project.size
+            spec[DIGEST_KEY] = digest
+            record = await self.store.add_api_version(name, spec, project.dotenv)
         self._cache[(record.name, record.version)] = record
         return record, True
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, name: str) -> AsyncIterator[None]:
+        """Deploys and deletes of one API, one at a time.
+
+        The one place that serialises them: an asyncio lock is enough for one daemon on one
+        database. A store shared by several daemons (PostgreSQL) needs an advisory lock on
+        the API's name here instead.
+        """
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            yield
 
     async def require(self, name: str) -> ApiRecord:
         api = await self.store.get_api(name)
@@ -116,30 +154,23 @@ class ApiRegistry:
         return record
 
     async def delete(self, name: str) -> None:
-        versions = await self.store.api_versions(name)
-        await self.store.delete_api(name)
-        for record in versions:
-            self._cache.pop((record.name, record.version), None)
-        if (self.root / name).exists():
-            await asyncio.to_thread(remove_snapshot, self.root / name)
+        async with self._serialised(name):
+            versions = await self.store.api_versions(name)
+            await self.store.delete_api(name)
+            for record in versions:
+                self._cache.pop((record.name, record.version), None)
+            if (self.root / name).exists():
+                await asyncio.to_thread(remove_snapshot, self.root / name)
 
-    def snapshot_dir(self, api: ApiRecord) -> Path:
-        return self.root / api.name / str(api.spec[SNAPSHOT_KEY])
-
-    async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
-        api = await self.version(job.api_name, job.api_version)
-        spec = ApiSpec.model_validate(
-            {k: api.spec[k] for k in ("name", "handler", "compute") if k in api.spec}
-        )
+    def _api_env(self, name: str, spec: ApiSpec, dotenv: dict[str, str]) -> dict[str, str]:
+        """The environment an API's Python runs in: the daemon's, its .env, [handler] env."""
         env = dict(os.environ)
-        env.update(api.dotenv)
+        env.update(dotenv)
         env.update(spec.handler.env)
         env.update(
             {
                 constants.ENV_URL: self.config.base_url,
-                constants.ENV_API_NAME: job.api_name,
-                constants.ENV_JOB_ID: job.job_id,
-                constants.ENV_WORKER_SLOT: str(slot),
+                constants.ENV_API_NAME: name,
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(
                     p for p in (str(self._pythonpath), env.get("PYTHONPATH", "")) if p
@@ -149,6 +180,19 @@ class ApiRegistry:
         if self._worker_token:
             # Handlers reach the daemon with the client (chained jobs): give them the key.
             env["BATCHD_TOKEN"] = self._worker_token
+        return env
+
+    def snapshot_dir(self, api: ApiRecord) -> Path:
+        return self.root / api.name / str(api.spec[SNAPSHOT_KEY])
+
+    async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
+        api = await self.version(job.api_name, job.api_version)
+        spec = ApiSpec.model_validate(
+            {k: api.spec[k] for k in ("name", "handler", "compute") if k in api.spec}
+        )
+        env = self._api_env(job.api_name, spec, api.dotenv)
+        env[constants.ENV_JOB_ID] = job.job_id
+        env[constants.ENV_WORKER_SLOT] = str(slot)
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,

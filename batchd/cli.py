@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = command("deploy", cmd_deploy, "deploy a Handler project folder")
     deploy.add_argument("project", type=Path, metavar="DIR")
+    deploy.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip importing the Handler before the version is recorded",
+    )
 
     command("apis", cmd_apis, "list the deployed APIs", output)
 
@@ -303,7 +309,7 @@ def format_bytes(size: float) -> str:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     try:
-        api = client_of(args).deploy(args.project)
+        api = client_of(args).deploy(args.project, check=args.check)
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename or args.project}: {exc.strerror}") from None
     unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""

@@ -84,11 +84,15 @@ class Client:
 
     # -- APIs --------------------------------------------------------------------------
 
-    def deploy(self, project_dir: str | Path, max_bytes: int | None = None) -> dict[str, Any]:
+    def deploy(
+        self, project_dir: str | Path, max_bytes: int | None = None, check: bool = True
+    ) -> dict[str, Any]:
         """Pack and upload a project folder; returns the API summary (name, version, files).
 
         What the server would refuse (no batchd.toml, no handler file, over `max_bytes`) is
-        refused here first; an unreadable folder raises OSError.
+        refused here first; an unreadable folder raises OSError. With `check` (the default)
+        the daemon imports the Handler before recording the version, and a Handler that
+        does not import is a BatchdError 422 holding its traceback.
         """
         from batchd import packing
         from batchd.errors import ApiError
@@ -99,7 +103,11 @@ class Client:
         except ApiError as exc:
             raise BatchdError(exc.status, exc.message, exc.field) from None
         api: dict[str, Any] = self._json(
-            "POST", "/apis", body=archive, content_type="application/gzip"
+            "POST",
+            "/apis",
+            body=archive,
+            content_type="application/gzip",
+            query=None if check else {"check": "false"},
         )
         return api
 

@@ -70,6 +70,10 @@ class DaemonConfig(BaseModel):
     sqlite_synchronous: Literal["full", "normal"] = "full"
     checkpoint_interval: float = Field(default=300.0, gt=0)
     retention_days: float = Field(default=30.0, gt=0)
+    handler_check_timeout: float = Field(default=120.0, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    keepalive_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
 
     @field_validator("listen")
     @classmethod

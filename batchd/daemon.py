@@ -9,6 +9,7 @@ import grp
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import sys
 from collections.abc import Coroutine, Sequence
@@ -19,10 +20,13 @@ from aiohttp import web
 
 from batchd.apis import ApiRegistry
 from batchd.config import ConfigError, DaemonConfig
+from batchd.constants import DB_FILENAME
 from batchd.errors import ApiError
+from batchd.fdlimit import connection_cap, raise_open_file_limit
 from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
+from batchd.http.connections import ConnectionGuard, GuardedAppRunner
 from batchd.joblogs import JobLogs
 from batchd.metrics import Metrics
 from batchd.project import pack_project
@@ -35,6 +39,32 @@ log = logging.getLogger("batchd.daemon")
 
 # In-flight HTTP requests get this long to finish once the daemon stops.
 HTTP_SHUTDOWN_TIMEOUT = 5.0
+
+# Exit codes of `batchd serve` that fail the start: a problem the state cannot get over by
+# itself (a damaged database; the systemd unit does not restart on it), and any other.
+EXIT_STATE_DAMAGED = 3
+EXIT_START_FAILED = 1
+# SQLite's names for a file that is not, or no longer, a readable database.
+DAMAGED_DATABASE_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message is the one line to print, `code` the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def database_error(path: Path, exc: sqlite3.DatabaseError) -> StartError:
+    code = getattr(exc, "sqlite_errorname", "")
+    if code in DAMAGED_DATABASE_ERRORS:
+        return StartError(
+            f"the queue database {path} is damaged ({exc}); move it aside and restore a "
+            "backup (README: Troubleshooting, a damaged database)",
+            EXIT_STATE_DAMAGED,
+        )
+    return StartError(f"cannot use the queue database {path}: {exc}", EXIT_START_FAILED)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -58,9 +88,15 @@ async def serve(
     state = config.state_path
     _prepare_state_dir(state)
     lock = _lock_state_dir(state)
+    # Every connection and worker holds descriptors: take all the system allows.
+    open_files = raise_open_file_limit()
     metrics = Metrics()
     store = open_store(state, config.sqlite_synchronous, metrics)
-    await store.open()
+    try:
+        await store.open()
+    except sqlite3.DatabaseError as exc:
+        lock.close()
+        raise database_error(state / DB_FILENAME, exc) from None
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
     joblogs = JobLogs(state / "logs")
@@ -82,17 +118,31 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    runner: web.AppRunner | None = None
+    runner: GuardedAppRunner | None = None
     watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
     pruning = asyncio.create_task(pruner.run_forever(), name="retention")
     try:
-        await scheduler.start()
+        try:
+            # Recovery reads every unfinished job: damage the header hid shows up here.
+            await scheduler.start()
+        except sqlite3.DatabaseError as exc:
+            raise database_error(state / DB_FILENAME, exc) from None
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
         app = build_app(services, tokens)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+        guard = ConnectionGuard(
+            connection_cap(config.max_connections, config.max_workers, open_files),
+            config.header_timeout,
+        )
+        runner = GuardedAppRunner(
+            app,
+            guard,
+            shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            access_log=None,
+            keepalive_timeout=config.keepalive_timeout,
+            # Bodies are decoded by read_body, in steps that stop at max_request_size.
+            auto_decompress=False,
         )
         await runner.setup()
         await _start_site(runner, config)
@@ -190,6 +240,9 @@ def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

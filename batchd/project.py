@@ -10,6 +10,7 @@ snapshot directory that appears atomically.
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import io
 import math
@@ -75,6 +76,14 @@ _MAX_CONTROL_BYTES = 1 << 20
 # tarfile reads PAX and GNU long-name headers whole; member data it reads in small chunks.
 _MAX_SINGLE_READ = 1 << 20
 _MAX_MEMBERS = 100_000
+# Linux refuses longer file names (NAME_MAX); the other two keep a snapshot path, with the
+# state directory in front of it, well inside PATH_MAX (4096), and tarfile's recursive
+# makedirs inside Python's recursion limit.
+_MAX_NAME_BYTES = 255
+_MAX_PATH_BYTES = 1024
+_MAX_PATH_DEPTH = 64
+# Longer member names are shown shortened in errors: the head and the tail of the name.
+_SHOWN_NAME_CHARS = 80
 # The kernel gives up on symlink chains at 40 hops; so do we.
 _MAX_LINK_HOPS = 40
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -331,7 +340,15 @@ def _unreadable(exc: BaseException) -> ApiError:
 
 
 def _refused(name: str, problem: str) -> ApiError:
-    return ApiError(422, f"archive member {name!r} {problem}", field="archive")
+    return ApiError(422, f"archive member {_shown(name)} {problem}", field="archive")
+
+
+def _shown(name: str) -> str:
+    """The name quoted and escaped as Python would, with the middle of a long one left out."""
+    if len(name) <= _SHOWN_NAME_CHARS:
+        return repr(name)
+    half = _SHOWN_NAME_CHARS // 2
+    return f"{name[:half]!r}...{name[-half:]!r} ({len(name)} characters)"
 
 
 def _open_archive(archive: bytes) -> tarfile.TarFile:
@@ -368,6 +385,9 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
     # tarfile keeps bytes that are not UTF-8 as surrogates; no snapshot path may hold them.
     if not _utf8(raw.name) or not _utf8(raw.linkname):
         raise _refused(raw.name, "has a path that is not UTF-8")
+    problem = _length_problem(raw.name) or _length_problem(raw.linkname)
+    if problem is not None:
+        raise _refused(raw.name, problem)
     if raw.name.startswith("/"):
         raise _refused(raw.name, "has an absolute path")
     parts = [part for part in raw.name.split("/") if part not in ("", ".")]
@@ -380,7 +400,7 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
     if not parts and not raw.isdir():
         raise _refused(raw.name, "has an empty path")
     if raw.issym() and (not raw.linkname or raw.linkname.startswith("/")):
-        raise _refused(raw.name, f"is a symlink to {raw.linkname!r}, outside the project")
+        raise _refused(raw.name, f"is a symlink to {_shown(raw.linkname)}, outside the project")
     member = _copy(raw, name="/".join(parts))
     if raw.islnk():
         member.linkname = _hardlink_target(raw)
@@ -395,6 +415,19 @@ def _copy(member: tarfile.TarInfo, **changes: Any) -> tarfile.TarInfo:
     return changed
 
 
+def _length_problem(path: str) -> str | None:
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if len(parts) > _MAX_PATH_DEPTH:
+        return f"is {len(parts)} folders deep, over the {_MAX_PATH_DEPTH} allowed"
+    longest = max((len(part.encode()) for part in parts), default=0)
+    if longest > _MAX_NAME_BYTES:
+        return f"has a file name of {longest} bytes, over the {_MAX_NAME_BYTES} allowed"
+    size = len(path.encode())
+    if size > _MAX_PATH_BYTES:
+        return f"has a path of {size} bytes, over the {_MAX_PATH_BYTES} allowed"
+    return None
+
+
 def _utf8(text: str) -> bool:
     try:
         text.encode()
@@ -407,7 +440,7 @@ def _hardlink_target(raw: tarfile.TarInfo) -> str:
     # Hard link targets are archive paths, relative to the root, not to the member's folder.
     parts = [part for part in raw.linkname.split("/") if part not in ("", ".")]
     if raw.linkname.startswith("/") or ".." in parts or not parts:
-        raise _refused(raw.name, f"is a hard link to {raw.linkname!r}, outside the project")
+        raise _refused(raw.name, f"is a hard link to {_shown(raw.linkname)}, outside the project")
     return "/".join(parts)
 
 
@@ -547,6 +580,11 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> No
             tar.extract(owned, staging, numeric_owner=True)
     except _FILTER_ERRORS as exc:
         raise _refused(member.name, f"refused by tarfile: {exc}") from exc
+    except OSError as exc:
+        # Our own limits leave room for the state directory's path; a very long one may not.
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise _refused(member.name, "has a path too long for this file system") from exc
     except _UNREADABLE as exc:
         raise _unreadable(exc) from exc
 

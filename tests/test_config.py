@@ -134,6 +134,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         max_result_size = 4096
         on_job_complete_timeout = 30
         max_batch_size = 4096
+        handler_check_timeout = 9
+        header_timeout = 2
+        keepalive_timeout = 3
+        max_connections = 50
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -168,6 +172,10 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "max_result_size": 4096,
         "on_job_complete_timeout": 30.0,
         "max_batch_size": 4096,
+        "handler_check_timeout": 9.0,
+        "header_timeout": 2.0,
+        "keepalive_timeout": 3.0,
+        "max_connections": 50,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from batchd.http import schemas
 from batchd.http.app import services_of
-from batchd.http.body import ARCHIVE_CONTENT_TYPES, read_body, require_content_type
+from batchd.http.body import ARCHIVE_CONTENT_TYPES, bool_query, read_body, require_content_type
 from batchd.store.base import ApiRecord
 from batchd.views import iso_time
 
@@ -52,8 +52,9 @@ async def deploy(request: web.Request) -> web.Response:
     services = services_of(request)
     require_content_type(request, ARCHIVE_CONTENT_TYPES)
     config = services.config
+    check = bool_query(request, "check", default=True)
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
-    api, new = await services.registry.deploy(archive)
+    api, new = await services.registry.deploy(archive, check=check)
     deployed = schemas.Deployed(**dict(api_summary(api)), unchanged=not new)
     return web.json_response(deployed.body(), status=201 if new else 200)
 

@@ -59,7 +59,9 @@ def auth_middleware(tokens: Tokens) -> Middleware:
         if request.path in OPEN_PATHS or is_public(request.path):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        token = given.strip().encode()
+        # aiohttp keeps header bytes that are not UTF-8 as surrogates: they turn back into
+        # those bytes here, which no token (UTF-8 text) can equal.
+        token = given.strip().encode("utf-8", "surrogateescape")
         if scheme.lower() == "bearer" and _matches(token, tokens.full):
             return await handler(request)
         if scheme.lower() == "bearer" and _matches(token, tokens.read_only):

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from batchd.errors import ApiError, bad_request
+from batchd.http.encoding import IDENTITY, BodyDecoder, content_coding
 
 # curl -d sends form encoding by default; a job body is JSON whatever the label says.
 JSON_CONTENT_TYPES = frozenset(
@@ -32,15 +33,40 @@ def require_content_type(request: web.Request, allowed: frozenset[str]) -> None:
 
 
 async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> bytes:
+    """The body, decoded (gzip, deflate), at most `limit` bytes both as sent and decoded."""
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
+    coding = content_coding(request.headers.get("Content-Encoding"))
     try:
         async with asyncio.timeout(timeout):
-            return await request.read()
+            if coding == IDENTITY:
+                return await request.read()
+            return await _read_decoded(request, BodyDecoder(coding), limit)
     except TimeoutError:
         raise ApiError(408, f"request body not received within {timeout:g}s") from None
+    except ConnectionResetError:
+        # aiohttp's "Connection lost": nobody is left to answer, and nothing was stored.
+        raise ApiError(400, "the client closed the connection before sending the body") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
+
+
+async def _read_decoded(request: web.Request, decoder: BodyDecoder, limit: int) -> bytes:
+    body = bytearray()
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        for piece in decoder.feed(chunk):
+            body += piece
+            if len(body) > limit:
+                # Stop here: the rest of a compression bomb is never decoded.
+                raise _too_large(limit)
+            # Other requests run between steps of a large body.
+            await asyncio.sleep(0)
+    decoder.finish()
+    return bytes(body)
 
 
 def _too_large(limit: int) -> ApiError:
@@ -54,8 +80,8 @@ def required_query(request: web.Request, name: str) -> str:
     return value
 
 
-def bool_query(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
+def bool_query(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name, "true" if default else "false").lower()
     if value in ("true", "1", "yes"):
         return True
     if value in ("false", "0", "no", ""):

@@ -113,6 +113,12 @@ JOB_ID = Param("jobID", "query", {"type": "string", "minLength": 1}, "the job's 
 DRY_RUN = Param(
     "dryRun", "query", {"type": "boolean", "default": False}, "only validate and report"
 )
+CHECK = Param(
+    "check",
+    "query",
+    {"type": "boolean", "default": True},
+    "import the Handler once before recording the version (422 with its traceback if it fails)",
+)
 BEFORE = Param(
     "before",
     "query",
@@ -187,6 +193,7 @@ OPERATIONS: tuple[Operation, ...] = (
             200: ("the content is the same as the latest version's", Body((schemas.Deployed,))),
         },
         errors=(400, 403, 408, 413, 415, 422),
+        params=(CHECK,),
         request=Body(
             media_types=_ARCHIVES,
             raw_schema={"type": "string", "contentMediaType": "application/x-tar"},

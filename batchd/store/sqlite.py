@@ -222,16 +222,21 @@ class SqliteStore:
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in (
-            # Only takes effect on a new database; lets pruning give space back in steps.
-            "auto_vacuum=INCREMENTAL",
-            "journal_mode=WAL",
-            f"journal_size_limit={WAL_SIZE_LIMIT}",
-            f"synchronous={self.synchronous}",
-            "foreign_keys=ON",
-            "busy_timeout=5000",
-        ):
-            await self._exec(conn, f"PRAGMA {pragma}")
+        try:
+            for pragma in (
+                # Only takes effect on a new database; lets pruning give space back in steps.
+                "auto_vacuum=INCREMENTAL",
+                "journal_mode=WAL",
+                f"journal_size_limit={WAL_SIZE_LIMIT}",
+                f"synchronous={self.synchronous}",
+                "foreign_keys=ON",
+                "busy_timeout=5000",
+            ):
+                await self._exec(conn, f"PRAGMA {pragma}")
+        except BaseException:
+            # A damaged file fails here; the connection's thread would keep the process alive.
+            await conn.close()
+            raise
         return conn
 
     async def _migrate(self) -> None:
