@@ -18,6 +18,7 @@ import pytest
 from batchd import cgroups, memlimit
 from batchd.constants import ENV_CGROUP, ENV_MEMORY_LIMIT
 from tests.conftest import REPO, wait_for
+from tests.faults import cgroup_vm
 
 CONFIG = REPO / "config" / "batchd.toml"
 NOBODY = 65534
@@ -192,3 +193,16 @@ def test_delegation_is_read_from_systemds_mark(v2_scratch: Path) -> None:
     except OSError as exc:
         pytest.skip(f"this kernel keeps no xattrs on cgroups: {exc}")
     assert cgroups.delegated(v2_scratch)
+
+
+def test_unit_for_vm_adds_delegation_only_where_missing() -> None:
+    """The VM's copy of the unit differs from the project's only where it must."""
+    with_delegate, changes = cgroup_vm.unit_for_vm("[Service]\nDelegate=yes\nUser=batchd\n")
+    assert (with_delegate, changes) == ("[Service]\nDelegate=yes\nUser=batchd\n", [])
+    added, changes = cgroup_vm.unit_for_vm("[Unit]\n[Service]\nUser=batchd\n")
+    assert added == "[Unit]\n[Service]\nDelegate=yes\nUser=batchd\n"
+    assert changes == ["added Delegate=yes"]
+    opened, changes = cgroup_vm.unit_for_vm("[Service]\nDelegate=yes\nProtectControlGroups=yes\n")
+    assert opened == "[Service]\nDelegate=yes\nProtectControlGroups=no\n"
+    assert changes == ["ProtectControlGroups=yes turned off"]
+    assert Path(cgroup_vm.UNIT).exists()

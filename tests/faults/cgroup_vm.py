@@ -108,12 +108,18 @@ def ensure_image() -> tuple[Path, float | None]:
 
 
 def unit_for_vm(text: str) -> tuple[str, list[str]]:
-    """The project's unit, and what had to change for it to delegate a cgroup: the test
-    adds Delegate=yes where the unit does not say it yet."""
+    """The project's unit, and what had to change for it to delegate a cgroup (the
+    figures list it): Delegate=yes where the unit does not say it yet, and no
+    ProtectControlGroups=yes, which mounts /sys/fs/cgroup read-only for the service,
+    its delegated group included (systemd 252)."""
     changes = []
-    if not re.search(r"^Delegate=yes\s*$", text, re.MULTILINE):
+    if not re.search(r"^Delegate=yes[ \t]*$", text, re.MULTILINE):
         text = text.replace("[Service]\n", "[Service]\nDelegate=yes\n", 1)
         changes.append("added Delegate=yes")
+    protect = re.compile(r"^ProtectControlGroups=yes[ \t]*$", re.MULTILINE)
+    if protect.search(text):
+        text = protect.sub("ProtectControlGroups=no", text)
+        changes.append("ProtectControlGroups=yes turned off")
     return text, changes
 
 

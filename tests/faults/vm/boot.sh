@@ -28,9 +28,11 @@ if ! systemctl start batchd.service; then
   exit 1
 fi
 say "started uptime=$(elapsed)"
-# What check-config says inside a unit delegated like batchd.service, and outside one.
-systemd-run --quiet --wait --pipe -p User=batchd -p Delegate=yes \
-  "$venv/bin/batchd" check-config /etc/batchd/batchd.toml > "$share/check-config-delegated.txt" 2>&1
+# What check-config says from the service's own (delegated) cgroup, and from outside it.
+leaf=/sys/fs/cgroup/system.slice/batchd.service/daemon
+sh -c 'echo $$ > "$1/cgroup.procs" && exec runuser -u batchd -- "$2" check-config "$3"' \
+  check "$leaf" "$venv/bin/batchd" /etc/batchd/batchd.toml \
+  > "$share/check-config-delegated.txt" 2>&1
 runuser -u batchd -- "$venv/bin/batchd" check-config /etc/batchd/batchd.toml \
   > "$share/check-config-plain.txt" 2>&1
 
