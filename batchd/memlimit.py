@@ -177,6 +177,16 @@ class MemoryLimiter:
             return None
         return None
 
+    def kill_leftovers(self, group: Path | None) -> None:
+        """Once the worker has exited: kill whatever is still in its cgroup v2 group, so
+        that nothing it started outlives it (nor keeps its output pipes open)."""
+        if group is None or self.v2 is None:
+            return
+        try:
+            cgroups.WorkerCgroups.kill(group)
+        except OSError as exc:
+            log.warning("cannot kill what is left in a worker cgroup", extra={"error": str(exc)})
+
     async def release(self, group: Path | None) -> None:
         """Remove a worker's group once it is empty (the last of its processes, the
         worker's group guard, may take a moment to go). Under cgroup v2 whatever is

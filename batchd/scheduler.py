@@ -376,6 +376,8 @@ class Scheduler:
         finally:
             worker.close()
         returncode = await worker.process.wait()
+        # What the handler left running (a setsid'd daemon) holds the output pipes open.
+        self.memory.kill_leftovers(worker.memory_group)
         await worker.output_done()
         self.joblogs.release(run.job_id)
         try:

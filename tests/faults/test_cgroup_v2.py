@@ -133,3 +133,21 @@ def test_oom_in_the_worker_cgroup(vm: cgroup_vm.VmRun, figures: dict[str, Any]) 
 def _between(vm: cgroup_vm.VmRun, first: str, then: str) -> float | None:
     start, end = vm.marker(first), vm.marker(then)
     return None if start is None or end is None else round(end - start, 1)
+
+
+def test_service_restart_rebuilds_the_tree(vm: cgroup_vm.VmRun, figures: dict[str, Any]) -> None:
+    """13d. cgroup v2 (VM): systemctl restart batchd after the scenarios above
+    systemd puts the new daemon into the service's group (the tree the old one built is
+    gone with it), the new daemon moves into its leaf again, and its next worker is bounded."""
+    restarted = scenario(vm, "restart")
+    figures.update(
+        restart_rc=restarted["restart_rc"],
+        daemon_cgroup=restarted["daemon_cgroup"],
+        memory_max=restarted["memory_max"],
+        job_s=restarted["job_s"],
+    )
+    assert restarted["restart_rc"] == 0
+    assert restarted["new_daemon"] is True
+    assert restarted["daemon_cgroup"] == f"{SERVICE_GROUP}/daemon"
+    assert restarted["status"] == "succeeded"
+    assert restarted["memory_max"] == vm.results["limit"]["mem"]

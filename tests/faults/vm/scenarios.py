@@ -200,6 +200,26 @@ def oom(client: Client) -> dict[str, Any]:
     }
 
 
+def restart(client: Client) -> dict[str, Any]:
+    """systemd restarts the service: the new daemon builds its tree again (systemd must
+    be able to put the new main process into the service's group) and bounds workers."""
+    before = main_pid()
+    done = subprocess.run(
+        ["systemctl", "restart", SERVICE], capture_output=True, text=True, timeout=120
+    )
+    after = main_pid()
+    status, seconds = run_job(client, ["limit"])
+    result = only_result(client, status["job_id"])
+    return {
+        "restart_rc": done.returncode,
+        "new_daemon": after not in (0, before),
+        "daemon_cgroup": cgroup_of(after) if after else "",
+        "status": status["status"],
+        "memory_max": int(result["memory_max"]),
+        "job_s": seconds,
+    }
+
+
 def leftovers() -> list[str]:
     workers = CGROUP_ROOT / "system.slice" / SERVICE / "workers"
     return sorted(p.name for p in workers.iterdir() if p.is_dir()) if workers.is_dir() else []
@@ -213,7 +233,8 @@ def main() -> int:
     results["daemon_cgroup"] = cgroup_of(main_pid())
     with tempfile.TemporaryDirectory() as tmp:
         client.deploy(project(Path(tmp)))
-    for name, scenario in (("limit", limit), ("escape", escape), ("oom", oom)):
+    scenarios = (("limit", limit), ("escape", escape), ("oom", oom), ("restart", restart))
+    for name, scenario in scenarios:
         start = time.monotonic()
         try:
             results[name] = scenario(client)
