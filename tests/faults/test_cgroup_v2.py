@@ -68,6 +68,7 @@ def test_worker_cgroup_memory_max(vm: cgroup_vm.VmRun, figures: dict[str, Any]) 
         spare_adopted=[run["spare"] for run in limit["runs"]],
         job_s=[run["seconds"] for run in limit["runs"]],
         worker_groups_left=len(vm.results.get("worker_groups_left", [])),
+        worker_groups_gone_s=vm.results.get("worker_groups_gone_s"),
     )
     assert daemon_choice(vm).startswith("cgroup v2 (delegated: "), vm.files.get("journal.txt")
     assert vm.results["daemon_cgroup"] == f"{SERVICE_GROUP}/daemon"

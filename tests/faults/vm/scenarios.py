@@ -242,7 +242,11 @@ def main() -> int:
             results[name] = {"exception": traceback.format_exc()}
         results[name]["scenario_s"] = round(time.monotonic() - start, 2)
         out.write_text(json.dumps(results, indent=1))
+    # A job ends before its last worker is reaped: give the groups a moment to go.
+    start = time.monotonic()
+    wait_until(lambda: not leftovers(), GONE_TIMEOUT_S)
     results["worker_groups_left"] = leftovers()
+    results["worker_groups_gone_s"] = round(time.monotonic() - start, 2)
     results["daemon_active_at_end"] = is_active()
     out.write_text(json.dumps(results, indent=1))
     print(f"BATCHD-VM results written {os.path.getsize(out)} bytes", flush=True)
