@@ -382,16 +382,8 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
     if raw.issym() and (not raw.linkname or raw.linkname.startswith("/")):
         raise _refused(raw.name, f"is a symlink to {raw.linkname!r}, outside the project")
     if raw.islnk():
-        return _renamed(raw, name="/".join(parts), linkname=_hardlink_target(raw))
-    return _renamed(raw, name="/".join(parts))
-
-
-def _renamed(raw: tarfile.TarInfo, **fields: str) -> tarfile.TarInfo:
-    """A shallow copy with other names (TarInfo.replace is 3.11.4+; Debian 12 has 3.11.2)."""
-    member = copy.copy(raw)
-    for name, value in fields.items():
-        setattr(member, name, value)
-    return member
+        return raw.replace(name="/".join(parts), linkname=_hardlink_target(raw), deep=False)
+    return raw.replace(name="/".join(parts), deep=False)
 
 
 def _utf8(text: str) -> bool:
