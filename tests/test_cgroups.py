@@ -4,6 +4,7 @@ full v2 path runs in a VM under `make faults`, tests/faults/test_cgroup_v2.py)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -142,6 +143,25 @@ def test_removing_a_worker_group_kills_what_escaped_the_workers_process_group(
         if escapee.poll() is None:
             escapee.kill()
             escapee.wait()
+
+
+def test_a_worker_that_exits_takes_what_it_left_in_its_group(v2_scratch: Path) -> None:
+    """The scheduler's steps when a worker has exited: kill_leftovers, then release."""
+    limiter = memlimit.MemoryLimiter(v2=cgroups.WorkerCgroups(v2_scratch))
+    group = v2_scratch / "worker-left"
+    group.mkdir()
+    left = subprocess.Popen(["sleep", "3600"], start_new_session=True)
+    try:
+        assert limiter.attach(left.pid, None, group) == group
+        assert [int(pid) for pid in (group / "cgroup.procs").read_text().split()] == [left.pid]
+        limiter.kill_leftovers(group)
+        assert left.wait(timeout=30) == -signal.SIGKILL
+        asyncio.run(limiter.release(group))
+        assert not group.exists()
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
 
 
 def test_stale_worker_groups_are_cleared_at_start(v2_scratch: Path) -> None:
