@@ -55,8 +55,21 @@ check: lint typecheck test
 
 # The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
 # items...); rewrites tests/faults/RESULTS.md with the figures. Takes about 7 minutes.
-faults: $(VENV)/.installed
+faults: $(VENV)/.installed vm-tools
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
+
+# The cgroup v2 scenarios of `make faults` boot a Debian VM (tests/faults/cgroup_vm.py):
+# qemu runs it, debootstrap builds its image once. Best effort, as root with apt, like
+# `browser`; without them those scenarios skip and say why.
+.PHONY: vm-tools
+vm-tools:
+	@if { ! command -v qemu-system-x86_64 >/dev/null || ! command -v debootstrap >/dev/null; } \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq qemu-system-x86 debootstrap >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq qemu-system-x86 debootstrap; } \
+		|| echo "warning: could not install qemu/debootstrap; the cgroup v2 scenarios will be skipped"; \
+	fi
 
 # The benchmark suite (bench/) at full size, 3 runs, against huey and the limits; rewrites
 # bench/RESULTS.md. Installs the peers first (the `bench` extra). About 10 minutes.

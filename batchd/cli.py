@@ -241,6 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from batchd import memlimit
     from batchd.config import ConfigError, load_config
 
     try:
@@ -249,6 +250,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_ERROR
     print(f"{args.config_file}: ok (listen {config.listen}, state_dir {config.state_dir})")
+    # As seen from this process: run it the way the daemon runs (its unit) to see the
+    # daemon's view; a login shell's cgroup is not delegated.
+    print(f"worker memory limits: {memlimit.choose().describe()}")
     return 0
 
 

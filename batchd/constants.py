@@ -27,6 +27,8 @@ ENV_JOB_ID = "BATCHD_JOB_ID"
 ENV_WORKER_SLOT = "BATCHD_WORKER_SLOT"
 ENV_LOG_FD = "BATCHD_LOG_FD"
 ENV_MEMORY_LIMIT = "BATCHD_MEMORY_LIMIT"
+# The cgroup v2 group a worker joins before anything else (batchd/cgroups.py).
+ENV_CGROUP = "BATCHD_CGROUP"
 # Set for a spare worker: it waits for a `launch` message (its directory and environment).
 ENV_SPARE = "BATCHD_SPARE"
 # A shared 8-byte word holding the sequence number of the batch a worker is handling.
@@ -106,3 +108,8 @@ WORKER_EXIT_INIT_FAILED = 3
 
 # Exit code of a worker that hit its RLIMIT_AS memory bound ([compute] mem).
 WORKER_EXIT_OUT_OF_MEMORY = 4
+
+# A worker's cgroup is removed once its last process is gone: checked this often, for
+# at most this long (a killed process takes a moment to leave).
+CGROUP_EMPTY_POLL_SECONDS = 0.02
+CGROUP_EMPTY_TIMEOUT_SECONDS = 5.0

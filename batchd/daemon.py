@@ -28,6 +28,7 @@ from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.http.connections import ConnectionGuard, GuardedAppRunner
 from batchd.joblogs import JobLogs
+from batchd.memlimit import MemoryLimiter
 from batchd.metrics import Metrics
 from batchd.project import pack_project
 from batchd.retention import Pruner
@@ -102,8 +103,17 @@ async def serve(
     joblogs = JobLogs(state / "logs")
     pruner = Pruner(store, joblogs, config.retention_days)
     gpus = await asyncio.to_thread(detect_gpus, config)
+    memory = await asyncio.to_thread(MemoryLimiter.for_daemon)
+    log.info("worker memory limits", extra={"memory_limits": memory.choice.describe()})
     scheduler = Scheduler(
-        config, store, registry.launch_for, registry.init_for, joblogs, gpus=gpus, metrics=metrics
+        config,
+        store,
+        registry.launch_for,
+        registry.init_for,
+        joblogs,
+        gpus=gpus,
+        memory=memory,
+        metrics=metrics,
     )
     notifier = Notifier()
     stop_requested = asyncio.Event()

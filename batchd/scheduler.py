@@ -329,11 +329,12 @@ class Scheduler:
         if run.job.status is JobStatus.PENDING:
             await self.store.set_status(run.job_id, JobStatus.RUNNING)
             run.job = await self._reload(run)
+        group = self.memory.prepare(launch.mem)
         # Only its own GPUs are visible to a worker; none at all when it asked for none.
         env = {
             **launch.env,
             "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
-            **self.memory.env_for(launch.mem),
+            **self.memory.env_for(launch.mem, group),
         }
         job_log = self.joblogs.acquire(run.job_id)
         api = run.job.api_name
@@ -343,10 +344,11 @@ class Scheduler:
         except OSError as exc:
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
+            await self.memory.release(group)
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
         worker.gpus = gpus
-        worker.memory_group = self.memory.attach(worker.pid, launch.mem)
+        worker.memory_group = self.memory.attach(worker.pid, launch.mem, group)
         run.workers.add(worker)
         log.info(
             "worker started",
@@ -386,6 +388,8 @@ class Scheduler:
         finally:
             worker.close()
         returncode = await worker.process.wait()
+        # What the handler left running (a setsid'd daemon) holds the output pipes open.
+        self.memory.kill_leftovers(worker.memory_group)
         await worker.output_done()
         self.joblogs.release(run.job_id)
         try:
@@ -672,8 +676,11 @@ class Scheduler:
         run.exited_failed += 1
         oom = worker.death_reason is None and (
             returncode == constants.WORKER_EXIT_OUT_OF_MEMORY
-            or oom_in_group
-            or self._oom.was_oom(returncode, worker.killed)
+            or (
+                self._oom.was_oom(returncode, worker.killed)
+                if oom_in_group is None
+                else oom_in_group
+            )
         )
         reason = worker.death_reason or describe_exit(returncode, oom)
         self.metrics.worker_died(run.job.api_name, oom)

@@ -36,6 +36,7 @@ from typing import Any
 
 from batchd import worker_log
 from batchd.constants import (
+    ENV_CGROUP,
     ENV_LOG_FD,
     ENV_MEMORY_LIMIT,
     ENV_PROGRESS_FD,
@@ -334,6 +335,20 @@ class Worker:
             message = None
 
 
+def join_cgroup() -> None:
+    """Move into the cgroup v2 group the daemon made for this worker (memory.max set),
+    before anything is forked or loaded. The daemon moves us too; this closes the gap
+    between the spawn and its write."""
+    group = os.environ.get(ENV_CGROUP)
+    if not group:
+        return
+    try:
+        with open(os.path.join(group, "cgroup.procs"), "w") as procs:
+            procs.write("0")
+    except OSError:
+        pass
+
+
 def bound_memory() -> None:
     limit = os.environ.get(ENV_MEMORY_LIMIT)
     if limit:
@@ -374,6 +389,7 @@ def main() -> int:
             take_launch(channel)
         except ChannelClosed:
             return 0
+    join_cgroup()
     start_group_guard()
     bound_memory()
     progress_fd = os.environ.get(ENV_PROGRESS_FD)
