@@ -53,6 +53,7 @@ from batchd.store.base import (
     Store,
     Success,
 )
+from batchd.workspace import Workspace, Workspaces
 
 log = logging.getLogger("batchd.scheduler")
 
@@ -112,6 +113,8 @@ class Scheduler:
         self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
         self._spares = SparePool(config.state_path / "runtime" / "spare")
+        self._workspaces = Workspaces(config.state_path / constants.WORKSPACES_DIR)
+        self._workspace_of: dict[WorkerProcess, Workspace] = {}
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
         self._forced = asyncio.Event()
@@ -121,6 +124,8 @@ class Scheduler:
 
     async def start(self) -> None:
         """Recover: leases of the previous daemon's workers are charged and re-queued."""
+        # Workspaces of the previous daemon's workers (gone with it) are removed.
+        await asyncio.to_thread(self._workspaces.sweep)
         expired = await self.store.expire_leases(
             math.inf, "the daemon stopped while this batch was being handled"
         )
@@ -168,6 +173,7 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workspaces.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -333,13 +339,24 @@ class Scheduler:
             **self.memory.env_for(launch.mem),
         }
         job_log = self.joblogs.acquire(run.job_id)
+        workspace: Workspace | None = None
         try:
-            worker = await self._spares.spawn(replace(launch, env=env), job_log.write)
+            workspace = await self._workspaces.create(
+                launch.cwd, f"{run.job_id}-{slot}", launch.disk
+            )
+            worker = await self._spares.spawn(
+                replace(launch, cwd=workspace.project, env={**env, **workspace.env()}),
+                job_log.write,
+            )
         except OSError as exc:
+            if workspace is not None:
+                await self._workspaces.remove(workspace)
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
+        self._workspace_of[worker] = workspace
+        self._spawn_task(self._watch_workspace(worker, workspace), f"workspace-{slot}")
         worker.gpus = gpus
         worker.memory_group = self.memory.attach(worker.pid, launch.mem)
         run.workers.add(worker)
@@ -380,6 +397,14 @@ class Scheduler:
             await self._reap(run, worker, returncode)
         finally:
             worker.close_progress()
+            workspace = self._workspace_of.pop(worker, None)
+            if workspace is not None:
+                await self._workspaces.remove(workspace)
+
+    async def _watch_workspace(self, worker: WorkerProcess, workspace: Workspace) -> None:
+        """Kill the worker once its workspace is over its disk limit (see _reap)."""
+        if await workspace.watch(lambda: worker.process.returncode is None):
+            worker.signal(signal.SIGKILL)
 
     async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
         """Run `step`, retrying while the store cannot write (disk full, locked): the
@@ -609,12 +634,15 @@ class Scheduler:
             self.wake()
             return
         run.exited_failed += 1
-        oom = worker.death_reason is None and (
+        workspace = self._workspace_of.get(worker)
+        # Over its disk limit: a death like a crash (it counts toward the crash loop).
+        over_disk = workspace.over_limit if workspace is not None else None
+        oom = (worker.death_reason or over_disk) is None and (
             returncode == constants.WORKER_EXIT_OUT_OF_MEMORY
             or oom_in_group
             or self._oom.was_oom(returncode, worker.killed)
         )
-        reason = worker.death_reason or describe_exit(returncode, oom)
+        reason = worker.death_reason or over_disk or describe_exit(returncode, oom)
         self.metrics.worker_died(run.job.api_name, oom)
         log.warning(
             "worker died",
