@@ -173,7 +173,7 @@ def test_a_later_job_starts_from_the_snapshot_and_leaves_it_unchanged(
     snapshot = snapshot_of(daemon, "writer")
     deployed = tree(snapshot)
     # The second job's worker is the spare, adopted: it too starts from the snapshot.
-    first_id, (first,) = run_job(daemon, "writer", one_item())
+    _, (first,) = run_job(daemon, "writer", one_item())
     second_id, (second,) = run_job(daemon, "writer", one_item())
     assert first["data_before"] == second["data_before"] == "original"
     assert second["files"] == ["data.txt", "handler.py", f"leftover-{second_id}", "model.onnx"]
