@@ -277,9 +277,8 @@ def test_disk_limit_fails_the_batch_with_an_error_naming_it(
     assert status["status"] == "completed_with_failures"
     (failed,) = daemon.client.failed("filler", job_id)
     assert "worker's workspace went over its disk limit" in failed["error"]
-    assert "2.0 MiB (2097152 bytes) allowed ([compute] disk or max_workspace_size)" in (
-        failed["error"]
-    )
+    allowed = "2.0 MiB (2097152 bytes) allowed ([compute] disk or max_workspace_size)"
+    assert allowed in failed["error"]
     wait_for(lambda: workspaces(daemon) == [], what="no workspace left")
 
 
