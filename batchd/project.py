@@ -405,9 +405,12 @@ def _checked_member(raw: tarfile.TarInfo) -> tarfile.TarInfo:
         raise _refused(raw.name, "has an empty path")
     if raw.issym() and (not raw.linkname or raw.linkname.startswith("/")):
         raise _refused(raw.name, f"is a symlink to {raw.linkname!r}, outside the project")
+    # A copy, not TarInfo.replace: Python 3.11.2 (Debian 12) has no replace.
+    member = copy.copy(raw)
+    member.name = "/".join(parts)
     if raw.islnk():
-        return raw.replace(name="/".join(parts), linkname=_hardlink_target(raw), deep=False)
-    return raw.replace(name="/".join(parts), deep=False)
+        member.linkname = _hardlink_target(raw)
+    return member
 
 
 def _utf8(text: str) -> bool:
