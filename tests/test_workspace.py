@@ -135,7 +135,8 @@ def workspaces(daemon: Daemon) -> list[str]:
 def run_job(daemon: Daemon, api: str, body: dict[str, Any]) -> tuple[str, list[Any]]:
     client = daemon.client
     job_id = str(client.submit(api, body)["job_id"])
-    assert wait_job(client, api, job_id)["status"] == "succeeded"
+    status = wait_job(client, api, job_id)
+    assert status["status"] == "succeeded", status.get("error")
     return job_id, [row["result"] for row in client.results(api, job_id)]
 
 
