@@ -15,7 +15,8 @@ A file is copied as a reflink (FICLONE) where the filesystem shares blocks (btrf
 else in the kernel (copy_file_range), else by reading and writing. Creating files costs
 the most (a thousand small files can take hundreds of milliseconds on a busy disk), so,
 as with the spare worker, a copy of each recently used snapshot is prepared in the
-background and the next worker of that API takes it with a rename.
+background (once a worker of the API has its first batch) and the next worker of that
+API takes it with a rename.
 
 The disk a workspace uses is measured now and then (a walk of its tree, in a thread,
 rarer when the walk is slow); a worker over its limit is killed with a reason that names
@@ -59,6 +60,8 @@ _REMOVE_RETRY_DELAY = 0.05
 @dataclass
 class Workspace:
     path: Path
+    # The snapshot it is a copy of.
+    snapshot: Path
     # Bytes of disk the workspace may use; None: unbounded.
     limit: int | None
     # Why the worker was killed, when it went over its limit.
@@ -133,8 +136,7 @@ class Workspaces:
                 prepared = None
         if prepared is None:
             await asyncio.to_thread(self._prepare, snapshot, path)
-        self._keep_ready(snapshot)
-        return Workspace(path, limit)
+        return Workspace(path, snapshot, limit)
 
     async def remove(self, workspace: Workspace) -> None:
         if not await asyncio.to_thread(remove_tree, workspace.path):
@@ -156,7 +158,10 @@ class Workspaces:
         (result,) = await asyncio.gather(task, return_exceptions=True)
         return result if isinstance(result, Path) else None
 
-    def _keep_ready(self, snapshot: Path) -> None:
+    def keep_ready(self, snapshot: Path) -> None:
+        """Have a copy of `snapshot` prepared for the next worker that needs one: called
+        once a worker's first batch is on its way, so that copying (hundreds of ms for a
+        project of many files) never competes with a worker's start."""
         if snapshot in self._ready:
             self._ready.move_to_end(snapshot)
             return
