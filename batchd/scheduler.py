@@ -322,7 +322,8 @@ class Scheduler:
         return job
 
     async def _start_worker(self, run: JobRun) -> bool:
-        """Start one worker for the job; False when it must wait for GPUs to free up."""
+        """Start one worker for the job; False when it must wait for GPUs to free up (or
+        for disk space for its workspace)."""
         slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
         launch = await self._launch_for(run.job, slot)
         if launch.gpus > len(self._free_gpus):
@@ -353,6 +354,15 @@ class Scheduler:
                 await self._workspaces.remove(workspace)
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # No room for its workspace: the daemon's trouble, not the job's. Try again.
+                log.warning(
+                    "no disk space for a worker's workspace; retrying",
+                    extra={"jobID": run.job_id, "error": str(exc)},
+                )
+                run.next_spawn_at = time.monotonic() + constants.STORAGE_RETRY_MAX
+                self._spawn_task(self._wake_at(run.next_spawn_at), "workspace-retry")
+                return False
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
         self._workspace_of[worker] = workspace

@@ -317,3 +317,27 @@ def test_copy_keeps_links_and_executable_bits_and_is_writable(tmp_path: Path) ->
     assert (source / "lib" / "model.py").read_text() == "x = 1\n"
     assert disk_usage(target) >= disk_usage(target / "lib") > 0
     (source / "lib").chmod(0o755)
+
+
+def test_no_room_for_a_workspace_delays_the_worker_instead_of_failing_the_job(
+    make_daemon: Callable[..., Daemon],
+    make_project: Callable[..., Path],
+    make_tiny_fs: Callable[[int], Path],
+) -> None:
+    tiny = make_tiny_fs(16)
+    daemon = make_daemon(start=False)
+    daemon.state_dir = tiny / "state"
+    daemon.start()
+    # A project too big for what is left once the disk is filled; a job row is not.
+    daemon.client.deploy(make_project("big", WRITER, files={"data.txt": "d" * (3 * MiB)}))
+    filler = tiny / "filler"
+    free = os.statvfs(tiny).f_bavail * os.statvfs(tiny).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - 1 * MiB))
+    job_id = daemon.client.submit("big", one_item())["job_id"]
+    wait_for(
+        lambda: "no disk space for a worker's workspace" in daemon.output(),
+        what="the worker's start put off",
+    )
+    assert daemon.client.get_job("big", job_id)["job_status"]["status"] == "running"
+    filler.unlink()
+    assert wait_job(daemon.client, "big", job_id)["status"] == "succeeded"
