@@ -387,14 +387,14 @@ class Scheduler:
         try:
             init = await self._init_for(run.job)
             await worker.send(protocol.encode({"op": "init", "job_id": run.job_id, **init}))
-            workspace = self._workspace_of.get(worker)
+            started = self._workspace_of.get(worker)
             while True:
                 message = await worker.recv()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
-                if workspace is not None and message.get("op") == "next":
+                if started is not None and message.get("op") == "next":
                     # Its first grant has gone out: prepare the next worker's copy now.
-                    self._workspaces.keep_ready(workspace.snapshot)
-                    workspace = None
+                    self._workspaces.keep_ready(started.snapshot)
+                    started = None
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
