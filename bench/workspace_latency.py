@@ -90,10 +90,13 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated project names (default: all three)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-workspace-"))
     try:
         projects = make_projects(workdir)
+        if args.only:
+            projects = {k: v for k, v in projects.items() if k in args.only.split(",")}
         results: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
             for name, project in projects.items():
