@@ -391,8 +391,9 @@ class Scheduler:
             while True:
                 message = await worker.recv()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
-                if started is not None and message.get("op") == "next":
-                    # Its first grant has gone out: prepare the next worker's copy now.
+                if started is not None and message.get("token"):
+                    # It reports on its first grant, so its first batch has begun: copying
+                    # the next worker's workspace now takes no CPU from the worker's start.
                     self._workspaces.keep_ready(started.snapshot)
                     started = None
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -15,8 +15,8 @@ A file is copied as a reflink (FICLONE) where the filesystem shares blocks (btrf
 else in the kernel (copy_file_range), else by reading and writing. Creating files costs
 the most (a thousand small files can take hundreds of milliseconds on a busy disk), so,
 as with the spare worker, a copy of each recently used snapshot is prepared in the
-background (once a worker of the API has its first batch) and the next worker of that
-API takes it with a rename.
+background (once a worker of the API has begun its first batch) and the next worker of
+that API takes it with a rename.
 
 The disk a workspace uses is measured now and then (a walk of its tree, in a thread,
 rarer when the walk is slow); a worker over its limit is killed with a reason that names
@@ -160,8 +160,8 @@ class Workspaces:
 
     def keep_ready(self, snapshot: Path) -> None:
         """Have a copy of `snapshot` prepared for the next worker that needs one: called
-        once a worker's first batch is on its way, so that copying (hundreds of ms for a
-        project of many files) never competes with a worker's start."""
+        once a worker has begun its first batch, so that copying (tens of ms for a big
+        file, hundreds for many small ones) never competes with a worker's start."""
         if snapshot in self._ready:
             self._ready.move_to_end(snapshot)
             return

@@ -36,6 +36,7 @@ class Handler:
             weights = model.read()
         return {
             "cwd": os.getcwd(),
+            "workspace_inode": os.stat("..").st_ino,
             "model": weights,
             "data_before": before,
             "files": sorted(os.listdir(".")),
@@ -341,3 +342,23 @@ def test_no_room_for_a_workspace_delays_the_worker_instead_of_failing_the_job(
     assert daemon.client.get_job("big", job_id)["job_status"]["status"] == "running"
     filler.unlink()
     assert wait_job(daemon.client, "big", job_id)["status"] == "succeeded"
+
+
+def test_the_next_worker_takes_the_copy_prepared_ahead_of_need(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path]
+) -> None:
+    daemon = make_daemon()
+    daemon.client.deploy(make_project("writer", WRITER, files={"data.txt": "original"}))
+    run_job(daemon, "writer", one_item())
+    # Once the first worker had begun its batch, a copy for the next one was prepared.
+    work = daemon.state_dir / "work"
+    (ready,) = wait_for(
+        lambda: [p for p in work.iterdir() if p.name.startswith(READY_PREFIX)],
+        what="a copy prepared ahead of need",
+    )
+    wait_for(lambda: (ready / "tmp").exists(), what="the copy complete")
+    inode = ready.stat().st_ino
+    _, (result,) = run_job(daemon, "writer", one_item())
+    # The same folder, renamed: no copy was made while the job waited.
+    assert result["workspace_inode"] == inode
+    assert not ready.exists()
