@@ -202,6 +202,7 @@ class ApiRegistry:
             labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
             gpus=spec.compute.gpu,
             mem=spec.compute.mem_bytes,
+            disk=spec.compute.disk_bytes or self.config.max_workspace_size,
         )
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:

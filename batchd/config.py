@@ -37,6 +37,8 @@ class DaemonConfig(BaseModel):
     input_roots: list[str] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_project_size: int = Field(default=32 * 1024 * 1024, ge=1)
+    # Disk each worker's workspace (project copy and TMPDIR) may use; [compute] disk wins.
+    max_workspace_size: int = Field(default=10 * 1024**3, ge=1)
     max_request_size: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_item_size: int = Field(default=256 * 1024, ge=1)
     # One batch's payload must fit in a worker's pipe frame.

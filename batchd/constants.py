@@ -113,3 +113,16 @@ WORKER_EXIT_OUT_OF_MEMORY = 4
 # at most this long (a killed process takes a moment to leave).
 CGROUP_EMPTY_POLL_SECONDS = 0.02
 CGROUP_EMPTY_TIMEOUT_SECONDS = 5.0
+# Each worker's workspace under <state>/<WORKSPACES_DIR>: the project copy it runs in, and
+# its TMPDIR.
+WORKSPACES_DIR = "work"
+WORKSPACE_PROJECT = "project"
+WORKSPACE_TMP = "tmp"
+# Snapshots of which a copy is kept prepared ahead of need (most recently used first).
+WORKSPACES_READY_MAX = 4
+# A workspace's disk use is measured at least this many seconds apart, and never more
+# often than keeps the measuring under 1/WORKSPACE_CHECK_COST_RATIO of the time.
+WORKSPACE_CHECK_INTERVAL = 1.0
+WORKSPACE_CHECK_COST_RATIO = 50
+# Tries at removing a workspace whose processes may still be dying.
+WORKSPACE_REMOVE_TRIES = 5

@@ -149,6 +149,7 @@ class WorkerLaunch:
     labels: Mapping[str, Any]
     gpus: int = 0
     mem: int | None = None
+    disk: int | None = None
 
 
 LogSink = Callable[[dict[str, Any]], None]

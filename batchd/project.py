@@ -154,6 +154,9 @@ class ComputeSpec(BaseModel):
     gpu: int = Field(default=0, ge=0, strict=True)
     # Memory per worker, e.g. "8G" or "512M"; None: unbounded.
     mem: str | None = None
+    # Disk each worker's workspace may use, e.g. "20G"; None: the daemon's
+    # max_workspace_size.
+    disk: str | None = None
 
     @field_validator("mem")
     @classmethod
@@ -166,17 +169,38 @@ class ComputeSpec(BaseModel):
     def mem_bytes(self) -> int | None:
         return None if self.mem is None else parse_size(self.mem)
 
+    @field_validator("disk")
+    @classmethod
+    def _check_disk(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_byte_count(value)
+        return value
+
+    @property
+    def disk_bytes(self) -> int | None:
+        return None if self.disk is None else parse_byte_count(self.disk)
+
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
-def parse_size(text: str) -> int:
-    """ "8G", "512M", "1.5GiB", "1048576" -> bytes (powers of 1024)."""
+def parse_byte_count(text: str) -> int:
+    """ "8G", "512M", "1.5GiB", "1048576" -> bytes (powers of 1024), at least 1."""
     match = _SIZE.match(text)
     if match is None:
         raise ValueError(f"not a size: {text!r} (use e.g. 512M or 8G)")
     size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    if size > _MAX_SIZE:
+        raise ValueError(f"{text!r} is over the largest size, 8E")
+    return size
+
+
+def parse_size(text: str) -> int:
+    """A memory bound: a size as parse_byte_count reads it, at least 16M."""
+    size = parse_byte_count(text)
     if size < 16 * 1024**2:
         raise ValueError(f"{text!r} is below the 16M a Python worker needs")
     # Memory limits (RLIMIT_AS, cgroups) are signed 64-bit numbers.

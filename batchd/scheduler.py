@@ -54,6 +54,7 @@ from batchd.store.base import (
     Success,
 )
 from batchd.worker_log import format_time
+from batchd.workspace import Workspace, Workspaces
 
 log = logging.getLogger("batchd.scheduler")
 
@@ -115,6 +116,8 @@ class Scheduler:
         self._free_gpus = list(self.gpus)
         self._oom = OomDetector()
         self._spares = SparePool(config.state_path / "runtime" / "spare")
+        self._workspaces = Workspaces(config.state_path / constants.WORKSPACES_DIR)
+        self._workspace_of: dict[WorkerProcess, Workspace] = {}
         self._final_worker_counts: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.draining = False
         self._forced = asyncio.Event()
@@ -124,6 +127,8 @@ class Scheduler:
 
     async def start(self) -> None:
         """Recover: leases of the previous daemon's workers are charged and re-queued."""
+        # Workspaces of the previous daemon's workers (gone with it) are removed.
+        await asyncio.to_thread(self._workspaces.sweep)
         expired = await self.store.expire_leases(
             math.inf, "the daemon stopped while this batch was being handled"
         )
@@ -171,6 +176,7 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workspaces.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -319,7 +325,8 @@ class Scheduler:
         return job
 
     async def _start_worker(self, run: JobRun) -> bool:
-        """Start one worker for the job; False when it must wait for GPUs to free up."""
+        """Start one worker for the job; False when it must wait for GPUs to free up (or
+        for disk space for its workspace)."""
         slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
         launch = await self._launch_for(run.job, slot)
         if launch.gpus > len(self._free_gpus):
@@ -339,14 +346,33 @@ class Scheduler:
         job_log = self.joblogs.acquire(run.job_id)
         api = run.job.api_name
         sink = guarded_writer(job_log, run.job_id, partial(self.metrics.log_line_dropped, api))
+        workspace: Workspace | None = None
         try:
-            worker = await self._spares.spawn(replace(launch, env=env), sink)
+            workspace = await self._workspaces.create(
+                launch.cwd, f"{run.job_id}-{slot}", launch.disk
+            )
+            worker = await self._spares.spawn(
+                replace(launch, cwd=workspace.project, env={**env, **workspace.env()}), sink
+            )
         except OSError as exc:
+            if workspace is not None:
+                await self._workspaces.remove(workspace)
             self._release_slot(slot, gpus)
             self.joblogs.release(run.job_id)
             await self.memory.release(group)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # No room for its workspace: the daemon's trouble, not the job's. Try again.
+                log.warning(
+                    "no disk space for a worker's workspace; retrying",
+                    extra={"jobID": run.job_id, "error": str(exc)},
+                )
+                run.next_spawn_at = time.monotonic() + constants.STORAGE_RETRY_MAX
+                self._spawn_task(self._wake_at(run.next_spawn_at), "workspace-retry")
+                return False
             await self.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
+        self._workspace_of[worker] = workspace
+        self._spawn_task(self._watch_workspace(worker, workspace), f"workspace-{slot}")
         worker.gpus = gpus
         worker.memory_group = self.memory.attach(worker.pid, launch.mem, group)
         run.workers.add(worker)
@@ -369,9 +395,15 @@ class Scheduler:
             limit = self.config.max_result_size
             init_message = {"op": "init", "job_id": run.job_id, "max_result_bytes": limit, **init}
             await worker.send(protocol.encode(init_message))
+            started = self._workspace_of.get(worker)
             while True:
                 message = await worker.recv()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
+                if started is not None and message.get("token"):
+                    # It reports on its first grant, so its first batch has begun: copying
+                    # the next worker's workspace now takes no CPU from the worker's start.
+                    self._workspaces.keep_ready(started.snapshot)
+                    started = None
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except protocol.BadFrame as exc:
@@ -396,6 +428,14 @@ class Scheduler:
             await self._reap(run, worker, returncode)
         finally:
             worker.close_progress()
+            workspace = self._workspace_of.pop(worker, None)
+            if workspace is not None:
+                await self._workspaces.remove(workspace)
+
+    async def _watch_workspace(self, worker: WorkerProcess, workspace: Workspace) -> None:
+        """Kill the worker once its workspace is over its disk limit (see _reap)."""
+        if await workspace.watch(lambda: worker.process.returncode is None):
+            worker.signal(signal.SIGKILL)
 
     async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
         """Run `step`, retrying while the store cannot write (disk full, locked): the
@@ -674,7 +714,10 @@ class Scheduler:
             self.wake()
             return
         run.exited_failed += 1
-        oom = worker.death_reason is None and (
+        workspace = self._workspace_of.get(worker)
+        # Over its disk limit: a death like a crash (it counts toward the crash loop).
+        over_disk = workspace.over_limit if workspace is not None else None
+        oom = (worker.death_reason or over_disk) is None and (
             returncode == constants.WORKER_EXIT_OUT_OF_MEMORY
             or (
                 self._oom.was_oom(returncode, worker.killed)
@@ -682,7 +725,7 @@ class Scheduler:
                 else oom_in_group
             )
         )
-        reason = worker.death_reason or describe_exit(returncode, oom)
+        reason = worker.death_reason or over_disk or describe_exit(returncode, oom)
         self.metrics.worker_died(run.job.api_name, oom)
         log.warning(
             "worker died",

@@ -378,6 +378,9 @@ def take_launch(channel: BlockingChannel) -> None:
     # `python -m` put the directory it started in first on the path.
     if sys.path and sys.path[0] == started_in:
         sys.path[0] = os.getcwd()
+    if "tempfile" in sys.modules:
+        # TMPDIR has changed (the worker's own workspace): look it up again.
+        sys.modules["tempfile"].tempdir = None  # type: ignore[attr-defined]
 
 
 def main() -> int:

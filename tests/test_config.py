@@ -110,6 +110,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         input_roots = ["/data", "/mnt/in"]
         log_level = "debug"
         max_project_size = 1000
+        max_workspace_size = 5000
         max_request_size = 2048
         max_item_size = 10
         lease_timeout = 7
@@ -148,6 +149,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "input_roots": ["/data", "/mnt/in"],
         "log_level": "debug",
         "max_project_size": 1000,
+        "max_workspace_size": 5000,
         "max_request_size": 2048,
         "max_item_size": 10,
         "lease_timeout": 7.0,

@@ -160,6 +160,8 @@ def test_full_spec_is_parsed() -> None:
         (MINIMAL_TOML + "batch_timeout = inf\n", "handler.batch_timeout", "finite"),
         (MINIMAL_TOML + "[retention]\ndays = inf\n", "retention.days", "finite"),
         (MINIMAL_TOML + '[compute]\nmem = "9999999999T"\n', "compute.mem", "largest"),
+        (MINIMAL_TOML + '[compute]\ndisk = "lots"\n', "compute.disk", "not a size"),
+        (MINIMAL_TOML + '[compute]\ndisk = "0"\n', "compute.disk", "not a positive size"),
     ],
 )
 def test_spec_errors_name_the_field(toml: str, field: str, message: str) -> None:

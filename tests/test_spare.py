@@ -77,7 +77,9 @@ def test_the_next_job_adopts_the_spare_with_its_own_directory_and_environment(
     assert second["pid"] == spare
     # Exactly what a fresh worker sees: the job's directory first on sys.path, its
     # environment, and nothing left of the spare's.
-    assert second["cwd"] == first["cwd"] == second["path0"]
+    # Each worker runs in a workspace of its own, first on its sys.path.
+    assert second["cwd"] == second["path0"] and first["cwd"] == first["path0"]
+    assert second["cwd"] != first["cwd"]
     assert os.path.realpath(str(second["cwd"])).startswith(os.path.realpath(daemon.state_dir))
     assert second["spare"] is None and second["dotenv"] == "yes"
     assert second["cuda"] == first["cuda"] == ""

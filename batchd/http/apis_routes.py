@@ -35,7 +35,9 @@ def api_summary(api: ApiRecord) -> schemas.ApiSummary:
             # Names only: values may be secrets.
             env=sorted(handler.get("env", {})),
         ),
-        compute=schemas.ComputeSummary(gpu=compute.get("gpu", 0), mem=compute.get("mem")),
+        compute=schemas.ComputeSummary(
+            gpu=compute.get("gpu", 0), mem=compute.get("mem"), disk=compute.get("disk")
+        ),
         retention=None if retention is None else schemas.RetentionSummary(days=retention["days"]),
         files=api.spec.get("files"),
         size=api.spec.get("size"),

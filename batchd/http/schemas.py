@@ -115,6 +115,7 @@ class HandlerSummary(_Response):
 class ComputeSummary(_Response):
     gpu: int
     mem: str | None = None
+    disk: str | None = None
 
 
 class RetentionSummary(_Response):
