@@ -126,3 +126,8 @@ WORKSPACE_CHECK_INTERVAL = 1.0
 WORKSPACE_CHECK_COST_RATIO = 50
 # Tries at removing a workspace whose processes may still be dying.
 WORKSPACE_REMOVE_TRIES = 5
+
+# A worker's exit is watched this often once its channel is closed; its output pipes are
+# read this long after the exit, then closed (a process it started may hold them open).
+EXIT_POLL_INTERVAL = 0.02
+OUTPUT_DRAIN_GRACE = 2.0

@@ -101,6 +101,31 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
 
+    async def wait(self) -> int:
+        """The exit status, once the worker has exited and its output is read.
+
+        A process the handler started in a session of its own keeps the worker's output
+        pipes open for as long as it lives, and where no cgroup reaps it (cgroup v1,
+        RLIMIT_AS) the output readers (and Python 3.11's Process.wait(), which waits for
+        the pipes too) would never finish: the worker's slot would never be freed. So the
+        exit is watched on its own, and the pipes get OUTPUT_DRAIN_GRACE seconds after it
+        before they are closed.
+        """
+        waiter = asyncio.ensure_future(self.process.wait())
+        while self.process.returncode is None and not waiter.done():
+            await asyncio.wait({waiter}, timeout=constants.EXIT_POLL_INTERVAL)
+        _, lingering = await asyncio.wait(
+            {waiter, *self.output_tasks}, timeout=constants.OUTPUT_DRAIN_GRACE
+        )
+        if lingering:
+            # The one handle on the pipes that both asyncio's and uvloop's transports share.
+            transport = getattr(self.process, "_transport", None)
+            for fd in (1, 2):
+                pipe = transport.get_pipe_transport(fd) if transport is not None else None
+                if pipe is not None:
+                    pipe.close()
+        return await waiter
+
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""
         self.killed = True
@@ -108,7 +133,7 @@ class WorkerProcess:
         self.signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
-                await self.process.wait()
+                await self.wait()
         except TimeoutError:
             self.signal(signal.SIGKILL)
 
@@ -241,7 +266,7 @@ class SparePool:
             worker, log_read, _ = self._spare
             self._spare = None
             _discard(worker, log_read)
-            await worker.process.wait()
+            await worker.wait()
 
 
 # Variables read only when a process starts: by Python (PYTHON*, and the locale it takes

@@ -153,7 +153,7 @@ class Scheduler:
             if not worker.leases and worker.state is not WorkerState.INITIALIZING:
                 await worker.request_exit()
         exited: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(*(worker.process.wait() for worker in workers))
+            asyncio.gather(*(worker.wait() for worker in workers))
         )
         forced: asyncio.Future[Any] = asyncio.ensure_future(self._forced.wait())
         await asyncio.wait(
@@ -419,7 +419,7 @@ class Scheduler:
             worker.signal(signal.SIGKILL)
         finally:
             worker.close()
-        returncode = await worker.process.wait()
+        returncode = await worker.wait()
         # What the handler left running (a setsid'd daemon) holds the output pipes open.
         self.memory.kill_leftovers(worker.memory_group)
         await worker.output_done()
