@@ -235,12 +235,14 @@ def process_uid(pid: int) -> int:
 
 
 def owners(root: Path) -> dict[str, int]:
-    """Every path under root (root included) with its owner's uid."""
+    """Every path under root (root included) with its owner's uid. A running daemon
+    removes workspaces as its workers exit: what vanishes during the walk is not there."""
     found = {str(root): root.lstat().st_uid}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(folder, name)
-            found[path] = os.lstat(path).st_uid
+            with contextlib.suppress(FileNotFoundError):
+                found[path] = os.lstat(path).st_uid
     return found
 
 
