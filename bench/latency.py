@@ -66,18 +66,8 @@ def run(ctx: Context) -> Result:
     )
     for attempt in range(1, ctx.runs + 1):
         baseline = bare_worker_start_s()
-        latencies: list[float] = []
         with Daemon(ctx.workdir, "latency") as daemon:
-            api = daemon.deploy("first_call")
-            marks = Path(tempfile.mkdtemp(dir=daemon.root))
-            body = job_body([0], 1, config={"mark_dir": str(marks)}, workers=1)
-            for _ in range(jobs):
-                daemon.wait_idle()
-                submitted = time.time()
-                job_id = str(daemon.submit(api, body)["job_id"])
-                latencies.append(wait_file(marks / job_id) - submitted)
-                while daemon.status(api, job_id)["status"] not in TERMINAL_STATUSES:
-                    time.sleep(0.01)
+            latencies = first_call_latencies(daemon, daemon.deploy("first_call"), jobs)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         progress(
             f"latency run {attempt}/{ctx.runs}: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} "
@@ -99,3 +89,19 @@ def run(ctx: Context) -> Result:
         )
     )
     return result
+
+
+def first_call_latencies(daemon: Daemon, api: str, jobs: int) -> list[float]:
+    """Seconds from each submission to its first handle_batch call, one job at a time on
+    an idle daemon (the API's handler writes a mark file named after its job)."""
+    marks = Path(tempfile.mkdtemp(dir=daemon.root))
+    body = job_body([0], 1, config={"mark_dir": str(marks)}, workers=1)
+    found = []
+    for _ in range(jobs):
+        daemon.wait_idle()
+        submitted = time.time()
+        job_id = str(daemon.submit(api, body)["job_id"])
+        found.append(wait_file(marks / job_id) - submitted)
+        while daemon.status(api, job_id)["status"] not in TERMINAL_STATUSES:
+            time.sleep(0.01)
+    return found

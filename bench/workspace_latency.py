@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from batchd.client import TERMINAL_STATUSES
 from batchd.workspace import copy_tree, remove_tree
 from bench import common
-from bench.common import PROJECTS, Daemon, job_body, percentile
-from bench.latency import wait_file
+from bench.common import PROJECTS, Daemon, percentile
+from bench.latency import first_call_latencies
 
 MiB = 1024 * 1024
 # Under the client's and the daemon's 32 MiB, with room for handler.py and batchd.toml.
@@ -59,19 +58,9 @@ def checkout(repo: Path) -> Iterator[None]:
 
 
 def latencies(workdir: Path, project: Path, jobs: int) -> list[float]:
-    found = []
     with Daemon(workdir, "wslat") as daemon:
         api = str(daemon.client.deploy(project)["name"])
-        marks = Path(tempfile.mkdtemp(dir=daemon.root))
-        body = job_body([0], 1, config={"mark_dir": str(marks)}, workers=1)
-        for _ in range(jobs):
-            daemon.wait_idle()
-            submitted = time.time()
-            job_id = str(daemon.submit(api, body)["job_id"])
-            found.append(wait_file(marks / job_id) - submitted)
-            while daemon.status(api, job_id)["status"] not in TERMINAL_STATUSES:
-                time.sleep(0.01)
-    return found
+        return first_call_latencies(daemon, api, jobs)
 
 
 def copy_ms(project: Path, workdir: Path, tries: int = 5) -> float:
