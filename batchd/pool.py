@@ -1,9 +1,9 @@
 """Worker processes: spawning, the framed channel, and telling how one died.
 
 A worker is spawned fresh (never forked: CUDA cannot be initialised again in a forked
-child) with the API snapshot as its current directory. Its stdout and stderr are
-captured into the job's log; its protocol channel is a socketpair passed as an
-inherited descriptor, so a handler's prints cannot corrupt it.
+child) in its own workspace, a writable copy of the API snapshot (batchd/workspace.py).
+Its stdout and stderr are captured into the job's log; its protocol channel is a
+socketpair passed as an inherited descriptor, so a handler's prints cannot corrupt it.
 """
 
 from __future__ import annotations
