@@ -25,7 +25,7 @@ def client(url: str | None = None, token: str | None = None) -> Client:
 def __getattr__(name: str) -> object:
     # `from batchd import logger` loads the handler logger only when asked for.
     if name == "logger":
-        from batchd.worker_log import logger
+        from batchd.worker.log import logger
 
         return logger
     raise AttributeError(f"module 'batchd' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from batchd.cli import main
+from batchd.cli.main import main
 
 raise SystemExit(main())

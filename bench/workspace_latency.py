@@ -7,7 +7,7 @@ piece of bench/latency.py (1-item jobs one after another on a quiet daemon, no-o
 that writes time.time() on its first call) runs for three projects: first_call as it is,
 and first_call with about 32 MiB (max_project_size) of data as one file and as 1,000
 files. Baseline and this checkout alternate within each round, so both see the same
-machine. Also times one workspace copy (batchd.workspace.copy_tree) of each snapshot.
+machine. Also times one workspace copy (batchd.pool.workspace.copy_tree) of each snapshot.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from batchd.workspace import copy_tree, remove_tree
+from batchd.pool.workspace import copy_tree, remove_tree
 from bench import common
 from bench.common import PROJECTS, Daemon, percentile
 from bench.latency import first_call_latencies

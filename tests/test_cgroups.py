@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from batchd import cgroups, memlimit
 from batchd.constants import ENV_CGROUP, ENV_MEMORY_LIMIT
+from batchd.pool import cgroups, memlimit
 from tests.conftest import REPO, wait_for
 from tests.faults import cgroup_vm
 

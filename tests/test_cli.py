@@ -794,7 +794,7 @@ def test_help_and_usage_errors() -> None:
 
 def test_importing_the_cli_loads_no_heavy_packages() -> None:
     script = (
-        "import sys, batchd.cli; "
+        "import sys, batchd.cli.main; "
         "print(sorted(m for m in ('rich', 'aiohttp', 'pydantic', 'aiosqlite') if m in sys.modules))"
     )
     done = subprocess.run(

@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from batchd.globs import compile_glob, path_selected
+from batchd.admission.globs import compile_glob, path_selected
 
 
 def matches(pattern: str, path: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from batchd.client import BatchdError
 from batchd.config import DaemonConfig
-from batchd.gpus import detect_gpus
+from batchd.pool.gpus import detect_gpus
 from tests.conftest import Daemon, wait_for, wait_job
 
 Project = Callable[..., Path]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd import worker_log
+from batchd.worker import log as worker_log
 from tests.conftest import Daemon, wait_for, wait_job
 
 Project = Callable[..., Path]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batchd.memlimit import MemoryLimiter
-from batchd.project import ComputeSpec, parse_size
+from batchd.apis.project import ComputeSpec, parse_size
+from batchd.pool.memlimit import MemoryLimiter
 from tests.conftest import Daemon, wait_job
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.errors import ApiError
-from batchd.project import (
+from batchd.apis.project import (
     ApiSpec,
     ComputeSpec,
     HandlerSpec,
@@ -25,6 +24,7 @@ from batchd.project import (
     unpack_project,
     validate_api_name,
 )
+from batchd.errors import ApiError
 
 MINIMAL_TOML = 'name = "hello"\n[handler]\npath = "handler.py"\n'
 HANDLER_SOURCE = b"class Handler:\n    pass\n"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from batchd import project
-from batchd.project import remove_snapshot, unpack_project
+from batchd.apis import project
+from batchd.apis.project import remove_snapshot, unpack_project
 
 MiB = 1 << 20
 HANDLER = b"class Handler:\n    def handle_batch(self, payload, batch_id):\n        return 1\n"

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
-from batchd.errors import ApiError
-from batchd.store.chunks import ChunkSpool
-from batchd.submission import (
+from batchd.admission.submission import (
     DEFAULT_MAX_RECEIVE_COUNT,
     JobSubmission,
     parse_submission,
     plan_batches,
 )
+from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
+from batchd.errors import ApiError
+from batchd.store.chunks import ChunkSpool
 
 ITEMS: dict[str, Any] = {"item_list": {"items": [1, 2, 3], "batch_size": 2}}
 BIG = 1 << 20
@@ -441,7 +441,7 @@ def test_delimited_files_unreadable_file_is_422(
         raise PermissionError(13, "Permission denied")
 
     # chmod cannot make a file unreadable to root, so fail the open itself.
-    monkeypatch.setattr("batchd.submission.open", refuse, raising=False)
+    monkeypatch.setattr("batchd.admission.submission.open", refuse, raising=False)
     error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path])
     assert (error.status, error.field) == (422, "delimited_files")
     assert str(path) in error.message

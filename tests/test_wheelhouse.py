@@ -49,7 +49,7 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import aiohttp, aiosqlite, pydantic, pathspec, pythonjsonlogger, batchd.daemon; "
+            "import aiohttp, aiosqlite, pydantic, pathspec, pythonjsonlogger, batchd.daemon.run; "
             "print('ok')",
         ],
         capture_output=True,

@@ -23,7 +23,7 @@ from batchd.constants import (
     MAX_FRAME_BYTES,
     WORKER_EXIT_INIT_FAILED,
 )
-from batchd.protocol import (
+from batchd.wire.framing import (
     BadFrame,
     BlockingChannel,
     ChannelClosed,
@@ -31,7 +31,7 @@ from batchd.protocol import (
     frame,
     frame_length,
 )
-from batchd.worker import call_with_declared, describe_exception, load_handler_class
+from batchd.worker.main import call_with_declared, describe_exception, load_handler_class
 from tests.conftest import REPO
 
 AVAILABLE = {"payload": [1, 2], "batch_id": "job-1"}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd.workspace import READY_PREFIX, copy_tree, disk_usage
+from batchd.pool.workspace import READY_PREFIX, copy_tree, disk_usage
 from tests.conftest import Daemon, wait_for, wait_job
 
 MiB = 1024 * 1024

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from batchd.apis import ApiRegistry
+from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import ApiError
 
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
-from batchd.joblogs import JobLogs
-from batchd.metrics import Metrics
-from batchd.retention import Pruner
-from batchd.scheduler import Scheduler
+from batchd.daemon.retention import Pruner
+from batchd.observe.joblogs import JobLogs
+from batchd.observe.metrics import Metrics
+from batchd.scheduler.core import Scheduler
 from batchd.store.base import Store
 
 log = logging.getLogger("batchd.http")

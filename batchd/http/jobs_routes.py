@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchd import views
+from batchd.admission.submission import parse_submission, plan_batches
 from batchd.errors import ApiError, bad_request, conflict, invalid, not_found
 from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
@@ -24,10 +24,10 @@ from batchd.http.body import (
     required_query,
 )
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
-from batchd.joblogs import LEVELS, tail_offset
+from batchd.observe.joblogs import LEVELS, tail_offset
+from batchd.store import views
 from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
 from batchd.store.chunks import BatchChunks
-from batchd.submission import parse_submission, plan_batches
 
 NDJSON = "application/x-ndjson"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from batchd.http.app import services_of
-from batchd.metrics import CONTENT_TYPE
+from batchd.observe.metrics import CONTENT_TYPE
 
 PATH = "/metrics"
 

@@ -20,9 +20,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from batchd import __version__
+from batchd.admission.submission import JobSubmission
 from batchd.http import schemas
-from batchd.joblogs import LEVELS
-from batchd.submission import JobSubmission
+from batchd.observe.joblogs import LEVELS
 
 PATH = "/openapi.json"
 OPENAPI_VERSION = "3.1.0"

@@ -1,8 +1,8 @@
 """Pydantic models of every HTTP response body: the source of ``GET /openapi.json``.
 
 Request bodies are described by the models the routes validate with (the job body is
-:class:`batchd.submission.JobSubmission`). The small responses are built through these
-models by their routes; the job documents come from :mod:`batchd.views` (shared with the
+:class:`batchd.admission.submission.JobSubmission`). The small responses are built through these
+models by their routes; the job documents come from :mod:`batchd.store.views` (shared with the
 CLI and ``on_job_complete``) and are held to these models by the tests and by schemathesis.
 
 Response models forbid extra keys, so a field added to a response but not here makes the
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchd.pool import WorkerState
+from batchd.admission.submission import SourceKind
+from batchd.pool.process import WorkerState
 from batchd.store.base import JobStatus
-from batchd.submission import SourceKind
 
 
 class _Response(BaseModel):

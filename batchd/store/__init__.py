@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchd.metrics import Metrics
+from batchd.observe.metrics import Metrics
 from batchd.store.base import Store
 from batchd.store.sqlite import SqliteStore
 

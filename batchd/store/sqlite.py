@@ -33,7 +33,7 @@ from batchd.constants import (
     STREAM_PAGE_ROWS,
     WAL_SIZE_LIMIT,
 )
-from batchd.metrics import Metrics
+from batchd.observe.metrics import Metrics
 from batchd.store.base import (
     TERMINAL_STATUSES,
     ApiRecord,

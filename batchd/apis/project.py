@@ -1,7 +1,7 @@
 """Handler projects: the spec, and unpacking an uploaded project safely on the server.
 
 A project is a folder with a ``batchd.toml`` (the :class:`ApiSpec`), an optional ``.env`` and
-``.batchdignore``, and the Python files of the Handler. :mod:`batchd.packing` (standard
+``.batchdignore``, and the Python files of the Handler. :mod:`batchd.apis.packing` (standard
 library only) packs it into a tar.gz on the client; the server treats that archive as hostile,
 checks every member before writing anything, and extracts the survivors into a read-only
 snapshot directory that appears atomically.
@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from batchd import packing
-from batchd.errors import ApiError
-from batchd.packing import (
+from batchd.apis import packing
+from batchd.apis.packing import (
     CONTROL_FILES,
     ENV_FILE,
     IGNORE_FILE,
@@ -45,6 +44,7 @@ from batchd.packing import (
     project_files,
     skipped,
 )
+from batchd.errors import ApiError
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
@@ -303,7 +303,7 @@ def _full_spec_check(config_text: str, env_text: str | None) -> str:
 
 
 def pack_project(root: Path, max_bytes: int) -> bytes:
-    """:func:`batchd.packing.pack_project` with the server's full spec validation first."""
+    """:func:`batchd.apis.packing.pack_project` with the server's full spec validation first."""
     return packing.pack_project(root, max_bytes, check_spec=_full_spec_check)
 
 

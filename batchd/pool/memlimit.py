@@ -22,13 +22,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchd import cgroups
 from batchd.constants import (
     CGROUP_EMPTY_POLL_SECONDS,
     CGROUP_EMPTY_TIMEOUT_SECONDS,
     ENV_CGROUP,
     ENV_MEMORY_LIMIT,
 )
+from batchd.pool import cgroups
 
 log = logging.getLogger("batchd.memlimit")
 

@@ -22,9 +22,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from batchd import constants, protocol
+from batchd import constants
 from batchd.store.base import Lease, batch_id
-from batchd.worker_log import format_time
+from batchd.wire import framing as protocol
+from batchd.worker.log import format_time
 
 
 class WorkerState(StrEnum):
@@ -501,7 +502,7 @@ def worker_pythonpath(runtime_dir: Path) -> Path:
     shim = runtime_dir / "pylib"
     shim.mkdir(parents=True, exist_ok=True)
     link = shim / "batchd"
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the batchd package, not batchd/pool
     if not link.is_symlink() or link.resolve() != package:
         tmp = shim / f".batchd-{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):

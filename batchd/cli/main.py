@@ -2,7 +2,7 @@
 one through :class:`batchd.client.Client`.
 
 `rich` (tables, the progress bar) is imported inside the commands that print with it, so
-``import batchd.cli`` stays cheap.
+``import batchd.cli.main`` stays cheap.
 """
 
 from __future__ import annotations
@@ -223,8 +223,8 @@ def client_of(args: argparse.Namespace) -> Client:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from batchd.config import ConfigError, load_config
-    from batchd.daemon import run
-    from batchd.logsetup import configure_logging
+    from batchd.daemon.logsetup import configure_logging
+    from batchd.daemon.run import run
 
     try:
         config = load_config(args.config, {"listen": args.listen, "state_dir": args.state_dir})
@@ -241,8 +241,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from batchd import memlimit
     from batchd.config import ConfigError, load_config
+    from batchd.pool import memlimit
 
     try:
         config = load_config(args.config_file)
@@ -322,7 +322,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_apis(args: argparse.Namespace) -> int:
-    from batchd.packing import human_size
+    from batchd.apis.packing import human_size
 
     apis = client_of(args).list_apis()
     if args.output == "json":

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from batchd import constants, protocol, views
+from batchd import constants
 from batchd.config import DaemonConfig
 from batchd.errors import conflict, not_found
-from batchd.joblogs import JobLogs, guarded_writer
-from batchd.memlimit import MemoryLimiter
-from batchd.metrics import Metrics
-from batchd.pool import (
+from batchd.observe.joblogs import JobLogs, guarded_writer
+from batchd.observe.metrics import Metrics
+from batchd.pool.memlimit import MemoryLimiter
+from batchd.pool.process import (
     OomDetector,
     SparePool,
     WorkerLaunch,
@@ -44,6 +44,8 @@ from batchd.pool import (
     WorkerState,
     describe_exit,
 )
+from batchd.pool.workspace import Workspace, Workspaces
+from batchd.store import views
 from batchd.store.base import (
     BatchCounts,
     Failure,
@@ -53,8 +55,8 @@ from batchd.store.base import (
     Store,
     Success,
 )
-from batchd.worker_log import format_time
-from batchd.workspace import Workspace, Workspaces
+from batchd.wire import framing as protocol
+from batchd.worker.log import format_time
 
 log = logging.getLogger("batchd.scheduler")
 

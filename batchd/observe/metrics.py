@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from batchd import __version__
 
 if TYPE_CHECKING:
-    from batchd.scheduler import Scheduler
+    from batchd.scheduler.core import Scheduler
     from batchd.store.base import BatchState, MetricCounts, Store, Success
 
 # The classic text format (what Prometheus 2 and 3 both scrape).

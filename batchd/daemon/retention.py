@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchd import constants
-from batchd.joblogs import JobLogs
+from batchd.observe.joblogs import JobLogs
 from batchd.store.base import Store
 
 log = logging.getLogger("batchd.retention")

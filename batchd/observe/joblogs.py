@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
-from batchd.textsafe import escape_surrogates_in
+from batchd.wire.textsafe import escape_surrogates_in
 
 log = logging.getLogger("batchd.joblogs")
 

@@ -4,7 +4,7 @@ Standard library only: :func:`batchd.client.Client.deploy` runs it inside a hand
 interpreter, which may lack the daemon's packages. ``.batchdignore`` is applied with
 ``pathspec`` when it imports; without it the file is uploaded unapplied (the server applies
 it anyway) and the client-side size check is skipped, since ignored files would count.
-The server (:mod:`batchd.project`) validates the spec fully and unpacks with suspicion.
+The server (:mod:`batchd.apis.project`) validates the spec fully and unpacks with suspicion.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A broken ``handler.py`` (a syntax error, a missing library) would otherwise only show at
 the first job, as workers that fail to start. The check runs
-:mod:`batchd.handler_probe` once in a subprocess, in the new snapshot folder, and turns a
+:mod:`batchd.worker.probe` once in a subprocess, in the new snapshot folder, and turns a
 failure into a 422 carrying the handler's traceback.
 """
 
@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from batchd.errors import ApiError
-from batchd.handler_probe import EXIT_IMPORTED, REPORT_MARKER
+from batchd.worker.probe import EXIT_IMPORTED, REPORT_MARKER
 
 # Only the end of what the import wrote to stderr is kept: the traceback is there.
 REPORT_TAIL_BYTES = 16 * 1024
@@ -31,7 +31,7 @@ async def check_handler_imports(
     process = await asyncio.create_subprocess_exec(
         python,
         "-m",
-        "batchd.handler_probe",
+        "batchd.worker.probe",
         handler_path,
         cwd=snapshot,
         env={**env, "PYTHONDONTWRITEBYTECODE": "1"},

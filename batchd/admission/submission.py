@@ -26,9 +26,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from batchd.admission.globs import compile_glob, path_selected
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
 from batchd.errors import ApiError, bad_request, forbidden, invalid, too_large
-from batchd.globs import compile_glob, path_selected
 from batchd.store.chunks import BatchChunks, Chunk, ChunkSpool, ChunkWriter
 
 DEFAULT_MAX_RECEIVE_COUNT = 3

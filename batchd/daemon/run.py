@@ -18,22 +18,22 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from batchd.apis import ApiRegistry
+from batchd.apis.project import pack_project
+from batchd.apis.registry import ApiRegistry
 from batchd.config import ConfigError, DaemonConfig
 from batchd.constants import DB_FILENAME
+from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
+from batchd.daemon.retention import Pruner
+from batchd.daemon.sdnotify import Notifier
 from batchd.errors import ApiError
-from batchd.fdlimit import connection_cap, raise_open_file_limit
-from batchd.gpus import detect_gpus
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.http.connections import ConnectionGuard, GuardedAppRunner
-from batchd.joblogs import JobLogs
-from batchd.memlimit import MemoryLimiter
-from batchd.metrics import Metrics
-from batchd.project import pack_project
-from batchd.retention import Pruner
-from batchd.scheduler import Scheduler
-from batchd.sdnotify import Notifier
+from batchd.observe.joblogs import JobLogs
+from batchd.observe.metrics import Metrics
+from batchd.pool.gpus import detect_gpus
+from batchd.pool.memlimit import MemoryLimiter
+from batchd.scheduler.core import Scheduler
 from batchd.store import open_store
 
 log = logging.getLogger("batchd.daemon")

@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from batchd import constants, views
+from batchd import constants
+from batchd.apis.handler_check import check_handler_imports
+from batchd.apis.project import ApiSpec, DeployedProject, remove_snapshot, unpack_project
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
-from batchd.handler_check import check_handler_imports
-from batchd.pool import WorkerLaunch, worker_pythonpath
-from batchd.project import ApiSpec, DeployedProject, remove_snapshot, unpack_project
+from batchd.pool.process import WorkerLaunch, worker_pythonpath
+from batchd.store import views
 from batchd.store.base import ApiRecord, JobRecord, Store
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.

@@ -1,6 +1,6 @@
 """Import an API's Handler once, as a worker would, and report why it cannot be imported.
 
-Run by the daemon at deploy time as ``python -m batchd.handler_probe HANDLER_PATH`` under the
+Run by the daemon at deploy time as ``python -m batchd.worker.probe HANDLER_PATH`` under the
 API's interpreter, in the snapshot folder, with the API's environment. Like the worker, it
 imports nothing beyond the standard library (and the worker's own loader).
 """
@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from batchd.worker import load_handler_class
+from batchd.worker.main import load_handler_class
 
 # The daemon reads the report after this line; the handler may have printed before it.
 REPORT_MARKER = "--- batchd: the Handler could not be imported ---"
@@ -34,7 +34,7 @@ def _handler_frames(tb: TracebackType | None) -> TracebackType | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m batchd.handler_probe HANDLER_PATH", file=sys.stderr)
+        print("usage: python -m batchd.worker.probe HANDLER_PATH", file=sys.stderr)
         return 2
     try:
         load_handler_class(argv[1])

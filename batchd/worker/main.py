@@ -2,7 +2,7 @@
 
 It may run under an API's own interpreter, which has none of the daemon's
 dependencies, so nothing here imports beyond the standard library and
-``batchd.protocol``/``batchd.constants``.
+``batchd.wire.framing``/``batchd.constants``.
 
     daemon ──init──▶ load handler file, Handler(config, job_spec) ──ready──▶ daemon
     daemon ──batches──▶ handle_batch(payload, batch_id) … ──progress(outcomes)──▶ daemon
@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd import worker_log
 from batchd.constants import (
     ENV_CGROUP,
     ENV_LOG_FD,
@@ -48,9 +47,10 @@ from batchd.constants import (
     WORKER_EXIT_INIT_FAILED,
     WORKER_EXIT_OUT_OF_MEMORY,
 )
-from batchd.protocol import BlockingChannel, ChannelClosed
-from batchd.textsafe import escape_surrogates
-from batchd.worker_log import logger
+from batchd.wire.framing import BlockingChannel, ChannelClosed
+from batchd.wire.textsafe import escape_surrogates
+from batchd.worker import log as worker_log
+from batchd.worker.log import logger
 
 _PR_SET_PDEATHSIG = 1
 
@@ -409,7 +409,3 @@ def main() -> int:
         for stream in printed:
             stream.finish_line()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

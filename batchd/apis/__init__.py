@@ -1,0 +1,1 @@
+"""batchd.apis."""
