@@ -1,7 +1,7 @@
 """The Python client for the batchd HTTP API (standard library only).
 
 It must import inside any handler's interpreter, so it uses urllib and nothing else; even
-:meth:`Client.deploy` packs with :mod:`batchd.apis.packing`, which is standard library too.
+:meth:`Client.deploy` packs with :mod:`batchd.packing`, which is standard library too.
 Inside a worker, ``BATCHD_URL`` points at the daemon that runs it::
 
     import batchd
@@ -94,7 +94,7 @@ class Client:
         the daemon imports the Handler before recording the version, and a Handler that
         does not import is a BatchdError 422 holding its traceback.
         """
-        from batchd.apis import packing
+        from batchd import packing
         from batchd.errors import ApiError
 
         limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes

@@ -15,7 +15,8 @@ from typing import Any
 
 from batchd import constants
 from batchd.apis.handler_check import check_handler_imports
-from batchd.apis.project import ApiSpec, DeployedProject, remove_snapshot, unpack_project
+from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
+from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
 from batchd.pool.process import WorkerLaunch, worker_pythonpath

@@ -322,7 +322,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_apis(args: argparse.Namespace) -> int:
-    from batchd.apis.packing import human_size
+    from batchd.packing import human_size
 
     apis = client_of(args).list_apis()
     if args.output == "json":

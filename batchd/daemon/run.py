@@ -18,12 +18,12 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from batchd.apis.project import pack_project
+from batchd.apis.spec import pack_project
 from batchd.apis.registry import ApiRegistry
 from batchd.config import ConfigError, DaemonConfig
 from batchd.constants import DB_FILENAME
 from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
-from batchd.daemon.retention import Pruner
+from batchd.observe.retention import Pruner
 from batchd.daemon.sdnotify import Notifier
 from batchd.errors import ApiError
 from batchd.http.app import Services, build_app

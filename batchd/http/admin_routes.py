@@ -8,7 +8,7 @@ import dataclasses
 from aiohttp import web
 
 from batchd import __version__
-from batchd.daemon.retention import disk_usage
+from batchd.observe.retention import disk_usage
 from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import bool_query

@@ -18,7 +18,7 @@ from batchd.errors import ApiError
 
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
-from batchd.daemon.retention import Pruner
+from batchd.observe.retention import Pruner
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.scheduler.core import Scheduler
