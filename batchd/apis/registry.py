@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from batchd import constants
-from batchd.apis.handler_check import check_handler_imports
 from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
+from batchd.apis.handler_check import check_handler_imports
 from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
