@@ -181,7 +181,7 @@ class ApiRegistry:
         )
         if self._worker_token:
             # Handlers reach the daemon with the client (chained jobs): give them the key.
-            env["BATCHD_TOKEN"] = self._worker_token
+            env[constants.ENV_TOKEN] = self._worker_token
         return env
 
     def snapshot_dir(self, api: ApiRecord) -> Path:

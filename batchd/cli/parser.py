@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from batchd.cli.commands import apis, daemon, jobs
-from batchd.client import DEFAULT_URL, ENV_TOKEN, ENV_URL
+from batchd.client import DEFAULT_URL
+from batchd.constants import ENV_TOKEN, ENV_URL
 
 DEFAULT_JOBS_SHOWN = 100
 DEFAULT_WATCH_INTERVAL = 0.5
