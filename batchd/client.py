@@ -1,7 +1,9 @@
 """The Python client for the batchd HTTP API (standard library only).
 
 It must import inside any handler's interpreter, so it uses urllib and nothing else; even
-:meth:`Client.deploy` packs with :mod:`batchd.apis.packing`, which is standard library too.
+:meth:`Client.deploy` packs with :mod:`batchd.packing`, which is standard library too. A
+bottom module: of batchd it imports only ``constants``, and ``packing`` and ``errors`` when
+it deploys.
 Inside a worker, ``BATCHD_URL`` points at the daemon that runs it::
 
     import batchd
@@ -27,10 +29,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from batchd.constants import DEFAULT_LISTEN, ENV_TOKEN, ENV_URL
+
 UNIX_SCHEME = "http+unix"
-DEFAULT_URL = "http://127.0.0.1:8780"
-ENV_URL = "BATCHD_URL"
-ENV_TOKEN = "BATCHD_TOKEN"
+DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.5
 ACTIVE_STATUSES = frozenset({"pending", "enqueuing", "running"})
@@ -94,7 +96,7 @@ class Client:
         the daemon imports the Handler before recording the version, and a Handler that
         does not import is a BatchdError 422 holding its traceback.
         """
-        from batchd.apis import packing
+        from batchd import packing
         from batchd.errors import ApiError
 
         limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchd import constants
+
+# base_url is the URL handlers are given (BATCHD_URL): built the way the client reads it.
 from batchd.client import unix_socket_url
 
 # listen = "unix:/run/batchd/batchd.sock" serves on a Unix socket instead of TCP.

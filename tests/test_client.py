@@ -463,7 +463,7 @@ def test_client_imports_in_a_bare_interpreter(bare_python: tuple[Path, Path]) ->
         """
         import json, sys
         import batchd
-        from batchd.apis import packing
+        from batchd import packing
         from batchd.client import BatchdError
         try:
             import pydantic

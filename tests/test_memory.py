@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.apis.project import ComputeSpec, parse_size
+from batchd.apis.spec import ComputeSpec, parse_size
 from batchd.pool.memlimit import MemoryLimiter
 from tests.conftest import Daemon, wait_job
 

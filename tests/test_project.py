@@ -11,20 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from batchd.apis.project import (
+from batchd.apis.archive import remove_snapshot, unpack_project
+from batchd.apis.spec import (
     ApiSpec,
     ComputeSpec,
     HandlerSpec,
-    is_excluded,
     pack_project,
     parse_api_spec,
-    parse_dotenv,
-    project_files,
-    remove_snapshot,
-    unpack_project,
     validate_api_name,
 )
 from batchd.errors import ApiError
+from batchd.packing import is_excluded, parse_dotenv, project_files
 
 MINIMAL_TOML = 'name = "hello"\n[handler]\npath = "handler.py"\n'
 HANDLER_SOURCE = b"class Handler:\n    pass\n"

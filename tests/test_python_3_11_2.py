@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batchd.apis import project
-from batchd.apis.project import remove_snapshot, unpack_project
+from batchd.apis.archive import remove_snapshot, unpack_project
 
 MiB = 1 << 20
 HANDLER = b"class Handler:\n    def handle_batch(self, payload, batch_id):\n        return 1\n"
@@ -41,8 +40,8 @@ def _tar_gz(*members: tuple[str, bytes | None, str]) -> bytes:
 @pytest.fixture
 def python_3_11_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(tarfile.TarInfo, "replace", raising=False)
-    monkeypatch.setattr(project, "_HAS_FILTERS", False)
-    monkeypatch.setattr(project, "_FILTER_ERRORS", ())
+    monkeypatch.setattr("batchd.apis.archive._HAS_FILTERS", False)
+    monkeypatch.setattr("batchd.apis.archive._FILTER_ERRORS", ())
 
 
 @pytest.fixture

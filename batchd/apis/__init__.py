@@ -1,1 +1,10 @@
-"""batchd.apis."""
+"""Deployed APIs, server side: the project spec (``spec``: ``batchd.toml`` validated in full),
+unpacking an uploaded archive into a read-only snapshot (``archive``), the import check at
+deploy (``handler_check``) and the registry of APIs and their versions (``registry``).
+
+Sits below ``http`` and ``daemon`` and above ``scheduler``; it may import ``pool`` (how a
+worker is launched), ``store``, ``worker.probe`` and the bottom modules (``config``,
+``constants``, ``errors``, ``packing``). Packing a project folder is client side and lives in
+:mod:`batchd.packing`. Nothing is imported here, so importing one module of the package pulls
+in only what that module needs.
+"""

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from batchd import constants
+from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
-from batchd.apis.project import ApiSpec, DeployedProject, remove_snapshot, unpack_project
+from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
 from batchd.errors import not_found
 from batchd.pool.process import WorkerLaunch, worker_pythonpath
@@ -180,7 +181,7 @@ class ApiRegistry:
         )
         if self._worker_token:
             # Handlers reach the daemon with the client (chained jobs): give them the key.
-            env["BATCHD_TOKEN"] = self._worker_token
+            env[constants.ENV_TOKEN] = self._worker_token
         return env
 
     def snapshot_dir(self, api: ApiRecord) -> Path:

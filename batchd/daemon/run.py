@@ -18,12 +18,11 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from batchd.apis.project import pack_project
 from batchd.apis.registry import ApiRegistry
+from batchd.apis.spec import pack_project
 from batchd.config import ConfigError, DaemonConfig
 from batchd.constants import DB_FILENAME
 from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
-from batchd.daemon.retention import Pruner
 from batchd.daemon.sdnotify import Notifier
 from batchd.errors import ApiError
 from batchd.http.app import Services, build_app
@@ -31,6 +30,7 @@ from batchd.http.auth import Tokens, load_tokens
 from batchd.http.connections import ConnectionGuard, GuardedAppRunner
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
+from batchd.observe.retention import Pruner
 from batchd.pool.gpus import detect_gpus
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler.core import Scheduler

@@ -8,10 +8,10 @@ import dataclasses
 from aiohttp import web
 
 from batchd import __version__
-from batchd.daemon.retention import disk_usage
 from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import bool_query
+from batchd.observe.retention import disk_usage
 
 
 def add_routes(app: web.Application) -> None:

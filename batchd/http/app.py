@@ -18,9 +18,9 @@ from batchd.errors import ApiError
 
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
-from batchd.daemon.retention import Pruner
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
+from batchd.observe.retention import Pruner
 from batchd.scheduler.core import Scheduler
 from batchd.store.base import Store
 

@@ -4,7 +4,9 @@ Standard library only: :func:`batchd.client.Client.deploy` runs it inside a hand
 interpreter, which may lack the daemon's packages. ``.batchdignore`` is applied with
 ``pathspec`` when it imports; without it the file is uploaded unapplied (the server applies
 it anyway) and the client-side size check is skipped, since ignored files would count.
-The server (:mod:`batchd.apis.project`) validates the spec fully and unpacks with suspicion.
+The server validates the spec fully (:mod:`batchd.apis.spec`) and unpacks with suspicion
+(:mod:`batchd.apis.archive`). It sits at the bottom of the layers, beside the client that
+imports it, and imports nothing of batchd but :mod:`batchd.errors`.
 """
 
 from __future__ import annotations

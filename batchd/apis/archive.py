@@ -1,10 +1,8 @@
-"""Handler projects: the spec, and unpacking an uploaded project safely on the server.
+"""Unpacking an uploaded project on the server: the archive is hostile until checked.
 
-A project is a folder with a ``batchd.toml`` (the :class:`ApiSpec`), an optional ``.env`` and
-``.batchdignore``, and the Python files of the Handler. :mod:`batchd.apis.packing` (standard
-library only) packs it into a tar.gz on the client; the server treats that archive as hostile,
-checks every member before writing anything, and extracts the survivors into a read-only
-snapshot directory that appears atomically.
+:mod:`batchd.packing` (standard library only) packs a project folder into a tar.gz on the
+client. Here every member is checked before anything is written, and the survivors are
+extracted into a read-only snapshot directory that appears atomically.
 """
 
 from __future__ import annotations
@@ -13,9 +11,7 @@ import copy
 import errno
 import gzip
 import io
-import math
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -23,54 +19,27 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from batchd.apis import packing
-from batchd.apis.packing import (
+from batchd.apis.spec import ApiSpec, parse_api_spec
+from batchd.errors import ApiError
+from batchd.packing import (
     CONTROL_FILES,
-    ENV_FILE,
     IGNORE_FILE,
     PROJECT_CONFIG,
     check_size,
     compile_ignore,
     decode,
     human_size,
-    is_excluded,
     parents,
     parse_dotenv,
-    project_files,
     skipped,
 )
-from batchd.errors import ApiError
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
-__all__ = [
-    "ENV_FILE",
-    "IGNORE_FILE",
-    "MAX_API_NAME_LENGTH",
-    "PROJECT_CONFIG",
-    "ApiSpec",
-    "ComputeSpec",
-    "DeployedProject",
-    "HandlerSpec",
-    "is_excluded",
-    "pack_project",
-    "parse_api_spec",
-    "parse_dotenv",
-    "project_files",
-    "remove_snapshot",
-    "unpack_project",
-    "validate_api_name",
-]
-
-MAX_API_NAME_LENGTH = 42
-
-_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 # Control files are read whole into memory, so they get a cap of their own.
 _MAX_CONTROL_BYTES = 1 << 20
 # tarfile reads PAX and GNU long-name headers whole; member data it reads in small chunks.
@@ -97,217 +66,6 @@ _SPECIAL_KINDS = {
     tarfile.BLKTYPE: "a block device",
     tarfile.FIFOTYPE: "a fifo",
 }
-
-
-# --- the spec -------------------------------------------------------------------------------
-
-
-class HandlerSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    # Seconds one handle_batch call may run before its worker is killed; a job's own
-    # batch_timeout wins, the daemon's is the default.
-    batch_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    config: dict[str, Any] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    python: str | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _relative_py_file(cls, path: str) -> str:
-        pure = PurePosixPath(path)
-        if pure.is_absolute() or ".." in pure.parts or pure.suffix != ".py":
-            raise ValueError(f"must be a relative path to a .py file inside the project: {path!r}")
-        # Normalised so it compares equal to archive member names ("./h.py" is "h.py").
-        return pure.as_posix()
-
-    @field_validator("config")
-    @classmethod
-    def _json_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        # TOML has dates, times, inf and nan; the config travels as JSON, which has none.
-        where = _not_json_at(config)
-        if where is not None:
-            raise ValueError(f"{where} is not a JSON value (a date, a time, inf or nan)")
-        return config
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not packing.ENV_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return env
-
-    @field_validator("python")
-    @classmethod
-    def _absolute_python(cls, python: str | None) -> str | None:
-        if python is not None and not os.path.isabs(python):
-            raise ValueError(f"must be an absolute path to an interpreter: {python!r}")
-        return python
-
-
-class ComputeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Strict: TOML is typed, so gpu = "1" or gpu = true is a mistake worth reporting.
-    gpu: int = Field(default=0, ge=0, strict=True)
-    # Memory per worker, e.g. "8G" or "512M"; None: unbounded.
-    mem: str | None = None
-    # Disk each worker's workspace may use, e.g. "20G"; None: the daemon's
-    # max_workspace_size.
-    disk: str | None = None
-
-    @field_validator("mem")
-    @classmethod
-    def _check_mem(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
-
-    @property
-    def mem_bytes(self) -> int | None:
-        return None if self.mem is None else parse_size(self.mem)
-
-    @field_validator("disk")
-    @classmethod
-    def _check_disk(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_byte_count(value)
-        return value
-
-    @property
-    def disk_bytes(self) -> int | None:
-        return None if self.disk is None else parse_byte_count(self.disk)
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_byte_count(text: str) -> int:
-    """ "8G", "512M", "1.5GiB", "1048576" -> bytes (powers of 1024), at least 1."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (use e.g. 512M or 8G)")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-    if size < 1:
-        raise ValueError(f"{text!r} is not a positive size")
-    if size > _MAX_SIZE:
-        raise ValueError(f"{text!r} is over the largest size, 8E")
-    return size
-
-
-def parse_size(text: str) -> int:
-    """A memory bound: a size as parse_byte_count reads it, at least 16M."""
-    size = parse_byte_count(text)
-    if size < 16 * 1024**2:
-        raise ValueError(f"{text!r} is below the 16M a Python worker needs")
-    # Memory limits (RLIMIT_AS, cgroups) are signed 64-bit numbers.
-    if size > _MAX_SIZE:
-        raise ValueError(f"{text!r} is over the largest memory bound, 8E")
-    return size
-
-
-_MAX_SIZE = 2**63 - 1
-
-
-def _json_scalar(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str | int | bool)
-
-
-def _not_json_at(value: Any) -> str | None:
-    """Where, below `value` (a TOML table), a value JSON cannot carry is; None if nowhere."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((child, f"{path}.{key}" if path else key) for key, child in node.items())
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
-        elif not _json_scalar(node):
-            return path
-    return None
-
-
-class RetentionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Days this API's finished jobs are kept; None: the daemon's retention_days.
-    days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-
-
-class ApiSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    handler: HandlerSpec
-    compute: ComputeSpec = Field(default_factory=ComputeSpec)
-    retention: RetentionSpec = Field(default_factory=RetentionSpec)
-
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, name: str) -> str:
-        problem = _api_name_problem(name)
-        if problem is not None:
-            raise ValueError(problem)
-        return name
-
-
-def _api_name_problem(name: str) -> str | None:
-    if not 1 <= len(name) <= MAX_API_NAME_LENGTH:
-        return f"api name must be 1 to {MAX_API_NAME_LENGTH} characters, got {len(name)}"
-    if not _API_NAME.fullmatch(name):
-        return (
-            f"api name {name!r} must be lowercase letters, digits and '-', "
-            "start with a letter and not end with '-'"
-        )
-    return None
-
-
-def validate_api_name(name: str) -> str:
-    problem = _api_name_problem(name)
-    if problem is not None:
-        raise ApiError(422, problem, field="name")
-    return name
-
-
-def parse_api_spec(text: str) -> ApiSpec:
-    data = packing.load_toml(text)
-    try:
-        return ApiSpec.model_validate(data)
-    except ValidationError as exc:
-        raise _spec_error(exc) from exc
-
-
-def _spec_error(exc: ValidationError) -> ApiError:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "extra_forbidden":
-        message = f"unknown key {where!r} in {PROJECT_CONFIG}"
-    elif first["type"] == "missing":
-        message = f"{PROJECT_CONFIG} is missing the required key {where!r}"
-    else:
-        detail = first["msg"].removeprefix("Value error, ")
-        message = f"{PROJECT_CONFIG}: {where}: {detail}"
-    return ApiError(422, message, field=where or PROJECT_CONFIG)
-
-
-def _full_spec_check(config_text: str, env_text: str | None) -> str:
-    spec = parse_api_spec(config_text)
-    if env_text is not None:
-        parse_dotenv(env_text)
-    return spec.handler.path
-
-
-def pack_project(root: Path, max_bytes: int) -> bytes:
-    """:func:`batchd.apis.packing.pack_project` with the server's full spec validation first."""
-    return packing.pack_project(root, max_bytes, check_spec=_full_spec_check)
-
-
-# --- server side ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Months of uptime: finished jobs' batches, results, dead letters and logs are pruned
-after the retention period, and the database gives the space back in small steps."""
+after the retention period, and the database gives the space back in small steps.
+
+Below the HTTP layer, which serves ``/admin/prune`` and the disk use in ``/status`` from it;
+the daemon runs :meth:`Pruner.run_forever`.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""The argument parser: every command, its flags and its help, and which function runs it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchd.cli.commands import apis, daemon, jobs
+from batchd.client import DEFAULT_URL
+from batchd.constants import ENV_TOKEN, ENV_URL
+
+DEFAULT_JOBS_SHOWN = 100
+DEFAULT_WATCH_INTERVAL = 0.5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchd", description="Cortex-style Batch API jobs on one machine."
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help=f"daemon URL (env {ENV_URL}; default {DEFAULT_URL})",
+    )
+    parser.add_argument("--token", default=None, help=f"bearer token (env {ENV_TOKEN})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("--config", type=Path, help="config file (TOML)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on")
+    serve.add_argument("--state-dir", help="where the queue, snapshots and logs live")
+    serve.add_argument(
+        "--deploy",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="deploy this project folder once the daemon is up (repeatable)",
+    )
+    serve.set_defaults(run=daemon.serve)
+
+    # --url and --token also work after the command name.
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    connection.add_argument("--token", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text for people (default), json for programs",
+    )
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, *parents: Any
+    ) -> Any:
+        sub = commands.add_parser(name, help=summary, parents=[connection, *parents])
+        sub.set_defaults(run=run)
+        return sub
+
+    deploy = command("deploy", apis.deploy, "deploy a Handler project folder")
+    deploy.add_argument("project", type=Path, metavar="DIR")
+    deploy.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip importing the Handler before the version is recorded",
+    )
+
+    command("apis", apis.list_apis, "list the deployed APIs", output)
+
+    delete = command("delete", apis.delete, "stop an API's jobs and remove it")
+    delete.add_argument("api", metavar="API")
+
+    submit = command(
+        "submit", jobs.submit, "submit a job: a JSON body from FILE or stdin, or --items-file"
+    )
+    submit.add_argument("api", metavar="API")
+    submit.add_argument("file", nargs="?", metavar="FILE|-", help="the job as JSON (default -)")
+    submit.add_argument(
+        "--items-file",
+        metavar="FILE.jsonl",
+        help="one JSON item per line (- for stdin): submits an item_list",
+    )
+    submit.add_argument("--batch-size", type=int, metavar="N", help="items per batch")
+    submit.add_argument("--workers", type=int, metavar="N", help="worker processes")
+    submit.add_argument("--dry-run", action="store_true", help="validate only, store nothing")
+
+    get = command("get", jobs.get, "show every API, an API's jobs, or one job", output)
+    get.add_argument("api", nargs="?", metavar="API")
+    get.add_argument("job_id", nargs="?", metavar="JOB_ID")
+    get.add_argument(
+        "--watch",
+        action="store_true",
+        help="with JOB_ID: show progress until the job ends; the exit code says how "
+        "(0 succeeded, 1 completed_with_failures, 2 worker_error/worker_oom, "
+        "3 timed_out/stopped, 4 other)",
+    )
+    get.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help="--watch polls this often (default %(default)s)",
+    )
+    get.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_JOBS_SHOWN,
+        metavar="N",
+        help="with API only: show the newest N jobs (default %(default)s)",
+    )
+
+    logs = command("logs", jobs.logs, "print a job's log", output)
+    logs.add_argument("api", metavar="API")
+    logs.add_argument("job_id", metavar="JOB_ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    logs.add_argument("--level", help="only records at this level or above (e.g. WARNING)")
+    logs.add_argument("--batch", metavar="BATCH_ID", help="only records of this batch")
+
+    command("status", daemon.status, "the daemon: workers, GPUs, disk use", output)
+
+    prune = command("prune", daemon.prune, "prune finished jobs past retention_days", output)
+    prune.add_argument("--dry-run", action="store_true", help="only show what would go")
+
+    check = commands.add_parser("check-config", help="validate a daemon config file")
+    check.add_argument("config_file", type=Path, metavar="FILE")
+    check.set_defaults(run=daemon.check_config)
+
+    for name, run, what in (
+        ("stop", jobs.stop, "stop a job"),
+        ("retry", jobs.retry, "submit a job's dead-lettered batches again, as a new job"),
+        ("results", jobs.results, "print a job's results as JSON lines"),
+        ("failed", jobs.failed, "list a job's dead-lettered batches"),
+    ):
+        parents = (output,) if name in ("results", "failed") else ()
+        sub = command(name, run, what, *parents)
+        sub.add_argument("api", metavar="API")
+        sub.add_argument("job_id", metavar="JOB_ID")
+    return parser
