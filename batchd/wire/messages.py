@@ -1,0 +1,426 @@
+"""Every message of the daemon <-> worker channel, defined once (standard library only).
+
+Each message is one record here: ``encode()`` gives the frame to send, ``decode(message)``
+takes the object a frame decoded to (``framing.decode``) and checks its op and the types
+of its fields, raising ``framing.BadFrame`` on anything else. The daemon reads what a
+worker sends with ``from_worker``.
+
+    dir  op           fields                              meaning
+    ---  -----------  ----------------------------------  --------------------------------------
+    d>w  launch       cwd: str, env: {str: str}           A spare worker (started before its job,
+                                                          ENV_SPARE set) takes its job's directory
+                                                          and environment. First, and only to a
+                                                          spare.
+    d>w  init         job_id: str,                        Load the handler file, construct
+                      max_result_bytes: int | null,       Handler(config, job_spec). job_id, when
+                      handler_path: str, config: {},      missing or empty, is job_spec's.
+                      job_spec: {}
+    w>d  ready        has_on_complete: bool               Constructed; whether the Handler has
+                                                          on_job_complete. A `next` with token 0
+                                                          and no outcomes follows: the first ask.
+    w>d  init_failed  error: str, traceback: str          It could not be; the worker exits with
+                                                          WORKER_EXIT_INIT_FAILED.
+    d>w  batches      token: int,                         A grant: batches leased under one lease
+                      batches: [[seq: int, payload]]      token, to run in order. EMPTY_GRANT
+                                                          (token 0, no batches) answers a `more`
+                                                          when nothing could be leased.
+    w>d  progress     token: int, done: [success],        Outcomes of grant `token` so far: every
+                      failed: [failure], more?: true      PROGRESS_FLUSH_SECONDS, at once after a
+                                                          failure or REPORT_FLUSH_BYTES of
+                                                          results. `more` (halfway through a grant
+                                                          of PREFETCH_MIN_BATCHES or more) asks for
+                                                          the next grant; the daemon always
+                                                          answers it, with batches or EMPTY_GRANT.
+    w>d  next         token: int, done: [success],        The last outcomes of grant `token`,
+                      failed: [failure]                   which is over; asks for the next grant.
+    d>w  complete     status: {}                          Run on_job_complete(status): the job's
+                                                          status as GET returns it.
+    w>d  completed    ok: bool, error?: str,              on_job_complete returned (ok), or raised
+                      traceback?: str                     (with error and traceback).
+    d>w  exit         -                                   Exit 0.
+
+An outcome (in `done` and `failed`) is one batch of the grant:
+
+    success  [seq: int, duration: float]              handled, no result (None)
+             [seq: int, duration: float, result]      handled, with a result (any JSON but null)
+    failure  {"seq": int, "duration": float,          handle_batch raised, or its result could
+              "error": str, "traceback": str | null}  not be sent
+
+The worker builds them with ``success()`` and ``failure()``; the daemon reads them, once,
+as ``Success`` and ``Failed`` tuples (``Report.successes()``, ``Report.failures()``).
+
+The grant is the one message whose payloads the daemon never decodes: they are stored as
+compact JSON text, and ``Batches.splice`` puts them into the frame as bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Protocol, Self
+
+from batchd.wire.framing import BadFrame, encode, frame
+
+# -- reading fields ------------------------------------------------------------------------
+
+
+def _op(message: Mapping[str, Any], op: str) -> None:
+    if message.get("op") != op:
+        raise BadFrame(f"a {message.get('op')!r} message where {op!r} was expected")
+
+
+def _field(
+    message: Mapping[str, Any], name: str, kind: type, optional: bool = False, of: str = ""
+) -> Any:
+    """`message[name]`, which must be of exactly type `kind` (JSON decodes to exact types:
+    a bool is no int here), or None/missing when `optional`. `of` names what holds it, when
+    that is not the message itself."""
+    value = message.get(name)
+    if type(value) is kind or (optional and value is None):
+        return value
+    holder = of or f"a {message.get('op')!r} message"
+    what = "without" if name not in message else f"with a {type(value).__name__} as"
+    raise BadFrame(f"{holder} {what} {name!r}, not a {kind.__name__}")
+
+
+def _shown(value: Any) -> str:
+    """`value` as an error message shows it: a payload can be megabytes."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+# -- daemon -> worker ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    op: ClassVar[str] = "launch"
+    cwd: str
+    env: dict[str, str]
+
+    def encode(self) -> bytes:
+        return encode({"op": self.op, "cwd": self.cwd, "env": self.env})
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        env = _field(message, "env", dict)
+        if not all(type(value) is str for value in env.values()):
+            raise BadFrame("a 'launch' message whose env holds a value that is not a str")
+        return cls(_field(message, "cwd", str), env)
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    op: ClassVar[str] = "init"
+    handler_path: str
+    config: dict[str, Any]
+    job_spec: dict[str, Any]
+    job_id: str = ""
+    max_result_bytes: int | None = None
+
+    def encode(self) -> bytes:
+        return encode(
+            {
+                "op": self.op,
+                "job_id": self.job_id,
+                "max_result_bytes": self.max_result_bytes,
+                "handler_path": self.handler_path,
+                "config": self.config,
+                "job_spec": self.job_spec,
+            }
+        )
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        job_spec = _field(message, "job_spec", dict)
+        job_id = _field(message, "job_id", str, optional=True) or job_spec.get("job_id", "")
+        return cls(
+            handler_path=_field(message, "handler_path", str),
+            config=_field(message, "config", dict),
+            job_spec=job_spec,
+            job_id=str(job_id),
+            max_result_bytes=_field(message, "max_result_bytes", int, optional=True),
+        )
+
+
+class Leased(Protocol):
+    """A leased batch as the store hands it over (store.base.Lease)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def token(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Batches:
+    """A grant. The daemon sends it with `splice`; the worker reads it with `decode`."""
+
+    op: ClassVar[str] = "batches"
+    token: int
+    # [seq, payload] pairs, payloads decoded.
+    batches: list[list[Any]]
+
+    def encode(self) -> bytes:
+        return encode({"op": self.op, "token": self.token, "batches": self.batches})
+
+    @staticmethod
+    def splice(leases: Sequence[Leased]) -> bytes:
+        """The frame of a grant of `leases` (one lease token, at least one lease). Payloads
+        are stored as compact JSON text: they go in as bytes, never decoded."""
+        token = leases[0].token
+        assert all(lease.token == token for lease in leases), "one grant, one token"
+        items = b",".join(b"[%d,%s]" % (lease.seq, lease.payload) for lease in leases)
+        return frame(b'{"op":"batches","token":%d,"batches":[%s]}' % (token, items))
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        batches = _field(message, "batches", list)
+        for item in batches:
+            if type(item) is not list or len(item) != 2 or type(item[0]) is not int:
+                raise BadFrame(f"a 'batches' message with {_shown(item)} for a [seq, payload]")
+        return cls(_field(message, "token", int), batches)
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    op: ClassVar[str] = "complete"
+    status: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return encode({"op": self.op, "status": self.status})
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls(_field(message, "status", dict))
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    op: ClassVar[str] = "exit"
+
+    def encode(self) -> bytes:
+        return EXIT_FRAME
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls()
+
+
+# -- worker -> daemon ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    op: ClassVar[str] = "ready"
+    has_on_complete: bool
+
+    def encode(self) -> bytes:
+        return encode({"op": self.op, "has_on_complete": self.has_on_complete})
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls(_field(message, "has_on_complete", bool))
+
+
+@dataclass(frozen=True, slots=True)
+class InitFailed:
+    op: ClassVar[str] = "init_failed"
+    error: str
+    traceback: str
+
+    def encode(self) -> bytes:
+        return encode({"op": self.op, "error": self.error, "traceback": self.traceback})
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls(_field(message, "error", str), _field(message, "traceback", str))
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    op: ClassVar[str] = "completed"
+    ok: bool
+    # Set when on_job_complete raised (not ok).
+    error: str | None = None
+    traceback: str | None = None
+
+    def encode(self) -> bytes:
+        if self.ok:
+            return encode({"op": self.op, "ok": True})
+        return encode(
+            {"op": self.op, "ok": False, "error": self.error, "traceback": self.traceback}
+        )
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls(
+            _field(message, "ok", bool),
+            _field(message, "error", str, optional=True),
+            _field(message, "traceback", str, optional=True),
+        )
+
+
+def success(seq: int, duration: float, result: Any = None) -> list[Any]:
+    """A success as the worker reports it; a None result is sent as none at all."""
+    return [seq, duration] if result is None else [seq, duration, result]
+
+
+def failure(seq: int, duration: float, error: str, traceback: str | None) -> dict[str, Any]:
+    """A failure as the worker reports it."""
+    return {"seq": seq, "duration": duration, "error": error, "traceback": traceback}
+
+
+class Success(NamedTuple):
+    """A success as the daemon stores it: the result as compact JSON text."""
+
+    seq: int
+    token: int
+    duration: float
+    result: bytes | None
+
+
+class Failed(NamedTuple):
+    """A failure as the daemon reads it."""
+
+    seq: int
+    token: int
+    duration: float
+    error: str
+    traceback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Outcomes of grant `token`: `progress` and `next` (see the table)."""
+
+    op: ClassVar[str]
+    token: int
+    # Outcomes as on the wire (see success() and failure()); checked by decode.
+    done: list[list[Any]]
+    failed: list[dict[str, Any]]
+
+    def _fields(self) -> dict[str, Any]:
+        return {"op": self.op, "token": self.token, "done": self.done, "failed": self.failed}
+
+    def encode(self) -> bytes:
+        return encode(self._fields())
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        return cls(*_report_fields(message))
+
+    def successes(self) -> list[Success]:
+        token = self.token
+        return [
+            Success(
+                outcome[0],
+                token,
+                float(outcome[1]),
+                _json_bytes(outcome[2]) if len(outcome) > 2 else None,
+            )
+            for outcome in self.done
+        ]
+
+    def failures(self) -> list[Failed]:
+        token = self.token
+        return [
+            Failed(f["seq"], token, float(f["duration"]), f["error"], f.get("traceback"))
+            for f in self.failed
+        ]
+
+    def seqs(self) -> set[int]:
+        """The batches this report is about."""
+        return {outcome[0] for outcome in self.done} | {f["seq"] for f in self.failed}
+
+    def seconds(self) -> float:
+        """The time its batches took, together."""
+        return sum(float(outcome[1]) for outcome in self.done) + sum(
+            float(f["duration"]) for f in self.failed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(Report):
+    op: ClassVar[str] = "progress"
+    # Halfway through the grant: asks for the next.
+    more: bool = False
+
+    def encode(self) -> bytes:
+        fields = self._fields()
+        if self.more:
+            fields["more"] = True
+        return encode(fields)
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        _op(message, cls.op)
+        more = _field(message, "more", bool, optional=True)
+        return cls(*_report_fields(message), more=bool(more))
+
+
+@dataclass(frozen=True, slots=True)
+class Next(Report):
+    op: ClassVar[str] = "next"
+
+
+def _report_fields(
+    message: Mapping[str, Any],
+) -> tuple[int, list[list[Any]], list[dict[str, Any]]]:
+    token = _field(message, "token", int)
+    done = _field(message, "done", list)
+    failed = _field(message, "failed", list)
+    for outcome in done:
+        if (
+            type(outcome) is not list
+            or not 2 <= len(outcome) <= 3
+            or type(outcome[0]) is not int
+            or (type(outcome[1]) is not float and type(outcome[1]) is not int)
+        ):
+            raise BadFrame(f"a success reported as {_shown(outcome)}")
+    for outcome in failed:
+        if type(outcome) is not dict:
+            raise BadFrame(f"a failure reported as {_shown(outcome)}")
+        _field(outcome, "seq", int, of="a failure")
+        duration = outcome.get("duration")
+        if type(duration) is not float and type(duration) is not int:
+            raise BadFrame(f"a failure with {_shown(duration)} as its duration")
+        _field(outcome, "error", str, of="a failure")
+        _field(outcome, "traceback", str, optional=True, of="a failure")
+    return token, done, failed
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+FromWorker = Ready | InitFailed | Progress | Next | Completed
+_FROM_WORKER: dict[str, Callable[[Mapping[str, Any]], FromWorker]] = {
+    record.op: record.decode for record in (Ready, InitFailed, Progress, Next, Completed)
+}
+
+
+def from_worker(message: Mapping[str, Any]) -> FromWorker:
+    """What a worker sent, checked; BadFrame for an op a worker does not send."""
+    op = message.get("op")
+    decode = _FROM_WORKER.get(op) if type(op) is str else None
+    if decode is None:
+        raise BadFrame(f"unknown op {op!r} from worker")
+    return decode(message)
+
+
+EXIT_FRAME = encode({"op": Exit.op})
+# The answer to a `more` when nothing could be leased.
+EMPTY_GRANT = Batches(0, []).encode()
