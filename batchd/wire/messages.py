@@ -56,6 +56,13 @@ as ``Success`` and ``Failed`` tuples (``Report.successes()``, ``Report.failures(
 
 The grant is the one message whose payloads the daemon never decodes: they are stored as
 compact JSON text, and ``Batches.splice`` puts them into the frame as bytes.
+
+The daemon's side, in short: it sends ``Launch(cwd, env).encode()``, ``Init(...).encode()``,
+``Batches.splice(leases)`` or ``EMPTY_GRANT``, ``Complete(status).encode()`` and
+``EXIT_FRAME``, and reads ``from_worker(message)``. A report (``Progress`` or ``Next``, both
+a ``Report``) asks for a grant when it is a ``Next`` or its ``more`` is set; ``seqs()`` are
+the batches it covers, ``successes()`` what ``Store.succeed`` takes (``store.base.Success``
+is ``Success``), ``failures()`` the failures, ``seconds()`` the time they all took.
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ class _Record:
         if message.get("op") != cls.op:
             raise BadFrame(f"a {message.get('op')!r} message where {cls.op!r} was expected")
         values = []
-        # _checked, inlined: this runs for every message.
+        # _checked's test, inline (this runs for every message); it raises on a bad value.
         for field in cls._fields:
             value = message.get(field.name, field.default)
             if type(value) is not field.kind and not (field.nullable and value is None):
