@@ -125,7 +125,7 @@ class Worker:
         self.current = current or CurrentSeq(None)
         self.handler: Any = None
         self.job_id = ""
-        self._handle_batch: Callable[[Any, str], Any] = lambda payload, batch_id: None
+        self._handle_batch: Callable[[Any, str], Any] = lambda payload, name: None
         self.max_result_bytes: int | None = None
         # Bytes of results handled and not yet reported.
         self.unreported_bytes = 0
@@ -154,6 +154,7 @@ class Worker:
         return True
 
     def receive(self) -> Order:
+        """The daemon's next order, checked (BadFrame); an unknown op is a ValueError."""
         message = self.channel.recv()
         op = message.get("op")
         decode = _ORDERS.get(op) if isinstance(op, str) else None
