@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from batchd.store.chunks import BatchChunks
+from batchd.wire.ids import batch_id as batch_id
+from batchd.wire.messages import Success as Success
 
 
 class JobStatus(StrEnum):
@@ -58,10 +60,6 @@ def new_job_id() -> str:
     global _last_id_micros
     _last_id_micros = max(time.time_ns() // 1000, _last_id_micros + 1)
     return f"{_last_id_micros:013x}{secrets.token_hex(2)}"
-
-
-def batch_id(job_id: str, seq: int) -> str:
-    return f"{job_id}-{seq}"
 
 
 @dataclass(frozen=True)
@@ -134,21 +132,15 @@ class BatchCounts:
         return self.queued + self.leased
 
 
-# Leases and successes come and go by the thousand per second: named tuples, which
-# are several times cheaper to make than frozen dataclasses.
+# Leases and successes (Success: a worker's report, read once, as stored) come and go by
+# the thousand per second: named tuples, which are several times cheaper to make than
+# frozen dataclasses.
 class Lease(NamedTuple):
     job_id: str
     seq: int
     token: int
     attempt: int
     payload: bytes
-
-
-class Success(NamedTuple):
-    seq: int
-    token: int
-    duration: float
-    result: bytes | None
 
 
 @dataclass(frozen=True)
