@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from batchd import __version__
-from batchd.admission.submission import JobSubmission
+from batchd.admission.job_body import JobSubmission
 from batchd.http import schemas
 from batchd.observe.joblogs import LEVELS
 
