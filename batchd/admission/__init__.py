@@ -1,1 +1,11 @@
-"""batchd.admission."""
+"""Admission: a job body becomes a stored job and its batches; retry; stop.
+
+``service`` is the entry point (:class:`~batchd.admission.service.Admission`: submit, retry,
+stop, delete an API). ``job_body`` is the pydantic model of ``POST /batch/<api>`` and its
+parsing, ``json_text`` the JSON rules admission reads and writes by, ``input_files`` the
+local files a job names, ``planning`` the split into batch chunks, and ``globs`` the path
+patterns. Refusals are domain errors (:mod:`batchd.errors`), never HTTP.
+
+May import apis, scheduler, observe, store, config, constants and errors; never aiohttp or
+:mod:`batchd.http`, which calls it.
+"""
