@@ -22,6 +22,17 @@ from batchd.store import views
 from batchd.store.base import ApiRecord, JobRecord, NewJob, Store, new_job_id
 from batchd.store.chunks import BatchChunks
 
+# What a retry keeps of the job it retries; the API version is the latest one.
+_RETRY_KEEPS = (
+    "kind",
+    "workers",
+    "config",
+    "timeout",
+    "batch_timeout",
+    "max_receive_count",
+    "priority",
+)
+
 
 @dataclass(frozen=True)
 class DryRun:
@@ -34,20 +45,15 @@ class DryRun:
     matched_files: list[str] | None
 
 
+@dataclass(frozen=True)
 class Admission:
-    def __init__(
-        self,
-        config: DaemonConfig,
-        store: Store,
-        registry: ApiRegistry,
-        scheduler: Scheduler,
-        metrics: Metrics,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.registry = registry
-        self.scheduler = scheduler
-        self.metrics = metrics
+    """The daemon's one job service, over its store, registry, scheduler and metrics."""
+
+    config: DaemonConfig
+    store: Store
+    registry: ApiRegistry
+    scheduler: Scheduler
+    metrics: Metrics
 
     def require_gpus(self, api: ApiRecord) -> None:
         """Invalid unless this machine has the GPUs one worker of `api` needs."""
@@ -123,15 +129,9 @@ class Admission:
             job_id=new_job_id(),
             api_name=api.name,
             api_version=api.version,
-            kind=original.kind,
-            workers=original.workers,
-            config=original.config,
-            timeout=original.timeout,
-            batch_timeout=original.batch_timeout,
-            max_receive_count=original.max_receive_count,
-            priority=original.priority,
             created_at=time.time(),
             retry_of=original.job_id,
+            **{name: getattr(original, name) for name in _RETRY_KEEPS},
         )
         return await self._start(job, payloads, started)
 

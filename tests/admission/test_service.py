@@ -192,7 +192,8 @@ async def test_submit_refuses_an_api_needing_more_gpus_than_the_machine_has(
 
 
 async def test_retry_makes_a_job_of_the_dead_letters_on_the_latest_version(world: World) -> None:
-    original = await world.job(items(4, 2, workers=3, config={"k": "v"}, priority=2))
+    settings = {"workers": 3, "config": {"k": "v"}, "priority": 2, "timeout": 600.0}
+    original = await world.job(items(4, 2, batch_timeout=5.0, **settings))
     assert await world.store.set_status(original.job_id, JobStatus.RUNNING)
     await world.dead_letter_all(original.job_id)
     await world.store.add_api_version(API, spec(), {})
@@ -202,6 +203,7 @@ async def test_retry_makes_a_job_of_the_dead_letters_on_the_latest_version(world
     assert (retried.api_version, retried.total_batch_count) == (2, 2)
     assert (retried.workers, retried.config, retried.priority) == (3, {"k": "v"}, 2)
     assert (retried.kind, retried.max_receive_count) == ("item_list", original.max_receive_count)
+    assert (retried.timeout, retried.batch_timeout) == (600.0, 5.0)
     assert world.scheduler.worker_counts(retried.job_id)["pending"] == 2
     assert world.admissions() == 2
     assert await world.store.set_status(retried.job_id, JobStatus.RUNNING)
