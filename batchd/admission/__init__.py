@@ -6,6 +6,7 @@ parsing, ``json_text`` the JSON rules admission reads and writes by, ``input_fil
 local files a job names, ``planning`` the split into batch chunks, and ``globs`` the path
 patterns. Refusals are domain errors (:mod:`batchd.errors`), never HTTP.
 
-May import apis, scheduler, observe, store, config, constants and errors; never aiohttp or
-:mod:`batchd.http`, which calls it.
+May import scheduler, observe, store, config, constants and errors. Never aiohttp or
+:mod:`batchd.http`, which calls it; nor :mod:`batchd.apis`, its sibling: the service takes
+the registry through a protocol.
 """

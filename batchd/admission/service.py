@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from batchd.admission.job_body import JobSubmission, parse_submission
 from batchd.admission.planning import plan_batches
-from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import conflict, gone, invalid, not_found
 from batchd.observe.metrics import Metrics
@@ -34,6 +34,17 @@ _RETRY_KEEPS = (
 )
 
 
+class Apis(Protocol):
+    """What admission needs of the deployed APIs (``batchd.apis.registry.ApiRegistry``):
+    a protocol, so admission and apis stay side by side, neither importing the other."""
+
+    async def require(self, name: str) -> ApiRecord:
+        """The latest version of API `name`; NotFound when it is not deployed."""
+        ...
+
+    async def delete(self, name: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class DryRun:
     """What a submission would make, had it not been a dry run."""
@@ -51,7 +62,7 @@ class Admission:
 
     config: DaemonConfig
     store: Store
-    registry: ApiRegistry
+    registry: Apis
     scheduler: Scheduler
     metrics: Metrics
 

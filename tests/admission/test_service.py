@@ -272,12 +272,12 @@ async def test_delete_api_stops_its_jobs_and_removes_it(world: World) -> None:
         await world.admission.delete_api(API)
 
 
-def test_admission_imports_no_http() -> None:
-    """The service layer stays below HTTP: importing it loads neither aiohttp nor
-    batchd.http (checked in a fresh interpreter, whatever this one has loaded)."""
+def test_admission_imports_neither_http_nor_apis() -> None:
+    """Admission stays below HTTP and beside apis: importing it loads neither aiohttp nor
+    batchd.http nor batchd.apis (checked in a fresh interpreter)."""
     code = (
-        "import sys, batchd.admission.service; "
-        "print(sorted(m for m in sys.modules if m == 'aiohttp' or m.startswith('batchd.http')))"
+        "import sys, batchd.admission.service; print(sorted(m for m in sys.modules "
+        "if m == 'aiohttp' or m.startswith(('batchd.http', 'batchd.apis'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
