@@ -97,13 +97,14 @@ class Client:
         does not import is a BatchdError 422 holding its traceback.
         """
         from batchd import packing
-        from batchd.errors import ApiError
+        from batchd.errors import DomainError
+        from batchd.http.errors import status_of
 
         limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes
         try:
             archive = packing.pack_project(Path(project_dir), limit)
-        except ApiError as exc:
-            raise BatchdError(exc.status, exc.message, exc.field) from None
+        except DomainError as exc:
+            raise BatchdError(status_of(exc), exc.message, exc.field) from None
         api: dict[str, Any] = self._json(
             "POST",
             "/apis",

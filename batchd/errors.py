@@ -1,45 +1,74 @@
-"""The one error type every client mistake goes through.
+"""What the core raises when it refuses a request: a kind of refusal, a message, a field.
 
-The HTTP layer turns it into ``{"error": {"message": ..., "field": ...}}`` with its
-status code; nothing else in the daemon decides how errors look on the wire.
+None of these knows HTTP. :mod:`batchd.http.errors` is the one place that maps each kind to
+a status code, and the HTTP layer turns it into ``{"error": {"message": ..., "field": ...}}``.
+``field`` names the offending part of the request (``item_list.batch_size``, ``jobID``),
+because that is what users see. Standard library only: the client imports it too.
 """
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+class DomainError(Exception):
+    """A request the daemon refuses; raise one of the kinds below, never this base."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
         self.field = field
 
-    def to_json(self) -> dict[str, object]:
-        body: dict[str, object] = {"message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return {"error": body}
+
+class BadRequest(DomainError):
+    """The request cannot be read: a body that is no JSON object, a bad query parameter."""
 
 
-def bad_request(message: str, field: str | None = None) -> ApiError:
-    return ApiError(400, message, field)
+class Forbidden(DomainError):
+    """Not allowed here: a path outside ``input_roots``, or local files turned off."""
 
 
-def not_found(message: str, field: str | None = None) -> ApiError:
-    return ApiError(404, message, field)
+class NotFound(DomainError):
+    """No such API, job or file."""
 
 
-def conflict(message: str, field: str | None = None) -> ApiError:
-    return ApiError(409, message, field)
+class Conflict(DomainError):
+    """The thing is not in a state that allows it: the job has ended, nothing to retry."""
 
 
-def too_large(message: str, field: str | None = None) -> ApiError:
-    return ApiError(413, message, field)
+class Gone(DomainError):
+    """It existed, and was pruned (``retention_days``)."""
 
 
-def invalid(message: str, field: str | None = None) -> ApiError:
-    return ApiError(422, message, field)
+class TooLarge(DomainError):
+    """Over a limit: the body, the project, one batch, the number of batches."""
 
 
-def forbidden(message: str, field: str | None = None) -> ApiError:
-    return ApiError(403, message, field)
+class Invalid(DomainError):
+    """Well-formed, but wrong: a field's value, a project's spec, an item."""
+
+
+def bad_request(message: str, field: str | None = None) -> BadRequest:
+    return BadRequest(message, field)
+
+
+def forbidden(message: str, field: str | None = None) -> Forbidden:
+    return Forbidden(message, field)
+
+
+def not_found(message: str, field: str | None = None) -> NotFound:
+    return NotFound(message, field)
+
+
+def conflict(message: str, field: str | None = None) -> Conflict:
+    return Conflict(message, field)
+
+
+def gone(message: str, field: str | None = None) -> Gone:
+    return Gone(message, field)
+
+
+def too_large(message: str, field: str | None = None) -> TooLarge:
+    return TooLarge(message, field)
+
+
+def invalid(message: str, field: str | None = None) -> Invalid:
+    return Invalid(message, field)

@@ -7,8 +7,9 @@ import zlib
 
 import pytest
 
-from batchd.errors import ApiError
+from batchd.errors import DomainError
 from batchd.http.encoding import DECODE_STEP_BYTES, BodyDecoder, content_coding
+from batchd.http.errors import HttpError, status_of
 
 DATA = b"".join(str(i).encode() for i in range(100_000))
 
@@ -58,9 +59,9 @@ def test_output_comes_in_steps_however_large_the_input_expands() -> None:
     ids=["truncated", "not-gzip", "trailing-garbage", "data-after-deflate"],
 )
 def test_broken_bodies_are_400_naming_the_header(coding: str, body: bytes, problem: str) -> None:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         decode(coding, body)
-    assert refused.value.status == 400
+    assert status_of(refused.value) == 400
     assert refused.value.field == "Content-Encoding"
     assert problem in refused.value.message
 
@@ -75,7 +76,7 @@ def test_content_coding(header: str | None, coding: str) -> None:
 
 @pytest.mark.parametrize("header", ["br", "zstd", "gzip, deflate", "compress"])
 def test_other_codings_are_415(header: str) -> None:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(HttpError) as refused:
         content_coding(header)
     assert refused.value.status == 415
     assert refused.value.field == "Content-Encoding"

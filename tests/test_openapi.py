@@ -86,7 +86,7 @@ def test_document_is_valid_openapi() -> None:
     validate_openapi(document)
     assert document["openapi"].startswith("3.1")
     # The job body is exactly the model the route validates with.
-    from batchd.admission.submission import JobSubmission
+    from batchd.admission.job_body import JobSubmission
 
     body = document["paths"]["/batch/{api}"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/JobSubmission"}

@@ -20,7 +20,8 @@ from batchd.apis.spec import (
     parse_api_spec,
     validate_api_name,
 )
-from batchd.errors import ApiError
+from batchd.errors import DomainError
+from batchd.http.errors import status_of
 from batchd.packing import is_excluded, parse_dotenv, project_files
 
 MINIMAL_TOML = 'name = "hello"\n[handler]\npath = "handler.py"\n'
@@ -81,8 +82,8 @@ def snapshots(tmp_path: Path) -> Iterator[Path]:
         remove_snapshot(child)
 
 
-def _refuse(archive: bytes, dest: Path, max_bytes: int = MiB) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+def _refuse(archive: bytes, dest: Path, max_bytes: int = MiB) -> DomainError:
+    with pytest.raises(DomainError) as caught:
         unpack_project(archive, dest, max_bytes)
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []
@@ -99,13 +100,13 @@ def test_valid_api_names_are_returned(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["Hello", "a" * 43, "-api", "api-", "", "9lives", "my_api"])
 def test_invalid_api_names_are_422_on_name(name: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         validate_api_name(name)
-    assert (caught.value.status, caught.value.field) == (422, "name")
+    assert (status_of(caught.value), caught.value.field) == (422, "name")
 
 
 def test_too_long_name_message_says_the_limit() -> None:
-    with pytest.raises(ApiError, match="1 to 42 characters, got 43"):
+    with pytest.raises(DomainError, match="1 to 42 characters, got 43"):
         validate_api_name("a" * 43)
 
 
@@ -162,22 +163,22 @@ def test_full_spec_is_parsed() -> None:
     ],
 )
 def test_spec_errors_name_the_field(toml: str, field: str, message: str) -> None:
-    with pytest.raises(ApiError, match=message) as caught:
+    with pytest.raises(DomainError, match=message) as caught:
         parse_api_spec(toml)
-    assert (caught.value.status, caught.value.field) == (422, field)
+    assert (status_of(caught.value), caught.value.field) == (422, field)
 
 
 @pytest.mark.parametrize("path", ["/abs/handler.py", "../handler.py", "a/../../h.py", "h.txt", ""])
 def test_bad_handler_paths_are_refused(path: str) -> None:
-    with pytest.raises(ApiError, match=r"relative path to a \.py file") as caught:
+    with pytest.raises(DomainError, match=r"relative path to a \.py file") as caught:
         parse_api_spec(f'name = "x"\n[handler]\npath = "{path}"\n')
-    assert (caught.value.status, caught.value.field) == (422, "handler.path")
+    assert (status_of(caught.value), caught.value.field) == (422, "handler.path")
 
 
 def test_bad_toml_reports_the_toml_error() -> None:
-    with pytest.raises(ApiError, match=r"not valid TOML: .*line 2") as caught:
+    with pytest.raises(DomainError, match=r"not valid TOML: .*line 2") as caught:
         parse_api_spec('name = "x"\n[handler\n')
-    assert (caught.value.status, caught.value.field) == (422, "batchd.toml")
+    assert (status_of(caught.value), caught.value.field) == (422, "batchd.toml")
 
 
 # --- .env -----------------------------------------------------------------------------------
@@ -219,13 +220,13 @@ def test_dotenv_handles_comments_blanks_quotes_and_export() -> None:
     ],
 )
 def test_dotenv_bad_line_is_reported_by_number(text: str, line: int) -> None:
-    with pytest.raises(ApiError, match=f"line {line}:") as caught:
+    with pytest.raises(DomainError, match=f"line {line}:") as caught:
         parse_dotenv(text)
-    assert (caught.value.status, caught.value.field) == (422, ".env")
+    assert (status_of(caught.value), caught.value.field) == (422, ".env")
 
 
 def test_dotenv_error_does_not_echo_the_secret() -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         parse_dotenv("TOKEN hunter2\n")
     assert "hunter2" not in caught.value.message
 
@@ -348,25 +349,25 @@ def test_pack_includes_control_files_and_project_files(tmp_path: Path) -> None:
 
 def test_pack_without_batchd_toml_is_422(tmp_path: Path) -> None:
     root = _write_tree(tmp_path, {"handler.py": HANDLER_SOURCE})
-    with pytest.raises(ApiError, match=r"no batchd\.toml") as caught:
+    with pytest.raises(DomainError, match=r"no batchd\.toml") as caught:
         pack_project(root, MiB)
-    assert (caught.value.status, caught.value.field) == (422, "batchd.toml")
+    assert (status_of(caught.value), caught.value.field) == (422, "batchd.toml")
 
 
 def test_pack_validates_the_spec_first(tmp_path: Path) -> None:
     root = _write_tree(tmp_path, {"batchd.toml": MINIMAL_TOML + "oops = 1\n"})
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         pack_project(root, MiB)
-    assert (caught.value.status, caught.value.field) == (422, "handler.oops")
+    assert (status_of(caught.value), caught.value.field) == (422, "handler.oops")
 
 
 def test_pack_validates_the_dotenv(tmp_path: Path) -> None:
     root = _write_tree(
         tmp_path, {"batchd.toml": MINIMAL_TOML, "handler.py": HANDLER_SOURCE, ".env": "nope\n"}
     )
-    with pytest.raises(ApiError, match="line 1") as caught:
+    with pytest.raises(DomainError, match="line 1") as caught:
         pack_project(root, MiB)
-    assert (caught.value.status, caught.value.field) == (422, ".env")
+    assert (status_of(caught.value), caught.value.field) == (422, ".env")
 
 
 @pytest.mark.parametrize(
@@ -377,9 +378,9 @@ def test_pack_validates_the_dotenv(tmp_path: Path) -> None:
     ],
 )
 def test_pack_requires_the_handler_file(tmp_path: Path, files: dict[str, bytes | str]) -> None:
-    with pytest.raises(ApiError, match=r"'handler\.py' is not among") as caught:
+    with pytest.raises(DomainError, match=r"'handler\.py' is not among") as caught:
         pack_project(_write_tree(tmp_path, files), MiB)
-    assert (caught.value.status, caught.value.field) == (422, "handler.path")
+    assert (status_of(caught.value), caught.value.field) == (422, "handler.path")
 
 
 def test_pack_over_the_limit_names_the_largest_files(tmp_path: Path) -> None:
@@ -392,9 +393,9 @@ def test_pack_over_the_limit_names_the_largest_files(tmp_path: Path) -> None:
             "data.csv": b"\0" * (MiB + MiB // 2),
         },
     )
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         pack_project(root, 2 * MiB)
-    assert (caught.value.status, caught.value.field) == (413, "project")
+    assert (status_of(caught.value), caught.value.field) == (413, "project")
     assert caught.value.message == (
         "project is 4.5 MiB, over the 2.0 MiB limit; largest files: "
         "model.bin (3.0 MiB), data.csv (1.5 MiB), handler.py (24 B)"
@@ -512,7 +513,7 @@ def test_server_accepts_symlinks_and_hardlinks_inside(snapshots: Path) -> None:
 def test_server_size_limit_names_the_largest_file(snapshots: Path) -> None:
     archive = _archive([*_base(), _file("model.bin", b"\0" * 5000), _file("a.txt", b"x" * 10)])
     error = _refuse(archive, snapshots / "v1", max_bytes=4096)
-    assert (error.status, error.field) == (413, "project")
+    assert (status_of(error), error.field) == (413, "project")
     assert error.message == (
         "project is 4.9 KiB, over the 4.0 KiB limit; largest files: "
         "model.bin (4.9 KiB), handler.py (24 B), a.txt (10 B)"
@@ -528,7 +529,7 @@ def test_server_size_skips_ignored_files(snapshots: Path) -> None:
 def test_server_size_counts_hardlinks(snapshots: Path) -> None:
     linked = [_file("a.txt", b"x" * 40), _link("b.txt", "a.txt", tarfile.LNKTYPE)]
     error = _refuse(_archive([*_base(), *linked]), snapshots / "v2", max_bytes=100)
-    assert error.status == 413
+    assert status_of(error) == 413
     assert "a.txt (40 B), b.txt (40 B)" in error.message
 
 
@@ -557,7 +558,7 @@ def test_server_size_counts_hardlinks(snapshots: Path) -> None:
 )
 def test_hostile_members_are_refused(snapshots: Path, member: Member, problem: str) -> None:
     error = _refuse(_archive([*_base(), member]), snapshots / "v1")
-    assert (error.status, error.field) == (422, "archive")
+    assert (status_of(error), error.field) == (422, "archive")
     assert repr(member[0].name) in error.message
     assert problem in error.message
 
@@ -606,7 +607,7 @@ def test_hardlink_to_a_later_or_excluded_file_is_refused(snapshots: Path) -> Non
 
 def test_huge_tar_header_is_refused_without_reading_it(snapshots: Path) -> None:
     error = _refuse(_archive([*_base(), _file("a" * (2 * MiB), b"x")]), snapshots / "v1")
-    assert (error.status, error.field) == (413, "archive")
+    assert (status_of(error), error.field) == (413, "archive")
 
 
 @pytest.mark.parametrize(
@@ -616,14 +617,14 @@ def test_huge_tar_header_is_refused_without_reading_it(snapshots: Path) -> None:
 )
 def test_unreadable_upload_is_400(snapshots: Path, archive: bytes) -> None:
     error = _refuse(archive, snapshots / "v1")
-    assert (error.status, error.field) == (400, "archive")
+    assert (status_of(error), error.field) == (400, "archive")
     assert error.message.startswith("archive is not a readable tar file")
 
 
 def test_truncated_upload_is_400(snapshots: Path) -> None:
     archive = _archive([*_base(), _file("big.bin", os.urandom(100_000))])
     error = _refuse(archive[: len(archive) // 2], snapshots / "v1")
-    assert (error.status, error.field) == (400, "archive")
+    assert (status_of(error), error.field) == (400, "archive")
 
 
 # --- spec checks on the server --------------------------------------------------------------
@@ -631,7 +632,7 @@ def test_truncated_upload_is_400(snapshots: Path) -> None:
 
 def test_archive_without_batchd_toml_is_422(snapshots: Path) -> None:
     error = _refuse(_archive([_file("handler.py", HANDLER_SOURCE)]), snapshots / "v1")
-    assert (error.status, error.field, error.message) == (
+    assert (status_of(error), error.field, error.message) == (
         422,
         "batchd.toml",
         "archive has no batchd.toml",
@@ -643,26 +644,26 @@ def test_symlinked_batchd_toml_is_422(snapshots: Path) -> None:
         [_file("real.toml", MINIMAL_TOML.encode()), _link("batchd.toml", "real.toml")]
     )
     error = _refuse(archive, snapshots / "v1")
-    assert (error.status, error.field) == (422, "batchd.toml")
+    assert (status_of(error), error.field) == (422, "batchd.toml")
 
 
 def test_missing_handler_file_is_422_after_cleanup(snapshots: Path) -> None:
     archive = _archive([_file("batchd.toml", MINIMAL_TOML.encode()), _file("other.py", b"x")])
     error = _refuse(archive, snapshots / "v1")
-    assert (error.status, error.field) == (422, "handler.path")
+    assert (status_of(error), error.field) == (422, "handler.path")
 
 
 def test_handler_file_excluded_by_batchdignore_is_422(snapshots: Path) -> None:
     archive = _archive([*_base(), _file(".batchdignore", b"handler.py\n")])
     error = _refuse(archive, snapshots / "v1")
-    assert (error.status, error.field) == (422, "handler.path")
+    assert (status_of(error), error.field) == (422, "handler.path")
 
 
 def test_nonexistent_python_is_422(snapshots: Path, tmp_path: Path) -> None:
     toml = MINIMAL_TOML + f'python = "{tmp_path / "no-such-python"}"\n'
     archive = _archive([_file("batchd.toml", toml.encode()), _file("handler.py", HANDLER_SOURCE)])
     error = _refuse(archive, snapshots / "v1")
-    assert (error.status, error.field) == (422, "handler.python")
+    assert (status_of(error), error.field) == (422, "handler.python")
 
 
 def test_existing_python_is_accepted(snapshots: Path) -> None:

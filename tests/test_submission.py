@@ -7,14 +7,11 @@ from typing import Any
 
 import pytest
 
-from batchd.admission.submission import (
-    DEFAULT_MAX_RECEIVE_COUNT,
-    JobSubmission,
-    parse_submission,
-    plan_batches,
-)
+from batchd.admission.job_body import DEFAULT_MAX_RECEIVE_COUNT, JobSubmission, parse_submission
+from batchd.admission.planning import plan_batches
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
-from batchd.errors import ApiError
+from batchd.errors import DomainError
+from batchd.http.errors import status_of
 from batchd.store.chunks import ChunkSpool
 
 ITEMS: dict[str, Any] = {"item_list": {"items": [1, 2, 3], "batch_size": 2}}
@@ -25,15 +22,15 @@ def parse(body: dict[str, Any]) -> JobSubmission:
     return parse_submission(json.dumps(body).encode())
 
 
-def parse_error(body: bytes | dict[str, Any]) -> ApiError:
+def parse_error(body: bytes | dict[str, Any]) -> DomainError:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         parse_submission(raw)
     return caught.value
 
 
-def plan_error(sub: JobSubmission, roots: list[Path], max_item_bytes: int = BIG) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+def plan_error(sub: JobSubmission, roots: list[Path], max_item_bytes: int = BIG) -> DomainError:
+    with pytest.raises(DomainError) as caught:
         plan_batches(sub, roots, max_item_bytes)
     return caught.value
 
@@ -84,20 +81,20 @@ def test_integer_timeout_is_accepted() -> None:
 )
 def test_invalid_json_is_400(body: bytes) -> None:
     error = parse_error(body)
-    assert error.status == 400
+    assert status_of(error) == 400
     assert error.field is None
     assert "JSON" in error.message
 
 
 def test_deeply_nested_json_is_400() -> None:
     error = parse_error(b"[" * 100_000 + b"]" * 100_000)
-    assert (error.status, error.field) == (400, None)
+    assert (status_of(error), error.field) == (400, None)
 
 
 @pytest.mark.parametrize(("body", "kind"), [(b"[1, 2]", "an array"), (b'"x"', "a string")])
 def test_json_that_is_not_an_object_is_400(body: bytes, kind: str) -> None:
     error = parse_error(body)
-    assert (error.status, error.field) == (400, None)
+    assert (status_of(error), error.field) == (400, None)
     assert kind in error.message
 
 
@@ -121,7 +118,7 @@ def test_json_that_is_not_an_object_is_400(body: bytes, kind: str) -> None:
 )
 def test_bad_top_level_fields_are_422(change: dict[str, Any], field: str, words: str) -> None:
     error = parse_error({**ITEMS, **change})
-    assert (error.status, error.field) == (422, field)
+    assert (status_of(error), error.field) == (422, field)
     assert words in error.message
     assert error.message.startswith(f"{field}: ")
 
@@ -139,19 +136,19 @@ def test_bad_top_level_fields_are_422(change: dict[str, Any], field: str, words:
 )
 def test_bad_item_list_is_422(item_list: dict[str, Any], field: str, words: str) -> None:
     error = parse_error({"item_list": item_list})
-    assert (error.status, error.field) == (422, field)
+    assert (status_of(error), error.field) == (422, field)
     assert words in error.message
 
 
 def test_item_list_must_be_an_object() -> None:
     error = parse_error({"item_list": [1, 2]})
-    assert (error.status, error.field) == (422, "item_list")
+    assert (status_of(error), error.field) == (422, "item_list")
     assert "must be an object, not an array" in error.message
 
 
 def test_missing_source_is_422_listing_the_options() -> None:
     error = parse_error({"workers": 2})
-    assert (error.status, error.field) == (422, "item_list")
+    assert (status_of(error), error.field) == (422, "item_list")
     for kind in ("item_list", "delimited_files", "file_path_lister"):
         assert kind in error.message
 
@@ -159,7 +156,7 @@ def test_missing_source_is_422_listing_the_options() -> None:
 def test_two_sources_is_422_naming_the_second() -> None:
     body = {**ITEMS, "file_path_lister": {"paths": ["/x"], "batch_size": 1}}
     error = parse_error(body)
-    assert (error.status, error.field) == (422, "file_path_lister")
+    assert (status_of(error), error.field) == (422, "file_path_lister")
     assert "item_list and file_path_lister" in error.message
 
 
@@ -181,7 +178,7 @@ def test_s3_paths_is_a_synonym_of_paths() -> None:
 def test_paths_and_s3_paths_together_is_422() -> None:
     body = {"file_path_lister": {"paths": ["/a"], "s3_paths": ["/b"], "batch_size": 1}}
     error = parse_error(body)
-    assert (error.status, error.field) == (422, "file_path_lister.s3_paths")
+    assert (status_of(error), error.field) == (422, "file_path_lister.s3_paths")
     assert "not both" in error.message
 
 
@@ -198,7 +195,7 @@ def test_paths_and_s3_paths_together_is_422() -> None:
 )
 def test_bad_file_source_is_422(source: dict[str, Any], field: str) -> None:
     error = parse_error({"delimited_files": source})
-    assert (error.status, error.field) == (422, field)
+    assert (status_of(error), error.field) == (422, field)
 
 
 def test_dead_letter_queue_form_sets_max_receive_count() -> None:
@@ -220,7 +217,7 @@ def test_both_max_receive_count_forms_agreeing() -> None:
 def test_conflicting_max_receive_counts_is_422() -> None:
     body = {**ITEMS, "max_receive_count": 4, "sqs_dead_letter_queue": {"max_receive_count": 5}}
     error = parse_error(body)
-    assert (error.status, error.field) == (422, "max_receive_count")
+    assert (status_of(error), error.field) == (422, "max_receive_count")
     assert "4" in error.message
     assert "5" in error.message
 
@@ -235,7 +232,7 @@ def test_conflicting_max_receive_counts_is_422() -> None:
 )
 def test_bad_dead_letter_queue_is_422(queue: dict[str, Any], field: str) -> None:
     error = parse_error({**ITEMS, "sqs_dead_letter_queue": queue})
-    assert (error.status, error.field) == (422, field)
+    assert (status_of(error), error.field) == (422, field)
 
 
 def test_several_problems_report_the_first_and_count_the_rest() -> None:
@@ -266,7 +263,7 @@ def test_several_problems_report_the_first_and_count_the_rest() -> None:
 )
 def test_unpaired_surrogate_escapes_are_400_naming_the_field(body: bytes, field: str) -> None:
     error = parse_error(body)
-    assert (error.status, error.field) == (400, field)
+    assert (status_of(error), error.field) == (400, field)
     assert "surrogate" in error.message
 
 
@@ -282,7 +279,7 @@ def test_unpaired_surrogate_escapes_are_400_naming_the_field(body: bytes, field:
 )
 def test_encoded_surrogates_are_invalid_json(body: bytes) -> None:
     error = parse_error(body)
-    assert (error.status, error.field) == (400, None)
+    assert (status_of(error), error.field) == (400, None)
     assert "not valid JSON" in error.message
 
 
@@ -335,7 +332,7 @@ def test_item_at_the_limit_is_accepted() -> None:
 def test_oversized_item_names_its_index() -> None:
     sub = parse({"item_list": {"items": ["a", "b", "c", "d" * 50, "e"], "batch_size": 2}})
     error = plan_error(sub, [], max_item_bytes=20)
-    assert (error.status, error.field) == (422, "item_list.items[3]")
+    assert (status_of(error), error.field) == (422, "item_list.items[3]")
     assert "52 bytes" in error.message
     assert "20" in error.message
 
@@ -343,7 +340,7 @@ def test_oversized_item_names_its_index() -> None:
 def test_oversized_item_counts_utf8_bytes() -> None:
     sub = parse({"item_list": {"items": ["é" * 5], "batch_size": 1}})
     error = plan_error(sub, [], max_item_bytes=11)
-    assert (error.status, error.field) == (422, "item_list.items[0]")
+    assert (status_of(error), error.field) == (422, "item_list.items[0]")
     assert "12 bytes" in error.message
 
 
@@ -364,7 +361,7 @@ def test_oversized_items_are_found_whatever_their_kind(
 ) -> None:
     sub = parse({"item_list": {"items": items, "batch_size": 1}})
     error = plan_error(sub, [], max_item_bytes=max_item_bytes)
-    assert (error.status, error.field) == (422, f"item_list.items[{index}]")
+    assert (status_of(error), error.field) == (422, f"item_list.items[{index}]")
     assert f"{size} bytes" in error.message
     # At exactly that size, every item fits.
     assert len(plan_items(items, 1, max_item_bytes=size)) == len(items)
@@ -411,7 +408,7 @@ def test_delimited_files_batch_across_files(tmp_path: Path) -> None:
 def test_delimited_files_bad_line_names_file_and_line(tmp_path: Path) -> None:
     bad = write(tmp_path / "a.jsonl", '{"ok": 1}\n\n{not json}\n')
     error = plan_error(files_job("delimited_files", [str(bad)]), [tmp_path])
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert f"{bad}:3" in error.message
 
 
@@ -420,14 +417,14 @@ def test_delimited_files_rejects_values_json_cannot_carry(tmp_path: Path, line: 
     bad = tmp_path / "a.jsonl"
     bad.write_bytes(b"1\n" + line + b"\n")
     error = plan_error(files_job("delimited_files", [str(bad)]), [tmp_path])
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert f"{bad}:2" in error.message
 
 
 def test_delimited_files_oversized_line_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path / "a.jsonl", '"short"\n"' + "x" * 100 + '"\n')
     error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path], max_item_bytes=50)
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert f"{path}:2" in error.message
     assert "102 bytes" in error.message
 
@@ -441,9 +438,9 @@ def test_delimited_files_unreadable_file_is_422(
         raise PermissionError(13, "Permission denied")
 
     # chmod cannot make a file unreadable to root, so fail the open itself.
-    monkeypatch.setattr("batchd.admission.submission.open", refuse, raising=False)
+    monkeypatch.setattr("batchd.admission.input_files.open", refuse, raising=False)
     error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path])
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert str(path) in error.message
     assert "Permission denied" in error.message
 
@@ -451,7 +448,7 @@ def test_delimited_files_unreadable_file_is_422(
 def test_delimited_files_without_items_is_422(tmp_path: Path) -> None:
     write(tmp_path / "a.jsonl", "\n  \n")
     error = plan_error(files_job("delimited_files", [str(tmp_path)]), [tmp_path])
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert "no batches" in error.message
 
 
@@ -506,7 +503,7 @@ def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
 def test_listers_without_input_roots_are_403(tmp_path: Path) -> None:
     for kind in ("delimited_files", "file_path_lister"):
         error = plan_error(files_job(kind, [str(tmp_path)]), [])
-        assert (error.status, error.field) == (403, f"{kind}.paths")
+        assert (status_of(error), error.field) == (403, f"{kind}.paths")
         assert "input_roots" in error.message
         assert "disabled" in error.message
 
@@ -517,7 +514,7 @@ def test_path_outside_the_roots_is_403(tmp_path: Path) -> None:
     outside = write(tmp_path / "secret.json", "{}\n")
     sub = files_job("file_path_lister", [str(root / "a.json"), str(outside)])
     error = plan_error(sub, [root])
-    assert (error.status, error.field) == (403, "file_path_lister.paths[1]")
+    assert (status_of(error), error.field) == (403, "file_path_lister.paths[1]")
     assert str(outside) in error.message
 
 
@@ -527,7 +524,7 @@ def test_dotdot_escape_is_403(tmp_path: Path) -> None:
     write(tmp_path / "secret.json", "{}\n")
     escape = f"{root}/../secret.json"
     error = plan_error(files_job("delimited_files", [escape]), [root])
-    assert (error.status, error.field) == (403, "delimited_files.paths[0]")
+    assert (status_of(error), error.field) == (403, "delimited_files.paths[0]")
     assert escape in error.message
 
 
@@ -535,7 +532,7 @@ def test_sibling_with_a_common_prefix_is_outside(tmp_path: Path) -> None:
     write(tmp_path / "root" / "a.json", "{}\n")
     sibling = write(tmp_path / "rootless" / "a.json", "{}\n")
     error = plan_error(files_job("file_path_lister", [str(sibling)]), [tmp_path / "root"])
-    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+    assert (status_of(error), error.field) == (403, "file_path_lister.paths[0]")
 
 
 def test_dotdot_within_the_root_is_allowed(tmp_path: Path) -> None:
@@ -551,7 +548,7 @@ def test_symlink_leaving_the_root_is_403(tmp_path: Path) -> None:
     write(tmp_path / "outside" / "secret.json", "{}\n")
     (root / "sub" / "leak").symlink_to(tmp_path / "outside")
     error = plan_error(files_job("file_path_lister", [str(root)]), [root])
-    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+    assert (status_of(error), error.field) == (403, "file_path_lister.paths[0]")
     assert str(root / "sub" / "leak") in error.message
 
 
@@ -561,7 +558,7 @@ def test_file_symlink_leaving_the_root_is_403(tmp_path: Path) -> None:
     secret = write(tmp_path / "secret.json", "{}\n")
     (root / "innocent.json").symlink_to(secret)
     error = plan_error(files_job("delimited_files", [str(root / "innocent.json")]), [root])
-    assert (error.status, error.field) == (403, "delimited_files.paths[0]")
+    assert (status_of(error), error.field) == (403, "delimited_files.paths[0]")
 
 
 def test_root_that_is_a_symlink_is_resolved(tmp_path: Path) -> None:
@@ -574,12 +571,12 @@ def test_root_that_is_a_symlink_is_resolved(tmp_path: Path) -> None:
 
 def test_path_with_nul_is_403(tmp_path: Path) -> None:
     error = plan_error(files_job("file_path_lister", [f"{tmp_path}/a\0b"]), [tmp_path])
-    assert (error.status, error.field) == (403, "file_path_lister.paths[0]")
+    assert (status_of(error), error.field) == (403, "file_path_lister.paths[0]")
 
 
 def test_relative_path_is_422(tmp_path: Path) -> None:
     error = plan_error(files_job("file_path_lister", ["data/a.json"]), [tmp_path])
-    assert (error.status, error.field) == (422, "file_path_lister.paths[0]")
+    assert (status_of(error), error.field) == (422, "file_path_lister.paths[0]")
     assert "absolute" in error.message
 
 
@@ -588,7 +585,7 @@ def test_missing_path_is_422(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.json")
     sub = files_job("file_path_lister", [str(tmp_path / "a.json"), missing])
     error = plan_error(sub, [tmp_path])
-    assert (error.status, error.field) == (422, "file_path_lister.paths[1]")
+    assert (status_of(error), error.field) == (422, "file_path_lister.paths[1]")
     assert missing in error.message
 
 
@@ -596,14 +593,14 @@ def test_no_matching_files_is_422(tmp_path: Path) -> None:
     make_tree(tmp_path)
     sub = files_job("file_path_lister", [str(tmp_path)], includes=["**/*.csv"])
     error = plan_error(sub, [tmp_path])
-    assert (error.status, error.field) == (422, "file_path_lister.paths")
+    assert (status_of(error), error.field) == (422, "file_path_lister.paths")
     assert "no batches" in error.message
 
 
 def test_empty_directory_is_422(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     error = plan_error(files_job("delimited_files", [str(tmp_path / "empty")]), [tmp_path])
-    assert (error.status, error.field) == (422, "delimited_files.paths")
+    assert (status_of(error), error.field) == (422, "delimited_files.paths")
 
 
 # --- chunks bounded by bytes, limits while streaming ----------------------------------------
@@ -621,9 +618,9 @@ def test_item_list_chunks_are_bounded_by_bytes() -> None:
 
 def test_item_list_batch_over_max_batch_size_is_413() -> None:
     sub = parse({"item_list": {"items": ["a" * 600, "b" * 600, "c"], "batch_size": 2}})
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         plan_batches(sub, [], BIG, max_batch_bytes=1024)
-    assert (caught.value.status, caught.value.field) == (413, "item_list.batch_size")
+    assert (status_of(caught.value), caught.value.field) == (413, "item_list.batch_size")
     assert "batch 1 is 1207 bytes" in caught.value.message
     assert "max_batch_size" in caught.value.message
 
@@ -634,9 +631,9 @@ def test_delimited_batch_over_max_batch_size_is_413_before_it_is_read_whole(
     lines = "".join(f'"{"x" * 500}"\n' for _ in range(10))
     write(tmp_path / "a.jsonl", "1\n" + lines)
     sub = files_job("delimited_files", [str(tmp_path)], batch_size=1_000)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         plan_batches(sub, [tmp_path], BIG, max_batch_bytes=2048)
-    assert (caught.value.status, caught.value.field) == (413, "delimited_files.batch_size")
+    assert (status_of(caught.value), caught.value.field) == (413, "delimited_files.batch_size")
     assert "batch 1 is over the 2048 byte limit" in caught.value.message
 
 
@@ -644,9 +641,9 @@ def test_max_batches_per_job_is_checked_while_streaming(tmp_path: Path) -> None:
     write(tmp_path / "a.jsonl", "".join(f"{n}\n" for n in range(100)))
     sub = files_job("delimited_files", [str(tmp_path)], batch_size=10)
     assert plan_batches(sub, [tmp_path], BIG, max_batches=10).batches.count == 10
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         plan_batches(sub, [tmp_path], BIG, max_batches=9)
-    assert (caught.value.status, caught.value.field) == (413, "delimited_files.batch_size")
+    assert (status_of(caught.value), caught.value.field) == (413, "delimited_files.batch_size")
     assert "more than 9 batches" in caught.value.message
 
 
@@ -677,5 +674,5 @@ def test_line_is_read_no_further_than_six_times_max_item_size(tmp_path: Path) ->
     escaped = '"' + "\\u00e9" * 100 + '"'
     path = write(tmp_path / "a.jsonl", f"{escaped}\n1\n" + "2" * 1300)
     error = plan_error(files_job("delimited_files", [str(path)]), [tmp_path], max_item_bytes=202)
-    assert (error.status, error.field) == (422, "delimited_files")
+    assert (status_of(error), error.field) == (422, "delimited_files")
     assert f"{path}:3: line 3 is longer than 1212 bytes" in error.message

@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from batchd.errors import ApiError
+from batchd.errors import invalid
 from batchd.worker.probe import EXIT_IMPORTED, REPORT_MARKER
 
 # Only the end of what the import wrote to stderr is kept: the traceback is there.
@@ -27,7 +27,7 @@ REPORT_READ_TIMEOUT = 5.0
 async def check_handler_imports(
     python: str, snapshot: Path, handler_path: str, env: dict[str, str], timeout: float
 ) -> None:
-    """Raise a 422 ApiError unless `handler_path` imports and defines class Handler."""
+    """Raise Invalid (a 422) unless `handler_path` imports and defines class Handler."""
     process = await asyncio.create_subprocess_exec(
         python,
         "-m",
@@ -46,8 +46,7 @@ async def check_handler_imports(
         async with asyncio.timeout(timeout):
             code = await process.wait()
     except TimeoutError:
-        raise ApiError(
-            422,
+        raise invalid(
             f"importing {handler_path} took over {timeout:g}s (handler_check_timeout); "
             "deploy with --no-check (?check=false) to skip the check",
             field=FIELD,
@@ -69,7 +68,7 @@ async def check_handler_imports(
     _, marker, report = text.rpartition(REPORT_MARKER)
     if not marker:
         report = f"the check exited with code {code}:\n{text}"
-    raise ApiError(422, f"{handler_path} cannot be imported:\n{report.strip()}", field=FIELD)
+    raise invalid(f"{handler_path} cannot be imported:\n{report.strip()}", field=FIELD)
 
 
 async def _tail(process: asyncio.subprocess.Process) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchd import packing
-from batchd.errors import ApiError
+from batchd.errors import Invalid, invalid
 from batchd.packing import PROJECT_CONFIG, parse_dotenv
 
 MAX_API_NAME_LENGTH = 42
@@ -191,7 +191,7 @@ def _api_name_problem(name: str) -> str | None:
 def validate_api_name(name: str) -> str:
     problem = _api_name_problem(name)
     if problem is not None:
-        raise ApiError(422, problem, field="name")
+        raise invalid(problem, field="name")
     return name
 
 
@@ -203,7 +203,7 @@ def parse_api_spec(text: str) -> ApiSpec:
         raise _spec_error(exc) from exc
 
 
-def _spec_error(exc: ValidationError) -> ApiError:
+def _spec_error(exc: ValidationError) -> Invalid:
     first = exc.errors(include_url=False)[0]
     where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
@@ -213,7 +213,7 @@ def _spec_error(exc: ValidationError) -> ApiError:
     else:
         detail = first["msg"].removeprefix("Value error, ")
         message = f"{PROJECT_CONFIG}: {where}: {detail}"
-    return ApiError(422, message, field=where or PROJECT_CONFIG)
+    return invalid(message, field=where or PROJECT_CONFIG)
 
 
 def _full_spec_check(config_text: str, env_text: str | None) -> str:

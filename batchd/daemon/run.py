@@ -24,7 +24,7 @@ from batchd.config import ConfigError, DaemonConfig
 from batchd.constants import DB_FILENAME
 from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
 from batchd.daemon.sdnotify import Notifier
-from batchd.errors import ApiError
+from batchd.errors import DomainError
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.http.connections import ConnectionGuard, GuardedAppRunner
@@ -234,7 +234,7 @@ async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: 
     try:
         archive = await asyncio.to_thread(pack_project, directory, config.max_project_size)
         api, new = await registry.deploy(archive)
-    except ApiError as exc:
+    except DomainError as exc:
         raise SystemExit(f"cannot deploy {directory}: {exc.message}") from exc
     log.info(
         "deployed" if new else "deployed: unchanged",

@@ -81,10 +81,7 @@ async def get_api(request: web.Request) -> web.Response:
 
 
 async def delete_api(request: web.Request) -> web.Response:
-    services = services_of(request)
     name = request.match_info["name"]
-    await services.registry.require(name)
-    stopped = await services.scheduler.stop_api_jobs(name)
-    await services.registry.delete(name)
+    stopped = await services_of(request).admission.delete_api(name)
     deleted = schemas.DeletedApi(message=f"deleted API {name}", stopped_jobs=stopped)
     return web.json_response(deleted.body())

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from batchd.admission.service import Admission
 from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
-from batchd.errors import ApiError
+from batchd.errors import DomainError
+from batchd.http.errors import HttpError, error_body, status_of
 
 if TYPE_CHECKING:
     from batchd.http.auth import Tokens
@@ -36,6 +38,12 @@ class Services:
     joblogs: JobLogs
     pruner: Pruner
     metrics: Metrics = field(default_factory=Metrics)
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        admission = Admission(self.config, self.store, self.registry, self.scheduler, self.metrics)
+        # Frozen: the one field built from the others is set once, here.
+        object.__setattr__(self, "admission", admission)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -44,15 +52,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(status: int, message: str, field: str | None = None) -> web.Response:
-    return web.json_response(ApiError(status, message, field).to_json(), status=status)
+    return web.json_response(error_body(message, field), status=status)
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+    except DomainError as exc:
+        return error_response(status_of(exc), exc.message, exc.field)
+    except HttpError as exc:
+        return error_response(exc.status, exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp import web
 
-from batchd.errors import ApiError, bad_request
+from batchd.errors import TooLarge, bad_request, too_large
 from batchd.http.encoding import IDENTITY, BodyDecoder, content_coding
+from batchd.http.errors import HttpError
 
 # curl -d sends form encoding by default; a job body is JSON whatever the label says.
 JSON_CONTENT_TYPES = frozenset(
@@ -29,7 +30,7 @@ def require_content_type(request: web.Request, allowed: frozenset[str]) -> None:
     content_type = request.content_type if request.headers.get("Content-Type") else ""
     if content_type not in allowed:
         expected = ", ".join(sorted(t for t in allowed if t))
-        raise ApiError(415, f"unsupported content type {content_type!r}; send one of {expected}")
+        raise HttpError(415, f"unsupported content type {content_type!r}; send one of {expected}")
 
 
 async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> bytes:
@@ -43,10 +44,10 @@ async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> 
                 return await request.read()
             return await _read_decoded(request, BodyDecoder(coding), limit)
     except TimeoutError:
-        raise ApiError(408, f"request body not received within {timeout:g}s") from None
+        raise HttpError(408, f"request body not received within {timeout:g}s") from None
     except ConnectionResetError:
         # aiohttp's "Connection lost": nobody is left to answer, and nothing was stored.
-        raise ApiError(400, "the client closed the connection before sending the body") from None
+        raise bad_request("the client closed the connection before sending the body") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 
@@ -69,8 +70,8 @@ async def _read_decoded(request: web.Request, decoder: BodyDecoder, limit: int) 
     return bytes(body)
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"request body is over the {limit} byte limit (max_request_size)")
+def _too_large(limit: int) -> TooLarge:
+    return too_large(f"request body is over the {limit} byte limit (max_request_size)")
 
 
 def required_query(request: web.Request, name: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from batchd.errors import ApiError, bad_request
+from batchd.errors import bad_request
+from batchd.http.errors import HttpError
 
 FIELD = "Content-Encoding"
 IDENTITY = "identity"
@@ -38,7 +39,7 @@ def content_coding(header: str | None) -> str:
         return IDENTITY
     if len(applied) > 1 or applied[0] not in SUPPORTED:
         offered = ", ".join(sorted(SUPPORTED))
-        raise ApiError(
+        raise HttpError(
             415, f"unsupported Content-Encoding {header!r}; send one of {offered}", field=FIELD
         )
     return applied[0]

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from batchd.admission.submission import parse_submission, plan_batches
-from batchd.errors import ApiError, bad_request, conflict, invalid, not_found
+from batchd.admission.service import DryRun
+from batchd.errors import bad_request
 from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
@@ -26,8 +26,7 @@ from batchd.http.body import (
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.observe.joblogs import LEVELS, tail_offset
 from batchd.store import views
-from batchd.store.base import ApiRecord, JobRecord, NewJob, batch_id, new_job_id
-from batchd.store.chunks import BatchChunks
+from batchd.store.base import JobRecord, batch_id
 
 NDJSON = "application/x-ndjson"
 
@@ -49,63 +48,22 @@ async def submit(request: web.Request) -> web.Response:
     api = await services.registry.require(request.match_info["api"])
     dry_run = bool_query(request, "dryRun")
     require_content_type(request, JSON_CONTENT_TYPES)
-    _require_gpus(services, api)
+    # Before the body is read: a job this machine cannot run is refused at once.
+    services.admission.require_gpus(api)
     config = services.config
     body = await read_body(request, config.max_request_size, config.request_read_timeout)
-    # Parsing and splitting a large job is CPU work: keep the event loop answering.
-    submission = await asyncio.to_thread(parse_submission, body, config.max_json_depth)
-    plan = await asyncio.to_thread(
-        plan_batches,
-        submission,
-        config.input_root_paths,
-        config.max_item_size,
-        max_batch_bytes=config.max_batch_size,
-        max_batches=config.max_batches_per_job,
-        # A file source's chunks wait on disk, next to the database, until stored.
-        spool_dir=config.state_path,
-        keep_payloads=not dry_run,
-    )
-    try:
-        if dry_run:
-            report = schemas.DryRunReport(
-                dry_run=True,
-                api_name=api.name,
-                total_batch_count=plan.batches.count,
-                item_count=plan.item_count,
-            )
-            if plan.matched_files is not None:
-                report.matched_files = plan.matched_files
-            return web.json_response(report.body())
-        job = NewJob(
-            job_id=new_job_id(),
-            api_name=api.name,
-            api_version=api.version,
-            kind=plan.kind,
-            workers=submission.workers,
-            config=submission.config,
-            timeout=submission.timeout,
-            batch_timeout=(
-                submission.batch_timeout
-                or api.spec["handler"].get("batch_timeout")
-                or config.batch_timeout
-            ),
-            max_receive_count=submission.max_receive_count_value(),
-            priority=submission.priority,
-            created_at=time.time(),
+    admitted = await services.admission.submit(api, body, dry_run=dry_run, started=started)
+    if isinstance(admitted, DryRun):
+        report = schemas.DryRunReport(
+            dry_run=True,
+            api_name=admitted.api_name,
+            total_batch_count=admitted.total_batch_count,
+            item_count=admitted.item_count,
         )
-        return await _start(services, job, plan.batches, started)
-    finally:
-        plan.close()
-
-
-def _require_gpus(services: Services, api: ApiRecord) -> None:
-    needed = int(api.spec["compute"].get("gpu", 0))
-    available = len(services.scheduler.gpus)
-    if needed > available:
-        raise invalid(
-            f"API {api.name} needs {needed} GPU(s) per worker; this machine has {available}",
-            "compute.gpu",
-        )
+        if admitted.matched_files is not None:
+            report.matched_files = admitted.matched_files
+        return web.json_response(report.body())
+    return web.json_response(views.job_spec(admitted))
 
 
 async def get_jobs(request: web.Request) -> web.Response:
@@ -113,7 +71,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     api = await services.registry.require(request.match_info["api"])
     job_id = request.query.get("jobID")
     if job_id:
-        job = await _job_of(services, api.name, job_id)
+        job = await services.admission.find_job(api.name, job_id)
         return web.json_response(
             {
                 "job_status": await _status(services, job),
@@ -155,13 +113,14 @@ async def _cursor(services: Services, request: web.Request, api_names: set[str])
 
 
 async def stop(request: web.Request) -> web.Response:
-    services, job = await _target(request)
-    await services.scheduler.stop_job(job.job_id)
+    services = services_of(request)
+    api_name, job_id = await _job_named(request)
+    job = await services.admission.stop(api_name, job_id)
     return web.json_response(schemas.Message(message=f"stopped job {job.job_id}").body())
 
 
 async def results(request: web.Request) -> web.StreamResponse:
-    services, job = await _target(request, unpruned=True)
+    services, job = await _target(request)
 
     async def lines() -> AsyncIterator[bytes]:
         async for row in services.store.results(job.job_id):
@@ -172,7 +131,7 @@ async def results(request: web.Request) -> web.StreamResponse:
 
 
 async def failed(request: web.Request) -> web.StreamResponse:
-    services, job = await _target(request, unpruned=True)
+    services, job = await _target(request)
     limit = int_query(request, "limit", default=0, minimum=1, maximum=1_000_000_000)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -196,7 +155,7 @@ async def failed(request: web.Request) -> web.StreamResponse:
 
 async def logs(request: web.Request) -> web.StreamResponse:
     """The job's log as JSON lines; `follow=true` streams until the job ends."""
-    services, job = await _target(request, unpruned=True)
+    services, job = await _target(request)
     follow = bool_query(request, "follow")
     level = request.query.get("level")
     if level is not None and level.upper() not in LEVELS:
@@ -223,48 +182,24 @@ async def logs(request: web.Request) -> web.StreamResponse:
 async def retry(request: web.Request) -> web.Response:
     """Submit a new job made of the dead-lettered batches, on the API's latest version."""
     started = time.perf_counter()
-    services, original = await _target(request, unpruned=True)
-    api = await services.registry.require(original.api_name)
-    payloads = [dead.payload async for dead in services.store.dead_letters(original.job_id)]
-    if not payloads:
-        raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
-    _require_gpus(services, api)
-    job = NewJob(
-        job_id=new_job_id(),
-        api_name=api.name,
-        api_version=api.version,
-        kind=original.kind,
-        workers=original.workers,
-        config=original.config,
-        timeout=original.timeout,
-        batch_timeout=original.batch_timeout,
-        max_receive_count=original.max_receive_count,
-        priority=original.priority,
-        created_at=time.time(),
-        retry_of=original.job_id,
-    )
-    return await _start(services, job, payloads, started)
-
-
-async def _start(
-    services: Services, job: NewJob, batches: BatchChunks | list[bytes], started: float
-) -> web.Response:
-    """Store the job with all its batches (one transaction), then let the scheduler run it;
-    `started` is the time.perf_counter() of the request, for the admission histogram."""
-    record = await services.store.create_job(job, batches)
-    services.scheduler.admit(record)
-    services.metrics.admitted(record.api_name, started)
-    return web.json_response(views.job_spec(record))
-
-
-async def _target(request: web.Request, unpruned: bool = False) -> tuple[Services, JobRecord]:
-    """The services and the job that `/batch/<api>...?jobID=` names."""
     services = services_of(request)
-    api = await services.registry.require(request.match_info["api"])
-    job = await _job_of(services, api.name, required_query(request, "jobID"))
-    if unpruned:
-        _require_unpruned(job)
-    return services, job
+    api_name, job_id = await _job_named(request)
+    job = await services.admission.retry(api_name, job_id, started)
+    return web.json_response(views.job_spec(job))
+
+
+async def _target(request: web.Request) -> tuple[Services, JobRecord]:
+    """The services and the unpruned job that `/batch/<api>...?jobID=` names."""
+    services = services_of(request)
+    api_name, job_id = await _job_named(request)
+    return services, await services.admission.find_job(api_name, job_id, unpruned=True)
+
+
+async def _job_named(request: web.Request) -> tuple[str, str]:
+    """The deployed API and the job id that `/batch/<api>...?jobID=` names (in that order:
+    an unknown API is a 404 before a missing jobID is a 400)."""
+    api = await services_of(request).registry.require(request.match_info["api"])
+    return api.name, required_query(request, "jobID")
 
 
 async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.StreamResponse:
@@ -274,23 +209,6 @@ async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.Stre
         await response.write(line)
     await response.write_eof()
     return response
-
-
-async def _job_of(services: Services, api_name: str, job_id: str) -> JobRecord:
-    job = await services.store.get_job(job_id)
-    if job is None or job.api_name != api_name:
-        raise not_found(f"job {job_id} not found for API {api_name}", "jobID")
-    return job
-
-
-def _require_unpruned(job: JobRecord) -> None:
-    if job.pruned_at is not None:
-        raise ApiError(
-            410,
-            f"the batches of job {job.job_id} were pruned on {views.iso_time(job.pruned_at)} "
-            "(retention_days)",
-            "jobID",
-        )
 
 
 async def _status(services: Services, job: JobRecord) -> dict[str, Any]:

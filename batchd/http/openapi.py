@@ -1,10 +1,9 @@
-"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP API.
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the HTTP API, as a table.
 
-Bodies come from the pydantic models the code uses: requests from the models the routes
-validate with (``mode="validation"``), responses from :mod:`batchd.http.schemas`
-(``mode="serialization"``). Each model's ``$defs`` move into ``components/schemas``. The
-operations below list what pydantic cannot know: paths, query parameters and status codes.
-``tests/test_openapi.py`` checks that every route of the app is described here.
+Each operation below names its path, parameters, status codes and the pydantic models of
+its bodies: requests from the models the routes validate with, responses from
+:mod:`batchd.http.schemas`. :mod:`batchd.http.openapi_builder` turns the table into the
+document. ``tests/test_openapi.py`` checks that every route of the app is described here.
 """
 
 from __future__ import annotations
@@ -12,22 +11,18 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode
 
 from batchd import __version__
-from batchd.admission.submission import JobSubmission
+from batchd.admission.job_body import JobSubmission
 from batchd.http import schemas
+from batchd.http.openapi_builder import Body, Operation, Param, build_document
 from batchd.observe.joblogs import LEVELS
 
 PATH = "/openapi.json"
-OPENAPI_VERSION = "3.1.0"
 NDJSON = "application/x-ndjson"
-REF = "#/components/schemas/{model}"
 
 # Modules whose routes are deliberately not part of this description: the dashboard's
 # static files (HTML, JS, CSS) are no JSON API. Every other route must be an operation
@@ -61,50 +56,30 @@ ERROR_TEXT = {
 }
 
 # Any operation may meet these: an internal error, a busy database or a full disk.
-_ALWAYS = (500, 503, 507)
+ALWAYS = (500, 503, 507)
 
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path" or "query"
-    schema: dict[str, Any]
-    description: str
-    required: bool = False
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "in": self.where,
-            "required": self.required or self.where == "path",
-            "description": self.description,
-            "schema": self.schema,
-        }
-
-
-@dataclass(frozen=True)
-class Body:
-    """A body: one of `models` (anyOf when several), or a raw schema for a non-JSON body."""
-
-    models: tuple[type[BaseModel], ...] = ()
-    media_types: tuple[str, ...] = ("application/json",)
-    raw_schema: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Operation:
-    method: str
-    path: str
-    operation_id: str
-    tag: str
-    summary: str
-    ok: dict[int, tuple[str, Body]]
-    errors: tuple[int, ...] = ()
-    params: tuple[Param, ...] = ()
-    request: Body | None = None
-    request_required: bool = True
-    public: bool = False
-    description: str = ""
+INFO = {
+    "title": "batchd",
+    "version": __version__,
+    "description": "Cortex-style Batch API jobs on one machine. Errors are "
+    '`{"error": {"message", "field"}}`; NDJSON streams send one JSON object per line, '
+    "each described by the response schema.",
+}
+TAGS = [
+    {"name": "daemon", "description": "health, status, metrics and pruning"},
+    {"name": "apis", "description": "deploying Handler projects"},
+    {"name": "jobs", "description": "the Cortex-compatible job endpoints"},
+]
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Required when the daemon sets `token_file`: "
+        "`Authorization: Bearer <token>`. The `read_only_token_file` token is "
+        "accepted for GET (and HEAD) only. A daemon without `token_file` listens on "
+        "loopback or a Unix socket only, and needs no token.",
+    }
+}
 
 
 API = Param("api", "path", {"type": "string"}, "the API's name")
@@ -383,63 +358,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-class _Components:
-    """Collects model schemas, moving each model's ``$defs`` into ``components/schemas``."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[str, Any] = {}
-
-    def ref(self, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
-        schema = model.model_json_schema(mode=mode, ref_template=REF)
-        for name, definition in schema.pop("$defs", {}).items():
-            self._add(name, definition)
-        self._add(model.__name__, schema)
-        return {"$ref": REF.format(model=model.__name__)}
-
-    def _add(self, name: str, schema: dict[str, Any]) -> None:
-        if self.schemas.setdefault(name, schema) != schema:
-            raise ValueError(f"two different schemas are both named {name}")
-
-
-def _content(body: Body, mode: JsonSchemaMode, components: _Components) -> dict[str, Any]:
-    refs = [components.ref(model, mode) for model in body.models]
-    schema = body.raw_schema or (refs[0] if len(refs) == 1 else {"anyOf": refs})
-    return {media_type: {"schema": schema} for media_type in body.media_types}
-
-
-def _operation(op: Operation, components: _Components) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        str(status): {"description": text, "content": _content(body, "serialization", components)}
-        for status, (text, body) in op.ok.items()
-    }
-    error = {"application/json": {"schema": components.ref(schemas.Error, "serialization")}}
-    codes = set(op.errors) | set(_ALWAYS)
-    if not op.public:
-        codes.add(401)
-        if op.method != "get":
-            codes.add(403)
-    for status in sorted(codes):
-        responses[str(status)] = {"description": ERROR_TEXT[status], "content": error}
-    document: dict[str, Any] = {
-        "operationId": op.operation_id,
-        "tags": [op.tag],
-        "summary": op.summary,
-    }
-    if op.description:
-        document["description"] = op.description
-    if op.params:
-        document["parameters"] = [param.document() for param in op.params]
-    if op.request is not None:
-        document["requestBody"] = {
-            "required": op.request_required,
-            "content": _content(op.request, "validation", components),
-        }
-    document["responses"] = responses
-    if op.public:
-        document["security"] = []
-    return document
-
-
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy)."""
     return copy.deepcopy(_build())
@@ -448,40 +366,15 @@ def document() -> dict[str, Any]:
 @functools.cache
 def _build() -> dict[str, Any]:
     """Built once: the document depends on nothing but the code."""
-    components = _Components()
-    paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
-    return {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": "batchd",
-            "version": __version__,
-            "description": "Cortex-style Batch API jobs on one machine. Errors are "
-            '`{"error": {"message", "field"}}`; NDJSON streams send one JSON object per line, '
-            "each described by the response schema.",
-        },
-        "tags": [
-            {"name": "daemon", "description": "health, status, metrics and pruning"},
-            {"name": "apis", "description": "deploying Handler projects"},
-            {"name": "jobs", "description": "the Cortex-compatible job endpoints"},
-        ],
-        "paths": paths,
-        "components": {
-            "schemas": dict(sorted(components.schemas.items())),
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "Required when the daemon sets `token_file`: "
-                    "`Authorization: Bearer <token>`. The `read_only_token_file` token is "
-                    "accepted for GET (and HEAD) only. A daemon without `token_file` listens on "
-                    "loopback or a Unix socket only, and needs no token.",
-                }
-            },
-        },
-        "security": [{"bearerAuth": []}],
-    }
+    return build_document(
+        OPERATIONS,
+        info=INFO,
+        tags=TAGS,
+        security_schemes=SECURITY_SCHEMES,
+        error_model=schemas.Error,
+        error_text=ERROR_TEXT,
+        always=ALWAYS,
+    )
 
 
 @functools.cache

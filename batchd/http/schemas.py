@@ -1,7 +1,7 @@
 """Pydantic models of every HTTP response body: the source of ``GET /openapi.json``.
 
 Request bodies are described by the models the routes validate with (the job body is
-:class:`batchd.admission.submission.JobSubmission`). The small responses are built through these
+:class:`batchd.admission.job_body.JobSubmission`). The small responses are built through these
 models by their routes; the job documents come from :mod:`batchd.store.views` (shared with the
 CLI and ``on_job_complete``) and are held to these models by the tests and by schemathesis.
 
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchd.admission.submission import SourceKind
+from batchd.admission.job_body import SourceKind
 from batchd.pool.process import WorkerState
 from batchd.store.base import JobStatus
 

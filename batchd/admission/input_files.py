@@ -1,0 +1,180 @@
+"""The local files a job reads: choosing them under ``input_roots``, and reading the items
+of a delimited file (one JSON value a line).
+
+Nothing resolves outside the daemon's ``input_roots``, symlinks included; every refusal is
+a domain error whose field names the path the user gave.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from batchd.admission.globs import compile_glob, path_selected
+from batchd.admission.job_body import FileSource
+from batchd.admission.json_text import ENCODER, loads
+from batchd.errors import forbidden, invalid
+
+# A delimited line is read up to this many times max_item_size and no further: as
+# written it may be longer than its item re-encoded (a \u00e9 escape is 6 bytes for 2),
+# but a longer line cannot be worth reading whole (a 1 GiB line would be held in memory).
+LINE_BYTES_PER_ITEM_BYTE = 6
+
+
+def select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) -> list[str]:
+    if not input_roots:
+        raise forbidden(
+            f"{kind} is disabled: reading local files needs `input_roots` in the daemon config",
+            f"{kind}.paths",
+        )
+    roots = [os.path.realpath(root) for root in input_roots]
+    includes = [compile_glob(pattern) for pattern in source.includes]
+    excludes = [compile_glob(pattern) for pattern in source.excludes]
+    selected: set[str] = set()
+    for index, given in enumerate(source.paths):
+        field = f"{kind}.paths[{index}]"
+        for path in _list_path(given, roots, field):
+            if path_selected(path, includes, excludes):
+                if kind == "file_path_lister":
+                    _require_utf8_name(path, field)
+                selected.add(path)
+    if not selected:
+        raise invalid(
+            f"job has no batches: no files under {kind}.paths match the includes and excludes",
+            f"{kind}.paths",
+        )
+    return sorted(selected)
+
+
+def _require_utf8_name(path: str, field: str) -> None:
+    """file_path_lister hands each path to the handler as JSON text, which holds UTF-8 only:
+    a name in another encoding is refused rather than sent changed or left out unsaid."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            f"{shown_path(path)} is not a UTF-8 path (its bytes are shown as \\xNN "
+            "escapes): file_path_lister sends paths to the handler as JSON text, which "
+            "cannot hold it; rename the file or leave it out with excludes",
+            field,
+        ) from None
+
+
+def _list_path(given: str, roots: list[str], field: str) -> list[str]:
+    """The files ``given`` names, refusing anything that resolves outside every root."""
+    # realpath() cannot take a NUL, and no file name holds one.
+    if "\0" in given:
+        raise forbidden(f"{given!r} is not an allowed path", field)
+    # A relative path would depend on the daemon's working directory.
+    if not os.path.isabs(given):
+        raise invalid(f"{given!r} is not an absolute path", field)
+    if not _under_roots(given, roots):
+        raise forbidden(f"{given!r} is outside the daemon's input_roots", field)
+    try:
+        mode = os.stat(given).st_mode
+    except OSError as exc:
+        raise invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
+    if stat.S_ISREG(mode):
+        return [given]
+    if stat.S_ISDIR(mode):
+        return list(_walk(given, roots, field))
+    raise invalid(f"{given!r} is neither a regular file nor a directory", field)
+
+
+def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
+    """Regular files below ``top``, in sorted order, following symlinks within roots.
+
+    Iterative, with each directory's real path built from its parent's (only a symlink
+    is resolved): neither the depth of a tree nor its length of paths makes it costly."""
+    real = os.path.realpath(top)
+    # The directories being listed, outermost first, and their real paths.
+    stack = [(_entries(top, field), real)]
+    ancestors = {real}
+    while stack:
+        entries, parent = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            ancestors.discard(parent)
+            stack.pop()
+            continue
+        try:
+            link = entry.is_symlink()
+            if link and not _under_roots(entry.path, roots):
+                raise forbidden(
+                    f"{shown_path(entry.path)} links outside the daemon's input_roots", field
+                )
+            if entry.is_dir():
+                real = os.path.realpath(entry.path) if link else os.path.join(parent, entry.name)
+                # A link back to an ancestor would make the walk endless.
+                if real not in ancestors:
+                    ancestors.add(real)
+                    stack.append((_entries(entry.path, field), real))
+            elif entry.is_file():
+                yield entry.path
+            # Anything else (sockets, FIFOs, dangling links) holds no items, and opening a
+            # FIFO would block the planner.
+        except OSError as exc:
+            # A path over PATH_MAX, say, or one that went away mid-walk.
+            raise invalid(
+                f"{shown_path(entry.path)} cannot be read: {exc.strerror}", field
+            ) from exc
+
+
+def _entries(directory: str, field: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as scan:
+            return iter(sorted(scan, key=lambda entry: entry.name))
+    except OSError as exc:
+        raise invalid(f"{shown_path(directory)} cannot be listed: {exc.strerror}", field) from exc
+
+
+def _under_roots(path: str, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def shown_path(path: str) -> str:
+    """A path as text for messages and listings: a name that is not UTF-8 (os.scandir
+    gives its bytes as lone surrogates) shows those bytes as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
+    """The items of a delimited file, a line at a time: no line is read past
+    LINE_BYTES_PER_ITEM_BYTE times the item limit, however long it is."""
+    longest = LINE_BYTES_PER_ITEM_BYTE * max_item_bytes
+    try:
+        with open(path, "rb") as lines:
+            number = 0
+            while line := lines.readline(longest + 1):
+                number += 1
+                if len(line) > longest and not line.endswith(b"\n"):
+                    raise invalid(
+                        f"{shown_path(path)}:{number}: line {number} is longer than "
+                        f"{longest} bytes, so its item cannot fit in {max_item_bytes} bytes "
+                        f"as JSON (max_item_size; a line may be {LINE_BYTES_PER_ITEM_BYTE} "
+                        "times that as written); it was not read further",
+                        "delimited_files",
+                    )
+                if line.strip():
+                    yield _encode_line(line, f"{shown_path(path)}:{number}", max_item_bytes)
+    except OSError as exc:
+        raise invalid(f"cannot read {shown_path(path)}: {exc.strerror}", "delimited_files") from exc
+
+
+def _encode_line(line: bytes, where: str, max_item_bytes: int) -> bytes:
+    try:
+        encoded = ENCODER.encode(loads(line.decode("utf-8"))).encode()
+    except RecursionError as exc:
+        raise invalid(f"{where}: JSON is nested too deeply", "delimited_files") from exc
+    except ValueError as exc:
+        raise invalid(f"{where}: not valid JSON: {exc}", "delimited_files") from exc
+    if len(encoded) > max_item_bytes:
+        raise invalid(
+            f"{where}: item is {len(encoded)} bytes as JSON, "
+            f"over the limit of {max_item_bytes} bytes",
+            "delimited_files",
+        )
+    return encoded
