@@ -37,6 +37,10 @@ class WorkerState(StrEnum):
 
 @dataclass(eq=False)
 class WorkerProcess:
+    """A handle on one worker process: its channel, signals, exit and output. What the
+    scheduler knows of it (leases held, batches done, why it died) is kept by the scheduler
+    (batchd/scheduler/state.py's WorkerRun)."""
+
     slot: int
     job_id: str
     process: asyncio.subprocess.Process
@@ -44,17 +48,11 @@ class WorkerProcess:
     writer: asyncio.StreamWriter
     labels: dict[str, Any]
     output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    state: WorkerState = WorkerState.INITIALIZING
-    has_on_complete: bool = False
-    # Leases handed over and not yet reported on, in the order the worker runs them.
-    leases: list[Lease] = field(default_factory=list)
-    exit_requested: bool = False
-    killed: bool = False
-    # Set when the daemon kills the worker for a reason of the batch's own making.
-    death_reason: str | None = None
     gpus: list[int] = field(default_factory=list)
-    batches_done: int = 0
     memory_group: Path | None = None
+    # Set by whoever hands the worker batches: the one it is on, for labelling its output
+    # (None: it holds none, and its output carries no batchID).
+    held_seq: Callable[[], int | None] = field(default=lambda: None)
     # The shared word where the worker keeps the sequence number of its current batch.
     progress_fd: int | None = None
 
@@ -73,7 +71,6 @@ class WorkerProcess:
         return protocol.decode(await self.reader.readexactly(length))
 
     async def send_batches(self, leases: Sequence[Lease]) -> None:
-        self.leases.extend(leases)
         await self.send(protocol.frame(batches_message(leases)))
 
     def current_seq(self) -> int | None:
@@ -85,12 +82,6 @@ class WorkerProcess:
         except OSError:
             return None
         return seq or None
-
-    async def request_exit(self) -> None:
-        self.exit_requested = True
-        self.state = WorkerState.STOPPING
-        with contextlib.suppress(ConnectionError):
-            await self.send(protocol.encode({"op": "exit"}))
 
     def signal(self, signum: int) -> None:
         """Signal the worker and every process its handler started (its process group:
@@ -129,8 +120,6 @@ class WorkerProcess:
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""
-        self.killed = True
-        self.state = WorkerState.STOPPING
         self.signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
@@ -147,9 +136,9 @@ class WorkerProcess:
             self.progress_fd = None
 
     def current_labels(self) -> dict[str, Any]:
-        if not self.leases:
+        seq = self.held_seq()
+        if seq is None:
             return dict(self.labels)
-        seq = self.current_seq() or self.leases[0].seq
         return {**self.labels, "batchID": batch_id(self.job_id, seq)}
 
     async def output_done(self) -> None:
