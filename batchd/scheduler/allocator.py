@@ -16,11 +16,10 @@ from functools import partial
 from batchd import constants
 from batchd.observe.joblogs import guarded_writer
 from batchd.pool.process import SparePool, WorkerLaunch
-from batchd.pool.workspace import Workspace, Workspaces
+from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
-from batchd.scheduler.jobs import Jobs
-from batchd.scheduler.state import Capacity, JobRun, WorkerRun
+from batchd.scheduler.state import JobRun, WorkerRun
 from batchd.store.base import JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
@@ -29,21 +28,15 @@ LaunchFactory = Callable[[JobRecord, int], Awaitable[WorkerLaunch]]
 
 
 class Allocator:
-    def __init__(
-        self,
-        jobs: Jobs,
-        capacity: Capacity,
-        driver: Driver,
-        launch_for: LaunchFactory,
-        spares: SparePool,
-        workspaces: Workspaces,
-    ) -> None:
-        self.jobs = jobs
-        self.capacity = capacity
+    """Starts workers from the spare pool, each in a workspace of its own, and hands each
+    to `driver`, whose jobs, capacity and workspaces it shares."""
+
+    def __init__(self, driver: Driver, launch_for: LaunchFactory, spares: SparePool) -> None:
+        self.jobs, self.capacity = driver.jobs, driver.capacity
+        self._workspaces = driver.workspaces
         self._driver = driver
         self._launch_for = launch_for
         self._spares = spares
-        self._workspaces = workspaces
 
     async def run_forever(self) -> None:
         woken = self.jobs.woken

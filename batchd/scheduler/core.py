@@ -60,9 +60,7 @@ class Scheduler:
         self._spares = SparePool(config.state_path / "runtime" / "spare")
         self._workspaces = Workspaces(config.state_path / constants.WORKSPACES_DIR)
         driver = Driver(self._jobs, self._capacity, self._workspaces, init_for)
-        self._allocator = Allocator(
-            self._jobs, self._capacity, driver, launch_for, self._spares, self._workspaces
-        )
+        self._allocator = Allocator(driver, launch_for, self._spares)
         self._forced = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 

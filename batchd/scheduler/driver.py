@@ -52,7 +52,7 @@ class Driver:
         self.config = jobs.config
         self.store = jobs.store
         self.capacity = capacity
-        self._workspaces = workspaces
+        self.workspaces = workspaces
         self._init_for = init_for
         self._oom = OomDetector()
         self._hook = Hook(jobs)
@@ -70,7 +70,7 @@ class Driver:
                 if started is not None and isinstance(message, Report) and message.token:
                     # It reports on its first grant, so its first batch has begun: copying
                     # the next worker's workspace now takes no CPU from the worker's start.
-                    self._workspaces.keep_ready(started.snapshot)
+                    self.workspaces.keep_ready(started.snapshot)
                     started = None
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -98,7 +98,7 @@ class Driver:
             handle.close_progress()
             workspace, worker.workspace = worker.workspace, None
             if workspace is not None:
-                await self._workspaces.remove(workspace)
+                await self.workspaces.remove(workspace)
 
     async def watch_workspace(self, worker: WorkerRun, workspace: Workspace) -> None:
         """Kill the worker once its workspace is over its disk limit (see _reap)."""
