@@ -524,6 +524,48 @@ def test_workers_run_under_the_apis_own_interpreter(
     assert record["labels"]["apiName"] == "otherpy"
 
 
+MODULES_HANDLER = """
+import os, sys
+
+class Handler:
+    def handle_batch(self, payload):
+        loaded = sorted(m for m in sys.modules if m == "batchd" or m.startswith("batchd."))
+        return {"pid": os.getpid(), "modules": loaded}
+"""
+
+
+def test_a_worker_imports_only_the_worker_wire_and_constants(
+    daemon: Daemon, make_project: Project
+) -> None:
+    """A worker may run under an interpreter without the daemon's dependencies: of batchd
+    it loads only what it needs, whether started fresh or adopted as the spare."""
+    from tests.test_spare import spare_pids
+
+    client = daemon.client
+    client.deploy(make_project("modules", MODULES_HANDLER))
+
+    def loaded() -> dict[str, Any]:
+        job = client.submit("modules", {"workers": 1, "item_list": {"items": [1], "batch_size": 1}})
+        assert wait_job(client, "modules", job["job_id"])["status"] == "succeeded"
+        (row,) = client.results("modules", job["job_id"])
+        result: dict[str, Any] = row["result"]
+        return result
+
+    fresh = loaded()
+    (spare,) = wait_for(lambda: spare_pids(daemon), what="a spare worker")
+    adopted = loaded()
+    assert adopted["pid"] == spare != fresh["pid"]
+    for modules in (fresh["modules"], adopted["modules"]):
+        # What it must load: the check below would pass on a report of nothing.
+        assert {"batchd.worker.main", "batchd.wire.messages", "batchd.constants"} <= set(modules)
+        others = [
+            m
+            for m in modules
+            if m not in ("batchd", "batchd.constants") and m.split(".")[1] not in ("worker", "wire")
+        ]
+        assert others == []
+
+
 def test_batch_timeout_kills_a_hung_handler(daemon: Daemon, make_project: Project) -> None:
     project = make_project(
         "hangs",

@@ -31,7 +31,7 @@ from batchd.wire.framing import (
     frame,
     frame_length,
 )
-from batchd.worker.main import call_with_declared, describe_exception, load_handler_class
+from batchd.worker.loading import call_with_declared, describe_exception, load_handler_class
 from tests.conftest import REPO
 
 AVAILABLE = {"payload": [1, 2], "batch_id": "job-1"}

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from batchd import constants
-from batchd.store.base import Lease, batch_id
+from batchd.store.base import Lease
 from batchd.wire import framing as protocol
+from batchd.wire.ids import batch_id
+from batchd.wire.messages import EXIT_FRAME, Batches, FromWorker, Launch, from_worker
 from batchd.worker.log import format_time
 
 
@@ -66,12 +68,13 @@ class WorkerProcess:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def recv(self) -> dict[str, Any]:
+    async def receive(self) -> FromWorker:
+        """The next message, checked: BadFrame when the worker broke the protocol."""
         length = protocol.frame_length(await self.reader.readexactly(constants.FRAME_HEADER_BYTES))
-        return protocol.decode(await self.reader.readexactly(length))
+        return from_worker(protocol.decode(await self.reader.readexactly(length)))
 
     async def send_batches(self, leases: Sequence[Lease]) -> None:
-        await self.send(protocol.frame(batches_message(leases)))
+        await self.send(Batches.splice(leases))
 
     def current_seq(self) -> int | None:
         """The batch the worker started last (it may have finished it), if any."""
@@ -82,6 +85,10 @@ class WorkerProcess:
         except OSError:
             return None
         return seq or None
+
+    async def request_exit(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.send(EXIT_FRAME)
 
     def signal(self, signum: int) -> None:
         """Signal the worker and every process its handler started (its process group:
@@ -143,15 +150,6 @@ class WorkerProcess:
 
     async def output_done(self) -> None:
         await asyncio.gather(*self.output_tasks, return_exceptions=True)
-
-
-def batches_message(leases: Sequence[Lease]) -> bytes:
-    """One grant: its lease token and [seq, payload] pairs. Payloads are stored as JSON
-    text, so they are spliced in rather than decoded and encoded again."""
-    token = leases[0].token
-    assert all(lease.token == token for lease in leases), "one grant, one token"
-    items = b",".join(b"[%d,%s]" % (lease.seq, lease.payload) for lease in leases)
-    return b'{"op":"batches","token":%d,"batches":[%s]}' % (token, items)
 
 
 @dataclass(frozen=True)
@@ -216,11 +214,7 @@ class SparePool:
             candidate, log_read, startup = spare
             if self._fits(launch, startup) and candidate.process.returncode is None:
                 try:
-                    await candidate.send(
-                        protocol.encode(
-                            {"op": "launch", "cwd": str(launch.cwd), "env": dict(launch.env)}
-                        )
-                    )
+                    await candidate.send(Launch(str(launch.cwd), dict(launch.env)).encode())
                     _adopt(candidate, launch, log_read, sink)
                     worker = candidate
                 except ConnectionError:

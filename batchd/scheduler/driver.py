@@ -36,7 +36,6 @@ from batchd.wire.messages import (
     Progress,
     Ready,
     Report,
-    from_worker,
 )
 
 log = logging.getLogger("batchd.scheduler")
@@ -65,7 +64,7 @@ class Driver:
             await handle.send(Init(**init, job_id=run.job_id, max_result_bytes=limit).encode())
             started = worker.workspace
             while True:
-                message = from_worker(await handle.recv())
+                message = await handle.receive()
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
                 if started is not None and isinstance(message, Report) and message.token:
                     # It reports on its first grant, so its first batch has begun: copying

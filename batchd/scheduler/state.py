@@ -7,7 +7,6 @@ Nothing here is durable: after a restart it is rebuilt from the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 from batchd.pool.memlimit import MemoryLimiter
@@ -15,7 +14,6 @@ from batchd.pool.process import WorkerProcess, WorkerState
 from batchd.pool.workspace import Workspace
 from batchd.store import views
 from batchd.store.base import JobRecord, Lease
-from batchd.wire.messages import EXIT_FRAME
 
 
 @dataclass(eq=False)
@@ -67,8 +65,7 @@ class WorkerRun:
     async def request_exit(self) -> None:
         self.exit_requested = True
         self.state = WorkerState.STOPPING
-        with contextlib.suppress(ConnectionError):
-            await self.handle.send(EXIT_FRAME)
+        await self.handle.request_exit()
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""

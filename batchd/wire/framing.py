@@ -1,13 +1,8 @@
 """Framing for the daemon <-> worker channel (standard library only).
 
 One Unix socketpair per worker, inherited as a file descriptor. Each message is a
-4-byte big-endian length followed by a UTF-8 JSON object with an ``op`` key.
-
-    daemon -> worker: init, batches, complete, exit
-    worker -> daemon: ready, init_failed, next (carries outcomes), completed
-
-Batch payloads are stored as JSON text, so the daemon splices them into frames as
-bytes instead of decoding and re-encoding them.
+4-byte big-endian length followed by a UTF-8 JSON object with an ``op`` key; the
+messages themselves are batchd.wire.messages' records.
 """
 
 from __future__ import annotations
@@ -65,6 +60,10 @@ class BlockingChannel:
 
     def send(self, message: dict[str, Any]) -> None:
         self._sock.sendall(encode(message))
+
+    def send_frame(self, data: bytes) -> None:
+        """Send a frame as a record of batchd.wire.messages encodes it."""
+        self._sock.sendall(data)
 
     def recv(self) -> dict[str, Any]:
         length = frame_length(self._read_exactly(FRAME_HEADER_BYTES))

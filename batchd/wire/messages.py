@@ -1,9 +1,11 @@
 """Every message of the daemon <-> worker channel, defined once (standard library only).
 
-Each message is one record here: ``encode()`` gives the frame to send, ``decode(message)``
-takes the object a frame decoded to (``framing.decode``) and checks its op and the types
-of its fields, raising ``framing.BadFrame`` on anything else. The daemon reads what a
-worker sends with ``from_worker``.
+Each message is one record here, a frozen dataclass whose fields are the message's:
+``encode()`` gives the frame to send (a field with a default is left out at its default),
+``decode(message)`` takes the object a frame decoded to (``framing.decode``) and checks
+its op and the types of its fields, raising ``framing.BadFrame`` on anything else. The
+daemon reads what a worker sends with ``from_worker``; the worker takes the orders it
+expects by their ``op``.
 
     dir  op           fields                              meaning
     ---  -----------  ----------------------------------  --------------------------------------
@@ -57,31 +59,76 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, NamedTuple, Protocol, Self
 
 from batchd.wire.framing import BadFrame, encode, frame
 
-# -- reading fields ------------------------------------------------------------------------
+# The types a field's annotation may name, as JSON decodes them.
+_KINDS: dict[str, type] = {"str": str, "int": int, "bool": bool, "dict": dict, "list": list}
+_REQUIRED: Any = MISSING
 
 
-def _op(message: Mapping[str, Any], op: str) -> None:
-    if message.get("op") != op:
-        raise BadFrame(f"a {message.get('op')!r} message where {op!r} was expected")
+class _Field(NamedTuple):
+    name: str
+    kind: type
+    nullable: bool
+    # Left out of a frame when at its default; _REQUIRED when it has none.
+    default: Any
 
 
-def _field(
-    message: Mapping[str, Any], name: str, kind: type, optional: bool = False, of: str = ""
-) -> Any:
-    """`message[name]`, which must be of exactly type `kind` (JSON decodes to exact types:
-    a bool is no int here), or None/missing when `optional`. `of` names what holds it, when
-    that is not the message itself."""
-    value = message.get(name)
-    if type(value) is kind or (optional and value is None):
+class _Record:
+    """A message: its fields are its dataclass fields, encoded and checked from their
+    annotations (``str``, ``int``, ``bool``, ``dict[...]``, ``list[...]``, ``... | None``;
+    a bool is no int here: JSON decodes to exact types)."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+    _fields: ClassVar[tuple[_Field, ...]]
+
+    def encode(self) -> bytes:
+        message: dict[str, Any] = {"op": self.op}
+        for field in self._fields:
+            value = getattr(self, field.name)
+            if field.default is _REQUIRED or value != field.default:
+                message[field.name] = value
+        return encode(message)
+
+    @classmethod
+    def decode(cls, message: Mapping[str, Any]) -> Self:
+        if message.get("op") != cls.op:
+            raise BadFrame(f"a {message.get('op')!r} message where {cls.op!r} was expected")
+        values = {}
+        for field in cls._fields:
+            if field.name in message or field.default is _REQUIRED:
+                values[field.name] = _checked(message, field)
+        return cls(**cls._check(values))
+
+    @classmethod
+    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """What a record checks beyond its fields' types: the values it is made of."""
+        return values
+
+
+def _checked(message: Mapping[str, Any], field: _Field, holder: str = "") -> Any:
+    """`message`'s value for `field`, of its type; `holder` names what holds it, when
+    that is not a message."""
+    value = message.get(field.name)
+    if type(value) is field.kind or (field.nullable and value is None):
         return value
-    holder = of or f"a {message.get('op')!r} message"
-    what = "without" if name not in message else f"with a {type(value).__name__} as"
-    raise BadFrame(f"{holder} {what} {name!r}, not a {kind.__name__}")
+    holder = holder or f"a {message.get('op')!r} message"
+    what = "without" if field.name not in message else f"with a {type(value).__name__} as"
+    raise BadFrame(f"{holder} {what} {field.name!r}, not a {field.kind.__name__}")
+
+
+def _shape(record: type[_Record]) -> tuple[_Field, ...]:
+    shape = []
+    for field in fields(record):  # type: ignore[arg-type]
+        annotation = str(field.type)
+        nullable = annotation.endswith(" | None")
+        kind = _KINDS[annotation.removesuffix(" | None").split("[")[0]]
+        shape.append(_Field(field.name, kind, nullable, field.default))
+    return tuple(shape)
 
 
 def _shown(value: Any) -> str:
@@ -94,56 +141,33 @@ def _shown(value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Launch:
+class Launch(_Record):
     op: ClassVar[str] = "launch"
     cwd: str
     env: dict[str, str]
 
-    def encode(self) -> bytes:
-        return encode({"op": self.op, "cwd": self.cwd, "env": self.env})
-
     @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        env = _field(message, "env", dict)
-        if not all(type(value) is str for value in env.values()):
+    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if not all(type(value) is str for value in values["env"].values()):
             raise BadFrame("a 'launch' message whose env holds a value that is not a str")
-        return cls(_field(message, "cwd", str), env)
+        return values
 
 
 @dataclass(frozen=True, slots=True)
-class Init:
+class Init(_Record):
     op: ClassVar[str] = "init"
     handler_path: str
     config: dict[str, Any]
     job_spec: dict[str, Any]
+    # Empty: the job spec's.
     job_id: str = ""
     max_result_bytes: int | None = None
 
-    def encode(self) -> bytes:
-        return encode(
-            {
-                "op": self.op,
-                "job_id": self.job_id,
-                "max_result_bytes": self.max_result_bytes,
-                "handler_path": self.handler_path,
-                "config": self.config,
-                "job_spec": self.job_spec,
-            }
-        )
-
     @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        job_spec = _field(message, "job_spec", dict)
-        job_id = _field(message, "job_id", str, optional=True) or job_spec.get("job_id", "")
-        return cls(
-            handler_path=_field(message, "handler_path", str),
-            config=_field(message, "config", dict),
-            job_spec=job_spec,
-            job_id=str(job_id),
-            max_result_bytes=_field(message, "max_result_bytes", int, optional=True),
-        )
+    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if not values.get("job_id"):
+            values["job_id"] = str(values["job_spec"].get("job_id", ""))
+        return values
 
 
 class Leased(Protocol):
@@ -158,16 +182,13 @@ class Leased(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Batches:
+class Batches(_Record):
     """A grant. The daemon sends it with `splice`; the worker reads it with `decode`."""
 
     op: ClassVar[str] = "batches"
     token: int
     # [seq, payload] pairs, payloads decoded.
     batches: list[list[Any]]
-
-    def encode(self) -> bytes:
-        return encode({"op": self.op, "token": self.token, "batches": self.batches})
 
     @staticmethod
     def splice(leases: Sequence[Leased]) -> bytes:
@@ -179,97 +200,47 @@ class Batches:
         return frame(b'{"op":"batches","token":%d,"batches":[%s]}' % (token, items))
 
     @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        batches = _field(message, "batches", list)
-        for item in batches:
+    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for item in values["batches"]:
             if type(item) is not list or len(item) != 2 or type(item[0]) is not int:
                 raise BadFrame(f"a 'batches' message with {_shown(item)} for a [seq, payload]")
-        return cls(_field(message, "token", int), batches)
+        return values
 
 
 @dataclass(frozen=True, slots=True)
-class Complete:
+class Complete(_Record):
     op: ClassVar[str] = "complete"
     status: dict[str, Any]
 
-    def encode(self) -> bytes:
-        return encode({"op": self.op, "status": self.status})
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls(_field(message, "status", dict))
-
 
 @dataclass(frozen=True, slots=True)
-class Exit:
+class Exit(_Record):
     op: ClassVar[str] = "exit"
-
-    def encode(self) -> bytes:
-        return EXIT_FRAME
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls()
 
 
 # -- worker -> daemon ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(_Record):
     op: ClassVar[str] = "ready"
     has_on_complete: bool
 
-    def encode(self) -> bytes:
-        return encode({"op": self.op, "has_on_complete": self.has_on_complete})
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls(_field(message, "has_on_complete", bool))
-
 
 @dataclass(frozen=True, slots=True)
-class InitFailed:
+class InitFailed(_Record):
     op: ClassVar[str] = "init_failed"
     error: str
     traceback: str
 
-    def encode(self) -> bytes:
-        return encode({"op": self.op, "error": self.error, "traceback": self.traceback})
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls(_field(message, "error", str), _field(message, "traceback", str))
-
 
 @dataclass(frozen=True, slots=True)
-class Completed:
+class Completed(_Record):
     op: ClassVar[str] = "completed"
     ok: bool
     # Set when on_job_complete raised (not ok).
     error: str | None = None
     traceback: str | None = None
-
-    def encode(self) -> bytes:
-        if self.ok:
-            return encode({"op": self.op, "ok": True})
-        return encode(
-            {"op": self.op, "ok": False, "error": self.error, "traceback": self.traceback}
-        )
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls(
-            _field(message, "ok", bool),
-            _field(message, "error", str, optional=True),
-            _field(message, "traceback", str, optional=True),
-        )
 
 
 def success(seq: int, duration: float, result: Any = None) -> list[Any]:
@@ -301,26 +272,42 @@ class Failed(NamedTuple):
     traceback: str | None
 
 
+# How a failure's fields are checked (its duration may be an int or a float).
+_FAILURE_FIELDS = (
+    _Field("seq", int, False, _REQUIRED),
+    _Field("error", str, False, _REQUIRED),
+    _Field("traceback", str, True, None),
+)
+
+
 @dataclass(frozen=True, slots=True)
-class Report:
+class Report(_Record):
     """Outcomes of grant `token`: `progress` and `next` (see the table)."""
 
-    op: ClassVar[str]
     token: int
     # Outcomes as on the wire (see success() and failure()); checked by decode.
     done: list[list[Any]]
     failed: list[dict[str, Any]]
 
-    def _fields(self) -> dict[str, Any]:
-        return {"op": self.op, "token": self.token, "done": self.done, "failed": self.failed}
-
-    def encode(self) -> bytes:
-        return encode(self._fields())
-
     @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        return cls(*_report_fields(message))
+    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for outcome in values["done"]:
+            if (
+                type(outcome) is not list
+                or not 2 <= len(outcome) <= 3
+                or type(outcome[0]) is not int
+                or (type(outcome[1]) is not float and type(outcome[1]) is not int)
+            ):
+                raise BadFrame(f"a success reported as {_shown(outcome)}")
+        for outcome in values["failed"]:
+            if type(outcome) is not dict:
+                raise BadFrame(f"a failure reported as {_shown(outcome)}")
+            for field in _FAILURE_FIELDS:
+                _checked(outcome, field, "a failure")
+            duration = outcome.get("duration")
+            if type(duration) is not float and type(duration) is not int:
+                raise BadFrame(f"a failure with {_shown(duration)} as its duration")
+        return values
 
     def successes(self) -> list[Success]:
         token = self.token
@@ -358,53 +345,29 @@ class Progress(Report):
     # Halfway through the grant: asks for the next.
     more: bool = False
 
-    def encode(self) -> bytes:
-        fields = self._fields()
-        if self.more:
-            fields["more"] = True
-        return encode(fields)
-
-    @classmethod
-    def decode(cls, message: Mapping[str, Any]) -> Self:
-        _op(message, cls.op)
-        more = _field(message, "more", bool, optional=True)
-        return cls(*_report_fields(message), more=bool(more))
-
 
 @dataclass(frozen=True, slots=True)
 class Next(Report):
     op: ClassVar[str] = "next"
 
 
-def _report_fields(
-    message: Mapping[str, Any],
-) -> tuple[int, list[list[Any]], list[dict[str, Any]]]:
-    token = _field(message, "token", int)
-    done = _field(message, "done", list)
-    failed = _field(message, "failed", list)
-    for outcome in done:
-        if (
-            type(outcome) is not list
-            or not 2 <= len(outcome) <= 3
-            or type(outcome[0]) is not int
-            or (type(outcome[1]) is not float and type(outcome[1]) is not int)
-        ):
-            raise BadFrame(f"a success reported as {_shown(outcome)}")
-    for outcome in failed:
-        if type(outcome) is not dict:
-            raise BadFrame(f"a failure reported as {_shown(outcome)}")
-        _field(outcome, "seq", int, of="a failure")
-        duration = outcome.get("duration")
-        if type(duration) is not float and type(duration) is not int:
-            raise BadFrame(f"a failure with {_shown(duration)} as its duration")
-        _field(outcome, "error", str, of="a failure")
-        _field(outcome, "traceback", str, optional=True, of="a failure")
-    return token, done, failed
-
-
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
+
+for _record in (
+    Launch,
+    Init,
+    Batches,
+    Complete,
+    Exit,
+    Ready,
+    InitFailed,
+    Completed,
+    Progress,
+    Next,
+):
+    _record._fields = _shape(_record)
 
 FromWorker = Ready | InitFailed | Progress | Next | Completed
 _FROM_WORKER: dict[str, Callable[[Mapping[str, Any]], FromWorker]] = {
@@ -421,6 +384,6 @@ def from_worker(message: Mapping[str, Any]) -> FromWorker:
     return decode(message)
 
 
-EXIT_FRAME = encode({"op": Exit.op})
+EXIT_FRAME = Exit().encode()
 # The answer to a `more` when nothing could be leased.
 EMPTY_GRANT = Batches(0, []).encode()

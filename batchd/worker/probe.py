@@ -2,7 +2,8 @@
 
 Run by the daemon at deploy time as ``python -m batchd.worker.probe HANDLER_PATH`` under the
 API's interpreter, in the snapshot folder, with the API's environment. Like the worker, it
-imports nothing beyond the standard library (and the worker's own loader).
+imports nothing beyond the standard library (and the worker's own loader,
+batchd.worker.loading).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from batchd.worker.main import load_handler_class
+from batchd.worker.loading import load_handler_class
 
 # The daemon reads the report after this line; the handler may have printed before it.
 REPORT_MARKER = "--- batchd: the Handler could not be imported ---"
