@@ -1,6 +1,7 @@
 """Every message of the daemon <-> worker channel, defined once (standard library only).
 
-Each message is one record here, a frozen dataclass whose fields are the message's:
+Each message is one record here, a dataclass whose fields are the message's (slots, not
+frozen: a frozen one costs three times as much to make, and a record lives for a message):
 ``encode()`` gives the frame to send (a field with a default is left out at its default),
 ``decode(message)`` takes the object a frame decoded to (``framing.decode``) and checks
 its op and the types of its fields, raising ``framing.BadFrame`` on anything else. The
@@ -48,11 +49,20 @@ An outcome (in `done` and `failed`) is one batch of the grant:
     failure  {"seq": int, "duration": float,          handle_batch raised, or its result could
               "error": str, "traceback": str | null}  not be sent
 
+A duration is in seconds, and always a float: JSON keeps the point of 1.0.
+
 The worker builds them with ``success()`` and ``failure()``; the daemon reads them, once,
 as ``Success`` and ``Failed`` tuples (``Report.successes()``, ``Report.failures()``).
 
 The grant is the one message whose payloads the daemon never decodes: they are stored as
 compact JSON text, and ``Batches.splice`` puts them into the frame as bytes.
+
+The daemon's side, in short: it sends ``Launch(cwd, env).encode()``, ``Init(...).encode()``,
+``Batches.splice(leases)`` or ``EMPTY_GRANT``, ``Complete(status).encode()`` and
+``EXIT_FRAME``, and reads ``from_worker(message)``. A report (``Progress`` or ``Next``, both
+a ``Report``) asks for a grant when it is a ``Next`` or its ``more`` is set; ``seqs()`` are
+the batches it covers, ``successes()`` what ``Store.succeed`` takes (``store.base.Success``
+is ``Success``), ``failures()`` the failures, ``seconds()`` the time they all took.
 """
 
 from __future__ import annotations
@@ -88,36 +98,39 @@ class _Record:
 
     def encode(self) -> bytes:
         message: dict[str, Any] = {"op": self.op}
-        for field in self._fields:
-            value = getattr(self, field.name)
-            if field.default is _REQUIRED or value != field.default:
-                message[field.name] = value
+        for name, _, _, default in self._fields:
+            value = getattr(self, name)
+            if default is _REQUIRED or value != default:
+                message[name] = value
         return encode(message)
 
     @classmethod
     def decode(cls, message: Mapping[str, Any]) -> Self:
         if message.get("op") != cls.op:
             raise BadFrame(f"a {message.get('op')!r} message where {cls.op!r} was expected")
-        values = {}
+        values = []
+        # _checked's test, inline (this runs for every message); it raises on a bad value.
         for field in cls._fields:
-            if field.name in message or field.default is _REQUIRED:
-                values[field.name] = _checked(message, field)
-        return cls(**cls._check(values))
+            value = message.get(field.name, field.default)
+            if type(value) is not field.kind and not (field.nullable and value is None):
+                _checked(message, field)
+            values.append(value)
+        record = cls(*values)
+        record._check()
+        return record
 
-    @classmethod
-    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """What a record checks beyond its fields' types: the values it is made of."""
-        return values
+    def _check(self) -> None:
+        """What a record checks beyond its fields' types."""
 
 
 def _checked(message: Mapping[str, Any], field: _Field, holder: str = "") -> Any:
-    """`message`'s value for `field`, of its type; `holder` names what holds it, when
-    that is not a message."""
-    value = message.get(field.name)
+    """`message`'s value for `field` (its default when left out), of its type; `holder`
+    names what holds it, when that is not a message."""
+    value = message.get(field.name, field.default)
     if type(value) is field.kind or (field.nullable and value is None):
         return value
     holder = holder or f"a {message.get('op')!r} message"
-    what = "without" if field.name not in message else f"with a {type(value).__name__} as"
+    what = "without" if value is _REQUIRED else f"with a {type(value).__name__} as"
     raise BadFrame(f"{holder} {what} {field.name!r}, not a {field.kind.__name__}")
 
 
@@ -140,20 +153,18 @@ def _shown(value: Any) -> str:
 # -- daemon -> worker ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Launch(_Record):
     op: ClassVar[str] = "launch"
     cwd: str
     env: dict[str, str]
 
-    @classmethod
-    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
-        if not all(type(value) is str for value in values["env"].values()):
+    def _check(self) -> None:
+        if not all(type(value) is str for value in self.env.values()):
             raise BadFrame("a 'launch' message whose env holds a value that is not a str")
-        return values
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Init(_Record):
     op: ClassVar[str] = "init"
     handler_path: str
@@ -163,11 +174,9 @@ class Init(_Record):
     job_id: str = ""
     max_result_bytes: int | None = None
 
-    @classmethod
-    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
-        if not values.get("job_id"):
-            values["job_id"] = str(values["job_spec"].get("job_id", ""))
-        return values
+    def _check(self) -> None:
+        if not self.job_id:
+            self.job_id = str(self.job_spec.get("job_id", ""))
 
 
 class Leased(Protocol):
@@ -181,9 +190,12 @@ class Leased(Protocol):
     def payload(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batches(_Record):
-    """A grant. The daemon sends it with `splice`; the worker reads it with `decode`."""
+    """A grant. The daemon sends it with `splice`; the worker reads it with `decode`, which
+    leaves the pairs to the loop that runs them: they come from the daemon, by the
+    thousand, and a pair that is none fails the worker there (and checking each would
+    cost every batch)."""
 
     op: ClassVar[str] = "batches"
     token: int
@@ -199,21 +211,14 @@ class Batches(_Record):
         items = b",".join(b"[%d,%s]" % (lease.seq, lease.payload) for lease in leases)
         return frame(b'{"op":"batches","token":%d,"batches":[%s]}' % (token, items))
 
-    @classmethod
-    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
-        for item in values["batches"]:
-            if type(item) is not list or len(item) != 2 or type(item[0]) is not int:
-                raise BadFrame(f"a 'batches' message with {_shown(item)} for a [seq, payload]")
-        return values
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Complete(_Record):
     op: ClassVar[str] = "complete"
     status: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exit(_Record):
     op: ClassVar[str] = "exit"
 
@@ -221,20 +226,20 @@ class Exit(_Record):
 # -- worker -> daemon ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ready(_Record):
     op: ClassVar[str] = "ready"
     has_on_complete: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InitFailed(_Record):
     op: ClassVar[str] = "init_failed"
     error: str
     traceback: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completed(_Record):
     op: ClassVar[str] = "completed"
     ok: bool
@@ -272,15 +277,16 @@ class Failed(NamedTuple):
     traceback: str | None
 
 
-# How a failure's fields are checked (its duration may be an int or a float).
+# How a failure's fields are checked.
 _FAILURE_FIELDS = (
     _Field("seq", int, False, _REQUIRED),
+    _Field("duration", float, False, _REQUIRED),
     _Field("error", str, False, _REQUIRED),
     _Field("traceback", str, True, None),
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Report(_Record):
     """Outcomes of grant `token`: `progress` and `next` (see the table)."""
 
@@ -289,64 +295,63 @@ class Report(_Record):
     done: list[list[Any]]
     failed: list[dict[str, Any]]
 
-    @classmethod
-    def _check(cls, values: dict[str, Any]) -> dict[str, Any]:
-        for outcome in values["done"]:
+    def _check(self) -> None:
+        # A worker runs a handler's code, which can reach the channel: all is checked.
+        # Durations are floats: the difference of two clock readings, and JSON keeps
+        # the point ("1.0").
+        for outcome in self.done:
             if (
                 type(outcome) is not list
                 or not 2 <= len(outcome) <= 3
                 or type(outcome[0]) is not int
-                or (type(outcome[1]) is not float and type(outcome[1]) is not int)
+                or type(outcome[1]) is not float
             ):
                 raise BadFrame(f"a success reported as {_shown(outcome)}")
-        for outcome in values["failed"]:
-            if type(outcome) is not dict:
-                raise BadFrame(f"a failure reported as {_shown(outcome)}")
+        for reported in self.failed:
+            if type(reported) is not dict:
+                raise BadFrame(f"a failure reported as {_shown(reported)}")
             for field in _FAILURE_FIELDS:
-                _checked(outcome, field, "a failure")
-            duration = outcome.get("duration")
-            if type(duration) is not float and type(duration) is not int:
-                raise BadFrame(f"a failure with {_shown(duration)} as its duration")
-        return values
+                _checked(reported, field, "a failure")
 
     def successes(self) -> list[Success]:
         token = self.token
         return [
-            Success(
-                outcome[0],
-                token,
-                float(outcome[1]),
-                _json_bytes(outcome[2]) if len(outcome) > 2 else None,
-            )
+            Success(outcome[0], token, outcome[1], _json_bytes(outcome[2]))
+            if len(outcome) > 2
+            else Success(outcome[0], token, outcome[1], None)
             for outcome in self.done
         ]
 
     def failures(self) -> list[Failed]:
         token = self.token
         return [
-            Failed(f["seq"], token, float(f["duration"]), f["error"], f.get("traceback"))
+            Failed(f["seq"], token, f["duration"], f["error"], f.get("traceback"))
             for f in self.failed
         ]
 
     def seqs(self) -> set[int]:
         """The batches this report is about."""
-        return {outcome[0] for outcome in self.done} | {f["seq"] for f in self.failed}
+        seqs = {outcome[0] for outcome in self.done}
+        if self.failed:
+            seqs.update([f["seq"] for f in self.failed])
+        return seqs
 
     def seconds(self) -> float:
         """The time its batches took, together."""
-        return sum(float(outcome[1]) for outcome in self.done) + sum(
-            float(f["duration"]) for f in self.failed
-        )
+        seconds = sum([outcome[1] for outcome in self.done])
+        if self.failed:
+            seconds += sum([f["duration"] for f in self.failed])
+        return float(seconds)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Progress(Report):
     op: ClassVar[str] = "progress"
     # Halfway through the grant: asks for the next.
     more: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Next(Report):
     op: ClassVar[str] = "next"
 

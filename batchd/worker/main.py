@@ -24,9 +24,11 @@ import json
 import mmap
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from batchd.constants import (
@@ -95,15 +97,17 @@ def result_size(result: Any, limit: int | None) -> int:
     return size
 
 
+_SEQ = struct.Struct("<Q")
+
+
 class CurrentSeq:
     """The sequence number of the batch under way, in memory the daemon shares."""
 
     def __init__(self, fd: int | None) -> None:
-        self._memory = mmap.mmap(fd, 8) if fd is not None else None
-
-    def set(self, seq: int) -> None:
-        if self._memory is not None:
-            self._memory[:8] = seq.to_bytes(8, "little")
+        self.set: Callable[[int], None] = lambda seq: None
+        if fd is not None:
+            # Written once per batch: one C call.
+            self.set = partial(_SEQ.pack_into, mmap.mmap(fd, 8), 0)
 
 
 # What the daemon may send once the handler is ready.
@@ -121,7 +125,7 @@ class Worker:
         self.current = current or CurrentSeq(None)
         self.handler: Any = None
         self.job_id = ""
-        self._handle_batch: Callable[[Any, str], Any] = lambda payload, batch_id: None
+        self._handle_batch: Callable[[Any, str], Any] = lambda payload, name: None
         self.max_result_bytes: int | None = None
         # Bytes of results handled and not yet reported.
         self.unreported_bytes = 0
@@ -150,6 +154,7 @@ class Worker:
         return True
 
     def receive(self) -> Order:
+        """The daemon's next order, checked (BadFrame); an unknown op is a ValueError."""
         message = self.channel.recv()
         op = message.get("op")
         decode = _ORDERS.get(op) if isinstance(op, str) else None
@@ -157,8 +162,10 @@ class Worker:
             raise ValueError(f"unknown op {op!r}")
         return decode(message)
 
-    def handle(self, seq: int, payload: Any) -> tuple[list[Any] | None, dict[str, Any] | None]:
-        """Run one batch: (its success, None) or (None, its failure), as reported."""
+    def handle(
+        self, seq: int, payload: Any, done: list[list[Any]], failed: list[dict[str, Any]]
+    ) -> None:
+        """Run one batch, adding its outcome to `done` or `failed`, as reported."""
         name = batch_id(self.job_id, seq)
         self.current.set(seq)
         labels = worker_log.labels
@@ -171,13 +178,13 @@ class Worker:
                 # carry, fails this batch, not the channel (and the batches reported
                 # with it).
                 self.unreported_bytes += result_size(result, self.max_result_bytes)
-            return success(seq, time.monotonic() - started, result), None
+            done.append(success(seq, time.monotonic() - started, result))
         except MemoryError:
             # Over [compute] mem: this process cannot be trusted to go on.
             os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
             logger.error("handle_batch failed", exc_info=exc)
-            return None, failure(seq, time.monotonic() - started, **describe_exception(exc))
+            failed.append(failure(seq, time.monotonic() - started, **describe_exception(exc)))
         finally:
             labels.pop("batchID", None)
 
@@ -188,7 +195,8 @@ class Worker:
         Halfway through a long grant the worker asks for the next one (`more`), which the
         daemon always answers, with batches or an empty grant: the pipe never runs dry.
         Returns what came instead of that answer, for the caller to act on."""
-        token, batches, send = grant.token, grant.batches, self.channel.send_frame
+        token, batches = grant.token, grant.batches
+        send, handle = self.channel.send_frame, self.handle
         done: list[list[Any]] = []
         failed: list[dict[str, Any]] = []
         flushed = time.monotonic()
@@ -197,12 +205,7 @@ class Worker:
             if index == halfway:
                 send(Progress(token, done, failed, more=True).encode())
                 done, failed, self.unreported_bytes = [], [], 0
-            succeeded, not_succeeded = self.handle(seq, payload)
-            if succeeded is not None:
-                done.append(succeeded)
-            else:
-                assert not_succeeded is not None
-                failed.append(not_succeeded)
+            handle(seq, payload, done, failed)
             now = time.monotonic()
             if (
                 failed

@@ -164,21 +164,16 @@ def test_a_launch_environment_holds_only_text() -> None:
         Launch.decode({"op": "launch", "cwd": "/", "env": {"A": "b", "N": 1}})
 
 
-@pytest.mark.parametrize(
-    "item",
-    [[1], [1, "a", "b"], ["1", "a"], [True, "a"], [1.0, "a"], {"seq": 1}, 1, "x" * 10_000],
-)
-def test_a_grant_of_anything_but_seq_payload_pairs_is_refused(item: Any) -> None:
-    message = {"op": "batches", "token": 1, "batches": [[1, "ok"], item]}
-    with pytest.raises(framing.BadFrame, match="for a \\[seq, payload\\]") as raised:
-        Batches.decode(message)
-    # A bad payload can be megabytes: the error shows only its start.
-    assert len(str(raised.value)) < 200
+def test_a_grant_hands_its_pairs_over_as_they_came() -> None:
+    # Thousands of pairs from the daemon, unpacked as they run: not checked, not copied.
+    pairs: list[Any] = [[1, "ok"], [2, {"a": 1}]]
+    grant = Batches.decode({"op": "batches", "token": 1, "batches": pairs})
+    assert grant.batches is pairs
 
 
 @pytest.mark.parametrize(
     "outcome",
-    [[1], [1, 0.5, None, 2], ["1", 0.5], [True, 0.5], [1, "0.5"], [1, None], (1, 0.5), 1],
+    [[1], [1, 0.5, None, 2], ["1", 0.5], [True, 0.5], [1, "0.5"], [1, None], [1, 1], (1, 0.5), 1],
 )
 def test_a_malformed_success_is_refused(outcome: Any) -> None:
     message = {"op": "next", "token": 1, "done": [[2, 0.5], outcome], "failed": []}
@@ -191,8 +186,9 @@ def test_a_malformed_success_is_refused(outcome: Any) -> None:
     [
         ({"seq": "4"}, "a failure with a str as 'seq'"),
         ({"seq": None}, "a failure with a NoneType as 'seq'"),
-        ({"duration": "0.25"}, "a failure with '0.25' as its duration"),
-        ({"duration": False}, "a failure with False as its duration"),
+        ({"duration": "0.25"}, "a failure with a str as 'duration'"),
+        ({"duration": 1}, "a failure with a int as 'duration'"),
+        ({"duration": False}, "a failure with a bool as 'duration'"),
         ({"error": None}, "a failure with a NoneType as 'error'"),
         ({"traceback": 3}, "a failure with a int as 'traceback'"),
     ],
@@ -205,7 +201,7 @@ def test_a_malformed_failure_is_refused(change: dict[str, Any], error: str) -> N
     with pytest.raises(framing.BadFrame, match="a failure reported as"):
         Progress.decode(message)
     del message["failed"][0]
-    message["failed"].append({"duration": 0.1, "error": "x"})
+    message["failed"].append({"duration": 0.1, "error": "x"})  # no seq
     with pytest.raises(framing.BadFrame, match="a failure without 'seq'"):
         Progress.decode(message)
 
@@ -216,8 +212,8 @@ def test_a_report_is_read_once_into_what_the_daemon_stores() -> None:
         wire(
             Next(
                 12,
-                [success(1, 0.5), success(2, 0.25, results), [3, 1]],
-                [failure(4, 0.125, "E: x", "Traceback"), failure(5, 2, "E: y", None)],
+                [success(1, 0.5), success(2, 0.25, results), [3, 1.0]],
+                [failure(4, 0.125, "E: x", "Traceback"), failure(5, 2.0, "E: y", None)],
             )
         )
     )
