@@ -12,6 +12,7 @@ from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import bool_query
 from batchd.observe.retention import disk_usage
+from batchd.pool.process import WorkerState
 
 
 def add_routes(app: web.Application) -> None:
@@ -21,19 +22,24 @@ def add_routes(app: web.Application) -> None:
 
 async def status(request: web.Request) -> web.Response:
     services = services_of(request)
-    scheduler = services.scheduler
     usage = await asyncio.to_thread(disk_usage, services.config.state_path)
+    snapshot = services.scheduler.snapshot()
     page = schemas.StatusPage(
         version=__version__,
         state_dir=str(services.config.state_path),
         disk_usage=schemas.DiskUsage(**usage),
-        max_workers=services.config.max_workers,
-        gpus=scheduler.gpus,
-        active_jobs=sorted(scheduler.runs),
+        max_workers=snapshot.max_workers,
+        gpus=list(snapshot.gpus),
+        active_jobs=list(snapshot.active_jobs),
         workers=[
-            schemas.DaemonWorker(job_id=job_id, **worker)
-            for job_id in sorted(scheduler.runs)
-            for worker in scheduler.worker_details(job_id)
+            schemas.DaemonWorker(
+                job_id=w.job_id,
+                slot=w.slot,
+                pid=w.pid,
+                state=WorkerState(w.state),
+                gpus=list(w.gpus),
+            )
+            for w in snapshot.workers
         ],
     )
     return web.json_response(page.body())

@@ -3,7 +3,8 @@
 Counters and histograms are fed by events (the scheduler records outcomes and worker
 deaths, the job routes admissions, the store its commits). What describes the current
 state (jobs by status, queue depth, workers) is read at scrape time by a collector, from
-the scheduler's memory and one store query, so it can never drift from the truth.
+a snapshot of the scheduler (observe/snapshot.py) and one store query, so it can never
+drift from the truth.
 
 Labels are bounded: an API name, a job status, a batch state, a worker state or a GPU
 index; never a job or batch id.
@@ -30,9 +31,9 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from batchd import __version__
+from batchd.observe.snapshot import SchedulerSnapshot
 
 if TYPE_CHECKING:
-    from batchd.scheduler.core import Scheduler
     from batchd.store.base import BatchState, MetricCounts, Store, Success
 
 # The classic text format (what Prometheus 2 and 3 both scrape).
@@ -264,11 +265,13 @@ class Metrics:
 
     # -- scrape ------------------------------------------------------------------------
 
-    async def exposition(self, store: Store, scheduler: Scheduler) -> bytes:
+    async def exposition(
+        self, store: Store, scheduler_snapshot: Callable[[], SchedulerSnapshot]
+    ) -> bytes:
         """The text exposition: current state read now, then every metric rendered."""
         counts = await store.metric_counts()
         # No await between taking the snapshot and rendering it: scrapes cannot interleave.
-        self._state.update(counts, scheduler)
+        self._state.update(counts, scheduler_snapshot())
         return generate_latest(self.registry)
 
 
@@ -277,9 +280,9 @@ class StateCollector(Collector):
 
     def __init__(self) -> None:
         self._counts: MetricCounts | None = None
-        self._scheduler: Scheduler | None = None
+        self._scheduler: SchedulerSnapshot | None = None
 
-    def update(self, counts: MetricCounts, scheduler: Scheduler) -> None:
+    def update(self, counts: MetricCounts, scheduler: SchedulerSnapshot) -> None:
         self._counts, self._scheduler = counts, scheduler
 
     def collect(self) -> Iterator[Metric]:
@@ -305,17 +308,15 @@ class StateCollector(Collector):
         yield from _worker_families(scheduler)
 
 
-def _worker_families(scheduler: Scheduler) -> Iterator[Metric]:
+def _worker_families(scheduler: SchedulerSnapshot) -> Iterator[Metric]:
     by_state: dict[tuple[str, str], int] = {}
     by_gpu = dict.fromkeys(scheduler.gpus, 0)
-    for run in scheduler.runs.values():
-        for worker in run.workers:
-            state = str(worker.state)
-            if state in WORKER_STATES:
-                key = (run.job.api_name, state)
-                by_state[key] = by_state.get(key, 0) + 1
-            for gpu in worker.gpus:
-                by_gpu[gpu] = by_gpu.get(gpu, 0) + 1
+    for worker in scheduler.workers:
+        if worker.state in WORKER_STATES:
+            key = (worker.api_name, worker.state)
+            by_state[key] = by_state.get(key, 0) + 1
+        for gpu in worker.gpus:
+            by_gpu[gpu] = by_gpu.get(gpu, 0) + 1
     workers = GaugeMetricFamily(
         "batchd_workers", "Live worker processes by API and state.", labels=["api", "state"]
     )
@@ -330,5 +331,5 @@ def _worker_families(scheduler: Scheduler) -> Iterator[Metric]:
         gpus.add_metric([str(gpu)], float(by_gpu[gpu]))
     yield gpus
     yield GaugeMetricFamily(
-        "batchd_max_workers", "Worker slots (max_workers).", value=scheduler.config.max_workers
+        "batchd_max_workers", "Worker slots (max_workers).", value=scheduler.max_workers
     )

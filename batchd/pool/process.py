@@ -39,6 +39,10 @@ class WorkerState(StrEnum):
 
 @dataclass(eq=False)
 class WorkerProcess:
+    """A handle on one worker process: its channel, signals, exit and output. What the
+    scheduler knows of it (leases held, batches done, why it died) is kept by the scheduler
+    (batchd/scheduler/state.py's WorkerRun)."""
+
     slot: int
     job_id: str
     process: asyncio.subprocess.Process
@@ -46,17 +50,11 @@ class WorkerProcess:
     writer: asyncio.StreamWriter
     labels: dict[str, Any]
     output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    state: WorkerState = WorkerState.INITIALIZING
-    has_on_complete: bool = False
-    # Leases handed over and not yet reported on, in the order the worker runs them.
-    leases: list[Lease] = field(default_factory=list)
-    exit_requested: bool = False
-    killed: bool = False
-    # Set when the daemon kills the worker for a reason of the batch's own making.
-    death_reason: str | None = None
     gpus: list[int] = field(default_factory=list)
-    batches_done: int = 0
     memory_group: Path | None = None
+    # Set by whoever hands the worker batches: the one it is on, for labelling its output
+    # (None: it holds none, and its output carries no batchID).
+    held_seq: Callable[[], int | None] = field(default=lambda: None)
     # The shared word where the worker keeps the sequence number of its current batch.
     progress_fd: int | None = None
 
@@ -70,18 +68,12 @@ class WorkerProcess:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def recv(self) -> dict[str, Any]:
-        """The next message, as decoded JSON: what `receive` checks. (The scheduler reads
-        these until it takes records; then `receive` is the only reader.)"""
-        length = protocol.frame_length(await self.reader.readexactly(constants.FRAME_HEADER_BYTES))
-        return protocol.decode(await self.reader.readexactly(length))
-
     async def receive(self) -> FromWorker:
         """The next message, checked: BadFrame when the worker broke the protocol."""
-        return from_worker(await self.recv())
+        length = protocol.frame_length(await self.reader.readexactly(constants.FRAME_HEADER_BYTES))
+        return from_worker(protocol.decode(await self.reader.readexactly(length)))
 
     async def send_batches(self, leases: Sequence[Lease]) -> None:
-        self.leases.extend(leases)
         await self.send(Batches.splice(leases))
 
     def current_seq(self) -> int | None:
@@ -95,8 +87,6 @@ class WorkerProcess:
         return seq or None
 
     async def request_exit(self) -> None:
-        self.exit_requested = True
-        self.state = WorkerState.STOPPING
         with contextlib.suppress(ConnectionError):
             await self.send(EXIT_FRAME)
 
@@ -137,8 +127,6 @@ class WorkerProcess:
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM, then SIGKILL if it is still alive after `grace` seconds."""
-        self.killed = True
-        self.state = WorkerState.STOPPING
         self.signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):
@@ -155,9 +143,9 @@ class WorkerProcess:
             self.progress_fd = None
 
     def current_labels(self) -> dict[str, Any]:
-        if not self.leases:
+        seq = self.held_seq()
+        if seq is None:
             return dict(self.labels)
-        seq = self.current_seq() or self.leases[0].seq
         return {**self.labels, "batchID": batch_id(self.job_id, seq)}
 
     async def output_done(self) -> None:
