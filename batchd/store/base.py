@@ -16,15 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 # Every package imports the status enum with the records, from here.
 from batchd.statuses import JobStatus as JobStatus
-from batchd.store.roles import (
-    ApiStore,
-    JobStore,
-    LeaseStore,
-    OutcomeStore,
-    ReadStore,
-    RetentionStore,
-    StoreLifecycle,
-)
+from batchd.store import roles
 
 
 class BatchState(StrEnum):
@@ -179,13 +171,13 @@ class ListedJob(NamedTuple):
 
 
 class Store(
-    StoreLifecycle,
-    ApiStore,
-    JobStore,
-    LeaseStore,
-    OutcomeStore,
-    ReadStore,
-    RetentionStore,
+    roles.StoreLifecycle,
+    roles.ApiStore,
+    roles.JobStore,
+    roles.LeaseStore,
+    roles.OutcomeStore,
+    roles.ReadStore,
+    roles.RetentionStore,
     Protocol,
 ):
     """The whole queue: every role. Code that needs one role should ask for that role."""

@@ -26,6 +26,9 @@ from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
 from batchd.store.base import ApiRecord, BatchCounts, JobRecord, JobStatus
 from batchd.store.sqlite.queries import MIGRATIONS, pick
 
+# Told how long a COMMIT took, in seconds.
+OnCommit = Callable[[float], None]
+
 SEQ_BITS = 32
 SEQ_MASK = (1 << SEQ_BITS) - 1
 
@@ -73,14 +76,9 @@ def job_record(row: Sequence[Any]) -> JobRecord:
 
 def batch_counts(row: Sequence[Any]) -> BatchCounts:
     """A row of ``{count_columns}``."""
-    return BatchCounts(
-        queued=row[0],
-        leased=row[1],
-        succeeded=row[2],
-        dead=row[3],
-        failed_attempts=row[4],
-        average_time=row[5] / row[2] if row[2] else None,
-    )
+    queued, leased, succeeded, dead, failed, seconds = row
+    average = seconds / succeeded if succeeded else None
+    return BatchCounts(queued, leased, succeeded, dead, failed, average)
 
 
 def api_record(row: Sequence[Any]) -> ApiRecord:
@@ -97,10 +95,7 @@ class SqliteCore:
     """The connections and the write transaction; each role is a subclass."""
 
     def __init__(
-        self,
-        path: Path,
-        synchronous: str = "full",
-        on_commit: Callable[[float], None] | None = None,
+        self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
     ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
