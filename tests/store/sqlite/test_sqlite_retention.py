@@ -22,3 +22,12 @@ async def test_reclaim_space_frees_the_pages_asked_for(tmp_path: Path, store: Sq
     assert await store.reclaim_space(10**9) == 0
     await store.checkpoint()
     assert (tmp_path / DB_FILENAME).stat().st_size < size - 1000 * 4096
+
+
+async def test_checkpoint_truncates_the_wal(tmp_path: Path, store: SqliteStore) -> None:
+    wal = tmp_path / f"{DB_FILENAME}-wal"
+    await store.create_job(new_job(), [b"[1]"] * 1000)
+    assert wal.stat().st_size > 0
+    await store.checkpoint()
+    assert wal.stat().st_size == 0
+    assert [job.total_batch_count for job in await store.active_jobs()] == [1000]
