@@ -11,31 +11,32 @@ import pytest
 
 from batchd.constants import DB_FILENAME
 from batchd.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES
+from batchd.store import sqlfiles
 from batchd.store.sqlite import queries
 from batchd.store.sqlite.store import SqliteStore
 from tests.store.support import new_job, payloads, running_job
 
 
 def test_every_named_statement_is_used_and_filled_in() -> None:
-    assert queries.unused() == set()
-    for name, statement in queries.QUERIES.items():
+    assert queries.QUERIES.unused() == set()
+    for name, statement in queries.QUERIES.statements.items():
         assert not re.search(r"\{\w+\}", statement), name
         assert statement and "--" not in statement, name
 
 
 def test_the_status_lists_come_from_the_statuses_module() -> None:
     active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
-    assert f"status IN ({active})" in queries.QUERIES["active_jobs"]
-    terminal = re.search(r"NOT IN \(([^)]*)\)", queries.QUERIES["set_status"])
+    assert f"status IN ({active})" in queries.QUERIES.statements["active_jobs"]
+    terminal = re.search(r"NOT IN \(([^)]*)\)", queries.QUERIES.statements["set_status"])
     assert terminal is not None
     assert set(re.findall(r"'(\w+)'", terminal.group(1))) == set(TERMINAL_STATUSES)
 
 
 def test_parse_names_statements_and_drops_comments() -> None:
     text = "-- file\n\n-- name: one\n-- why\nSELECT 1\n\n-- name: two\nSELECT 2;\n"
-    assert queries.parse(text) == {"one": "SELECT 1", "two": "SELECT 2;"}
+    assert sqlfiles.parse(text) == {"one": "SELECT 1", "two": "SELECT 2;"}
     with pytest.raises(ValueError, match="twice"):
-        queries.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+        sqlfiles.parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
 
 
 def test_statements_split_a_script_where_sqlite_would() -> None:
@@ -59,7 +60,7 @@ async def test_active_job_queries_use_the_partial_index(tmp_path: Path, store: S
         active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
         assert index.endswith(f"WHERE status IN ({active})")
         for name in ("active_jobs", "queue_depth", "jobs_holding_leases"):
-            plan = conn.execute(f"EXPLAIN QUERY PLAN {queries.QUERIES[name]}").fetchall()
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {queries.QUERIES.statements[name]}").fetchall()
             assert any("jobs_active" in row[-1] for row in plan), (name, plan)
 
 
