@@ -31,24 +31,14 @@ from typing import Any
 
 from batchd.constants import DEFAULT_LISTEN, ENV_TOKEN, ENV_URL
 
+# The status vocabulary, part of the client's API (stdlib only, like the client).
+from batchd.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
+from batchd.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
+
 UNIX_SCHEME = "http+unix"
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.5
-ACTIVE_STATUSES = frozenset({"pending", "enqueuing", "running"})
-TERMINAL_STATUSES = frozenset(
-    {
-        "succeeded",
-        "completed_with_failures",
-        "worker_error",
-        "worker_oom",
-        "timed_out",
-        "stopped",
-        "enqueue_failed",
-        "unexpected_error",
-    }
-)
-
 JobStatus = dict[str, Any]
 Record = dict[str, Any]
 

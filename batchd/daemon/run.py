@@ -92,7 +92,7 @@ async def serve(
     # Every connection and worker holds descriptors: take all the system allows.
     open_files = raise_open_file_limit()
     metrics = Metrics()
-    store = open_store(state, config.sqlite_synchronous, metrics)
+    store = open_store(state, config.sqlite_synchronous, metrics.observe_commit)
     try:
         await store.open()
     except sqlite3.DatabaseError as exc:

@@ -26,7 +26,7 @@ from batchd.http.body import (
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.observe.joblogs import LEVELS, tail_offset
 from batchd.store import views
-from batchd.store.base import JobRecord, batch_id
+from batchd.store.base import BatchCounts, JobRecord, batch_id
 
 NDJSON = "application/x-ndjson"
 
@@ -84,7 +84,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=JOB_LIST_DEFAULT, minimum=1, maximum=JOB_LIST_MAX)
     before = await _cursor(services, request, {api.name})
     jobs = await services.store.list_jobs_page([api.name], limit, before)
-    return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
+    return web.json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
 
 
 async def all_jobs(request: web.Request) -> web.Response:
@@ -95,7 +95,7 @@ async def all_jobs(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=100, minimum=1, maximum=1_000)
     before = await _cursor(services, request, names)
     jobs = await services.store.list_jobs_page(sorted(names), limit, before, active)
-    return web.json_response({"jobs": [await _status(services, job) for job in jobs]})
+    return web.json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
 
 
 async def _cursor(services: Services, request: web.Request, api_names: set[str]) -> str | None:
@@ -212,7 +212,10 @@ async def _stream(request: web.Request, lines: AsyncIterator[bytes]) -> web.Stre
 
 
 async def _status(services: Services, job: JobRecord) -> dict[str, Any]:
-    counts = await services.store.counts(job.job_id)
+    return _rendered(services, job, await services.store.counts(job.job_id))
+
+
+def _rendered(services: Services, job: JobRecord, counts: BatchCounts) -> dict[str, Any]:
     scheduler = services.scheduler
     return views.job_status(
         job, counts, scheduler.worker_counts(job.job_id), scheduler.worker_details(job.job_id)

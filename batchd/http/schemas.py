@@ -11,12 +11,13 @@ response disagree with the published description, which the tests catch.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from batchd.admission.job_body import SourceKind
 from batchd.pool.process import WorkerState
+from batchd.statuses import REACHABLE_STATUSES
 from batchd.store.base import JobStatus
 
 
@@ -193,7 +194,10 @@ class WorkerCounts(_Response):
 
 
 class JobStatusDocument(JobSpec):
-    status: JobStatus
+    # Published: the statuses a job can be in (not the Cortex ones batchd never sets).
+    status: Annotated[
+        JobStatus, WithJsonSchema({"type": "string", "enum": [str(s) for s in REACHABLE_STATUSES]})
+    ]
     end_time: str | None
     batches_in_queue: int
     batch_metrics: BatchMetrics

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from batchd import __version__
 from batchd.observe.snapshot import SchedulerSnapshot
+from batchd.statuses import REACHABLE_STATUSES
 
 if TYPE_CHECKING:
     from batchd.store.base import BatchState, MetricCounts, Store, Success
@@ -54,10 +54,6 @@ COMMIT_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 )  # fmt: skip
 
-JOB_STATUSES = (
-    "pending", "enqueuing", "running", "succeeded", "completed_with_failures",
-    "worker_error", "worker_oom", "timed_out", "stopped", "enqueue_failed", "unexpected_error",
-)  # fmt: skip
 WORKER_STATES = ("initializing", "running", "stopping")
 
 
@@ -260,8 +256,9 @@ class Metrics:
         """A job was stored; `started` is the ``time.perf_counter()`` of its request."""
         self._admission.labels(api).observe(time.perf_counter() - started)
 
-    def commit_timer(self) -> AbstractContextManager[object]:
-        return self._commit.time()
+    def observe_commit(self, seconds: float) -> None:
+        """The store's on_commit hook: how long a COMMIT took."""
+        self._commit.observe(seconds)
 
     # -- scrape ------------------------------------------------------------------------
 
@@ -293,7 +290,10 @@ class StateCollector(Collector):
         if counts is None or scheduler is None:
             return
         jobs = GaugeMetricFamily("batchd_jobs", "Jobs in the store by status.", labels=["status"])
-        for status in (*JOB_STATUSES, *sorted(set(counts.jobs_by_status) - set(JOB_STATUSES))):
+        for status in (
+            *REACHABLE_STATUSES,
+            *sorted(set(counts.jobs_by_status) - set(REACHABLE_STATUSES)),
+        ):
             jobs.add_metric([status], float(counts.jobs_by_status.get(status, 0)))
         yield jobs
         depth = GaugeMetricFamily(

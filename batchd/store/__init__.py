@@ -1,18 +1,25 @@
-"""The durable queue behind a narrow interface (see ``base.Store``)."""
+"""The durable queue: records and role protocols (``base``, ``roles``), the SQLite backend
+(``sqlite/``), payload chunks and the user-facing renderings of jobs (``views``).
+
+May import config, constants, errors and statuses; nothing above it (no metrics: the
+daemon passes an ``on_commit`` hook). Light on purpose: the backend loads on open_store.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from batchd.observe.metrics import Metrics
-from batchd.store.base import Store
-from batchd.store.sqlite import SqliteStore
+if TYPE_CHECKING:
+    from batchd.store.base import Store
 
 
-def open_store(state_dir: Path, synchronous: str, metrics: Metrics | None = None) -> Store:
+def open_store(
+    state_dir: Path, synchronous: str, on_commit: Callable[[float], None] | None = None
+) -> Store:
+    """The state directory's store; `on_commit` is told each commit's time in seconds."""
     from batchd.constants import DB_FILENAME
+    from batchd.store.sqlite.store import SqliteStore
 
-    return SqliteStore(state_dir / DB_FILENAME, synchronous=synchronous, metrics=metrics)
-
-
-__all__ = ["SqliteStore", "Store", "open_store"]
+    return SqliteStore(state_dir / DB_FILENAME, synchronous=synchronous, on_commit=on_commit)

@@ -1,8 +1,8 @@
 """The queue as the rest of the daemon sees it: records and the Store interface.
 
-SQLite is the embedded default (``sqlite.py``); a PostgreSQL store implementing the
-same interface will let several boxes share one queue. Nothing outside ``store/``
-writes SQL.
+``Store`` is the union of the role protocols in ``roles.py``. SQLite is the embedded
+default (``sqlite/``); a PostgreSQL store implementing the same roles will let several
+boxes share one queue. Nothing outside ``store/`` writes SQL.
 """
 
 from __future__ import annotations
@@ -10,36 +10,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from batchd.store.chunks import BatchChunks
+# Every package imports the status enum with the records, from here.
+from batchd.statuses import JobStatus as JobStatus
+from batchd.store import roles
 from batchd.wire.ids import batch_id as batch_id
 from batchd.wire.messages import Success as Success
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    ENQUEUING = "enqueuing"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    COMPLETED_WITH_FAILURES = "completed_with_failures"
-    WORKER_ERROR = "worker_error"
-    WORKER_OOM = "worker_oom"
-    TIMED_OUT = "timed_out"
-    STOPPED = "stopped"
-    ENQUEUE_FAILED = "enqueue_failed"
-    UNEXPECTED_ERROR = "unexpected_error"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in _ACTIVE_STATUSES
-
-
-_ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.ENQUEUING, JobStatus.RUNNING})
-TERMINAL_STATUSES = frozenset(s for s in JobStatus if s.terminal)
 
 
 class BatchState(StrEnum):
@@ -176,58 +155,21 @@ class MetricCounts:
     leased_by_api: dict[str, int]
 
 
-class Store(Protocol):
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def checkpoint(self) -> None: ...
+class ListedJob(NamedTuple):
+    """A job of a listing page, with its counts read in the same statement."""
 
-    # APIs
-    async def add_api_version(
-        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
-    ) -> ApiRecord: ...
-    async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None: ...
-    async def list_apis(self) -> list[ApiRecord]: ...
-    async def api_versions(self, name: str) -> list[ApiRecord]: ...
-    async def delete_api(self, name: str) -> bool: ...
+    job: JobRecord
+    counts: BatchCounts
 
-    # Jobs
-    async def create_job(
-        self, job: NewJob, batches: BatchChunks | Sequence[bytes]
-    ) -> JobRecord: ...
-    async def get_job(self, job_id: str) -> JobRecord | None: ...
-    async def list_jobs(self, api_name: str, limit: int) -> list[JobRecord]: ...
-    async def active_jobs(self) -> list[JobRecord]: ...
-    async def set_status(
-        self, job_id: str, status: JobStatus, error: str | None = None
-    ) -> bool: ...
-    async def set_has_on_complete(self, job_id: str, value: bool) -> None: ...
-    async def counts(self, job_id: str) -> BatchCounts: ...
-    async def metric_counts(self) -> MetricCounts: ...
 
-    # Batches
-    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]: ...
-    async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int: ...
-    async def fail(
-        self, job_id: str, failure: Failure, max_receive_count: int
-    ) -> BatchState | None: ...
-    async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int: ...
-    async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int: ...
-    async def expire_leases(
-        self, now: float, reason: str = ..., job_ids: Sequence[str] | None = None
-    ) -> list[tuple[str, int, BatchState]]: ...
-    def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]: ...
-
-    # Retention
-    async def prunable_jobs(self, ended_before: float) -> list[JobRecord]: ...
-    async def prune_job(self, job_id: str) -> int: ...
-    async def reclaim_space(self, pages: int) -> int: ...
-    def results(self, job_id: str) -> AsyncIterator[Result]: ...
-
-    # Listing pages (the dashboard)
-    async def list_jobs_page(
-        self,
-        api_names: Sequence[str],
-        limit: int,
-        before: str | None = None,
-        active_only: bool = False,
-    ) -> list[JobRecord]: ...
+class Store(
+    roles.StoreLifecycle,
+    roles.ApiStore,
+    roles.JobStore,
+    roles.LeaseStore,
+    roles.OutcomeStore,
+    roles.ReadStore,
+    roles.RetentionStore,
+    Protocol,
+):
+    """The whole queue: every role. Code that needs one role should ask for that role."""

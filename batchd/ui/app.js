@@ -14,7 +14,9 @@
   const LOG_KEEP = 2000; // lines kept on screen
   const RATE_WINDOW_S = 10;
   const CHART_SPAN_S = 120;
-  const ACTIVE = new Set(["pending", "enqueuing", "running"]);
+  // A job is active until it ends: its end_time is set with its terminal status, so the
+  // page needs no list of statuses of its own.
+  const isActive = (job) => job.end_time === null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -191,7 +193,7 @@
 
   function rateOf(job) {
     const list = samples.get(job.job_id);
-    if (ACTIVE.has(job.status) && list && list.length >= 2) {
+    if (isActive(job) && list && list.length >= 2) {
       const last = list[list.length - 1];
       let first = list[0];
       for (const sample of list) {
@@ -209,7 +211,7 @@
   }
 
   function etaOf(job, rate) {
-    if (!ACTIVE.has(job.status)) return job.status === "succeeded" ? "done" : "-";
+    if (!isActive(job)) return job.status === "succeeded" ? "done" : "-";
     const left = job.total_batch_count - doneOf(job);
     if (left <= 0) return "finishing";
     if (!rate || rate <= 0) return "-";
@@ -271,7 +273,7 @@
       h("td", { class: "progress-cell" }, bar.el),
       h("td", { class: "num", text: `${doneOf(job)}/${job.total_batch_count}` }),
       h("td", { class: "num", text: String(m.failed) }),
-      h("td", { class: "num", text: ACTIVE.has(job.status) ? fmtRate(rate) : "-" }),
+      h("td", { class: "num", text: isActive(job) ? fmtRate(rate) : "-" }),
       h("td", { class: "num", text: etaOf(job, rate) }),
       h("td", { text: fmtAgo(job.start_time), title: fmtTime(job.start_time) }),
       h("td", { class: "num", text: fmtDuration(durationOf(job)) }),
@@ -677,10 +679,10 @@
         h("span", { id: "job-done", text: `${doneOf(job)} / ${job.total_batch_count} batches finished` }),
         h("span", { text: `${m.succeeded} succeeded` }),
         h("span", { class: m.failed ? "error" : "", text: `${m.failed} failed` }),
-        h("span", { id: "job-rate", text: ACTIVE.has(job.status) ? fmtRate(rate) : `average ${fmtRate(rate)}` }),
+        h("span", { id: "job-rate", text: isActive(job) ? fmtRate(rate) : `average ${fmtRate(rate)}` }),
         h("span", { id: "job-eta", text: `ETA ${etaOf(job, rate)}` }),
       );
-      stop.hidden = !ACTIVE.has(job.status);
+      stop.hidden = !isActive(job);
       errorBox.hidden = !job.error;
       errorBox.textContent = job.error || "";
       const wc = job.worker_counts;
@@ -824,7 +826,7 @@
       page.signal.addEventListener("abort", () => controller.abort());
       logBox.replaceChildren();
       pendingLines = [];
-      const following = follow.checked && job && ACTIVE.has(job.status);
+      const following = follow.checked && job && isActive(job);
       logNote.textContent = following ? "· following…" : "";
       try {
         const response = await call("GET", `${base}/logs`, {

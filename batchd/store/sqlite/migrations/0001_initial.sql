@@ -1,6 +1,6 @@
--- Schema version 3. Applied in one transaction when PRAGMA user_version is 0 (a version 1
--- database gains the jobs' counter columns, recounted from its batches, and a version 2 one
--- gets its chunks renumbered by the batches before them).
+-- Schema 1: the tables, a row per batch from admission on. Migrations are history: a
+-- database holds what they made, so a file is never edited once released (the
+-- jobs_active list below is statuses.ACTIVE_STATUSES as then; tests tie the two).
 --
 -- A batch's id packs its job's key and its sequence number (key << 32 | seq), so all
 -- batches of a job are one contiguous rowid range and need no job_id column.
@@ -15,9 +15,6 @@ CREATE TABLE apis (
     PRIMARY KEY (name, version)
 );
 
--- The *_count columns and duration_sum are the job's batch counts, moved by the same
--- transactions that move its batches, so a status read is one row. Batches 1 to
--- `materialized` have rows in `batches`, and the rest are still only in `chunks`.
 CREATE TABLE jobs (
     key               INTEGER PRIMARY KEY,
     job_id            TEXT    NOT NULL UNIQUE,
@@ -37,14 +34,7 @@ CREATE TABLE jobs (
     error             TEXT,
     has_on_complete   INTEGER,
     retry_of          TEXT,
-    pruned_at         REAL,
-    queued_count      INTEGER NOT NULL DEFAULT 0,
-    leased_count      INTEGER NOT NULL DEFAULT 0,
-    succeeded_count   INTEGER NOT NULL DEFAULT 0,
-    dead_count        INTEGER NOT NULL DEFAULT 0,
-    failure_count     INTEGER NOT NULL DEFAULT 0,
-    duration_sum      REAL    NOT NULL DEFAULT 0,
-    materialized      INTEGER NOT NULL DEFAULT 0
+    pruned_at         REAL
 );
 CREATE INDEX jobs_by_api ON jobs (api_name, created_at);
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('pending', 'enqueuing', 'running');
@@ -59,11 +49,7 @@ CREATE TABLE batches (
     payload          BLOB    NOT NULL,
     result           BLOB
 );
--- Only the batches someone looks for by state are indexed: queued ones (re-queued after a
--- failure) and dead ones. A batch on the usual path, leased then succeeded, touches no
--- index at all. Leased ones are found through their job's range.
-CREATE INDEX batches_queued ON batches (id) WHERE state = 'queued';
-CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead';
+CREATE INDEX batches_by_state ON batches (state, id);
 
 CREATE TABLE failures (
     batch      INTEGER NOT NULL,
@@ -73,11 +59,3 @@ CREATE TABLE failures (
     failed_at  REAL    NOT NULL
 );
 CREATE INDEX failures_by_batch ON failures (batch, attempt);
-
--- A job's payloads as admitted: JSON arrays of at most CHUNK_BATCHES batch payloads and
--- about CHUNK_MAX_BYTES each. The id packs the job's key and the number of the job's
--- batches before the chunk (key << 32 | before): a chunk holds batches before + 1 onwards.
-CREATE TABLE chunks (
-    id       INTEGER PRIMARY KEY,
-    payloads BLOB    NOT NULL
-);

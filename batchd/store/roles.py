@@ -1,0 +1,127 @@
+"""The store's roles: what each part of the daemon asks of the queue.
+
+:class:`batchd.store.base.Store` is their union; a backend implements every one, and
+code that needs a single role can ask for just that role. The records they speak are in
+``base`` (imported here for type checking only: ``base`` builds ``Store`` from these).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from batchd.store.base import (
+        ApiRecord,
+        BatchCounts,
+        BatchState,
+        DeadLetter,
+        Failure,
+        JobRecord,
+        JobStatus,
+        Lease,
+        ListedJob,
+        MetricCounts,
+        NewJob,
+        Result,
+        Success,
+    )
+    from batchd.store.chunks import BatchChunks
+
+
+class StoreLifecycle(Protocol):
+    async def open(self) -> None:
+        """Connect, and bring the schema up to this batchd's version."""
+
+    async def close(self) -> None:
+        """Finish the writes under way and disconnect."""
+
+
+class ApiStore(Protocol):
+    """Deployed API versions."""
+
+    async def add_api_version(
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+    ) -> ApiRecord: ...
+    async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
+        """The latest live version, or the given one (deleted or not)."""
+
+    async def list_apis(self) -> list[ApiRecord]: ...
+    async def api_versions(self, name: str) -> list[ApiRecord]: ...
+    async def delete_api(self, name: str) -> bool: ...
+
+
+class JobStore(Protocol):
+    """Admission and status changes (a stop is a terminal status)."""
+
+    async def create_job(self, job: NewJob, batches: BatchChunks | Sequence[bytes]) -> JobRecord:
+        """The job and all its batches, queued, in one transaction."""
+
+    async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """Refused (False) once the job is terminal; a terminal status voids its leases."""
+
+    async def set_has_on_complete(self, job_id: str, value: bool) -> None: ...
+
+
+class LeaseStore(Protocol):
+    """Batches out to workers: leased, renewed, given back, or expired."""
+
+    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
+        """Up to `limit` queued batches of a running job, oldest first."""
+
+    async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
+        """(seq, token) leases back to the queue without burning an attempt."""
+
+    async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int:
+        """Push out the expiry of (job_id, seq, token) leases."""
+
+    async def expire_leases(
+        self, now: float, reason: str = ..., job_ids: Sequence[str] | None = None
+    ) -> list[tuple[str, int, BatchState]]:
+        """Every lease past its expiry becomes a failed attempt: (job_id, seq, new state)."""
+
+
+class OutcomeStore(Protocol):
+    """What workers report; an outcome under a stale lease token changes nothing."""
+
+    async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
+        """The successes accepted, durable when this returns."""
+
+    async def fail(
+        self, job_id: str, failure: Failure, max_receive_count: int
+    ) -> BatchState | None:
+        """Re-queued, or dead out of attempts; None for a stale token."""
+
+
+class ReadStore(Protocol):
+    """Jobs, their counts, pages of their results and dead letters, metric counts."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None: ...
+    async def active_jobs(self) -> list[JobRecord]: ...
+    async def list_jobs_page(
+        self,
+        api_names: Sequence[str],
+        limit: int,
+        before: str | None = None,
+        active_only: bool = False,
+    ) -> list[ListedJob]:
+        """Newest first, with counts; `before` is the last job id of the previous page."""
+
+    async def counts(self, job_id: str) -> BatchCounts: ...
+    async def metric_counts(self) -> MetricCounts: ...
+    def results(self, job_id: str) -> AsyncIterator[Result]: ...
+    def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]: ...
+
+
+class RetentionStore(Protocol):
+    """Finished jobs pruned, and the files kept bounded."""
+
+    async def prunable_jobs(self, ended_before: float) -> list[JobRecord]: ...
+    async def prune_job(self, job_id: str) -> int:
+        """Delete a finished job's batches; its row stays, marked pruned."""
+
+    async def reclaim_space(self, pages: int) -> int:
+        """Give up to `pages` free pages back; the number still free."""
+
+    async def checkpoint(self) -> None:
+        """Bound the write-ahead log."""

@@ -1,0 +1,245 @@
+"""What every role of the SQLite store shares: the connections, the write transaction,
+the migrations, a job's key and its counters, and rows turned into records.
+
+One writer connection, every write an explicit ``BEGIN IMMEDIATE`` transaction under
+an asyncio lock (aiosqlite runs each statement in its own thread, so a transaction
+spanning several awaits must not interleave with another). A second connection
+serves reads, so status requests are answered from the last committed state while
+a large job is being admitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
+from batchd.store.base import ApiRecord, BatchCounts, JobRecord, JobStatus
+from batchd.store.sqlite.queries import MIGRATIONS, pick
+
+# Told how long a COMMIT took, in seconds.
+OnCommit = Callable[[float], None]
+
+SEQ_BITS = 32
+SEQ_MASK = (1 << SEQ_BITS) - 1
+
+if len(MIGRATIONS) != SCHEMA_VERSION:
+    raise RuntimeError(f"{len(MIGRATIONS)} migrations for schema version {SCHEMA_VERSION}")
+
+_BEGIN, _COMMIT, _ROLLBACK, _SCHEMA_VERSION, _JOB_KEY, _MOVE_COUNTERS = pick(
+    "begin_immediate", "commit", "rollback", "schema_version", "job_key", "move_counters"
+)
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+def batch_range(key: int) -> tuple[int, int]:
+    """The first and last batch id a job's key can hold."""
+    first = key << SEQ_BITS
+    return first, first | SEQ_MASK
+
+
+def job_record(row: Sequence[Any]) -> JobRecord:
+    """A row of ``{job_columns}``."""
+    return JobRecord(
+        job_id=row[0],
+        api_name=row[1],
+        api_version=row[2],
+        kind=row[3],
+        status=JobStatus(row[4]),
+        workers=row[5],
+        config=json.loads(row[6]),
+        timeout=row[7],
+        max_receive_count=row[8],
+        priority=row[9],
+        total_batch_count=row[10],
+        created_at=row[11],
+        end_time=row[12],
+        error=row[13],
+        has_on_complete=None if row[14] is None else bool(row[14]),
+        retry_of=row[15],
+        batch_timeout=row[16],
+        pruned_at=row[17],
+    )
+
+
+def batch_counts(row: Sequence[Any]) -> BatchCounts:
+    """A row of ``{count_columns}``."""
+    queued, leased, succeeded, dead, failed, seconds = row
+    average = seconds / succeeded if succeeded else None
+    return BatchCounts(queued, leased, succeeded, dead, failed, average)
+
+
+def api_record(row: Sequence[Any]) -> ApiRecord:
+    return ApiRecord(
+        name=row[0],
+        version=row[1],
+        spec=json.loads(row[2]),
+        dotenv=json.loads(row[3]),
+        created_at=row[4],
+    )
+
+
+class SqliteCore:
+    """The connections and the write transaction; each role is a subclass."""
+
+    def __init__(
+        self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
+        self._on_commit = on_commit
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._keys: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        try:
+            await self._migrate()
+            self._reader = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            # The PRAGMAs with values: the only SQL written in Python.
+            for pragma in (
+                # Only takes effect on a new database; lets pruning give space back in steps.
+                "auto_vacuum=INCREMENTAL",
+                "journal_mode=WAL",
+                f"journal_size_limit={WAL_SIZE_LIMIT}",
+                f"synchronous={self.synchronous}",
+                "foreign_keys=ON",
+                "busy_timeout=5000",
+            ):
+                await self._exec(conn, f"PRAGMA {pragma}")
+        except BaseException:
+            # A damaged file fails here; the connection's thread would keep the process alive.
+            await conn.close()
+            raise
+        return conn
+
+    async def _migrate(self) -> None:
+        """Run the migrations after the database's version, all in one transaction."""
+        version = await self._scalar(self._w, _SCHEMA_VERSION)
+        if version == SCHEMA_VERSION:
+            return
+        if not 0 <= version < SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this batchd knows {SCHEMA_VERSION}"
+            )
+        async with self._transaction() as db:
+            for _, statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    await self._exec(db, statement)
+            await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._exec(self._w, _BEGIN)
+            try:
+                yield self._w
+            except BaseException:
+                # SQLite may have rolled back already (disk full does); the original
+                # error is the one worth raising.
+                if self._w.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._exec(self._w, _ROLLBACK)
+                raise
+            if self._on_commit is None:
+                await self._exec(self._w, _COMMIT)
+            else:
+                started = time.perf_counter()
+                await self._exec(self._w, _COMMIT)
+                self._on_commit(time.perf_counter() - started)
+
+    # -- statements --------------------------------------------------------------------
+
+    @staticmethod
+    async def _exec(conn: aiosqlite.Connection, sql: str, *params: Any) -> int:
+        async with conn.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    @staticmethod
+    async def _exec_many(conn: aiosqlite.Connection, sql: str, rows: Iterable[Any]) -> int:
+        async with conn.executemany(sql, rows) as cursor:
+            return cursor.rowcount
+
+    @staticmethod
+    async def _rows(conn: aiosqlite.Connection, sql: str, *params: Any) -> list[Any]:
+        # Execute and fetch in one call into the connection's thread: a statement left
+        # open between awaits would hold its read snapshot, and every other coroutine's
+        # statement on the same connection would read that stale snapshot too.
+        return list(await conn.execute_fetchall(sql, params))
+
+    @classmethod
+    async def _scalar(cls, conn: aiosqlite.Connection, sql: str, *params: Any) -> Any:
+        rows = await cls._rows(conn, sql, *params)
+        return rows[0][0] if rows else None
+
+    async def _key(self, job_id: str) -> int:
+        """The job's key, which its batch ids pack (cached: a key never changes)."""
+        key = self._keys.get(job_id)
+        if key is None:
+            key = await self._scalar(self._r, _JOB_KEY, job_id)
+            if key is None:
+                key = await self._scalar(self._w, _JOB_KEY, job_id)
+            if key is None:
+                raise UnknownJob(job_id)
+            self._keys[job_id] = key
+        return int(key)
+
+    @staticmethod
+    async def _count(
+        db: aiosqlite.Connection,
+        key: int,
+        *,
+        queued: int = 0,
+        leased: int = 0,
+        succeeded: int = 0,
+        dead: int = 0,
+        failures: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """Move a job's batch counters, inside the transaction that moved its batches."""
+        async with db.execute(
+            _MOVE_COUNTERS, (queued, leased, succeeded, dead, failures, seconds, key)
+        ):
+            pass

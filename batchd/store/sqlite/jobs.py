@@ -1,0 +1,104 @@
+"""Admitting jobs and changing their status (the ``JobStore`` role)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+from batchd.store.base import JobRecord, JobStatus, NewJob
+from batchd.store.chunks import BatchChunks, Chunk
+from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
+from batchd.store.sqlite.queries import pick
+
+(
+    _INSERT_JOB,
+    _INSERT_CHUNK,
+    _SET_BATCH_COUNT,
+    _JOB_BY_KEY,
+    _SET_STATUS,
+    _REFUND_LEASES,
+    _SET_HAS_ON_COMPLETE,
+) = pick(
+    "insert_job",
+    "insert_chunk",
+    "set_batch_count",
+    "job_by_key",
+    "set_status",
+    "refund_leases",
+    "set_has_on_complete",
+)
+
+
+class SqliteJobs(SqliteCore):
+    async def create_job(self, job: NewJob, batches: BatchChunks | Sequence[bytes]) -> JobRecord:
+        """Store the job and its payloads in one transaction: admission is all or nothing.
+
+        The payloads are stored in chunks as admitted, not a row per batch: a batch gets
+        its row when first leased. A chunk's id is its job's first id plus the number of
+        batches before it. Chunks are read from `batches` one at a time (it may be a spool
+        on disk), so the transaction holds one in memory, never the whole job."""
+        if not isinstance(batches, BatchChunks):
+            batches = BatchChunks.of(batches)
+        async with self._transaction() as db:
+            async with db.execute(
+                _INSERT_JOB,
+                (
+                    job.job_id,
+                    job.api_name,
+                    job.api_version,
+                    job.kind,
+                    JobStatus.PENDING,
+                    job.workers,
+                    json.dumps(job.config),
+                    job.timeout,
+                    job.max_receive_count,
+                    job.priority,
+                    job.created_at,
+                    job.retry_of,
+                    job.batch_timeout,
+                ),
+            ) as cursor:
+                key = cursor.lastrowid
+            assert key is not None
+            first, _ = batch_range(key)
+            numbered = _NumberedChunks(first, batches.chunks)
+            await self._exec_many(db, _INSERT_CHUNK, numbered)
+            total = batches.count
+            if numbered.batches != total:
+                raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
+            await self._exec(db, _SET_BATCH_COUNT, total, key)
+            # Read back inside the transaction: the reader may not see the commit yet.
+            (row,) = await self._rows(db, _JOB_BY_KEY, key)
+        self._keys[job.job_id] = key
+        return job_record(row)
+
+    async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """Move a job to `status`; refused (False) once the job is terminal."""
+        end_time = time.time() if status.terminal else None
+        async with self._transaction() as db:
+            changed = await self._exec(db, _SET_STATUS, status, end_time, error, job_id)
+            if changed and status.terminal:
+                # Leases of a finished job are void; give the batches back, unburnt.
+                key = await self._key(job_id)
+                refunded = await self._exec(db, _REFUND_LEASES, *batch_range(key))
+                await self._count(db, key, queued=refunded, leased=-refunded)
+            return changed > 0
+
+    async def set_has_on_complete(self, job_id: str, value: bool) -> None:
+        async with self._transaction() as db:
+            await self._exec(db, _SET_HAS_ON_COMPLETE, int(value), job_id)
+
+
+class _NumberedChunks:
+    """(id, payloads) rows of a job's chunks, counting the batches they hold on the way."""
+
+    def __init__(self, first: int, chunks: Iterable[Chunk]) -> None:
+        self._first = first
+        self._chunks = chunks
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for chunk in self._chunks:
+            yield self._first + self.batches, chunk.payloads
+            self.batches += chunk.batches

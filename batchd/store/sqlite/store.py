@@ -1,0 +1,23 @@
+"""The SQLite store: every role over one core (see :class:`batchd.store.base.Store`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchd.store.sqlite.apis import SqliteApis
+from batchd.store.sqlite.core import OnCommit
+from batchd.store.sqlite.jobs import SqliteJobs
+from batchd.store.sqlite.leases import SqliteLeases
+from batchd.store.sqlite.outcomes import SqliteOutcomes
+from batchd.store.sqlite.reads import SqliteReads
+from batchd.store.sqlite.retention import SqliteRetention
+
+
+class SqliteStore(
+    SqliteApis, SqliteJobs, SqliteLeases, SqliteOutcomes, SqliteReads, SqliteRetention
+):
+    # Typed here: the roles' own __init__ pass their arguments on untyped.
+    def __init__(
+        self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
+    ) -> None:
+        super().__init__(path, synchronous, on_commit)
