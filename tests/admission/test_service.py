@@ -22,7 +22,7 @@ from batchd.observe.metrics import Metrics
 from batchd.pool.process import WorkerLaunch
 from batchd.scheduler.core import Scheduler
 from batchd.store.base import Failure, JobRecord, JobStatus
-from batchd.store.sqlite import SqliteStore
+from batchd.store.sqlite.store import SqliteStore
 
 API = "demo"
 
@@ -138,7 +138,7 @@ async def test_dry_run_reports_and_stores_nothing(world: World) -> None:
     body = {"delimited_files": {"paths": [str(world.inputs)], "batch_size": 2}}
     report = await world.submit(body, dry_run=True)
     assert report == DryRun(API, 2, 3, [str(world.inputs / "a.jsonl")])
-    assert await world.store.list_jobs(API, 10) == []
+    assert await world.store.list_jobs_page([API], 10) == []
     assert world.admissions() == 0
 
 
@@ -173,7 +173,7 @@ async def test_submit_refuses_with_domain_errors(
     with pytest.raises(kind) as refused:
         await world.admission.submit(api, body)
     assert refused.value.field == field
-    assert await world.store.list_jobs(API, 10) == []
+    assert await world.store.list_jobs_page([API], 10) == []
     assert world.admissions() == 0
 
 
@@ -188,7 +188,7 @@ async def test_submit_refuses_an_api_needing_more_gpus_than_the_machine_has(
     assert refused.value.message == f"API {API} needs 2 GPU(s) per worker; this machine has 1"
     with pytest.raises(Invalid):
         await world.admission.submit(api, json.dumps(items(1, 1)).encode())
-    assert await world.store.list_jobs(API, 10) == []
+    assert await world.store.list_jobs_page([API], 10) == []
 
 
 async def test_retry_makes_a_job_of_the_dead_letters_on_the_latest_version(world: World) -> None:
