@@ -47,6 +47,7 @@ nspawn:
 lint: $(VENV)/.installed
 	$(BIN)/ruff check batchd tests bench
 	$(BIN)/ruff format --check batchd tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

@@ -7,9 +7,11 @@ dependencies.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING
+
+from batchd.constants import VERSION
+
+__version__ = VERSION
 
 if TYPE_CHECKING:
     from batchd.client import Client

@@ -35,7 +35,10 @@ from batchd.constants import DEFAULT_LISTEN, ENV_TOKEN, ENV_URL
 from batchd.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
 from batchd.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
 
-UNIX_SCHEME = "http+unix"
+# Part of the client's API: the URL of a daemon on a Unix socket.
+from batchd.urls import UNIX_SCHEME
+from batchd.urls import unix_socket_url as unix_socket_url
+
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.5
@@ -323,11 +326,6 @@ setattr(
     _UnixSocketHandler, f"{UNIX_SCHEME}_request", urllib.request.AbstractHTTPHandler.do_request_
 )
 _OPENER = urllib.request.build_opener(_UnixSocketHandler())
-
-
-def unix_socket_url(path: str) -> str:
-    """The URL of a daemon listening on the Unix socket at `path`."""
-    return f"{UNIX_SCHEME}://{urllib.parse.quote(path, safe='')}"
 
 
 def _endpoint(api_name: str) -> str:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batchd import constants
 
 # base_url is the URL handlers are given (BATCHD_URL): built the way the client reads it.
-from batchd.client import unix_socket_url
+from batchd.urls import unix_socket_url
 
 # listen = "unix:/run/batchd/batchd.sock" serves on a Unix socket instead of TCP.
 UNIX_PREFIX = "unix:"

@@ -6,6 +6,10 @@ need to.
 
 from __future__ import annotations
 
+# The release: the wheel's version (pyproject.toml reads it), /status, /openapi.json and
+# batchd_build_info.
+VERSION = "0.1.0"
+
 DEFAULT_PORT = 8780
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_STATE_DIR = ".batchd"

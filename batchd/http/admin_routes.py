@@ -7,7 +7,7 @@ import dataclasses
 
 from aiohttp import web
 
-from batchd import __version__
+from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import bool_query
@@ -25,7 +25,7 @@ async def status(request: web.Request) -> web.Response:
     usage = await asyncio.to_thread(disk_usage, services.config.state_path)
     snapshot = services.scheduler.snapshot()
     page = schemas.StatusPage(
-        version=__version__,
+        version=VERSION,
         state_dir=str(services.config.state_path),
         disk_usage=schemas.DiskUsage(**usage),
         max_workers=snapshot.max_workers,

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from batchd import __version__
 from batchd.admission.job_body import JobSubmission
+from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
 from batchd.observe.joblogs import LEVELS
@@ -60,7 +60,7 @@ ALWAYS = (500, 503, 507)
 
 INFO = {
     "title": "batchd",
-    "version": __version__,
+    "version": VERSION,
     "description": "Cortex-style Batch API jobs on one machine. Errors are "
     '`{"error": {"message", "field"}}`; NDJSON streams send one JSON object per line, '
     "each described by the response schema.",

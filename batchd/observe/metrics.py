@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from batchd import __version__
+from batchd.constants import VERSION
 from batchd.observe.snapshot import SchedulerSnapshot
 from batchd.statuses import REACHABLE_STATUSES
 
@@ -284,7 +284,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("batchd_info", "The running batchd.", labels=["version"])
-        info.add_metric([__version__], 1.0)
+        info.add_metric([VERSION], 1.0)
         yield info
         counts, scheduler = self._counts, self._scheduler
         if counts is None or scheduler is None:
