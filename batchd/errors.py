@@ -44,31 +44,3 @@ class TooLarge(DomainError):
 
 class Invalid(DomainError):
     """Well-formed, but wrong: a field's value, a project's spec, an item."""
-
-
-def bad_request(message: str, field: str | None = None) -> BadRequest:
-    return BadRequest(message, field)
-
-
-def forbidden(message: str, field: str | None = None) -> Forbidden:
-    return Forbidden(message, field)
-
-
-def not_found(message: str, field: str | None = None) -> NotFound:
-    return NotFound(message, field)
-
-
-def conflict(message: str, field: str | None = None) -> Conflict:
-    return Conflict(message, field)
-
-
-def gone(message: str, field: str | None = None) -> Gone:
-    return Gone(message, field)
-
-
-def too_large(message: str, field: str | None = None) -> TooLarge:
-    return TooLarge(message, field)
-
-
-def invalid(message: str, field: str | None = None) -> Invalid:
-    return Invalid(message, field)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from batchd.errors import invalid, too_large
+from batchd.errors import Invalid, TooLarge
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
@@ -63,7 +63,7 @@ def compile_ignore(text: str) -> GitIgnoreSpec:
     try:
         return GitIgnoreSpec.from_lines(text.splitlines())
     except ValueError as exc:
-        raise invalid(f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
+        raise Invalid(f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
 
 
 def parents(name: str) -> list[str]:
@@ -136,7 +136,7 @@ def decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise invalid(f"{name} is not UTF-8: {exc}", field=name) from exc
+        raise Invalid(f"{name} is not UTF-8: {exc}", field=name) from exc
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
@@ -155,7 +155,7 @@ def _dotenv_assignment(line: str, number: int) -> tuple[str, str]:
     name = name.strip()
     # The line itself is never echoed back: .env files hold secrets.
     if not equals or not ENV_NAME.fullmatch(name):
-        raise invalid(
+        raise Invalid(
             f"{ENV_FILE} line {number}: expected VARIABLE=value "
             "with VARIABLE made of letters, digits and '_', not starting with a digit",
             field=ENV_FILE,
@@ -167,7 +167,7 @@ def _unquote(value: str, number: int) -> str:
     if not value or value[0] not in "'\"":
         return value
     if len(value) < 2 or value[-1] != value[0]:
-        raise invalid(f"{ENV_FILE} line {number}: unterminated quote", field=ENV_FILE)
+        raise Invalid(f"{ENV_FILE} line {number}: unterminated quote", field=ENV_FILE)
     return value[1:-1]
 
 
@@ -175,18 +175,18 @@ def load_toml(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise invalid(f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG) from exc
+        raise Invalid(f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG) from exc
 
 
 def basic_spec_check(config_text: str, env_text: str | None) -> str:
     """The client's check: TOML parses, ``name`` and ``[handler] path`` are there."""
     data = load_toml(config_text)
     if not isinstance(data.get("name"), str):
-        raise invalid(f"{PROJECT_CONFIG} needs a string 'name'", field="name")
+        raise Invalid(f"{PROJECT_CONFIG} needs a string 'name'", field="name")
     handler = data.get("handler")
     path = handler.get("path") if isinstance(handler, dict) else None
     if not isinstance(path, str):
-        raise invalid(
+        raise Invalid(
             f"{PROJECT_CONFIG} needs a [handler] table with a string 'path'", "handler.path"
         )
     if env_text is not None:
@@ -201,7 +201,7 @@ def check_size(sizes: Mapping[str, int], max_bytes: int) -> None:
     largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
     shown = [f"{name} ({human_size(size)})" for name, size in largest[:_LARGEST_SHOWN]]
     more = ", ..." if len(largest) > _LARGEST_SHOWN else ""
-    raise too_large(
+    raise TooLarge(
         f"project is {human_size(total)}, over the {human_size(max_bytes)} limit; "
         f"largest files: {', '.join(shown)}{more}",
         field="project",
@@ -232,7 +232,7 @@ def pack_project(
         name: (root / name).read_bytes() for name in CONTROL_FILES if (root / name).is_file()
     }
     if PROJECT_CONFIG not in controls:
-        raise invalid(f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
+        raise Invalid(f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
     env = controls.get(ENV_FILE)
     handler_path = check_spec(
         decode(controls[PROJECT_CONFIG], PROJECT_CONFIG),
@@ -241,7 +241,7 @@ def pack_project(
     ignore, applied = _client_ignore(root)
     files = _project_files(root, ignore)
     if handler_path not in {relpath for relpath, _ in files}:
-        raise invalid(
+        raise Invalid(
             f"handler.path {handler_path!r} is not among the project files "
             f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
             field="handler.path",

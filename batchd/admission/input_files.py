@@ -15,7 +15,7 @@ from pathlib import Path
 from batchd.admission.globs import compile_glob, path_selected
 from batchd.admission.job_body import FileSource
 from batchd.admission.json_text import ENCODER, loads
-from batchd.errors import forbidden, invalid
+from batchd.errors import Forbidden, Invalid
 
 # A delimited line is read up to this many times max_item_size and no further: as
 # written it may be longer than its item re-encoded (a \u00e9 escape is 6 bytes for 2),
@@ -25,7 +25,7 @@ LINE_BYTES_PER_ITEM_BYTE = 6
 
 def select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) -> list[str]:
     if not input_roots:
-        raise forbidden(
+        raise Forbidden(
             f"{kind} is disabled: reading local files needs `input_roots` in the daemon config",
             f"{kind}.paths",
         )
@@ -41,7 +41,7 @@ def select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) -> 
                     _require_utf8_name(path, field)
                 selected.add(path)
     if not selected:
-        raise invalid(
+        raise Invalid(
             f"job has no batches: no files under {kind}.paths match the includes and excludes",
             f"{kind}.paths",
         )
@@ -54,7 +54,7 @@ def _require_utf8_name(path: str, field: str) -> None:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise invalid(
+        raise Invalid(
             f"{shown_path(path)} is not a UTF-8 path (its bytes are shown as \\xNN "
             "escapes): file_path_lister sends paths to the handler as JSON text, which "
             "cannot hold it; rename the file or leave it out with excludes",
@@ -66,21 +66,21 @@ def _list_path(given: str, roots: list[str], field: str) -> list[str]:
     """The files ``given`` names, refusing anything that resolves outside every root."""
     # realpath() cannot take a NUL, and no file name holds one.
     if "\0" in given:
-        raise forbidden(f"{given!r} is not an allowed path", field)
+        raise Forbidden(f"{given!r} is not an allowed path", field)
     # A relative path would depend on the daemon's working directory.
     if not os.path.isabs(given):
-        raise invalid(f"{given!r} is not an absolute path", field)
+        raise Invalid(f"{given!r} is not an absolute path", field)
     if not _under_roots(given, roots):
-        raise forbidden(f"{given!r} is outside the daemon's input_roots", field)
+        raise Forbidden(f"{given!r} is outside the daemon's input_roots", field)
     try:
         mode = os.stat(given).st_mode
     except OSError as exc:
-        raise invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
+        raise Invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
     if stat.S_ISREG(mode):
         return [given]
     if stat.S_ISDIR(mode):
         return list(_walk(given, roots, field))
-    raise invalid(f"{given!r} is neither a regular file nor a directory", field)
+    raise Invalid(f"{given!r} is neither a regular file nor a directory", field)
 
 
 def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
@@ -102,7 +102,7 @@ def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
         try:
             link = entry.is_symlink()
             if link and not _under_roots(entry.path, roots):
-                raise forbidden(
+                raise Forbidden(
                     f"{shown_path(entry.path)} links outside the daemon's input_roots", field
                 )
             if entry.is_dir():
@@ -117,7 +117,7 @@ def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
             # FIFO would block the planner.
         except OSError as exc:
             # A path over PATH_MAX, say, or one that went away mid-walk.
-            raise invalid(
+            raise Invalid(
                 f"{shown_path(entry.path)} cannot be read: {exc.strerror}", field
             ) from exc
 
@@ -127,7 +127,7 @@ def _entries(directory: str, field: str) -> Iterator[os.DirEntry[str]]:
         with os.scandir(directory) as scan:
             return iter(sorted(scan, key=lambda entry: entry.name))
     except OSError as exc:
-        raise invalid(f"{shown_path(directory)} cannot be listed: {exc.strerror}", field) from exc
+        raise Invalid(f"{shown_path(directory)} cannot be listed: {exc.strerror}", field) from exc
 
 
 def _under_roots(path: str, roots: list[str]) -> bool:
@@ -151,7 +151,7 @@ def read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
             while line := lines.readline(longest + 1):
                 number += 1
                 if len(line) > longest and not line.endswith(b"\n"):
-                    raise invalid(
+                    raise Invalid(
                         f"{shown_path(path)}:{number}: line {number} is longer than "
                         f"{longest} bytes, so its item cannot fit in {max_item_bytes} bytes "
                         f"as JSON (max_item_size; a line may be {LINE_BYTES_PER_ITEM_BYTE} "
@@ -161,18 +161,18 @@ def read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
                 if line.strip():
                     yield _encode_line(line, f"{shown_path(path)}:{number}", max_item_bytes)
     except OSError as exc:
-        raise invalid(f"cannot read {shown_path(path)}: {exc.strerror}", "delimited_files") from exc
+        raise Invalid(f"cannot read {shown_path(path)}: {exc.strerror}", "delimited_files") from exc
 
 
 def _encode_line(line: bytes, where: str, max_item_bytes: int) -> bytes:
     try:
         encoded = ENCODER.encode(loads(line.decode("utf-8"))).encode()
     except RecursionError as exc:
-        raise invalid(f"{where}: JSON is nested too deeply", "delimited_files") from exc
+        raise Invalid(f"{where}: JSON is nested too deeply", "delimited_files") from exc
     except ValueError as exc:
-        raise invalid(f"{where}: not valid JSON: {exc}", "delimited_files") from exc
+        raise Invalid(f"{where}: not valid JSON: {exc}", "delimited_files") from exc
     if len(encoded) > max_item_bytes:
-        raise invalid(
+        raise Invalid(
             f"{where}: item is {len(encoded)} bytes as JSON, "
             f"over the limit of {max_item_bytes} bytes",
             "delimited_files",

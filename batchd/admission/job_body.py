@@ -28,7 +28,7 @@ from batchd.admission.json_text import (
     lone_surrogate_at,
     nested_deeper_than,
 )
-from batchd.errors import Invalid, bad_request, invalid
+from batchd.errors import BadRequest, Invalid
 
 DEFAULT_MAX_RECEIVE_COUNT = 3
 DEFAULT_MAX_JSON_DEPTH = 64
@@ -174,18 +174,18 @@ def parse_submission(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Jo
         text = body.decode(json.detect_encoding(body))
         data = loads(text)
     except RecursionError as exc:
-        raise bad_request("request body is nested too deeply") from exc
+        raise BadRequest("request body is nested too deeply") from exc
     except ValueError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise bad_request(f"request body must be a JSON object, not {json_type(data)}")
+        raise BadRequest(f"request body must be a JSON object, not {json_type(data)}")
     if nested_deeper_than(data, max_depth):
-        raise bad_request(f"request body is nested deeper than {max_depth} levels (max_json_depth)")
+        raise BadRequest(f"request body is nested deeper than {max_depth} levels (max_json_depth)")
     # Only a \uXXXX escape can make one now; most bodies have none and skip the walk.
     if SURROGATE_ESCAPE.search(text):
         where = lone_surrogate_at(data)
         if where is not None:
-            raise bad_request(
+            raise BadRequest(
                 f"request body is not valid JSON: {where or 'it'} holds an unpaired UTF-16 "
                 "surrogate escape (\\ud800-\\udfff), which no UTF-8 text can hold",
                 where or None,
@@ -207,7 +207,7 @@ def _invalid(exc: ValidationError) -> Invalid:
     message = f"{field}: {_describe(first)}" if field else _describe(first)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problems)"
-    return invalid(message, field or None)
+    return Invalid(message, field or None)
 
 
 def _field_path(error: ErrorDetails) -> str:

@@ -15,7 +15,7 @@ from batchd.admission.input_files import read_items, select_files, shown_path
 from batchd.admission.job_body import ItemList, JobSubmission
 from batchd.admission.json_text import ENCODER
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
-from batchd.errors import TooLarge, invalid, too_large
+from batchd.errors import Invalid, TooLarge
 from batchd.store.chunks import BatchChunks, Chunk, ChunkSpool, ChunkWriter
 
 # The config's defaults (max_batch_size, max_batches_per_job), for callers without one.
@@ -78,7 +78,7 @@ def plan_batches(
                 batcher.add(ENCODER.encode(path).encode())
         batcher.finish()
         if not batcher.items:
-            raise invalid(
+            raise Invalid(
                 f"job has no batches: the {len(files)} selected files hold no items", kind
             )
         shown = [shown_path(path) for path in files]
@@ -137,7 +137,7 @@ class _Batcher:
 
 
 def _too_many_batches(count: str, max_batches: int, kind: str) -> TooLarge:
-    return too_large(
+    return TooLarge(
         f"job has {count} batches, over the {max_batches} limit (max_batches_per_job); "
         "use a larger batch_size",
         f"{kind}.batch_size",
@@ -145,7 +145,7 @@ def _too_many_batches(count: str, max_batches: int, kind: str) -> TooLarge:
 
 
 def _batch_too_large(number: int, max_batch_bytes: int, kind: str, size: str = "") -> TooLarge:
-    return too_large(
+    return TooLarge(
         f"batch {number} is {size}over the {max_batch_bytes} byte limit of one batch "
         "(max_batch_size); use a smaller batch_size",
         f"{kind}.batch_size",
@@ -205,7 +205,7 @@ def _check_item_sizes(items: list[Any], start: int, count: int, max_item_bytes: 
     for index in range(start, min(start + count, len(items))):
         size = len(ENCODER.encode(items[index]).encode())
         if size > max_item_bytes:
-            raise invalid(
+            raise Invalid(
                 f"item {index} is {size} bytes as JSON, over the limit of {max_item_bytes} bytes",
                 f"item_list.items[{index}]",
             )

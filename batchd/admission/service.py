@@ -15,7 +15,7 @@ from typing import Protocol
 from batchd.admission.job_body import JobSubmission, parse_submission
 from batchd.admission.planning import plan_batches
 from batchd.config import DaemonConfig
-from batchd.errors import conflict, gone, invalid, not_found
+from batchd.errors import Conflict, Gone, Invalid, NotFound
 from batchd.observe.metrics import Metrics
 from batchd.scheduler.core import Scheduler
 from batchd.store import views
@@ -71,7 +71,7 @@ class Admission:
         needed = int(api.spec["compute"].get("gpu", 0))
         available = len(self.scheduler.gpus)
         if needed > available:
-            raise invalid(
+            raise Invalid(
                 f"API {api.name} needs {needed} GPU(s) per worker; this machine has {available}",
                 "compute.gpu",
             )
@@ -134,7 +134,7 @@ class Admission:
         api = await self.registry.require(original.api_name)
         payloads = [dead.payload async for dead in self.store.dead_letters(original.job_id)]
         if not payloads:
-            raise conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
+            raise Conflict(f"job {original.job_id} has no dead-lettered batches", "jobID")
         self.require_gpus(api)
         job = NewJob(
             job_id=new_job_id(),
@@ -174,9 +174,9 @@ class Admission:
         results and log were pruned."""
         job = await self.store.get_job(job_id)
         if job is None or job.api_name != api_name:
-            raise not_found(f"job {job_id} not found for API {api_name}", "jobID")
+            raise NotFound(f"job {job_id} not found for API {api_name}", "jobID")
         if unpruned and job.pruned_at is not None:
-            raise gone(
+            raise Gone(
                 f"the batches of job {job.job_id} were pruned on {views.iso_time(job.pruned_at)} "
                 "(retention_days)",
                 "jobID",

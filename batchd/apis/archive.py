@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchd.apis.spec import ApiSpec, parse_api_spec
-from batchd.errors import BadRequest, Invalid, bad_request, invalid, too_large
+from batchd.errors import BadRequest, Invalid, TooLarge
 from batchd.packing import (
     CONTROL_FILES,
     IGNORE_FILE,
@@ -101,7 +101,7 @@ class _CappedReads:
 
     def read(self, size: int = -1) -> bytes:
         if not 0 <= size <= _MAX_SINGLE_READ:
-            raise too_large("archive has a tar header over 1 MiB", field="archive")
+            raise TooLarge("archive has a tar header over 1 MiB", field="archive")
         return self._raw.read(size)
 
     def write(self, data: bytes) -> int:
@@ -118,11 +118,11 @@ class _CappedReads:
 
 
 def _unreadable(exc: BaseException) -> BadRequest:
-    return bad_request(f"archive is not a readable tar file: {exc}", field="archive")
+    return BadRequest(f"archive is not a readable tar file: {exc}", field="archive")
 
 
 def _refused(name: str, problem: str) -> Invalid:
-    return invalid(f"archive member {_shown(name)} {problem}", field="archive")
+    return Invalid(f"archive member {_shown(name)} {problem}", field="archive")
 
 
 def _shown(name: str) -> str:
@@ -150,7 +150,7 @@ def _scan(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     try:
         while (raw := tar.next()) is not None:
             if len(members) >= _MAX_MEMBERS:
-                raise too_large(f"archive has over {_MAX_MEMBERS} members", field="archive")
+                raise TooLarge(f"archive has over {_MAX_MEMBERS} members", field="archive")
             member = _checked_member(raw)
             previous = members.get(member.name)
             if previous is not None and not (previous.isdir() and member.isdir()):
@@ -284,7 +284,7 @@ def _read_controls(
         _read_control(tar, members, name) for name in CONTROL_FILES
     )
     if config_text is None:
-        raise invalid(f"archive has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
+        raise Invalid(f"archive has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
     ignore = None if ignore_text is None else compile_ignore(ignore_text)
     return parse_api_spec(config_text), parse_dotenv(env_text or ""), ignore
 
@@ -296,9 +296,9 @@ def _read_control(
     if member is None:
         return None
     if not member.isreg():
-        raise invalid(f"{name} must be a regular file", field=name)
+        raise Invalid(f"{name} must be a regular file", field=name)
     if member.size > _MAX_CONTROL_BYTES:
-        raise too_large(f"{name} is over {human_size(_MAX_CONTROL_BYTES)}", field=name)
+        raise TooLarge(f"{name} is over {human_size(_MAX_CONTROL_BYTES)}", field=name)
     try:
         stream = tar.extractfile(member)
         data = stream.read(member.size) if stream is not None else b""
@@ -323,7 +323,7 @@ def _written_sizes(selected: list[tarfile.TarInfo]) -> dict[str, int]:
 
 def _check_python(python: str | None) -> None:
     if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise invalid(
+        raise Invalid(
             f"handler.python {python!r} is not an executable file", field="handler.python"
         )
 
@@ -338,7 +338,7 @@ def _write_snapshot(
         for member in selected:
             _extract(tar, member, staging)
         if not (staging / handler_path).is_file():
-            raise invalid(
+            raise Invalid(
                 f"handler.path {handler_path!r} is not a file in the uploaded project "
                 f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
                 field="handler.path",

@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from batchd.errors import invalid
+from batchd.errors import Invalid
 from batchd.worker.probe import EXIT_IMPORTED, REPORT_MARKER
 
 # Only the end of what the import wrote to stderr is kept: the traceback is there.
@@ -46,7 +46,7 @@ async def check_handler_imports(
         async with asyncio.timeout(timeout):
             code = await process.wait()
     except TimeoutError:
-        raise invalid(
+        raise Invalid(
             f"importing {handler_path} took over {timeout:g}s (handler_check_timeout); "
             "deploy with --no-check (?check=false) to skip the check",
             field=FIELD,
@@ -68,7 +68,7 @@ async def check_handler_imports(
     _, marker, report = text.rpartition(REPORT_MARKER)
     if not marker:
         report = f"the check exited with code {code}:\n{text}"
-    raise invalid(f"{handler_path} cannot be imported:\n{report.strip()}", field=FIELD)
+    raise Invalid(f"{handler_path} cannot be imported:\n{report.strip()}", field=FIELD)
 
 
 async def _tail(process: asyncio.subprocess.Process) -> bytes:

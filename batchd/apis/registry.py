@@ -18,7 +18,7 @@ from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
 from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
-from batchd.errors import not_found
+from batchd.errors import NotFound
 from batchd.pool.process import WorkerLaunch, worker_pythonpath
 from batchd.store import views
 from batchd.store.base import ApiRecord, JobRecord, Store
@@ -143,7 +143,7 @@ class ApiRegistry:
     async def require(self, name: str) -> ApiRecord:
         api = await self.store.get_api(name)
         if api is None:
-            raise not_found(f"API {name!r} is not deployed", "api")
+            raise NotFound(f"API {name!r} is not deployed", "api")
         return api
 
     async def version(self, name: str, version: int) -> ApiRecord:

@@ -12,10 +12,17 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from batchd import packing
-from batchd.errors import Invalid, invalid
+from batchd.errors import Invalid
 from batchd.packing import PROJECT_CONFIG, parse_dotenv
 
 MAX_API_NAME_LENGTH = 42
@@ -79,23 +86,17 @@ class ComputeSpec(BaseModel):
     # max_workspace_size.
     disk: str | None = None
 
-    @field_validator("mem")
+    @field_validator("mem", "disk")
     @classmethod
-    def _check_mem(cls, value: str | None) -> str | None:
+    def _check_size(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            parse_size(value)
+            # A memory bound has a floor; a disk size only has to be a size.
+            (parse_size if info.field_name == "mem" else parse_byte_count)(value)
         return value
 
     @property
     def mem_bytes(self) -> int | None:
         return None if self.mem is None else parse_size(self.mem)
-
-    @field_validator("disk")
-    @classmethod
-    def _check_disk(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_byte_count(value)
-        return value
 
     @property
     def disk_bytes(self) -> int | None:
@@ -191,7 +192,7 @@ def _api_name_problem(name: str) -> str | None:
 def validate_api_name(name: str) -> str:
     problem = _api_name_problem(name)
     if problem is not None:
-        raise invalid(problem, field="name")
+        raise Invalid(problem, field="name")
     return name
 
 
@@ -213,7 +214,7 @@ def _spec_error(exc: ValidationError) -> Invalid:
     else:
         detail = first["msg"].removeprefix("Value error, ")
         message = f"{PROJECT_CONFIG}: {where}: {detail}"
-    return invalid(message, field=where or PROJECT_CONFIG)
+    return Invalid(message, field=where or PROJECT_CONFIG)
 
 
 def _full_spec_check(config_text: str, env_text: str | None) -> str:

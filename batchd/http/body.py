@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from batchd.errors import TooLarge, bad_request, too_large
+from batchd.errors import BadRequest, TooLarge
 from batchd.http.encoding import IDENTITY, BodyDecoder, content_coding
 from batchd.http.errors import HttpError
 
@@ -47,7 +47,7 @@ async def read_body(request: web.Request, limit: int, timeout: float = 60.0) -> 
         raise HttpError(408, f"request body not received within {timeout:g}s") from None
     except ConnectionResetError:
         # aiohttp's "Connection lost": nobody is left to answer, and nothing was stored.
-        raise bad_request("the client closed the connection before sending the body") from None
+        raise BadRequest("the client closed the connection before sending the body") from None
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit) from None
 
@@ -71,13 +71,13 @@ async def _read_decoded(request: web.Request, decoder: BodyDecoder, limit: int) 
 
 
 def _too_large(limit: int) -> TooLarge:
-    return too_large(f"request body is over the {limit} byte limit (max_request_size)")
+    return TooLarge(f"request body is over the {limit} byte limit (max_request_size)")
 
 
 def required_query(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if not value:
-        raise bad_request(f"query parameter {name} is required", name)
+        raise BadRequest(f"query parameter {name} is required", name)
     return value
 
 
@@ -87,7 +87,7 @@ def bool_query(request: web.Request, name: str, default: bool = False) -> bool:
         return True
     if value in ("false", "0", "no", ""):
         return False
-    raise bad_request(f"query parameter {name} must be true or false", name)
+    raise BadRequest(f"query parameter {name} must be true or false", name)
 
 
 def int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -97,7 +97,7 @@ def int_query(request: web.Request, name: str, default: int, minimum: int, maxim
     try:
         value = int(raw)
     except ValueError:
-        raise bad_request(f"query parameter {name} must be an integer", name) from None
+        raise BadRequest(f"query parameter {name} must be an integer", name) from None
     if not minimum <= value <= maximum:
-        raise bad_request(f"query parameter {name} must be in {minimum}..{maximum}", name)
+        raise BadRequest(f"query parameter {name} must be in {minimum}..{maximum}", name)
     return value

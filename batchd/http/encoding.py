@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from batchd.errors import bad_request
+from batchd.errors import BadRequest
 from batchd.http.errors import HttpError
 
 FIELD = "Content-Encoding"
@@ -57,7 +57,7 @@ class BodyDecoder:
             inflater = self._inflater
             if inflater is None or inflater.eof:
                 if inflater is not None and not self._gzip:
-                    raise bad_request("data after the end of the deflate body", FIELD)
+                    raise BadRequest("data after the end of the deflate body", FIELD)
                 # gzip bodies may hold several members, one after another (RFC 1952).
                 inflater = self._inflater = zlib.decompressobj(self._wbits(data))
             try:
@@ -67,14 +67,14 @@ class BodyDecoder:
                     yield piece
                     piece = inflater.decompress(inflater.unconsumed_tail, DECODE_STEP_BYTES)
             except zlib.error as exc:
-                raise bad_request(f"the body is not valid {self._name}: {exc}", FIELD) from None
+                raise BadRequest(f"the body is not valid {self._name}: {exc}", FIELD) from None
             if piece:
                 yield piece
             data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
 
     def finish(self) -> None:
         if self._inflater is not None and not self._inflater.eof:
-            raise bad_request(f"the {self._name} body ends before its end", FIELD)
+            raise BadRequest(f"the {self._name} body ends before its end", FIELD)
 
     @property
     def _name(self) -> str:

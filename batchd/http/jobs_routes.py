@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from batchd.admission.service import DryRun
-from batchd.errors import bad_request
+from batchd.errors import BadRequest
 from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, services_of
@@ -105,7 +105,7 @@ async def _cursor(services: Services, request: web.Request, api_names: set[str])
         return None
     job = await services.store.get_job(before) if before else None
     if job is None or job.api_name not in api_names:
-        raise bad_request(
+        raise BadRequest(
             f"query parameter before must be the id of a job in this listing, not {before[:64]!r}",
             "before",
         )
@@ -159,7 +159,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     follow = bool_query(request, "follow")
     level = request.query.get("level")
     if level is not None and level.upper() not in LEVELS:
-        raise bad_request(f"level must be one of {', '.join(LEVELS)}", "level")
+        raise BadRequest(f"level must be one of {', '.join(LEVELS)}", "level")
     tail = int_query(request, "tail", default=0, minimum=1, maximum=1_000_000)
     path = services.joblogs.path(job.job_id)
     start = await asyncio.to_thread(tail_offset, path, tail) if tail else 0

@@ -16,7 +16,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from batchd.errors import not_found
+from batchd.errors import NotFound
 
 log = logging.getLogger("batchd.http")
 
@@ -92,7 +92,7 @@ async def asset(request: web.Request) -> web.StreamResponse:
 def _serve(request: web.Request, name: str) -> web.StreamResponse:
     found = request.app[UI_ASSETS].get(name)
     if found is None:
-        raise not_found(f"the dashboard has no file {name[:64]!r}")
+        raise NotFound(f"the dashboard has no file {name[:64]!r}")
     headers = {
         "ETag": found.etag,
         # Revalidated on every load, so an upgraded daemon's page is never mixed with an

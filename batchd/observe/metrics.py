@@ -125,54 +125,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
-        self._succeeded = Counter(
-            "batchd_batches_succeeded", "Batches that succeeded.", ["api"], registry=registry
-        )
-        self._failed = Counter(
+
+        def per_api(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, ["api"], registry=registry)
+
+        self._succeeded = per_api("batchd_batches_succeeded", "Batches that succeeded.")
+        self._failed = per_api(
             "batchd_batches_failed",
             "Failed batch attempts (the handler raised, its worker died, or its lease "
             "expired); each is either redelivered or dead-lettered.",
-            ["api"],
-            registry=registry,
         )
-        self._dead_lettered = Counter(
+        self._dead_lettered = per_api(
             "batchd_batches_dead_lettered",
             "Batches dead-lettered: their last allowed attempt failed.",
-            ["api"],
-            registry=registry,
         )
-        self._redelivered = Counter(
+        self._redelivered = per_api(
             "batchd_batches_redelivered",
             "Batches queued again after a failed attempt, to be delivered once more.",
-            ["api"],
-            registry=registry,
         )
-        self._lease_expiries = Counter(
+        self._lease_expiries = per_api(
             "batchd_lease_expiries",
             "Leases that expired (their worker was lost), including those held when the "
             "previous daemon stopped, counted at startup.",
-            ["api"],
-            registry=registry,
         )
-        self._restarts = Counter(
+        self._restarts = per_api(
             "batchd_worker_restarts",
             "Workers that died unexpectedly (crash, kill, out of memory, batch time limit); "
             "a new worker replaces each unless the job fails.",
-            ["api"],
-            registry=registry,
         )
-        self._oom_kills = Counter(
+        self._oom_kills = per_api(
             "batchd_worker_oom_kills",
             "Workers that died out of memory (OOM killer, memory cgroup, MemoryError).",
-            ["api"],
-            registry=registry,
         )
-        self._log_lines_dropped = Counter(
+        self._log_lines_dropped = per_api(
             "batchd_job_log_lines_dropped",
             "Job log records that could not be stored (the disk is full, or the record "
             "cannot be written); the worker's output is still read on.",
-            ["api"],
-            registry=registry,
         )
         self._admission = Histogram(
             "batchd_admission_seconds",

@@ -1,4 +1,4 @@
-"""Worker processes: spawning, the framed channel, and telling how one died.
+"""A worker process's handle: spawning it, its framed channel, signals and waiting.
 
 A worker is spawned fresh (never forked: CUDA cannot be initialised again in a forked
 child) in its own workspace, a writable copy of the API snapshot (batchd/workspace.py).
@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from batchd import constants
+from batchd.pool.output import LogSink, pump_output, pump_records, read_pipe
 from batchd.store.base import Lease
 from batchd.wire import framing as protocol
 from batchd.wire.ids import batch_id
-from batchd.wire.messages import EXIT_FRAME, Batches, FromWorker, Launch, from_worker
-from batchd.worker.log import format_time
+from batchd.wire.messages import EXIT_FRAME, Batches, FromWorker, from_worker
 
 
 class WorkerState(StrEnum):
@@ -165,17 +162,14 @@ class WorkerLaunch:
     disk: int | None = None
 
 
-LogSink = Callable[[dict[str, Any]], None]
-
-
 async def spawn(launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
     """Start a worker; its log records, stdout and stderr all flow into `sink`."""
-    worker, log_read = await _start(launch.python, launch.cwd, launch.env)
-    _adopt(worker, launch, log_read, sink)
+    worker, log_read = await start_process(launch.python, launch.cwd, launch.env)
+    adopt(worker, launch, log_read, sink)
     return worker
 
 
-def _adopt(worker: WorkerProcess, launch: WorkerLaunch, log_read: int, sink: LogSink) -> None:
+def adopt(worker: WorkerProcess, launch: WorkerLaunch, log_read: int, sink: LogSink) -> None:
     """Make a started process the worker of `launch`'s job: labels, and its output."""
     worker.slot = launch.slot
     worker.job_id = launch.job_id
@@ -183,96 +177,13 @@ def _adopt(worker: WorkerProcess, launch: WorkerLaunch, log_read: int, sink: Log
     process = worker.process
     assert process.stdout is not None and process.stderr is not None
     worker.output_tasks = [
-        asyncio.create_task(pump_records(_read_pipe(log_read), worker, sink)),
+        asyncio.create_task(pump_records(read_pipe(log_read), worker, sink)),
         asyncio.create_task(pump_output(process.stdout, worker, sink, "stdout")),
         asyncio.create_task(pump_output(process.stderr, worker, sink, "stderr")),
     ]
 
 
-class SparePool:
-    """One worker interpreter started ahead of need, under the daemon's own Python: a
-    job's worker then skips Python's start-up and the worker's imports (tens of
-    milliseconds), which is most of the wait from submission to the first batch.
-
-    A spare is generic: it learns its job's directory and environment when adopted. A
-    launch that needs another interpreter, or other variables read only at start-up
-    (PYTHON*, LD_*, MALLOC_*: see _startup_env), gets a fresh process."""
-
-    def __init__(self, home: Path) -> None:
-        # Where a spare waits (its current directory until adopted), so it can be told apart.
-        self.home = home
-        self._spare: tuple[WorkerProcess, int, dict[str, str]] | None = None
-        self._refill: asyncio.Task[None] | None = None
-
-    async def spawn(self, launch: WorkerLaunch, sink: LogSink) -> WorkerProcess:
-        if self._spare is None and self._refill is not None and not self._refill.done():
-            # A spare is being started (a few milliseconds): it is still the quicker one.
-            await asyncio.gather(self._refill, return_exceptions=True)
-        spare, self._spare = self._spare, None
-        worker: WorkerProcess | None = None
-        if spare is not None:
-            candidate, log_read, startup = spare
-            if self._fits(launch, startup) and candidate.process.returncode is None:
-                try:
-                    await candidate.send(Launch(str(launch.cwd), dict(launch.env)).encode())
-                    _adopt(candidate, launch, log_read, sink)
-                    worker = candidate
-                except ConnectionError:
-                    pass
-            if worker is None:
-                _discard(candidate, log_read)
-        if worker is None:
-            worker = await spawn(launch, sink)
-        if launch.python == sys.executable and (self._refill is None or self._refill.done()):
-            self._refill = asyncio.create_task(self._start_spare(launch))
-        return worker
-
-    @staticmethod
-    def _fits(launch: WorkerLaunch, startup: dict[str, str]) -> bool:
-        return launch.python == sys.executable and _startup_env(launch.env) == startup
-
-    async def _start_spare(self, launch: WorkerLaunch) -> None:
-        startup = _startup_env(launch.env)
-        env = {**os.environ, **startup, constants.ENV_SPARE: "1"}
-        try:
-            self.home.mkdir(parents=True, exist_ok=True)
-            worker, log_read = await _start(sys.executable, self.home, env)
-        except OSError:
-            return
-        if self._spare is not None:
-            _discard(*self._spare[:2])
-        self._spare = (worker, log_read, startup)
-
-    async def close(self) -> None:
-        if self._refill is not None:
-            await asyncio.gather(self._refill, return_exceptions=True)
-        if self._spare is not None:
-            worker, log_read, _ = self._spare
-            self._spare = None
-            _discard(worker, log_read)
-            await worker.wait()
-
-
-# Variables read only when a process starts: by Python (PYTHON*, and the locale it takes
-# its encodings from), by the dynamic loader (LD_*), and by glibc's malloc and tunables.
-# Set in a running spare, they would change nothing.
-_STARTUP_PREFIXES = ("PYTHON", "LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES")
-
-
-def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables that take effect only at exec: a spare fits a launch only when it
-    was started with the same ones."""
-    return {key: value for key, value in env.items() if key.startswith(_STARTUP_PREFIXES)}
-
-
-def _discard(worker: WorkerProcess, log_read: int) -> None:
-    worker.signal(signal.SIGKILL)
-    worker.close()
-    worker.close_progress()
-    os.close(log_read)
-
-
-async def _start(
+async def start_process(
     python: str, cwd: Path, launch_env: Mapping[str, str]
 ) -> tuple[WorkerProcess, int]:
     """A worker process with its channel; the read end of its log pipe is returned for
@@ -323,157 +234,6 @@ async def _start(
         progress_fd=progress_fd,
     )
     return worker, log_read
-
-
-async def _read_pipe(fd: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=constants.MAX_LOG_LINE_BYTES, loop=loop)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
-    )
-    return reader
-
-
-async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes | None]:
-    """Lines of a stream; None stands for a line over the limit, which is skipped."""
-    skipping = False
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:
-            # asyncio dropped what it buffered of the long line; skip the rest of it too.
-            if not skipping:
-                yield None
-            skipping = True
-            continue
-        if not line:
-            return
-        if skipping:
-            skipping = not line.endswith(b"\n")
-            continue
-        yield line
-
-
-def _dropped(worker: WorkerProcess) -> dict[str, Any]:
-    return {
-        "asctime": format_time(time.time()),
-        "levelname": "WARNING",
-        "message": f"log line dropped: over {constants.MAX_LOG_LINE_BYTES} bytes",
-        "process": worker.pid,
-        "labels": worker.current_labels(),
-    }
-
-
-async def pump_records(
-    pipe: Awaitable[asyncio.StreamReader], worker: WorkerProcess, sink: LogSink
-) -> None:
-    """Records from the handler's logger: JSON objects, labelled by the daemon."""
-    stream = await pipe
-    async for line in _lines(stream):
-        if line is None:
-            sink(_dropped(worker))
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError):
-            # Not a record (a handler wrote to the pipe itself, or nested it too deep):
-            # kept as text, and the pipe is still drained.
-            record = {
-                "asctime": format_time(time.time()),
-                "levelname": "INFO",
-                "message": line.decode(errors="replace").rstrip("\n"),
-                "process": worker.pid,
-            }
-        worker_labels = record.get("labels")
-        record["labels"] = {
-            **(worker_labels if isinstance(worker_labels, dict) else {}),
-            **worker.labels,
-        }
-        sink(record)
-
-
-async def pump_output(
-    stream: asyncio.StreamReader, worker: WorkerProcess, sink: LogSink, name: str
-) -> None:
-    """What the handler prints becomes records too: stdout at INFO, stderr at WARNING."""
-    level = "INFO" if name == "stdout" else "WARNING"
-    async for line in _lines(stream):
-        if line is None:
-            sink(_dropped(worker))
-            continue
-        sink(
-            {
-                "asctime": format_time(time.time()),
-                "levelname": level,
-                "message": line.decode(errors="replace").rstrip("\n"),
-                "process": worker.pid,
-                "labels": worker.current_labels(),
-                "stream": name,
-            }
-        )
-
-
-class OomDetector:
-    """Tells a kernel OOM kill apart from other SIGKILLs.
-
-    With cgroup v2 the kernel counts OOM kills in our cgroup's ``memory.events``; a
-    SIGKILL that coincides with a new ``oom_kill`` is the OOM killer. Where that file
-    cannot be read, a SIGKILL we did not send is taken to be the OOM killer.
-    """
-
-    def __init__(self) -> None:
-        self._events = _memory_events_path()
-        self._seen = self._oom_kills()
-
-    def _oom_kills(self) -> int | None:
-        if self._events is None:
-            return None
-        try:
-            for line in self._events.read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            return None
-        return None
-
-    def was_oom(self, returncode: int, killed_by_us: bool) -> bool:
-        if returncode != -signal.SIGKILL or killed_by_us:
-            return False
-        now = self._oom_kills()
-        if now is None or self._seen is None:
-            return True
-        new_kills = now > self._seen
-        self._seen = now
-        return new_kills
-
-
-def _memory_events_path() -> Path | None:
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("0::"):
-            path = Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.events"
-            return path if path.exists() else None
-    return None
-
-
-def describe_exit(returncode: int, oom: bool) -> str:
-    if returncode == constants.WORKER_EXIT_OUT_OF_MEMORY:
-        return "worker ran out of memory: over its [compute] mem limit (MemoryError)"
-    if oom:
-        return "worker was killed by the kernel's OOM killer (out of memory)"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"worker was killed by {name}"
-    return f"worker exited with code {returncode}"
 
 
 def worker_pythonpath(runtime_dir: Path) -> Path:

@@ -15,7 +15,8 @@ from functools import partial
 
 from batchd import constants
 from batchd.observe.joblogs import guarded_writer
-from batchd.pool.process import SparePool, WorkerLaunch
+from batchd.pool.process import WorkerLaunch
+from batchd.pool.spares import SparePool
 from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver

@@ -24,12 +24,13 @@ from typing import Any
 
 from batchd import constants
 from batchd.config import DaemonConfig
-from batchd.errors import conflict, not_found
+from batchd.errors import Conflict, NotFound
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.snapshot import SchedulerSnapshot, WorkerSnapshot
 from batchd.pool.memlimit import MemoryLimiter
-from batchd.pool.process import SparePool, WorkerState
+from batchd.pool.process import WorkerState
+from batchd.pool.spares import SparePool
 from batchd.pool.workspace import Workspaces
 from batchd.scheduler.allocator import Allocator, LaunchFactory
 from batchd.scheduler.driver import Driver, InitFactory
@@ -139,8 +140,8 @@ class Scheduler:
         if run is None or run.finished:
             job = await self.store.get_job(job_id)
             if job is None:
-                raise not_found(f"job {job_id} not found", "jobID")
-            raise conflict(f"job {job_id} has already ended ({job.status})", "jobID")
+                raise NotFound(f"job {job_id} not found", "jobID")
+            raise Conflict(f"job {job_id} has already ended ({job.status})", "jobID")
         await self._jobs.finish(run, JobStatus.STOPPED)
 
     async def stop_api_jobs(self, api_name: str) -> list[str]:

@@ -18,7 +18,8 @@ from functools import partial
 from typing import Any
 
 from batchd import constants
-from batchd.pool.process import OomDetector, WorkerState, describe_exit
+from batchd.pool.exits import OomDetector, describe_exit
+from batchd.pool.process import WorkerState
 from batchd.pool.workspace import Workspace, Workspaces
 from batchd.scheduler import policy
 from batchd.scheduler.hook import Hook, with_traceback
