@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchd.client import BatchdError, Client, unix_socket_url
-from tests.conftest import EXAMPLE, Daemon, free_port, wait_for
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, Daemon, wait_for
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_for
+from batchd.client import Client
+from testkit.launcher import children
+from tests.conftest import Daemon, wait_for, wait_job
 from tests.faults import figures as figures_module
 
 MODE = os.environ.get("BATCHD_FAULTS", "short")
@@ -254,6 +256,96 @@ def fault_api(make_project: Project, side: SideFile) -> Callable[..., Path]:
     return factory
 
 
+@dataclass
+class Scenario:
+    """One scenario's world: a running daemon with the project `api` deployed, and the
+    side file its handler writes."""
+
+    daemon: Daemon
+    api: str
+    side: SideFile
+
+    @property
+    def client(self) -> Client:
+        return self.daemon.client
+
+    def submit(self, job: dict[str, Any] | bytes) -> str:
+        return str(self.client.submit(self.api, job)["job_id"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return job_status(self.daemon, self.api, job_id)
+
+    def succeeded(self, job_id: str) -> int:
+        return int(self.status(job_id)["batch_metrics"]["succeeded"])
+
+    def wait(self, job_id: str, timeout: float = 90) -> dict[str, Any]:
+        """Until the job ends; its final status."""
+        return wait_job(self.client, self.api, job_id, timeout=timeout)
+
+    def wait_succeeded(self, job_id: str, count: int, what: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.succeeded(job_id) >= count, timeout=timeout, what=what)
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        return self.client.stop_job(self.api, job_id)
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.client.results(self.api, job_id))
+
+    def failed(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.client.failed(self.api, job_id))
+
+    def workers(self) -> set[int]:
+        return workers_of(self.daemon)
+
+    def kill_daemon(self) -> set[int]:
+        """kill -9 of the daemon; the workers it had."""
+        pids = self.workers()
+        self.daemon.kill()
+        return pids
+
+    def check_attempts(
+        self, job_id: str, max_receive_count: int, refunded: Counter[str] | None = None
+    ) -> dict[int, BatchRow]:
+        return check_attempts(self.daemon, job_id, self.side, max_receive_count, refunded)
+
+    def check_each_batch_succeeded_once(
+        self, job_id: str, final: dict[str, Any], results: list[dict[str, Any]], total: int
+    ) -> None:
+        """The job succeeded with one result for each of its `total` batches."""
+        ids = {row["batch_id"] for row in results}
+        assert final["status"] == "succeeded", final
+        assert final["batch_metrics"]["succeeded"] == total
+        assert len(results) == len(ids) == total
+        assert ids == {batch_key(job_id, i) for i in range(total)}
+
+
+StartScenario = Callable[..., Scenario]
+
+
+@pytest.fixture
+def scenario(
+    make_daemon: Callable[..., Daemon], fault_api: Callable[..., Path], side: SideFile
+) -> StartScenario:
+    """start(api, env=..., project=..., state_dir=..., **daemon settings): a daemon of
+    its own (make_daemon) with the fault handler (or `project`) deployed as `api`."""
+
+    def start(
+        api: str,
+        env: dict[str, str] | None = None,
+        project: Path | None = None,
+        state_dir: Path | None = None,
+        **settings: Any,
+    ) -> Scenario:
+        daemon = make_daemon(start=False, **settings)
+        if state_dir is not None:
+            daemon.state_dir = state_dir
+        daemon.projects = [project or fault_api(api, env=env)]
+        daemon.start()
+        return Scenario(daemon, api, side)
+
+    return start
+
+
 def items_job(count: int, **fields: Any) -> dict[str, Any]:
     """A job of `count` one-item batches: item i is batch `<job>-<i + 1>`."""
     return {"item_list": {"items": list(range(count)), "batch_size": 1}, **fields}
@@ -269,16 +361,6 @@ def job_status(daemon: Daemon, api: str, job_id: str) -> dict[str, Any]:
 
 
 # -- processes -------------------------------------------------------------------------
-
-
-def children(pid: int) -> set[int]:
-    """Direct children of `pid`, from /proc (every thread's list)."""
-    found: set[int] = set()
-    with contextlib.suppress(FileNotFoundError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                found.update(int(p) for p in (task / "children").read_text().split())
-    return found
 
 
 def cmdline(pid: int) -> str:
