@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import signal
 import subprocess
 import textwrap
 import time
@@ -138,3 +142,33 @@ def make_tiny_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     yield mount
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Path]:
+    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill; skips the
+    test where this machine has no writable cgroup v1 memory controller."""
+    try:
+        own = next(
+            line.split(":", 2)[2]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        )
+        path = (
+            Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"batchd-oom-{secrets.token_hex(4)}"
+        )
+        path.mkdir()
+    except (StopIteration, OSError, IndexError) as exc:
+        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
+    try:
+        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
+        memsw = path / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(str(64 * 1024 * 1024))
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
+        path.rmdir()

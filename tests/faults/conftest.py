@@ -544,32 +544,7 @@ def seconds(start: float) -> float:
     return round(time.monotonic() - start, 3)
 
 
-# -- a memory-limited cgroup for real OOM kills (cgroup v1, as in test_durability) -----
-
-
-@pytest.fixture
-def memory_cgroup() -> Iterator[Path]:
-    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill."""
-    try:
-        own = next(
-            line.split(":", 2)[2]
-            for line in Path("/proc/self/cgroup").read_text().splitlines()
-            if line.split(":")[1] == "memory"
-        )
-        path = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"faults-{secrets.token_hex(4)}"
-        path.mkdir()
-    except (StopIteration, OSError, IndexError) as exc:
-        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
-    try:
-        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
-        memsw = path / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            memsw.write_text(str(64 * 1024 * 1024))
-        yield path
-    finally:
-        kill_all([int(pid) for pid in (path / "cgroup.procs").read_text().split()])
-        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
-        path.rmdir()
+# -- what batchd can tell about a SIGKILL ------------------------------------------------
 
 
 def memory_events_readable() -> bool:
