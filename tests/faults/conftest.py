@@ -465,26 +465,31 @@ class BatchRow:
     lease_token: int | None
 
 
-def batch_rows(daemon: Daemon, job_id: str) -> dict[int, BatchRow]:
+def _job_rows(daemon: Daemon, job_id: str, query: str) -> list[Any]:
+    """`query`'s rows for the job, its batch id range bound to the two parameters."""
     with read_only(daemon) as conn:
         (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        rows = conn.execute(
-            "SELECT id & 4294967295, state, attempts, lease_token FROM batches "
-            "WHERE id BETWEEN ? AND ? ORDER BY id",
-            job_range(key),
-        ).fetchall()
+        return conn.execute(query, job_range(key)).fetchall()
+
+
+def batch_rows(daemon: Daemon, job_id: str) -> dict[int, BatchRow]:
+    rows = _job_rows(
+        daemon,
+        job_id,
+        "SELECT id & 4294967295, state, attempts, lease_token FROM batches "
+        "WHERE id BETWEEN ? AND ? ORDER BY id",
+    )
     return {row[0]: BatchRow(*row) for row in rows}
 
 
 def failure_rows(daemon: Daemon, job_id: str) -> dict[int, list[tuple[int, str]]]:
     """Per batch seq: (attempt, error) of every failed attempt."""
-    with read_only(daemon) as conn:
-        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        rows = conn.execute(
-            "SELECT batch & 4294967295, attempt, error FROM failures "
-            "WHERE batch BETWEEN ? AND ? ORDER BY batch, attempt",
-            job_range(key),
-        ).fetchall()
+    rows = _job_rows(
+        daemon,
+        job_id,
+        "SELECT batch & 4294967295, attempt, error FROM failures "
+        "WHERE batch BETWEEN ? AND ? ORDER BY batch, attempt",
+    )
     found: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for seq, attempt, error in rows:
         found[seq].append((attempt, error))

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import wait_for
 from tests.faults.conftest import (
     OOM_ERROR,
+    BatchRow,
+    Scenario,
     StartScenario,
     batch_key,
     batch_rows,
@@ -267,6 +269,27 @@ def test_plain_sigkill_from_outside(
     assert daemon.process is not None and daemon.process.poll() is None
 
 
+def _init_failing_job(
+    run: Scenario, total: int, workers: int, init_fail: str
+) -> tuple[dict[str, Any], float, dict[int, BatchRow]]:
+    """A job whose handler's __init__ fails: its final status, seconds to the end, rows."""
+    started = time.monotonic()
+    job_id = run.submit(items_job(total, workers=workers, config={"init_fail": init_fail}))
+    final = run.wait(job_id)
+    return final, seconds(started), batch_rows(run.daemon, job_id)
+
+
+def _check_nothing_burned(
+    run: Scenario, final: dict[str, Any], rows: dict[int, BatchRow], total: int, elapsed: float
+) -> None:
+    assert final["batch_metrics"]["failed_attempts"] == 0
+    assert final["batches_in_queue"] == total
+    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
+    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
+    assert run.side.of("call") == []
+    assert elapsed < 30
+
+
 def test_init_raises(
     scenario: StartScenario,
     figures: dict[str, Any],
@@ -277,28 +300,18 @@ def test_init_raises(
     """
     total = size(10, 1000)
     run = scenario("initraise", max_workers=4)
-    side = run.side
-    started = time.monotonic()
-    job_id = run.submit(items_job(total, workers=4, config={"init_fail": "raise"}))
-    final = run.wait(job_id)
-    elapsed = seconds(started)
-    rows = batch_rows(run.daemon, job_id)
+    final, elapsed, rows = _init_failing_job(run, total, 4, "raise")
     figures.update(
         batches=total,
         to_worker_error_s=elapsed,
-        inits=len(side.of("init")),
+        inits=len(run.side.of("init")),
         attempts_burned=sum(row.attempts for row in rows.values()),
     )
     assert final["status"] == "worker_error", final
     assert "RuntimeError: cannot load the model: weights are corrupt" in final["error"]
     assert "Traceback (most recent call last)" in final["error"]
-    assert final["batch_metrics"]["failed_attempts"] == 0
     assert final["batch_metrics"]["failed"] == 0
-    assert final["batches_in_queue"] == total
-    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
-    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
-    assert side.of("call") == []
-    assert elapsed < 30
+    _check_nothing_burned(run, final, rows, total, elapsed)
 
 
 def test_init_exits(
@@ -311,13 +324,8 @@ def test_init_exits(
     """
     total, restarts = size(10, 1000), 3
     run = scenario("initexit", max_workers=4, max_worker_restarts=restarts)
-    side = run.side
-    started = time.monotonic()
-    job_id = run.submit(items_job(total, workers=2, config={"init_fail": "exit"}))
-    final = run.wait(job_id)
-    elapsed = seconds(started)
-    rows = batch_rows(run.daemon, job_id)
-    inits = len(side.of("init"))
+    final, elapsed, rows = _init_failing_job(run, total, 2, "exit")
+    inits = len(run.side.of("init"))
     figures.update(
         batches=total,
         max_worker_restarts=restarts,
@@ -328,11 +336,6 @@ def test_init_exits(
     assert final["status"] == "worker_error", final
     assert f"workers died {restarts + 1} times in a row" in final["error"]
     assert "worker exited with code 1" in final["error"]
-    assert final["batch_metrics"]["failed_attempts"] == 0
-    assert final["batches_in_queue"] == total
-    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
-    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
-    assert side.of("call") == []
+    _check_nothing_burned(run, final, rows, total, elapsed)
     # Two workers start together, so one may die after the budget is spent.
     assert restarts + 1 <= inits <= restarts + 2
-    assert elapsed < 30
