@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from batchd.client import TERMINAL_STATUSES
+from batchd.client import TERMINAL_STATUSES, Client
 from testkit import launcher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,8 +210,13 @@ class Daemon(launcher.Daemon):
             log_path=self.root / "daemon.log",
             env={"PYTHONPATH": pythonpath},
             cwd=self.root,
-            client_timeout=600,
         )
+        # One client for the whole run, made before any clock starts.
+        self._client = Client(self.url, timeout=600)
+
+    @property
+    def client(self) -> Client:
+        return self._client
 
     def ps(self) -> psutil.Process:
         return psutil.Process(self.pid)

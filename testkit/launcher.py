@@ -61,7 +61,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 class Daemon:
     """``batchd serve`` on `state_dir`. Settable until :meth:`start`: `state_dir`, `env`,
-    `extra_args` (a test may move the state onto a small filesystem first)."""
+    `extra_args`, `projects` (a test may move the state onto a small filesystem first)."""
 
     def __init__(
         self,
