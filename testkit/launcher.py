@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         cwd: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
         projects: Sequence[Path] = (),
         client_timeout: float = 120,
     ) -> None:
@@ -90,6 +91,8 @@ class Daemon:
         self.env = dict(env or {})
         self.extra_args = list(extra_args)
         self.cwd = cwd
+        # Runs in the child before the exec (resource limits, say).
+        self.preexec_fn = preexec_fn
         self.projects = list(projects)
         self.client_timeout = client_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -143,6 +146,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=self.cwd,
+                preexec_fn=self.preexec_fn,
             )
         try:
             self.wait_ready(timeout)
