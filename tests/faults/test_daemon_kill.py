@@ -13,17 +13,8 @@ from typing import Any
 from batchd.client import BatchdError, Client
 from batchd.constants import LEASE_TARGET_SECONDS
 from tests.conftest import Daemon, wait_for
-from tests.faults.conftest import (
-    RESTART_ERROR,
-    StartScenario,
-    failure_rows,
-    integrity_check,
-    items_job,
-    pid_alive,
-    read_only,
-    seconds,
-    size,
-)
+from tests.faults.conftest import RESTART_ERROR, StartScenario, items_job, seconds, size
+from tests.faults.probes import failure_rows, integrity_check, pid_alive, read_only
 
 
 def test_daemon_kill9_at_random_moments(

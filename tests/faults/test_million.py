@@ -12,15 +12,8 @@ from typing import Any
 
 from batchd.client import BatchdError, Client
 from tests.conftest import Daemon
-from tests.faults.conftest import (
-    StartScenario,
-    batch_rows,
-    items_job,
-    job_range,
-    read_only,
-    seconds,
-    size,
-)
+from tests.faults.conftest import StartScenario, items_job, seconds, size
+from tests.faults.probes import batch_rows, job_range, read_only
 
 
 def peak_rss_mib(pid: int) -> int:

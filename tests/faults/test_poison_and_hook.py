@@ -11,15 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tests.faults.conftest import (
-    Scenario,
-    StartScenario,
-    batch_key,
-    items_job,
-    pid_alive,
-    read_only,
-    size,
-)
+from tests.faults.conftest import Scenario, StartScenario, batch_key, items_job, size
+from tests.faults.probes import pid_alive, read_only
 
 
 def test_poison_batches_are_dead_lettered_after_exactly_3_calls(

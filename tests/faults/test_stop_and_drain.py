@@ -12,18 +12,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.faults.conftest import (
-    Scenario,
-    StartScenario,
+from tests.faults.conftest import Scenario, StartScenario, items_job, seconds, size
+from tests.faults.probes import (
     batch_rows,
     failure_rows,
-    items_job,
     kill_all,
     pid_reaped,
     processes_of_job,
-    seconds,
     seq_of,
-    size,
 )
 
 

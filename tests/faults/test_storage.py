@@ -14,16 +14,8 @@ import pytest
 
 from batchd.client import TERMINAL_STATUSES, BatchdError
 from tests.conftest import Daemon, wait_for
-from tests.faults.conftest import (
-    StartScenario,
-    db_path,
-    failure_rows,
-    integrity_check,
-    items_job,
-    pid_reaped,
-    seconds,
-    size,
-)
+from tests.faults.conftest import StartScenario, items_job, seconds, size
+from tests.faults.probes import db_path, failure_rows, integrity_check, pid_reaped
 
 
 @pytest.fixture

@@ -18,18 +18,15 @@ import pytest
 from tests.conftest import wait_for
 from tests.faults.conftest import (
     OOM_ERROR,
-    BatchRow,
     Scenario,
     StartScenario,
     batch_key,
-    batch_rows,
-    failure_rows,
     items_job,
-    pid_alive,
     seconds,
     size,
     unexplained_sigkill_error,
 )
+from tests.faults.probes import BatchRow, batch_rows, failure_rows, pid_alive
 
 
 def test_random_worker_sigkills(
