@@ -45,8 +45,8 @@ nspawn:
 	fi
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check batchd tests bench
-	$(BIN)/ruff format --check batchd tests bench
+	$(BIN)/ruff check batchd tests bench testkit
+	$(BIN)/ruff format --check batchd tests bench testkit
 	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed

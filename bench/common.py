@@ -11,10 +11,7 @@ import contextlib
 import json
 import math
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +24,7 @@ from typing import Any
 import psutil
 
 from batchd.client import TERMINAL_STATUSES, Client
+from testkit import launcher
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECTS = Path(__file__).resolve().parent / "projects"
@@ -187,12 +185,6 @@ def percentile(values: Sequence[float], pct: float) -> float:
 # -- a daemon of its own -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def parse_iso(value: str | None) -> float | None:
     """A job status time (``2026-11-28T00:35:34.152Z``) as Unix seconds."""
     if not value:
@@ -203,89 +195,31 @@ def parse_iso(value: str | None) -> float | None:
         return None
 
 
-class Daemon:
-    """``batchd serve`` in a temp state dir on a free port; everything it starts dies with
-    :meth:`close` (its workers and anything they started included)."""
+class Daemon(launcher.Daemon):
+    """``batchd serve`` of the checkout at :data:`REPO`, in a temp state dir on a free
+    port; everything it starts dies with :meth:`close` (its workers and anything they
+    started included)."""
 
     def __init__(self, workdir: Path, name: str, **settings: Any) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-        self.state_dir = self.root / "state"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.root / "daemon.log"
-        config = {"max_workers": WORKERS, "worker_stop_grace": 2.0, **settings}
-        self.config_path = self.root / "batchd.toml"
-        self.config_path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items()))
-        self.client = Client(self.url, timeout=600)
-        self.process: subprocess.Popen[bytes] | None = None
-        self._seen: dict[int, psutil.Process] = {}
-
-    def __enter__(self) -> Daemon:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+        pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        super().__init__(
+            state_dir=self.root / "state",
+            config_path=self.root / "batchd.toml",
+            config={"max_workers": WORKERS, "worker_stop_grace": 2.0, **settings},
+            log_path=self.root / "daemon.log",
+            env={"PYTHONPATH": pythonpath},
+            cwd=self.root,
         )
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "batchd",
-                    "serve",
-                    "--config",
-                    str(self.config_path),
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--state-dir",
-                    str(self.state_dir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.root,
-            )
-        deadline = time.monotonic() + 60
-        while not self.healthy():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"batchd exited {self.process.returncode}: {self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"batchd did not answer /healthz in 60 s: {self.tail()}")
-            time.sleep(0.05)
-
-    def healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        # One client for the whole run, made before any clock starts.
+        self._client = Client(self.url, timeout=600)
 
     @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def client(self) -> Client:
+        return self._client
 
     def ps(self) -> psutil.Process:
         return psutil.Process(self.pid)
-
-    def descendants(self) -> list[psutil.Process]:
-        """Its live workers and their children (remembered, so close() can kill them)."""
-        try:
-            found: list[psutil.Process] = self.ps().children(recursive=True)
-        except psutil.Error:
-            return []
-        for proc in found:
-            self._seen.setdefault(proc.pid, proc)
-        return found
 
     def deploy(self, project: str) -> str:
         api: dict[str, Any] = self.client.deploy(PROJECTS / project)
@@ -325,31 +259,6 @@ class Daemon:
                 return False
             previous = snapshot
             time.sleep(window)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        with contextlib.suppress(psutil.Error):
-            for proc in psutil.Process(process.pid).children(recursive=True):
-                self._seen.setdefault(proc.pid, proc)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for proc in self._seen.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running():
-                    proc.kill()
 
 
 def job_body(

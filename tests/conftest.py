@@ -5,30 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
-import socket
 import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchd.client import Client
+from testkit.launcher import Daemon, close_all
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hello"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -41,101 +33,6 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
-
-
-@dataclass
-class Daemon:
-    state_dir: Path
-    config_path: Path
-    port: int
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    # How the daemon is started: the service-user tier runs it through setpriv under
-    # another interpreter (tests/service_user/conftest.py).
-    launcher: list[str] = field(default_factory=list)
-    python: str = sys.executable
-    cwd: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def client(self) -> Client:
-        return Client(self.url, timeout=120)
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                *self.launcher,
-                self.python,
-                "-m",
-                "batchd",
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--state-dir",
-                str(self.state_dir),
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.cwd,
-        )
-        log.close()
-        wait_for(self._healthy, 60, "daemon /healthz")
-
-    def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.output()}")
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.process is None:
-            return None
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def job_log(self, job_id: str) -> str:
-        """The messages of the job's log records, one per line."""
-        path = self.state_dir / "logs" / f"{job_id}.jsonl"
-        if not path.exists():
-            return ""
-        lines = path.read_text(errors="replace").splitlines()
-        return "".join(json.loads(line)["message"] + "\n" for line in lines if line)
-
-
-def write_config(path: Path, **settings: Any) -> Path:
-    lines = []
-    for key, value in settings.items():
-        lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 DEFAULT_TEST_CONFIG: dict[str, Any] = {
@@ -160,11 +57,10 @@ def make_daemon(tmp_path: Path, inputs_dir: Path) -> Iterator[Callable[..., Daem
 
     def factory(start: bool = True, **settings: Any) -> Daemon:
         index = len(daemons)
-        config = {**DEFAULT_TEST_CONFIG, "input_roots": [str(inputs_dir)], **settings}
         daemon = Daemon(
             state_dir=tmp_path / f"state{index}",
-            config_path=write_config(tmp_path / f"batchd{index}.toml", **config),
-            port=free_port(),
+            config_path=tmp_path / f"batchd{index}.toml",
+            config={**DEFAULT_TEST_CONFIG, "input_roots": [str(inputs_dir)], **settings},
             log_path=tmp_path / f"daemon{index}.log",
         )
         daemons.append(daemon)
@@ -173,9 +69,7 @@ def make_daemon(tmp_path: Path, inputs_dir: Path) -> Iterator[Callable[..., Daem
         return daemon
 
     yield factory
-    for daemon in daemons:
-        with contextlib.suppress(Exception):
-            daemon.stop(timeout=20)
+    close_all(daemons)
 
 
 @pytest.fixture
@@ -248,3 +142,33 @@ def make_tiny_fs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
     yield mount
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Path]:
+    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill; skips the
+    test where this machine has no writable cgroup v1 memory controller."""
+    try:
+        own = next(
+            line.split(":", 2)[2]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        )
+        path = (
+            Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"batchd-oom-{secrets.token_hex(4)}"
+        )
+        path.mkdir()
+    except (StopIteration, OSError, IndexError) as exc:
+        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
+    try:
+        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
+        memsw = path / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(str(64 * 1024 * 1024))
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
+        path.rmdir()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from batchd.client import BatchdError, Client
-from tests.conftest import EXAMPLE, Daemon, free_port, wait_job
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, Daemon, wait_job
 
 FULL = "full-token-0123456789abcdef"
 READ = "read-token-0123456789abcdef"

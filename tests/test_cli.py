@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, REPO, Daemon, free_port, wait_for, wait_job
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, REPO, Daemon, wait_for, wait_job
 from tests.test_client import Recorder, recorder  # noqa: F401  the fixture
 
 Project = Callable[..., Path]

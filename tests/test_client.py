@@ -18,7 +18,8 @@ import pytest
 
 import batchd
 from batchd.client import TERMINAL_STATUSES, BatchdError, Client, WaitTimeout
-from tests.conftest import EXAMPLE, REPO, Daemon, free_port, wait_for, wait_job
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, REPO, Daemon, wait_for, wait_job
 
 Project = Callable[..., Path]
 

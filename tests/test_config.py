@@ -14,7 +14,8 @@ import pytest
 
 from batchd import constants
 from batchd.config import ConfigError, DaemonConfig, load_config
-from tests.conftest import REPO, free_port
+from testkit.launcher import free_port
+from tests.conftest import REPO
 
 SHIPPED = REPO / "config" / "batchd.toml"
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import signal
 import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import Daemon, wait_for, wait_job
 from tests.test_lifecycle import pid_alive
@@ -205,40 +200,11 @@ class Handler:
 """
 
 
-@pytest.fixture
-def small_memory_cgroup() -> Any:
-    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill."""
-    try:
-        own = next(
-            line.split(":", 2)[2]
-            for line in Path("/proc/self/cgroup").read_text().splitlines()
-            if line.split(":")[1] == "memory"
-        )
-        path = (
-            Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"batchd-oom-{secrets.token_hex(4)}"
-        )
-        path.mkdir()
-    except (StopIteration, OSError, IndexError) as exc:
-        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
-    try:
-        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
-        memsw = path / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            memsw.write_text(str(64 * 1024 * 1024))
-        yield path
-    finally:
-        for pid in (path / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
-        path.rmdir()
-
-
 def test_kernel_oom_kill_is_reported_as_oom(
-    make_daemon: Callable[..., Daemon], make_project: Project, small_memory_cgroup: Path
+    make_daemon: Callable[..., Daemon], make_project: Project, memory_cgroup: Path
 ) -> None:
     daemon = make_daemon(max_worker_restarts=0)
-    env = f'[handler.env]\nOOM_CGROUP = "{small_memory_cgroup}"\n'
+    env = f'[handler.env]\nOOM_CGROUP = "{memory_cgroup}"\n'
     client = daemon.client
     client.deploy(make_project("hog", OOM_HANDLER, extra_toml=env))
     job = client.submit(

@@ -84,7 +84,8 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def fuzzed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Daemon:
-    from tests.conftest import DEFAULT_TEST_CONFIG, free_port, write_config
+    from testkit.launcher import free_port, write_config
+    from tests.conftest import DEFAULT_TEST_CONFIG
 
     root = tmp_path_factory.mktemp("fuzz")
     daemon = Daemon(

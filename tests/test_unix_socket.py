@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchd.client import BatchdError, Client, unix_socket_url
-from tests.conftest import EXAMPLE, Daemon, free_port, wait_for
+from batchd.client import Client
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, Daemon
 
 
 @pytest.fixture
@@ -22,40 +23,19 @@ def unix_daemon(tmp_path: Path) -> Iterator[tuple[Client, Path]]:
     socket_dir = Path(f"/tmp/bd-{os.getpid()}-{tmp_path.name[-8:]}")
     socket_path = socket_dir / "s.sock"
     group = grp.getgrgid(os.getgid()).gr_name
-    config = tmp_path / "c.toml"
-    config.write_text(f'socket_mode = "0640"\nsocket_group = "{group}"\nmax_workers = 2\n')
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchd",
-            "serve",
-            "--config",
-            str(config),
-            "--listen",
-            f"unix:{socket_path}",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    daemon = Daemon(
+        state_dir=tmp_path / "state",
+        config_path=tmp_path / "c.toml",
+        config={"socket_mode": "0640", "socket_group": group, "max_workers": 2},
+        log_path=tmp_path / "daemon.log",
+        socket_path=socket_path,
+        client_timeout=60,
     )
-    client = Client(unix_socket_url(str(socket_path)), timeout=60)
-
-    def healthy() -> bool:
-        assert process.poll() is None, "daemon exited"
-        try:
-            client.list_apis()
-        except BatchdError:
-            return False
-        return True
-
     try:
-        wait_for(healthy, what="the daemon on its socket")
-        yield client, socket_path
+        daemon.start()
+        yield daemon.client, socket_path
     finally:
-        process.terminate()
-        process.wait(30)
+        daemon.close(timeout=30)
         socket_path.unlink(missing_ok=True)
         socket_dir.rmdir()
 

@@ -1,10 +1,11 @@
 """Shared pieces of the fault-injection suite.
 
-Every scenario runs a real daemon (``make_daemon`` from tests/conftest.py), real worker
-processes and real SQLite. The handler below appends one fsynced line per event to a
-side file, ``<key> <event> <pid> <unix time> [extra]``, an independent record of every
-``__init__``, ``handle_batch`` and ``on_job_complete`` call that the tests hold the
-daemon's own counters against.
+Every scenario starts with the ``scenario`` fixture: a real daemon of its own
+(``make_daemon`` from tests/conftest.py) with the fault handler below deployed, real worker
+processes and real SQLite. The handler appends one fsynced line per event to a side file,
+``<key> <event> <pid> <unix time> [extra]``, an independent record of every ``__init__``,
+``handle_batch`` and ``on_job_complete`` call that the tests hold the daemon's own
+counters against, with what tests/faults/probes.py reads from /proc and the database.
 
 Sizes: short by default (``make test``); ``BATCHD_FAULTS=full`` (``make faults``) picks
 the full sizes and rewrites RESULTS.md with the figures every scenario records.
@@ -12,25 +13,24 @@ the full sizes and rewrites RESULTS.md with the figures every scenario records.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import secrets
-import signal
-import sqlite3
 import time
 import zlib
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_for
+from batchd.client import Client
+from tests.conftest import Daemon, wait_for, wait_job
 from tests.faults import figures as figures_module
+from tests.faults.probes import BatchRow, check_attempts, workers_of
 
 MODE = os.environ.get("BATCHD_FAULTS", "short")
 FULL = MODE == "full"
@@ -38,7 +38,6 @@ FULL = MODE == "full"
 FULL_TEST_TIMEOUT = 1200
 SEED = int(os.environ.get("BATCHD_FAULTS_SEED", str(secrets.randbits(32))))
 
-DB_FILENAME = "batchd.sqlite3"
 OOM_ERROR = "worker was killed by the kernel's OOM killer (out of memory)"
 SIGKILL_ERROR = "worker was killed by SIGKILL"
 RESTART_ERROR = "the daemon stopped while this batch was being handled"
@@ -254,6 +253,96 @@ def fault_api(make_project: Project, side: SideFile) -> Callable[..., Path]:
     return factory
 
 
+@dataclass
+class Scenario:
+    """One scenario's world: a running daemon with the project `api` deployed, and the
+    side file its handler writes."""
+
+    daemon: Daemon
+    api: str
+    side: SideFile
+
+    @property
+    def client(self) -> Client:
+        return self.daemon.client
+
+    def submit(self, job: dict[str, Any] | bytes) -> str:
+        return str(self.client.submit(self.api, job)["job_id"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return job_status(self.daemon, self.api, job_id)
+
+    def succeeded(self, job_id: str) -> int:
+        return int(self.status(job_id)["batch_metrics"]["succeeded"])
+
+    def wait(self, job_id: str, timeout: float = 90) -> dict[str, Any]:
+        """Until the job ends; its final status."""
+        return wait_job(self.client, self.api, job_id, timeout=timeout)
+
+    def wait_succeeded(self, job_id: str, count: int, what: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.succeeded(job_id) >= count, timeout=timeout, what=what)
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        return self.client.stop_job(self.api, job_id)
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.client.results(self.api, job_id))
+
+    def failed(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.client.failed(self.api, job_id))
+
+    def workers(self) -> set[int]:
+        return workers_of(self.daemon)
+
+    def kill_daemon(self) -> set[int]:
+        """kill -9 of the daemon; the workers it had."""
+        pids = self.workers()
+        self.daemon.kill()
+        return pids
+
+    def check_attempts(
+        self, job_id: str, max_receive_count: int, refunded: Counter[str] | None = None
+    ) -> dict[int, BatchRow]:
+        return check_attempts(self.daemon, job_id, self.side, max_receive_count, refunded)
+
+    def check_each_batch_succeeded_once(
+        self, job_id: str, final: dict[str, Any], results: list[dict[str, Any]], total: int
+    ) -> None:
+        """The job succeeded with one result for each of its `total` batches."""
+        ids = {row["batch_id"] for row in results}
+        assert final["status"] == "succeeded", final
+        assert final["batch_metrics"]["succeeded"] == total
+        assert len(results) == len(ids) == total
+        assert ids == {batch_key(job_id, i) for i in range(total)}
+
+
+StartScenario = Callable[..., Scenario]
+
+
+@pytest.fixture
+def scenario(
+    make_daemon: Callable[..., Daemon], fault_api: Callable[..., Path], side: SideFile
+) -> StartScenario:
+    """start(api, env=..., project=..., state_dir=..., **daemon settings): a daemon of
+    its own (make_daemon) with the fault handler (or `project`) deployed as `api`."""
+
+    def start(
+        api: str,
+        env: dict[str, str] | None = None,
+        project: Path | None = None,
+        state_dir: Path | None = None,
+        **settings: Any,
+    ) -> Scenario:
+        daemon = make_daemon(start=False, **settings)
+        if state_dir is not None:
+            daemon.state_dir = state_dir
+        daemon.projects = [project or fault_api(api, env=env)]
+        daemon.start()
+        return Scenario(daemon, api, side)
+
+    return start
+
+
 def items_job(count: int, **fields: Any) -> dict[str, Any]:
     """A job of `count` one-item batches: item i is batch `<job>-<i + 1>`."""
     return {"item_list": {"items": list(range(count)), "batch_size": 1}, **fields}
@@ -268,226 +357,11 @@ def job_status(daemon: Daemon, api: str, job_id: str) -> dict[str, Any]:
     return status
 
 
-# -- processes -------------------------------------------------------------------------
-
-
-def children(pid: int) -> set[int]:
-    """Direct children of `pid`, from /proc (every thread's list)."""
-    found: set[int] = set()
-    with contextlib.suppress(FileNotFoundError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                found.update(int(p) for p in (task / "children").read_text().split())
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def workers_of(daemon: Daemon) -> set[int]:
-    """The daemon's live worker processes (not the spare waiting in its own directory)."""
-    assert daemon.process is not None
-    spare_home = daemon.state_dir / "runtime" / "spare"
-    return {
-        pid
-        for pid in children(daemon.process.pid)
-        if "batchd.worker" in cmdline(pid) and pid_alive(pid) and not _is_in(pid, spare_home)
-    }
-
-
-def _is_in(pid: int, directory: Path) -> bool:
-    try:
-        return Path(os.readlink(f"/proc/{pid}/cwd")) == directory.resolve()
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int) -> bool:
-    """Running, not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def pid_reaped(pid: int) -> bool:
-    """Gone from the process table: exited and waited for by its parent."""
-    return not Path(f"/proc/{pid}").exists()
-
-
-def processes_of_job(job_id: str, workers: Iterable[int] = ()) -> list[int]:
-    """Live processes of the job: those whose environment names it (each worker started
-    fresh, and whatever a handler started), and every process in the sessions its
-    `workers` lead (a worker leads its own session; one that was a spare shows its
-    start-up environment in /proc, so only its session tells)."""
-    needle = f"BATCHD_JOB_ID={job_id}".encode()
-    sessions = set(workers)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            environ = (entry / "environ").read_bytes()
-            session = os.getsid(pid)
-        except OSError:
-            continue
-        if (needle in environ.split(b"\0") or session in sessions) and pid_alive(pid):
-            found.append(pid)
-    return found
-
-
-def kill_all(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-# -- the database, read directly -------------------------------------------------------
-
-
-def db_path(daemon: Daemon) -> Path:
-    return daemon.state_dir / DB_FILENAME
-
-
-@contextlib.contextmanager
-def read_only(daemon: Daemon) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"file:{db_path(daemon)}?mode=ro", uri=True, timeout=30)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def integrity_check(daemon: Daemon) -> str:
-    with read_only(daemon) as conn:
-        rows = conn.execute("PRAGMA integrity_check").fetchall()
-    return "; ".join(str(row[0]) for row in rows)
-
-
-def job_range(key: int) -> tuple[int, int]:
-    """A job's batch ids: its key in the high 32 bits, the batch's seq in the low."""
-    return key << 32, (key << 32) | 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class BatchRow:
-    seq: int
-    state: str
-    attempts: int
-    lease_token: int | None
-
-
-def batch_rows(daemon: Daemon, job_id: str) -> dict[int, BatchRow]:
-    with read_only(daemon) as conn:
-        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        rows = conn.execute(
-            "SELECT id & 4294967295, state, attempts, lease_token FROM batches "
-            "WHERE id BETWEEN ? AND ? ORDER BY id",
-            job_range(key),
-        ).fetchall()
-    return {row[0]: BatchRow(*row) for row in rows}
-
-
-def failure_rows(daemon: Daemon, job_id: str) -> dict[int, list[tuple[int, str]]]:
-    """Per batch seq: (attempt, error) of every failed attempt."""
-    with read_only(daemon) as conn:
-        (key,) = conn.execute("SELECT key FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        rows = conn.execute(
-            "SELECT batch & 4294967295, attempt, error FROM failures "
-            "WHERE batch BETWEEN ? AND ? ORDER BY batch, attempt",
-            job_range(key),
-        ).fetchall()
-    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for seq, attempt, error in rows:
-        found[seq].append((attempt, error))
-    return found
-
-
-def seq_of(batch_id: str) -> int:
-    return int(batch_id.rsplit("-", 1)[1])
-
-
-def check_attempts(
-    daemon: Daemon,
-    job_id: str,
-    side: SideFile,
-    max_receive_count: int,
-    refunded: Counter[str] | None = None,
-) -> dict[int, BatchRow]:
-    """Per batch: calls (side file) <= attempts (database) <= max_receive_count, and every
-    attempt before the last is a recorded failure.
-
-    `refunded` counts calls an operator (stop, timeout, drain) may have cut off: their attempt
-    was given back, so they may exceed the attempts by that much. It is an upper bound: a call
-    that finished just before the end was recorded and kept its attempt."""
-    rows = batch_rows(daemon, job_id)
-    failures = failure_rows(daemon, job_id)
-    calls = side.calls()
-    # The job's counters (what status reads) agree with its rows, whatever happened.
-    states = Counter(row.state for row in rows.values())
-    with read_only(daemon) as conn:
-        counters = conn.execute(
-            "SELECT queued_count, leased_count, succeeded_count, dead_count, failure_count, "
-            "total_batch_count - materialized FROM jobs WHERE job_id = ?",
-            (job_id,),
-        ).fetchone()
-    # Batches never leased have no row yet: they are queued in the job's chunks.
-    assert counters[:5] == (
-        states["queued"] + counters[5],
-        states["leased"],
-        states["succeeded"],
-        states["dead"],
-        sum(len(f) for f in failures.values()),
-    ), counters
-    for seq, row in rows.items():
-        key = f"{job_id}-{seq}"
-        ran = calls.get(key, 0) - (refunded or Counter()).get(key, 0)
-        assert ran <= row.attempts <= max_receive_count, (seq, ran, row)
-        failed = [attempt for attempt, _ in failures.get(seq, [])]
-        if row.state == "succeeded":
-            assert calls.get(key, 0) >= 1, f"batch {seq} succeeded without a recorded call"
-            assert failed == list(range(1, row.attempts)), (seq, row, failed)
-        elif row.state == "dead":
-            assert failed == list(range(1, row.attempts + 1)), (seq, row, failed)
-    return rows
-
-
 def seconds(start: float) -> float:
     return round(time.monotonic() - start, 3)
 
 
-# -- a memory-limited cgroup for real OOM kills (cgroup v1, as in test_durability) -----
-
-
-@pytest.fixture
-def memory_cgroup() -> Iterator[Path]:
-    """A cgroup v1 memory group with a 64 MiB limit, for a real kernel OOM kill."""
-    try:
-        own = next(
-            line.split(":", 2)[2]
-            for line in Path("/proc/self/cgroup").read_text().splitlines()
-            if line.split(":")[1] == "memory"
-        )
-        path = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"faults-{secrets.token_hex(4)}"
-        path.mkdir()
-    except (StopIteration, OSError, IndexError) as exc:
-        pytest.skip(f"no writable cgroup v1 memory controller here: {exc}")
-    try:
-        (path / "memory.limit_in_bytes").write_text(str(64 * 1024 * 1024))
-        memsw = path / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            memsw.write_text(str(64 * 1024 * 1024))
-        yield path
-    finally:
-        kill_all([int(pid) for pid in (path / "cgroup.procs").read_text().split()])
-        wait_for(lambda: not (path / "cgroup.procs").read_text().split(), what="cgroup empty")
-        path.rmdir()
+# -- what batchd can tell about a SIGKILL ------------------------------------------------
 
 
 def memory_events_readable() -> bool:

@@ -8,35 +8,17 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from batchd.client import BatchdError, Client
 from batchd.constants import LEASE_TARGET_SECONDS
-from tests.conftest import Daemon, wait_for, wait_job
-from tests.faults.conftest import (
-    RESTART_ERROR,
-    SideFile,
-    check_attempts,
-    failure_rows,
-    integrity_check,
-    items_job,
-    job_status,
-    pid_alive,
-    read_only,
-    seconds,
-    size,
-    workers_of,
-)
+from tests.conftest import Daemon, wait_for
+from tests.faults.conftest import RESTART_ERROR, StartScenario, items_job, seconds, size
+from tests.faults.probes import failure_rows, integrity_check, pid_alive, read_only
 
 
 def test_daemon_kill9_at_random_moments(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
-    figures: dict[str, Any],
-    rng: random.Random,
+    scenario: StartScenario, figures: dict[str, Any], rng: random.Random
 ) -> None:
     """1a. kill -9 of the daemon at random moments over a multi-thousand-batch job
     lost = 0; succeeded = distinct succeeded = total; calls per batch in [1,
@@ -46,20 +28,18 @@ def test_daemon_kill9_at_random_moments(
     """
     total, kills, workers = size(1000, 20_000), size(3, 15), 4
     max_receive_count = kills + 1
-    daemon = make_daemon(sqlite_synchronous="full", max_workers=workers)
-    client = daemon.client
-    client.deploy(fault_api("kill9"))
+    run = scenario("kill9", sqlite_synchronous="full", max_workers=workers)
+    daemon, side = run.daemon, run.side
     job = items_job(
         total, workers=workers, max_receive_count=max_receive_count, config={"delay": 0.002}
     )
     started = time.monotonic()
-    job_id = client.submit("kill9", job)["job_id"]
+    job_id = run.submit(job)
     orphan_waits, restarts, progress = [], [], []
     for _ in range(kills):
         # The fault: a random moment, start-up and recovery included.
         time.sleep(rng.uniform(0.05, size(0.8, 3.0)))
-        pids = workers_of(daemon)
-        daemon.kill()
+        pids = run.kill_daemon()
         died = time.monotonic()
         wait_for(
             lambda pids=pids: not any(pid_alive(pid) for pid in pids),
@@ -75,10 +55,10 @@ def test_daemon_kill9_at_random_moments(
         restarted = time.monotonic()
         daemon.start()
         restarts.append(seconds(restarted))
-    final = wait_job(client, "kill9", job_id, timeout=size(120, 900))
+    final = run.wait(job_id, timeout=size(120, 900))
     elapsed = seconds(started)
 
-    results = list(client.results("kill9", job_id))
+    results = run.results(job_id)
     ids = Counter(row["batch_id"] for row in results)
     calls = side.calls()
     failures = failure_rows(daemon, job_id)
@@ -106,7 +86,7 @@ def test_daemon_kill9_at_random_moments(
     }
     assert set(calls) == set(ids)
     assert all(1 <= n <= max_receive_count for n in calls.values())
-    rows = check_attempts(daemon, job_id, side, max_receive_count)
+    rows = run.check_attempts(job_id, max_receive_count)
     assert all(row.state == "succeeded" for row in rows.values())
     # Only restarts charged attempts, at most a grant per worker per kill (every batch
     # leased when the daemon died may have run); every re-run is charged.
@@ -136,19 +116,15 @@ def admitted_batches(daemon: Daemon, job_id: str) -> int:
 
 
 def test_daemon_kill9_during_admission(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    figures: dict[str, Any],
-    rng: random.Random,
+    scenario: StartScenario, figures: dict[str, Any], rng: random.Random
 ) -> None:
     """1b. kill -9 of the daemon while a large POST is being admitted
     after the restart the job exists with every batch or not at all; a 2xx answer means
     it exists; no batch row without its job; PRAGMA integrity_check ok.
     """
     items, rounds = size(60_000, 300_000), size(3, 10)
-    daemon = make_daemon(sqlite_synchronous="full")
-    client = daemon.client
-    client.deploy(fault_api("admit"))
+    run = scenario("admit", sqlite_synchronous="full")
+    daemon, client = run.daemon, run.client
     body = json.dumps(items_job(items, workers=1, config={"results": False})).encode()
 
     started = time.monotonic()
@@ -186,7 +162,7 @@ def test_daemon_kill9_during_admission(
         for job_id in new:
             assert jobs[job_id]["total_batch_count"] == items
             assert admitted_batches(daemon, job_id) == items
-            if job_status(daemon, "admit", job_id)["status"] == "running":
+            if run.status(job_id)["status"] == "running":
                 client.stop_job("admit", job_id)
         outcomes["answered" if "spec" in answer else "stored" if new else "absent"] += 1
         known |= new

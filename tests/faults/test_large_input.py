@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Daemon
-from tests.faults.conftest import job_status, size
+from tests.faults.conftest import StartScenario, size
 
 MIB = 1024 * 1024
 LINE_BYTES = 1024
@@ -49,7 +48,7 @@ def write_input(path: Path, lines: int) -> int:
 
 
 def test_large_delimited_input_in_bounded_memory(
-    make_daemon: Callable[..., Daemon],
+    scenario: StartScenario,
     make_project: Callable[..., Path],
     inputs_dir: Path,
     tmp_path: Path,
@@ -62,10 +61,9 @@ def test_large_delimited_input_in_bounded_memory(
     """
     lines = size(48 * 1024, 1024 * 1024)
     growth_limit_mib = size(64, 256)
-    daemon = make_daemon(max_workers=2)
+    run = scenario("gate", project=make_project("gate", GATE_HANDLER), max_workers=2)
+    daemon, client = run.daemon, run.client
     assert daemon.process is not None
-    client = daemon.client
-    client.deploy(make_project("gate", GATE_HANDLER))
     gate = tmp_path / "gate"
     input_bytes = write_input(inputs_dir / "big.jsonl", lines)
     (inputs_dir / "small.jsonl").write_text("1\n")
@@ -75,7 +73,7 @@ def test_large_delimited_input_in_bounded_memory(
         "delimited_files": {"paths": [str(inputs_dir / "small.jsonl")], "batch_size": 1},
     }
     # A small job first: whatever the first admission allocates once is in the baseline.
-    client.stop_job("gate", client.submit("gate", job)["job_id"])
+    run.stop(run.submit(job))
     before_kib = vm_kib(daemon.process.pid, "VmHWM")
 
     job["delimited_files"] = {"paths": [str(inputs_dir / "big.jsonl")], "batch_size": BATCH_SIZE}
@@ -83,8 +81,8 @@ def test_large_delimited_input_in_bounded_memory(
     spec = client.submit("gate", job)
     admission_s = time.monotonic() - posted
     after_kib = vm_kib(daemon.process.pid, "VmHWM")
-    status = job_status(daemon, "gate", spec["job_id"])
-    client.stop_job("gate", spec["job_id"])
+    status = run.status(spec["job_id"])
+    run.stop(spec["job_id"])
     gate.touch()
 
     growth_mib = (after_kib - before_kib) / 1024

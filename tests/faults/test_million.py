@@ -7,22 +7,13 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from batchd.client import BatchdError, Client
-from tests.conftest import Daemon, wait_for, wait_job
-from tests.faults.conftest import (
-    SideFile,
-    batch_rows,
-    items_job,
-    job_range,
-    job_status,
-    read_only,
-    seconds,
-    size,
-)
+from tests.conftest import Daemon
+from tests.faults.conftest import StartScenario, items_job, seconds, size
+from tests.faults.probes import batch_rows, job_range, read_only
 
 
 def peak_rss_mib(pid: int) -> int:
@@ -50,9 +41,7 @@ def states(daemon: Daemon, job_id: str) -> dict[str, int]:
 
 
 def test_million_items_in_one_request(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """12a. 1,000,000 items in one request while status requests keep coming
@@ -61,12 +50,11 @@ def test_million_items_in_one_request(
     0 leases left and succeeded + queued = total.
     """
     total, workers = size(50_000, 1_000_000), 4
-    daemon = make_daemon(max_workers=workers)
+    run = scenario("million", max_workers=workers)
+    daemon, client = run.daemon, run.client
     assert daemon.process is not None
-    client = daemon.client
-    client.deploy(fault_api("million"))
-    probe = client.submit("million", items_job(1, config={"results": False}))["job_id"]
-    wait_job(client, "million", probe)
+    probe = run.submit(items_job(1, config={"results": False}))
+    run.wait(probe)
     body = json.dumps(items_job(total, workers=workers, config={"results": False})).encode()
 
     answers: list[float] = []
@@ -96,23 +84,14 @@ def test_million_items_in_one_request(
     stored = states(daemon, job_id)
 
     # Drain rate: how fast the no-op job goes once running.
-    wait_for(
-        lambda: job_status(daemon, "million", job_id)["batch_metrics"]["succeeded"] > 0,
-        what="the job to start",
-    )
-    first = job_status(daemon, "million", job_id)["batch_metrics"]["succeeded"]
+    run.wait_succeeded(job_id, 1, what="the job to start")
+    first = run.succeeded(job_id)
     measured = time.monotonic()
     target = first + size(2_000, 20_000)
-    wait_for(
-        lambda: job_status(daemon, "million", job_id)["batch_metrics"]["succeeded"] >= target,
-        timeout=300,
-        what="the drain-rate sample",
-    )
-    rate = (job_status(daemon, "million", job_id)["batch_metrics"]["succeeded"] - first) / (
-        time.monotonic() - measured
-    )
-    client.stop_job("million", job_id)
-    final = job_status(daemon, "million", job_id)
+    run.wait_succeeded(job_id, target, timeout=300, what="the drain-rate sample")
+    rate = (run.succeeded(job_id) - first) / (time.monotonic() - measured)
+    run.stop(job_id)
+    final = run.status(job_id)
     by_state = states(daemon, job_id)
     metrics = final["batch_metrics"]
     figures.update(
@@ -137,7 +116,7 @@ def test_million_items_in_one_request(
     assert by_state.get("queued", 0) == final["batches_in_queue"]
     assert "leased" not in by_state
     # Every batch stored as succeeded was really handled.
-    calls = side.calls()
+    calls = run.side.calls()
     rows = batch_rows(daemon, job_id)
     succeeded = {f"{job_id}-{seq}" for seq, row in rows.items() if row.state == "succeeded"}
     assert succeeded <= set(calls)
@@ -148,8 +127,7 @@ ACTIVE = ("pending", "enqueuing", "running")
 
 
 def test_status_counts_are_one_snapshot(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """12b. Status counts while a job runs fast
@@ -157,17 +135,13 @@ def test_status_counts_are_one_snapshot(
     total_batch_count.
     """
     total = size(20_000, 100_000)
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("snapshot"))
-    job_id = client.submit("snapshot", items_job(total, workers=4, config={"results": False}))[
-        "job_id"
-    ]
+    run = scenario("snapshot", max_workers=4)
+    job_id = run.submit(items_job(total, workers=4, config={"results": False}))
     polls, off = 0, []
     started = time.monotonic()
-    status = job_status(daemon, "snapshot", job_id)
+    status = run.status(job_id)
     while time.monotonic() - started < 10 and not off and status["status"] in ACTIVE:
-        status = job_status(daemon, "snapshot", job_id)
+        status = run.status(job_id)
         metrics = status["batch_metrics"]
         counted = status["batches_in_queue"] + sum(
             metrics[k] for k in ("in_progress", "succeeded", "failed")
@@ -176,24 +150,22 @@ def test_status_counts_are_one_snapshot(
         if counted != total:
             off.append(counted - total)
     with contextlib.suppress(BatchdError):  # it may have ended on its own meanwhile
-        client.stop_job("snapshot", job_id)
+        run.stop(job_id)
     figures.update(polls=polls, first_discrepancy=off[0] if off else 0)
     assert polls > 0
     assert off == []
 
 
 def test_submissions_while_status_requests_keep_coming(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """12c. Small submissions while status requests keep coming
     every submission answers 2xx, and every stored job is one that was answered and runs.
     """
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("busy"))
-    probe = client.submit("busy", items_job(5_000, workers=2, config={"delay": 0.01}))["job_id"]
+    run = scenario("busy", max_workers=4)
+    daemon, client = run.daemon, run.client
+    probe = run.submit(items_job(5_000, workers=2, config={"delay": 0.01}))
     stop = threading.Event()
 
     def poll() -> None:
@@ -215,17 +187,17 @@ def test_submissions_while_status_requests_keep_coming(
         stop.set()
         for thread in threads:
             thread.join()
-    client.stop_job("busy", probe)
+    run.stop(probe)
     stored = {job["job_id"] for job in client.list_jobs("busy", limit=10_000)} - {probe}
     for job_id in answered:
-        wait_job(client, "busy", job_id)
+        run.wait(job_id)
     unanswered = stored - set(answered)
     figures.update(
         submissions=len(answered) + len(refused),
         refused=len(refused),
         refused_statuses=sorted(set(refused)),
         stored_but_refused=len(unanswered),
-        their_status=sorted({job_status(daemon, "busy", j)["status"] for j in unanswered}),
+        their_status=sorted({run.status(j)["status"] for j in unanswered}),
     )
     assert refused == []
     assert unanswered == set()

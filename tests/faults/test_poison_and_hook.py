@@ -7,27 +7,16 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Daemon, wait_for, wait_job
-from tests.faults.conftest import (
-    SideFile,
-    batch_key,
-    check_attempts,
-    items_job,
-    job_status,
-    pid_alive,
-    read_only,
-    size,
-)
+from tests.conftest import wait_for
+from tests.faults.conftest import Scenario, StartScenario, batch_key, items_job, size
+from tests.faults.probes import pid_alive, read_only
 
 
 def test_poison_batches_are_dead_lettered_after_exactly_3_calls(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
 ) -> None:
@@ -38,18 +27,15 @@ def test_poison_batches_are_dead_lettered_after_exactly_3_calls(
     """
     total = size(300, 10_000)
     poison = sorted(rng.sample(range(total), total // 100))
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("poison"))
+    run = scenario("poison", max_workers=4)
+    side = run.side
     started = time.monotonic()
-    job_id = client.submit(
-        "poison", items_job(total, workers=4, max_receive_count=3, config={"poison": poison})
-    )["job_id"]
-    final = wait_job(client, "poison", job_id, timeout=size(90, 600))
+    job_id = run.submit(items_job(total, workers=4, max_receive_count=3, config={"poison": poison}))
+    final = run.wait(job_id, timeout=size(90, 600))
     elapsed = time.monotonic() - started
     calls = side.calls()
     poison_keys = {batch_key(job_id, item) for item in poison}
-    dead = list(client.failed("poison", job_id))
+    dead = run.failed(job_id)
     hooks = side.of("hook")
     figures.update(
         batches=total,
@@ -73,7 +59,7 @@ def test_poison_batches_are_dead_lettered_after_exactly_3_calls(
         assert record["attempts"] == 3
         assert record["error"] == f"ValueError: poison item {record['payload'][0]}"
         assert "raise ValueError" in record["traceback"]
-    check_attempts(daemon, job_id, side, 3)
+    run.check_attempts(job_id, 3)
     (hook,) = hooks
     assert hook.extra == (str(total - len(poison)), str(len(poison)), "0", "0")
     assert hook.t > max(e.t for e in side.events() if e.event in ("call", "done"))
@@ -92,8 +78,8 @@ def _hooked_job(total: int, hold: Path, rng: random.Random) -> dict[str, Any]:
     )
 
 
-def _check_hook_runs(daemon: Daemon, side: SideFile, job_id: str, total: int) -> None:
-    events = side.events()
+def _check_hook_runs(run: Scenario, job_id: str, total: int) -> None:
+    events = run.side.events()
     hooks = [e for e in events if e.event == "hook"]
     last_batch = max(e.t for e in events if e.event in ("call", "done"))
     # Never before every batch is terminal: the hook saw final counts, and began after the
@@ -103,14 +89,14 @@ def _check_hook_runs(daemon: Daemon, side: SideFile, job_id: str, total: int) ->
     # The final status was set once, across every daemon that ran the job.
     ended = [
         line
-        for line in daemon.output().splitlines()
+        for line in run.daemon.output().splitlines()
         if '"job ended"' in line and json.loads(line).get("jobID") == job_id
     ]
     assert len(ended) == 1, ended
 
 
-def _end_time(daemon: Daemon, job_id: str) -> tuple[str, float]:
-    with read_only(daemon) as conn:
+def _end_time(run: Scenario, job_id: str) -> tuple[str, float]:
+    with read_only(run.daemon) as conn:
         status, end_time = conn.execute(
             "SELECT status, end_time FROM jobs WHERE job_id = ?", (job_id,)
         ).fetchone()
@@ -118,9 +104,7 @@ def _end_time(daemon: Daemon, job_id: str) -> tuple[str, float]:
 
 
 def test_daemon_kill9_inside_on_job_complete(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
     tmp_path: Path,
@@ -133,26 +117,25 @@ def test_daemon_kill9_inside_on_job_complete(
     total = size(40, 1000)
     hold = tmp_path / "hold"
     hold.touch()
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("hookd"))
-    job_id = client.submit("hookd", _hooked_job(total, hold, rng))["job_id"]
+    run = scenario("hookd", max_workers=4)
+    side, daemon = run.side, run.daemon
+    job_id = run.submit(_hooked_job(total, hold, rng))
     wait_for(lambda: side.of("hook"), timeout=size(60, 300), what="on_job_complete to begin")
     time.sleep(rng.uniform(0, 0.3))
-    during = job_status(daemon, "hookd", job_id)
+    during = run.status(job_id)
     daemon.kill()
     hold.unlink()
     killed_at = time.time()
     daemon.start()
-    final = wait_job(client, "hookd", job_id)
-    _check_hook_runs(daemon, side, job_id, total)
+    final = run.wait(job_id)
+    _check_hook_runs(run, job_id, total)
     hooks = side.of("hook")
-    ended = _end_time(daemon, job_id)
+    ended = _end_time(run, job_id)
     # Once ended, a crash and a restart change nothing.
     daemon.kill()
     daemon.start()
     wait_for(
-        lambda: job_status(daemon, "hookd", job_id)["status"] == final["status"],
+        lambda: run.status(job_id)["status"] == final["status"],
         what="status after the second restart",
     )
     figures.update(
@@ -168,15 +151,13 @@ def test_daemon_kill9_inside_on_job_complete(
     assert final["status"] == "completed_with_failures", final
     assert len(hooks) == 2 and hooks[1].t > killed_at
     assert len(side.of("hook-done")) == 1
-    assert _end_time(daemon, job_id) == ended
+    assert _end_time(run, job_id) == ended
     assert len(side.of("hook")) == 2
-    check_attempts(daemon, job_id, side, 2)
+    run.check_attempts(job_id, 2)
 
 
 def test_worker_kill_inside_on_job_complete(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
     tmp_path: Path,
@@ -188,10 +169,9 @@ def test_worker_kill_inside_on_job_complete(
     total = size(40, 1000)
     hold = tmp_path / "hold"
     hold.touch()
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("hookw"))
-    job_id = client.submit("hookw", _hooked_job(total, hold, rng))["job_id"]
+    run = scenario("hookw", max_workers=4)
+    side = run.side
+    job_id = run.submit(_hooked_job(total, hold, rng))
     (hook,) = wait_for(
         lambda: side.of("hook"), timeout=size(60, 300), what="on_job_complete to begin"
     )
@@ -200,8 +180,8 @@ def test_worker_kill_inside_on_job_complete(
     killed_at = time.time()
     wait_for(lambda: not pid_alive(hook.pid), what="the hook's worker to die")
     hold.unlink()
-    final = wait_job(client, "hookw", job_id)
-    _check_hook_runs(daemon, side, job_id, total)
+    final = run.wait(job_id)
+    _check_hook_runs(run, job_id, total)
     hooks = side.of("hook")
     figures.update(
         batches=total,
@@ -216,4 +196,4 @@ def test_worker_kill_inside_on_job_complete(
     assert len(side.of("hook-done")) == 1
     # The poison batch's two attempts are the only charges: the hook's death cost nothing.
     assert final["batch_metrics"]["failed_attempts"] == 2
-    check_attempts(daemon, job_id, side, 2)
+    run.check_attempts(job_id, 2)

@@ -6,28 +6,20 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_for, wait_job
-from tests.faults.conftest import (
-    SideFile,
+from tests.conftest import wait_for
+from tests.faults.conftest import Scenario, StartScenario, items_job, seconds, size
+from tests.faults.probes import (
     batch_rows,
-    check_attempts,
     failure_rows,
-    items_job,
-    job_status,
     kill_all,
     pid_reaped,
     processes_of_job,
-    seconds,
     seq_of,
-    size,
-    workers_of,
 )
 
 
@@ -36,25 +28,21 @@ def _epoch(iso: str) -> float:
 
 
 def _check_ended_quietly(
-    daemon: Daemon,
-    api: str,
-    job_id: str,
-    side: SideFile,
-    pids: set[int],
-    ended: tuple[float, float],
+    run: Scenario, job_id: str, pids: set[int], ended: tuple[float, float]
 ) -> dict[str, Any]:
     """Workers reaped, no process of the job left, no lease, and nothing changed since."""
-    snapshot = job_status(daemon, api, job_id)
+    side = run.side
+    snapshot = run.status(job_id)
     reaped_at = time.monotonic()
     wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="the job's workers reaped")
     reap_s = seconds(reaped_at)
     assert processes_of_job(job_id, pids) == []
-    assert not workers_of(daemon)
-    after = job_status(daemon, api, job_id)
+    assert not run.workers()
+    after = run.status(job_id)
     assert after["batch_metrics"] == snapshot["batch_metrics"]
     assert after["status"] == snapshot["status"]
     assert after["batch_metrics"]["in_progress"] == 0
-    rows = batch_rows(daemon, job_id)
+    rows = batch_rows(run.daemon, job_id)
     assert not [row for row in rows.values() if row.state == "leased" or row.lease_token]
     # Batches that finished after the end reported with a stale lease: nothing recorded.
     late = {e.key for e in side.of("done") if e.t > ended[1]}
@@ -63,14 +51,12 @@ def _check_ended_quietly(
     # The calls under way at the end had their attempt refunded.
     cut = Counter(e.key for e in side.cut_off(*ended))
     assert set(late) <= set(cut)
-    check_attempts(daemon, job_id, side, 3, refunded=cut)
+    run.check_attempts(job_id, 3, refunded=cut)
     return {"workers_reaped_s": reap_s, "stale_outcomes_ignored": len(late), "cut_off": len(cut)}
 
 
 def test_stop_mid_run(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
 ) -> None:
@@ -80,38 +66,31 @@ def test_stop_mid_run(
     reaped; no process of the job left.
     """
     workers, grace = 4, 3.0
-    daemon = make_daemon(max_workers=workers, worker_stop_grace=grace)
-    client = daemon.client
-    client.deploy(fault_api("stopme"))
+    run = scenario("stopme", max_workers=workers, worker_stop_grace=grace)
     # One worker is stuck in a batch that never ends: it must be killed after the grace.
     job = items_job(
         size(40, 400),
         workers=workers,
         config={"delay": 1.0, "ignore_sigterm": True, "hang": [1]},
     )
-    job_id = client.submit("stopme", job)["job_id"]
-    wait_for(
-        lambda: job_status(daemon, "stopme", job_id)["batch_metrics"]["succeeded"] >= size(3, 30),
-        what="the job to be under way",
-    )
+    job_id = run.submit(job)
+    run.wait_succeeded(job_id, size(3, 30), what="the job to be under way")
     time.sleep(rng.uniform(0, 1.0))
-    pids = workers_of(daemon)
+    pids = run.workers()
     asked, asked_at = time.monotonic(), time.time()
-    client.stop_job("stopme", job_id)
+    run.stop(job_id)
     stopped_at = time.time()
     stop_s = seconds(asked)
-    status = job_status(daemon, "stopme", job_id)
+    status = run.status(job_id)
     assert status["status"] == "stopped"
     assert status["batch_metrics"]["in_progress"] == 0
-    quiet = _check_ended_quietly(daemon, "stopme", job_id, side, pids, (asked_at, stopped_at))
+    quiet = _check_ended_quietly(run, job_id, pids, (asked_at, stopped_at))
     figures.update(stop_answer_s=stop_s, workers=len(pids), grace_s=grace, **quiet)
     assert grace - 0.5 <= quiet["workers_reaped_s"] <= grace + 2
 
 
 def test_timeout_mid_run(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """8b. Job timeout mid-run, workers that ignore SIGTERM
@@ -119,23 +98,21 @@ def test_timeout_mid_run(
     nothing; workers reaped within worker_stop_grace; no process of the job left.
     """
     workers, grace, timeout = 4, 3.0, size(2.5, 10.0)
-    daemon = make_daemon(max_workers=workers, worker_stop_grace=grace)
-    client = daemon.client
-    client.deploy(fault_api("timeme"))
+    run = scenario("timeme", max_workers=workers, worker_stop_grace=grace)
     job = items_job(
         size(40, 400),
         workers=workers,
         timeout=timeout,
         config={"delay": 0.7, "ignore_sigterm": True},
     )
-    job_id = client.submit("timeme", job)["job_id"]
-    wait_for(lambda: len(workers_of(daemon)) == workers, what="every worker to start")
-    pids = workers_of(daemon)
-    final = wait_job(client, "timeme", job_id, timeout=timeout + 30)
+    job_id = run.submit(job)
+    wait_for(lambda: len(run.workers()) == workers, what="every worker to start")
+    pids = run.workers()
+    final = run.wait(job_id, timeout=timeout + 30)
     seen_at = time.time()
     lag = _epoch(final["end_time"]) - _epoch(final["start_time"]) - timeout
     end = _epoch(final["end_time"])
-    quiet = _check_ended_quietly(daemon, "timeme", job_id, side, pids, (end - 0.05, end + 0.05))
+    quiet = _check_ended_quietly(run, job_id, pids, (end - 0.05, end + 0.05))
     figures.update(
         timeout_s=timeout,
         ended_after_deadline_s=round(lag, 3),
@@ -151,30 +128,26 @@ def test_timeout_mid_run(
 
 @pytest.mark.parametrize("end", ["stop", "daemon_kill9"])
 def test_no_process_the_handler_started_survives(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     end: str,
 ) -> None:
     """8c. Stop, or kill -9 of the daemon, while handle_batch runs a subprocess of its own
     no process of the job survives (the handler's children included).
     """
-    daemon = make_daemon(max_workers=2, worker_stop_grace=1.0)
-    client = daemon.client
-    client.deploy(fault_api("spawner"))
-    job_id = client.submit("spawner", items_job(2, workers=2, config={"spawn": [0, 1]}))["job_id"]
-    wait_for(lambda: len(side.of("call")) == 2, what="both batches to start")
+    run = scenario("spawner", max_workers=2, worker_stop_grace=1.0)
+    job_id = run.submit(items_job(2, workers=2, config={"spawn": [0, 1]}))
+    wait_for(lambda: len(run.side.of("call")) == 2, what="both batches to start")
     # Two workers, their two children, and each worker's process-group guard.
-    wait_for(lambda: len(workers_of(daemon)) == 2, what="both workers")
-    pids = workers_of(daemon)
+    wait_for(lambda: len(run.workers()) == 2, what="both workers")
+    pids = run.workers()
     wait_for(lambda: len(processes_of_job(job_id, pids)) == 6, what="the handlers' children")
     try:
         if end == "stop":
-            client.stop_job("spawner", job_id)
+            run.stop(job_id)
             wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="workers reaped")
         else:
-            daemon.kill()
+            run.daemon.kill()
             wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="workers gone")
         left = processes_of_job(job_id, pids)
         figures[f"processes_left_after_{end}"] = len(left)
@@ -185,9 +158,7 @@ def test_no_process_the_handler_started_survives(
 
 @pytest.mark.parametrize("variant", ["finish", "cut"])
 def test_sigterm_drain_with_long_batches_in_flight(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
     variant: str,
@@ -200,21 +171,18 @@ def test_sigterm_drain_with_long_batches_in_flight(
     workers, batch_s = size(2, 4), size(1.5, 3.0)
     grace = batch_s * 4 if variant == "finish" else 0.5
     total = workers * size(3, 6)
-    daemon = make_daemon(max_workers=workers, worker_stop_grace=grace)
-    client = daemon.client
-    client.deploy(fault_api("drain"))
-    job_id = client.submit("drain", items_job(total, workers=workers, config={"delay": batch_s}))[
-        "job_id"
-    ]
+    run = scenario("drain", max_workers=workers, worker_stop_grace=grace)
+    daemon, side = run.daemon, run.side
+    job_id = run.submit(items_job(total, workers=workers, config={"delay": batch_s}))
     wait_for(
         lambda: (
-            job_status(daemon, "drain", job_id)["batch_metrics"]["in_progress"] == workers
+            run.status(job_id)["batch_metrics"]["in_progress"] == workers
             and len(side.of("call")) >= workers
         ),
         what="every worker inside a batch",
     )
     time.sleep(rng.uniform(0, batch_s / 2))
-    pids = workers_of(daemon)
+    pids = run.workers()
     asked, asked_at = time.monotonic(), time.time()
     assert daemon.stop(signal.SIGTERM, timeout=grace + 30) == 0
     drain_s = seconds(asked)
@@ -238,7 +206,7 @@ def test_sigterm_drain_with_long_batches_in_flight(
         assert not finished & {c.key for c in in_flight}
 
     daemon.start()
-    final = wait_job(daemon.client, "drain", job_id, timeout=size(60, 180))
+    final = run.wait(job_id, timeout=size(60, 180))
     calls = side.calls()
     figures.update(
         grace_s=grace,

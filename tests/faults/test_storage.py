@@ -13,21 +13,9 @@ from typing import Any
 import pytest
 
 from batchd.client import TERMINAL_STATUSES, BatchdError
-from tests.conftest import Daemon, wait_for, wait_job
-from tests.faults.conftest import (
-    SideFile,
-    batch_key,
-    check_attempts,
-    db_path,
-    failure_rows,
-    integrity_check,
-    items_job,
-    job_status,
-    pid_reaped,
-    seconds,
-    size,
-    workers_of,
-)
+from tests.conftest import Daemon, wait_for
+from tests.faults.conftest import StartScenario, items_job, seconds, size
+from tests.faults.probes import db_path, failure_rows, integrity_check, pid_reaped
 
 
 @pytest.fixture
@@ -70,9 +58,7 @@ def storage_errors(daemon: Daemon) -> int:
 
 
 def test_disk_fills_while_workers_run(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     tiny_fs: Path,
 ) -> None:
@@ -82,34 +68,31 @@ def test_disk_fills_while_workers_run(
     sound.
     """
     total, workers = size(400, 3000), 4
-    daemon = make_daemon(
-        start=False, max_workers=workers, lease_timeout=3.0, max_worker_restarts=1000
+    run = scenario(
+        "diskfull",
+        state_dir=tiny_fs / "state",
+        max_workers=workers,
+        lease_timeout=3.0,
+        max_worker_restarts=1000,
     )
-    daemon.state_dir = tiny_fs / "state"
-    daemon.start()
-    client = daemon.client
-    client.deploy(fault_api("diskfull"))
+    daemon = run.daemon
     job = items_job(total, workers=workers, max_receive_count=10, config={"delay": 0.01})
-    job_id = client.submit("diskfull", job)["job_id"]
-    wait_for(
-        lambda: job_status(daemon, "diskfull", job_id)["batch_metrics"]["succeeded"] >= total // 5,
-        what="the job to be under way",
-    )
+    job_id = run.submit(job)
+    run.wait_succeeded(job_id, total // 5, what="the job to be under way")
     answered = 0
     with disk_full(daemon, tiny_fs):
         full_at = time.monotonic()
-        before = job_status(daemon, "diskfull", job_id)["batch_metrics"]["succeeded"]
+        before = run.succeeded(job_id)
         wait_for(lambda: storage_errors(daemon) > 0, what="writes to fail")
         # While the disk is full the daemon keeps answering.
         while time.monotonic() - full_at < size(2.0, 10.0):
             assert healthy(daemon)
-            during = job_status(daemon, "diskfull", job_id)["batch_metrics"]["succeeded"]
+            during = run.succeeded(job_id)
             answered += 1
     freed = time.monotonic()
-    final = wait_job(client, "diskfull", job_id, timeout=size(90, 300))
+    final = run.wait(job_id, timeout=size(90, 300))
     recovered_s = seconds(freed)
-    results = list(client.results("diskfull", job_id))
-    ids = {row["batch_id"] for row in results}
+    results = run.results(job_id)
     figures.update(
         batches=total,
         succeeded_when_filled=before,
@@ -120,19 +103,14 @@ def test_disk_fills_while_workers_run(
         failed_attempts=final["batch_metrics"]["failed_attempts"],
         recovery_s=recovered_s,
     )
-    assert final["status"] == "succeeded", final
-    assert final["batch_metrics"]["succeeded"] == total
-    assert len(results) == len(ids) == total
-    assert ids == {batch_key(job_id, i) for i in range(total)}
-    check_attempts(daemon, job_id, side, 10)
+    run.check_each_batch_succeeded_once(job_id, final, results, total)
+    run.check_attempts(job_id, 10)
     assert daemon.stop() == 0
     assert integrity_check(daemon) == "ok"
 
 
 def test_full_disk_is_not_blamed_on_workers(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     tiny_fs: Path,
 ) -> None:
@@ -140,20 +118,23 @@ def test_full_disk_is_not_blamed_on_workers(
     no worker is killed, no batch charged, nothing reported out of memory because the
     daemon could not write; the job completes once space is back.
     """
-    daemon = make_daemon(start=False, max_workers=2, lease_timeout=3.0, max_worker_restarts=100)
-    daemon.state_dir = tiny_fs / "state"
-    daemon.start()
-    client = daemon.client
-    client.deploy(fault_api("blame"))
-    job_id = client.submit("blame", items_job(200, workers=2, config={"delay": 0.01}))["job_id"]
-    wait_for(lambda: len(side.of("done")) >= 10, what="the job to be under way")
+    run = scenario(
+        "blame",
+        state_dir=tiny_fs / "state",
+        max_workers=2,
+        lease_timeout=3.0,
+        max_worker_restarts=100,
+    )
+    daemon = run.daemon
+    job_id = run.submit(items_job(200, workers=2, config={"delay": 0.01}))
+    wait_for(lambda: len(run.side.of("done")) >= 10, what="the job to be under way")
     with disk_full(daemon, tiny_fs):
         wait_for(lambda: storage_errors(daemon) > 0, what="writes to fail")
         wait_for(
             lambda: "cannot write to the queue; retrying" in daemon.output(),
             what="a worker's outcome to wait for space",
         )
-    final = wait_job(client, "blame", job_id, timeout=60)
+    final = run.wait(job_id, timeout=60)
     log = daemon.output()
     figures.update(
         worker_deaths_logged=log.count('"worker died"'),
@@ -167,9 +148,7 @@ def test_full_disk_is_not_blamed_on_workers(
 
 
 def test_stop_refused_by_a_full_disk_can_be_retried(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     tiny_fs: Path,
 ) -> None:
@@ -177,25 +156,21 @@ def test_stop_refused_by_a_full_disk_can_be_retried(
     the job is still running and stoppable once space is back: a retried stop answers 200,
     the job ends stopped and its workers are reaped.
     """
-    daemon = make_daemon(start=False, max_workers=2, worker_stop_grace=1.0)
-    daemon.state_dir = tiny_fs / "state"
-    daemon.start()
-    client = daemon.client
-    client.deploy(fault_api("stuck"))
-    job_id = client.submit("stuck", items_job(2, workers=2, config={"hang": [0, 1]}))["job_id"]
-    wait_for(lambda: len(side.of("call")) == 2, what="both batches to start")
-    pids = workers_of(daemon)
-    with disk_full(daemon, tiny_fs), pytest.raises(BatchdError) as refused:
-        client.stop_job("stuck", job_id)
+    run = scenario("stuck", state_dir=tiny_fs / "state", max_workers=2, worker_stop_grace=1.0)
+    job_id = run.submit(items_job(2, workers=2, config={"hang": [0, 1]}))
+    wait_for(lambda: len(run.side.of("call")) == 2, what="both batches to start")
+    pids = run.workers()
+    with disk_full(run.daemon, tiny_fs), pytest.raises(BatchdError) as refused:
+        run.stop(job_id)
     figures["first_stop"] = refused.value.status
     assert refused.value.status == 507
     try:
-        answer = client.stop_job("stuck", job_id)
+        answer = run.stop(job_id)
     except BatchdError as exc:
         figures["retried_stop"] = f"{exc.status} {exc.message}"
         raise
     figures["retried_stop"] = answer["message"]
-    assert job_status(daemon, "stuck", job_id)["status"] == "stopped"
+    assert run.status(job_id)["status"] == "stopped"
     wait_for(lambda: all(pid_reaped(pid) for pid in pids), what="workers reaped")
 
 
@@ -205,9 +180,7 @@ def wal_size(daemon: Daemon) -> int:
 
 
 def test_long_reader_during_a_job(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """11. A long reader holds a read transaction (sqlite3, open SELECT) while a job runs
@@ -219,25 +192,26 @@ def test_long_reader_during_a_job(
     # Enough batches to write well over a MiB of WAL (a batch writes a few hundred bytes).
     total = size(3_000, 10_000)
     # lease_timeout sets how often the daemon's maintenance loop (and checkpoint) looks.
-    daemon = make_daemon(max_workers=4, lease_timeout=3.0, checkpoint_interval=checkpoint_interval)
-    client = daemon.client
-    client.deploy(fault_api("reader"))
+    run = scenario(
+        "reader", max_workers=4, lease_timeout=3.0, checkpoint_interval=checkpoint_interval
+    )
+    daemon = run.daemon
     reader = sqlite3.connect(f"file:{db_path(daemon)}?mode=ro", uri=True, isolation_level=None)
     try:
         reader.execute("BEGIN")
         (before,) = reader.execute("SELECT count(*) FROM batches").fetchone()
-        job_id = client.submit("reader", items_job(total, workers=4))["job_id"]
+        job_id = run.submit(items_job(total, workers=4))
         wal_max = 0
 
         def done() -> bool:
             nonlocal wal_max
             wal_max = max(wal_max, wal_size(daemon))
-            return job_status(daemon, "reader", job_id)["status"] in TERMINAL_STATUSES
+            return run.status(job_id)["status"] in TERMINAL_STATUSES
 
         started = time.monotonic()
         wait_for(done, timeout=size(90, 600), what="the job to end")
         job_s = seconds(started)
-        final = job_status(daemon, "reader", job_id)
+        final = run.status(job_id)
         # The reader still sees its snapshot: the transaction was held all along.
         (still,) = reader.execute("SELECT count(*) FROM batches").fetchone()
         assert still == before
@@ -257,7 +231,7 @@ def test_long_reader_during_a_job(
     assert "database is locked" not in log
     assert "queue is busy" not in log
     assert wal_max > 1024 * 1024
-    check_attempts(daemon, job_id, side, 3)
+    run.check_attempts(job_id, 3)
     if not size(False, True):
         figures["wal_after_reader"] = "not waited in short runs"
         return

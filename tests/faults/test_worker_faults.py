@@ -10,34 +10,27 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, wait_for, wait_job
+from tests.conftest import wait_for
 from tests.faults.conftest import (
     OOM_ERROR,
-    SideFile,
+    Scenario,
+    StartScenario,
     batch_key,
-    batch_rows,
-    check_attempts,
-    failure_rows,
     items_job,
-    job_status,
-    pid_alive,
     seconds,
     size,
     unexplained_sigkill_error,
-    workers_of,
 )
+from tests.faults.probes import BatchRow, batch_rows, failure_rows, pid_alive
 
 
 def test_random_worker_sigkills(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     rng: random.Random,
 ) -> None:
@@ -46,20 +39,16 @@ def test_random_worker_sigkills(
     exactly one attempt; calls <= attempts; the batch is redelivered (time reported).
     """
     total, kills, workers, max_receive_count = size(400, 4000), size(6, 60), 4, 10
-    daemon = make_daemon(max_workers=workers, max_worker_restarts=1000)
-    client = daemon.client
-    client.deploy(fault_api("wkill"))
+    run = scenario("wkill", max_workers=workers, max_worker_restarts=1000)
+    side = run.side
     job = items_job(
         total, workers=workers, max_receive_count=max_receive_count, config={"delay": 0.02}
     )
-    job_id = client.submit("wkill", job)["job_id"]
+    job_id = run.submit(job)
     victims: list[tuple[int, float]] = []
-    while len(victims) < kills and job_status(daemon, "wkill", job_id)["status"] in (
-        "pending",
-        "running",
-    ):
+    while len(victims) < kills and run.status(job_id)["status"] in ("pending", "running"):
         time.sleep(rng.uniform(0.02, size(0.3, 0.5)))
-        pids = sorted(workers_of(daemon))
+        pids = sorted(run.workers())
         if not pids:
             continue
         pid = rng.choice(pids)
@@ -68,7 +57,7 @@ def test_random_worker_sigkills(
         except ProcessLookupError:
             continue
         victims.append((pid, time.time()))
-    final = wait_job(client, "wkill", job_id, timeout=size(120, 900))
+    final = run.wait(job_id, timeout=size(120, 900))
 
     events = side.events()
     # A victim was inside handle_batch if it began a call it never finished.
@@ -82,9 +71,9 @@ def test_random_worker_sigkills(
         later = [e.t for e in events if e.key == key and e.event == "call" and e.t > killed_at]
         assert later, f"batch {key} cut off by a kill was never redelivered"
         redelivery.append(min(later) - killed_at)
-    results = list(client.results("wkill", job_id))
+    results = run.results(job_id)
     ids = {row["batch_id"] for row in results}
-    failures = failure_rows(daemon, job_id)
+    failures = failure_rows(run.daemon, job_id)
     charged = sum(len(f) for f in failures.values())
     figures.update(
         batches=total,
@@ -96,11 +85,8 @@ def test_random_worker_sigkills(
         redelivery_median_s=round(statistics.median(redelivery), 3) if redelivery else "-",
         redelivery_max_s=round(max(redelivery), 3) if redelivery else "-",
     )
-    assert final["status"] == "succeeded", final
-    assert final["batch_metrics"]["succeeded"] == total
-    assert len(results) == len(ids) == total
-    assert ids == {batch_key(job_id, i) for i in range(total)}
-    rows = check_attempts(daemon, job_id, side, max_receive_count)
+    run.check_each_batch_succeeded_once(job_id, final, results, total)
+    rows = run.check_attempts(job_id, max_receive_count)
     assert all(row.state == "succeeded" for row in rows.values())
     # One charge per kill for the batch it was in, at least one for every batch a kill cut
     # off; a kill that lands between a batch's end and its report (a grant's outcomes are
@@ -119,9 +105,7 @@ def test_random_worker_sigkills(
 
 @pytest.mark.parametrize("limit_from", ["job", "daemon"])
 def test_hung_handler_is_killed_at_batch_timeout(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     limit_from: str,
 ) -> None:
@@ -134,9 +118,8 @@ def test_hung_handler_is_killed_at_batch_timeout(
     settings = {"batch_timeout": limit} if limit_from == "daemon" else {}
     # Time-limit kills are charged to the batch, not to the crash-loop budget: a small
     # budget must still let every hung batch be retried and dead-lettered.
-    daemon = make_daemon(max_workers=4, max_worker_restarts=1, **settings)
-    client = daemon.client
-    client.deploy(fault_api("hangs"))
+    run = scenario("hangs", max_workers=4, max_worker_restarts=1, **settings)
+    side = run.side
     job = items_job(
         total,
         workers=size(2, 4),
@@ -145,7 +128,7 @@ def test_hung_handler_is_killed_at_batch_timeout(
     )
     if limit_from == "job":
         job["batch_timeout"] = limit
-    job_id = client.submit("hangs", job)["job_id"]
+    job_id = run.submit(job)
 
     # Watch the workers running the hanging batches and note when each one dies.
     hang_keys = {batch_key(job_id, item) for item in hang}
@@ -166,14 +149,14 @@ def test_hung_handler_is_killed_at_batch_timeout(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        final = wait_job(client, "hangs", job_id, timeout=size(60, 300))
+        final = run.wait(job_id, timeout=size(60, 300))
         wait_for(lambda: len(deaths) == len(calls_at), what="hung workers to die")
     finally:
         done.set()
         watcher.join()
     latencies = [deaths[pid] - calls_at[pid] for pid in calls_at]
     calls = side.calls()
-    dead = list(client.failed("hangs", job_id))
+    dead = run.failed(job_id)
     figures.update(
         batches=total,
         hanging=len(hang),
@@ -195,14 +178,12 @@ def test_hung_handler_is_killed_at_batch_timeout(
     assert sorted(d["batch_id"] for d in dead) == sorted(hang_keys)
     assert {d["error"] for d in dead} == {f"batch exceeded its time limit of {limit:g}s"}
     assert {d["attempts"] for d in dead} == {max_receive_count}
-    check_attempts(daemon, job_id, side, max_receive_count)
+    run.check_attempts(job_id, max_receive_count)
     assert len(side.of("hook")) == 1
 
 
 def test_kernel_oom_kill(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
     memory_cgroup: Path,
 ) -> None:
@@ -212,9 +193,7 @@ def test_kernel_oom_kill(
     """
     hogs = size(1, 3)
     items = ["a", *[f"hog{i}" for i in range(hogs)], "b", "c"]
-    daemon = make_daemon(max_workers=2)
-    client = daemon.client
-    client.deploy(fault_api("oom", env={"OOM_CGROUP": str(memory_cgroup)}))
+    run = scenario("oom", env={"OOM_CGROUP": str(memory_cgroup)}, max_workers=2)
     job = {
         "workers": 2,
         "max_receive_count": 1,
@@ -222,9 +201,9 @@ def test_kernel_oom_kill(
         "config": {"hog": [i for i in items if i.startswith("hog")]},
     }
     started = time.monotonic()
-    job_id = client.submit("oom", job)["job_id"]
-    final = wait_job(client, "oom", job_id, timeout=size(60, 180))
-    dead = list(client.failed("oom", job_id))
+    job_id = run.submit(job)
+    final = run.wait(job_id, timeout=size(60, 180))
+    dead = run.failed(job_id)
     figures.update(
         hogs=hogs,
         reported_error=dead[0]["error"] if dead else "-",
@@ -236,15 +215,13 @@ def test_kernel_oom_kill(
     assert sorted(d["payload"][0] for d in dead) == sorted(i for i in items if i.startswith("hog"))
     assert {d["error"] for d in dead} == {OOM_ERROR}
     assert {d["attempts"] for d in dead} == {1}
-    with urllib.request.urlopen(daemon.url + "/healthz", timeout=30) as response:
+    with urllib.request.urlopen(run.daemon.url + "/healthz", timeout=30) as response:
         assert response.status == 200
-    assert len(side.of("hook")) == 1
+    assert len(run.side.of("hook")) == 1
 
 
 def test_plain_sigkill_from_outside(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """5b. A worker killed with a plain SIGKILL from outside, inside handle_batch
@@ -253,16 +230,15 @@ def test_plain_sigkill_from_outside(
     """
     victims = size(1, 3)
     items = ["a", *[f"victim{i}" for i in range(victims)], "b"]
-    daemon = make_daemon(max_workers=2)
-    client = daemon.client
-    client.deploy(fault_api("sigkill"))
+    run = scenario("sigkill", max_workers=2)
+    side, daemon = run.side, run.daemon
     job = {
         "workers": 2,
         "max_receive_count": 1,
         "item_list": {"items": items, "batch_size": 1},
         "config": {"hang": [i for i in items if i.startswith("victim")]},
     }
-    job_id = client.submit("sigkill", job)["job_id"]
+    job_id = run.submit(job)
     keys = {batch_key(job_id, n) for n, item in enumerate(items) if item.startswith("victim")}
     killed: set[str] = set()
     while killed != keys:
@@ -272,8 +248,8 @@ def test_plain_sigkill_from_outside(
         )
         os.kill(running[0].pid, signal.SIGKILL)
         killed.add(running[0].key)
-    final = wait_job(client, "sigkill", job_id)
-    dead = list(client.failed("sigkill", job_id))
+    final = run.wait(job_id)
+    dead = run.failed(job_id)
     figures.update(
         killed=victims,
         memory_events_readable=unexplained_sigkill_error() != OOM_ERROR,
@@ -290,10 +266,29 @@ def test_plain_sigkill_from_outside(
     assert daemon.process is not None and daemon.process.poll() is None
 
 
+def _init_failing_job(
+    run: Scenario, total: int, workers: int, init_fail: str
+) -> tuple[dict[str, Any], float, dict[int, BatchRow]]:
+    """A job whose handler's __init__ fails: its final status, seconds to the end, rows."""
+    started = time.monotonic()
+    job_id = run.submit(items_job(total, workers=workers, config={"init_fail": init_fail}))
+    final = run.wait(job_id)
+    return final, seconds(started), batch_rows(run.daemon, job_id)
+
+
+def _check_nothing_burned(
+    run: Scenario, final: dict[str, Any], rows: dict[int, BatchRow], total: int, elapsed: float
+) -> None:
+    assert final["batch_metrics"]["failed_attempts"] == 0
+    assert final["batches_in_queue"] == total
+    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
+    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
+    assert run.side.of("call") == []
+    assert elapsed < 30
+
+
 def test_init_raises(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """6a. __init__ raising
@@ -301,38 +296,23 @@ def test_init_raises(
     attempt burned (every batch still queued, attempts 0); no batch ever called.
     """
     total = size(10, 1000)
-    daemon = make_daemon(max_workers=4)
-    client = daemon.client
-    client.deploy(fault_api("initraise"))
-    started = time.monotonic()
-    job_id = client.submit("initraise", items_job(total, workers=4, config={"init_fail": "raise"}))[
-        "job_id"
-    ]
-    final = wait_job(client, "initraise", job_id)
-    elapsed = seconds(started)
-    rows = batch_rows(daemon, job_id)
+    run = scenario("initraise", max_workers=4)
+    final, elapsed, rows = _init_failing_job(run, total, 4, "raise")
     figures.update(
         batches=total,
         to_worker_error_s=elapsed,
-        inits=len(side.of("init")),
+        inits=len(run.side.of("init")),
         attempts_burned=sum(row.attempts for row in rows.values()),
     )
     assert final["status"] == "worker_error", final
     assert "RuntimeError: cannot load the model: weights are corrupt" in final["error"]
     assert "Traceback (most recent call last)" in final["error"]
-    assert final["batch_metrics"]["failed_attempts"] == 0
     assert final["batch_metrics"]["failed"] == 0
-    assert final["batches_in_queue"] == total
-    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
-    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
-    assert side.of("call") == []
-    assert elapsed < 30
+    _check_nothing_burned(run, final, rows, total, elapsed)
 
 
 def test_init_exits(
-    make_daemon: Callable[..., Daemon],
-    fault_api: Callable[..., Path],
-    side: SideFile,
+    scenario: StartScenario,
     figures: dict[str, Any],
 ) -> None:
     """6b. __init__ calling os._exit(1)
@@ -340,17 +320,9 @@ def test_init_exits(
     a row), within seconds; no attempt burned; no batch ever called.
     """
     total, restarts = size(10, 1000), 3
-    daemon = make_daemon(max_workers=4, max_worker_restarts=restarts)
-    client = daemon.client
-    client.deploy(fault_api("initexit"))
-    started = time.monotonic()
-    job_id = client.submit("initexit", items_job(total, workers=2, config={"init_fail": "exit"}))[
-        "job_id"
-    ]
-    final = wait_job(client, "initexit", job_id)
-    elapsed = seconds(started)
-    rows = batch_rows(daemon, job_id)
-    inits = len(side.of("init"))
+    run = scenario("initexit", max_workers=4, max_worker_restarts=restarts)
+    final, elapsed, rows = _init_failing_job(run, total, 2, "exit")
+    inits = len(run.side.of("init"))
     figures.update(
         batches=total,
         max_worker_restarts=restarts,
@@ -361,11 +333,6 @@ def test_init_exits(
     assert final["status"] == "worker_error", final
     assert f"workers died {restarts + 1} times in a row" in final["error"]
     assert "worker exited with code 1" in final["error"]
-    assert final["batch_metrics"]["failed_attempts"] == 0
-    assert final["batches_in_queue"] == total
-    # No batch was ever leased, so none has a row yet; any that had would be unburnt.
-    assert {(row.state, row.attempts) for row in rows.values()} <= {("queued", 0)}
-    assert side.of("call") == []
+    _check_nothing_burned(run, final, rows, total, elapsed)
     # Two workers start together, so one may die after the budget is spent.
     assert restarts + 1 <= inits <= restarts + 2
-    assert elapsed < 30

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from batchd.constants import DB_FILENAME
-from tests.conftest import EXAMPLE, Daemon, free_port
+from testkit.launcher import free_port
+from tests.conftest import EXAMPLE, Daemon
 
 # Far longer than a failed start takes; the old daemon never exited at all.
 START_DEADLINE = 60

@@ -8,8 +8,6 @@ import contextlib
 import json
 import resource
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,16 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from batchd.client import Client
-from tests.conftest import (
-    DEFAULT_TEST_CONFIG,
-    EXAMPLE,
-    Daemon,
-    free_port,
-    wait_for,
-    wait_job,
-    write_config,
-)
+from testkit.launcher import Daemon
+from tests.conftest import DEFAULT_TEST_CONFIG, EXAMPLE, wait_for, wait_job
 
 SLOW_CONNECTIONS = 2000
 # The daemon starts with fewer descriptors than that (soft 512, hard 1024): it must raise
@@ -75,22 +65,20 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 
 def test_thousands_of_slow_connections(tmp_path: Path, own_fd_limit: None) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    config = write_config(
-        tmp_path / "batchd.toml", **DEFAULT_TEST_CONFIG, header_timeout=HEADER_TIMEOUT
+    daemon = Daemon(
+        state_dir=tmp_path / "state",
+        config_path=tmp_path / "batchd.toml",
+        config={**DEFAULT_TEST_CONFIG, "header_timeout": HEADER_TIMEOUT},
+        log_path=tmp_path / "daemon.log",
+        preexec_fn=limit_open_files,
+        client_timeout=60,
     )
-    command = [sys.executable, "-m", "batchd", "serve", "--config", str(config)]
-    command += ["--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state")]
-    log = (tmp_path / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_open_files
-    )
+    port, url = daemon.port, daemon.url
     slow: list[socket.socket] = []
     try:
-        wait_for(lambda: _answers(url, daemon), 60, "daemon /healthz")
+        daemon.start()
         assert soft_nofile(daemon.pid) == DAEMON_HARD_NOFILE
-        client = Client(url, timeout=60)
+        client = daemon.client
         client.deploy(EXAMPLE)
 
         for _ in range(SLOW_CONNECTIONS):
@@ -125,24 +113,10 @@ def test_thousands_of_slow_connections(tmp_path: Path, own_fd_limit: None) -> No
     finally:
         for sock in slow:
             sock.close()
-        daemon.terminate()
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
-    assert daemon.returncode == 0, (tmp_path / "daemon.log").read_text()
-    assert "connection cap reached" in (tmp_path / "daemon.log").read_text()
-
-
-def _answers(url: str, daemon: subprocess.Popen[bytes]) -> bool:
-    if daemon.poll() is not None:
-        raise AssertionError(f"daemon exited {daemon.returncode}")
-    try:
-        return healthz(url)
-    except OSError:
-        return False
+        returncode = daemon.stop(timeout=30)
+        daemon.close()
+    assert returncode == 0, daemon.output()
+    assert "connection cap reached" in daemon.output()
 
 
 def test_connection_over_the_cap_gets_503_when_all_are_busy(

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_TEST_CONFIG, REPO, Daemon, free_port, write_config
+from testkit.launcher import close_all, write_config
+from tests.conftest import DEFAULT_TEST_CONFIG, REPO, Daemon
 
 SERVICE_USER = "batchd-test"
 CACHE = Path(os.environ.get("BATCHD_TEST_CACHE", "/var/cache/batchd-tests"))
@@ -181,9 +182,8 @@ class ServiceBox:
         daemon = Daemon(
             state_dir=self.home / f"state{index}",
             config_path=config_path,
-            port=free_port(),
             log_path=self.home / f"daemon{index}.log",
-            launcher=self.user.setpriv(),
+            prefix=self.user.setpriv(),
             python=str(self.user.python),
             cwd=self.home,
             env={
@@ -213,9 +213,8 @@ def service_box(service_user: ServiceUser) -> Iterator[ServiceBox]:
         (home / folder).mkdir(mode=0o755)
         box.chown(home / folder)
     yield box
+    close_all(box.daemons)
     for daemon in box.daemons:
-        with contextlib.suppress(Exception):
-            daemon.stop(timeout=20)
         # pytest shows this only for a failed test.
         with contextlib.suppress(OSError):
             print(f"--- {daemon.log_path} ---\n{daemon.output()[-20000:]}")
