@@ -13,7 +13,7 @@ from typing import Any
 
 from batchd.client import BatchdError
 from batchd.constants import DB_FILENAME
-from batchd.store.base import JobStatus, NewJob, Success, new_job_id
+from batchd.store.records import JobStatus, NewJob, Success, new_job_id
 from batchd.store.sqlite.store import SqliteStore
 from tests.conftest import EXAMPLE, Daemon, wait_for
 

@@ -19,8 +19,9 @@ from batchd.errors import Conflict, Gone, Invalid, NotFound
 from batchd.observe.metrics import Metrics
 from batchd.scheduler.core import Scheduler
 from batchd.store import views
-from batchd.store.base import ApiRecord, JobRecord, NewJob, Store, new_job_id
 from batchd.store.chunks import BatchChunks
+from batchd.store.records import ApiRecord, JobRecord, NewJob, new_job_id
+from batchd.store.roles import Store
 
 # What a retry keeps of the job it retries; the API version is the latest one.
 _RETRY_KEEPS = (

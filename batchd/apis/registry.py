@@ -21,7 +21,8 @@ from batchd.config import DaemonConfig
 from batchd.errors import NotFound
 from batchd.pool.process import WorkerLaunch, worker_pythonpath
 from batchd.store import views
-from batchd.store.base import ApiRecord, JobRecord, Store
+from batchd.store.records import ApiRecord, JobRecord
+from batchd.store.roles import Store
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
 SNAPSHOT_KEY = "snapshot"

@@ -7,7 +7,7 @@ from aiohttp import web
 from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import ARCHIVE_CONTENT_TYPES, bool_query, read_body, require_content_type
-from batchd.store.base import ApiRecord
+from batchd.store.records import ApiRecord
 from batchd.store.views import iso_time
 
 

@@ -24,7 +24,7 @@ from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.retention import Pruner
 from batchd.scheduler.core import Scheduler
-from batchd.store.base import Store
+from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.http")
 

@@ -26,7 +26,7 @@ from batchd.http.body import (
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.observe.joblogs import LEVELS, tail_offset
 from batchd.store import views
-from batchd.store.base import BatchCounts, JobRecord, batch_id
+from batchd.store.records import BatchCounts, JobRecord, batch_id
 
 NDJSON = "application/x-ndjson"
 

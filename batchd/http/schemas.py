@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from batchd.admission.job_body import SourceKind
 from batchd.pool.process import WorkerState
 from batchd.statuses import REACHABLE_STATUSES
-from batchd.store.base import JobStatus
+from batchd.store.records import JobStatus
 
 
 class _Response(BaseModel):

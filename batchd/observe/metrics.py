@@ -34,7 +34,8 @@ from batchd.observe.snapshot import SchedulerSnapshot
 from batchd.statuses import REACHABLE_STATUSES
 
 if TYPE_CHECKING:
-    from batchd.store.base import BatchState, MetricCounts, Store, Success
+    from batchd.store.records import BatchState, MetricCounts, Success
+    from batchd.store.roles import Store
 
 # The classic text format (what Prometheus 2 and 3 both scrape).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from batchd import constants
 from batchd.observe.joblogs import JobLogs
-from batchd.store.base import Store
+from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.retention")
 

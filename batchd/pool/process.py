@@ -21,7 +21,7 @@ from typing import Any
 
 from batchd import constants
 from batchd.pool.output import LogSink, pump_output, pump_records, read_pipe
-from batchd.store.base import Lease
+from batchd.store.records import Lease
 from batchd.wire import framing as protocol
 from batchd.wire.ids import batch_id
 from batchd.wire.messages import EXIT_FRAME, Batches, FromWorker, from_worker

@@ -21,7 +21,7 @@ from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
 from batchd.scheduler.state import JobRun, WorkerRun
-from batchd.store.base import JobRecord, JobStatus
+from batchd.store.records import JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
 

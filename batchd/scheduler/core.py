@@ -36,7 +36,8 @@ from batchd.scheduler.allocator import Allocator, LaunchFactory
 from batchd.scheduler.driver import Driver, InitFactory
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun
-from batchd.store.base import JobRecord, JobStatus, Store
+from batchd.store.records import JobRecord, JobStatus
+from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.scheduler")
 

@@ -25,7 +25,7 @@ from batchd.scheduler import policy
 from batchd.scheduler.hook import Hook, with_traceback
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun, WorkerRun
-from batchd.store.base import Failure, JobRecord, JobStatus, Lease
+from batchd.store.records import Failure, JobRecord, JobStatus, Lease
 from batchd.wire import framing
 from batchd.wire.messages import (
     EMPTY_GRANT,

@@ -14,7 +14,7 @@ from batchd.scheduler import policy
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import JobRun, WorkerRun
 from batchd.store import views
-from batchd.store.base import BatchCounts, JobStatus
+from batchd.store.records import BatchCounts, JobStatus
 from batchd.wire.messages import Complete, Completed
 from batchd.worker.log import format_time
 

@@ -17,7 +17,8 @@ from batchd.observe.metrics import Metrics
 from batchd.scheduler import policy
 from batchd.scheduler.state import JobRun
 from batchd.store import views
-from batchd.store.base import BatchCounts, JobRecord, JobStatus, Store
+from batchd.store.records import BatchCounts, JobRecord, JobStatus
+from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.scheduler")
 

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from batchd import constants
-from batchd.store.base import BatchCounts, JobStatus, Lease
+from batchd.store.records import BatchCounts, JobStatus, Lease
 
 # -- workers wanted ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from batchd.pool.memlimit import MemoryLimiter
 from batchd.pool.process import WorkerProcess, WorkerState
 from batchd.pool.workspace import Workspace
 from batchd.store import views
-from batchd.store.base import JobRecord, Lease
+from batchd.store.records import JobRecord, Lease
 
 
 @dataclass(eq=False)

@@ -1,4 +1,4 @@
-"""The durable queue: records and role protocols (``base``, ``roles``), the SQLite backend
+"""The durable queue: records and role protocols (``records``, ``roles``), the SQLite backend
 (``sqlite/``), payload chunks and the user-facing renderings of jobs (``views``).
 
 May import config, constants, errors and statuses; nothing above it (no metrics: the
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchd.store.base import Store
+    from batchd.store.roles import Store
 
 
 def open_store(

@@ -1,8 +1,7 @@
 """The store's roles: what each part of the daemon asks of the queue.
 
-:class:`batchd.store.base.Store` is their union; a backend implements every one, and
-code that needs a single role can ask for just that role. The records they speak are in
-``base`` (imported here for type checking only: ``base`` builds ``Store`` from these).
+:class:`Store` is their union; a backend implements every one, and code that needs a
+single role can ask for just that role. The records they speak are in ``records``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from batchd.store.base import (
+    from batchd.store.chunks import BatchChunks
+    from batchd.store.records import (
         ApiRecord,
         BatchCounts,
         BatchState,
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
         Result,
         Success,
     )
-    from batchd.store.chunks import BatchChunks
 
 
 class StoreLifecycle(Protocol):
@@ -125,3 +124,16 @@ class RetentionStore(Protocol):
 
     async def checkpoint(self) -> None:
         """Bound the write-ahead log."""
+
+
+class Store(
+    StoreLifecycle,
+    ApiStore,
+    JobStore,
+    LeaseStore,
+    OutcomeStore,
+    ReadStore,
+    RetentionStore,
+    Protocol,
+):
+    """The whole queue: every role. Code that needs one role should ask for that role."""

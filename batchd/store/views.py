@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from batchd.store.base import BatchCounts, JobRecord
+from batchd.store.records import BatchCounts, JobRecord
 
 
 def iso_time(epoch: float | None) -> str | None:

@@ -21,7 +21,7 @@ from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.pool.process import WorkerLaunch
 from batchd.scheduler.core import Scheduler
-from batchd.store.base import Failure, JobRecord, JobStatus
+from batchd.store.records import Failure, JobRecord, JobStatus
 from batchd.store.sqlite.store import SqliteStore
 
 API = "demo"

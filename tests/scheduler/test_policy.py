@@ -12,7 +12,7 @@ from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler import policy
 from batchd.scheduler.policy import Charges, Idle
 from batchd.scheduler.state import Capacity
-from batchd.store.base import BatchCounts, JobStatus, Lease
+from batchd.store.records import BatchCounts, JobStatus, Lease
 
 
 def counts(queued: int = 0, leased: int = 0, succeeded: int = 0, dead: int = 0) -> BatchCounts:

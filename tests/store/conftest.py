@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from batchd.constants import DB_FILENAME
-from batchd.store.base import Store
+from batchd.store.roles import Store
 from batchd.store.sqlite.store import SqliteStore
 
 Opener = Callable[[], Awaitable[Store]]

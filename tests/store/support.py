@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from batchd.store.base import JobStatus, NewJob, Store, new_job_id
+from batchd.store.records import JobStatus, NewJob, new_job_id
+from batchd.store.roles import Store
 
 
 def new_job(max_receive_count: int = 2, api: str = "demo", **fields: object) -> NewJob:

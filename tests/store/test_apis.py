@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchd.store.base import Store
+from batchd.store.roles import Store
 
 
 async def test_api_versions(store: Store) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchd.store.base import JobStatus, Store, Success
 from batchd.store.chunks import BatchChunks, Chunk
+from batchd.store.records import JobStatus, Success
+from batchd.store.roles import Store
 from tests.store.support import new_job, payloads, running_job
 
 

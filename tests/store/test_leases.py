@@ -7,7 +7,8 @@ import math
 import time
 
 from batchd.constants import GRANT_MAX_BYTES
-from batchd.store.base import BatchState, Failure, JobStatus, Store, Success
+from batchd.store.records import BatchState, Failure, JobStatus, Success
+from batchd.store.roles import Store
 from tests.store.support import lease_all, new_job, payloads, running_job
 
 

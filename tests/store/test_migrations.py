@@ -3,7 +3,7 @@ SQLite schema upgrades are in sqlite/test_sqlite_migrations.py.)"""
 
 from __future__ import annotations
 
-from batchd.store.base import JobStatus
+from batchd.store.records import JobStatus
 from tests.store.conftest import Opener
 from tests.store.support import new_job, payloads, running_job
 

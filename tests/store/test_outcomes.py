@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from batchd.store.base import BatchState, Failure, Store, Success
+from batchd.store.records import BatchState, Failure, Success
+from batchd.store.roles import Store
 from tests.store.support import running_job
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from batchd.store.base import BatchState, Failure, JobStatus, Store, Success
+from batchd.store.records import BatchState, Failure, JobStatus, Success
+from batchd.store.roles import Store
 from tests.store.support import new_job, payloads, running_job
 
 

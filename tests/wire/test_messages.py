@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from batchd.store.base import Lease
+from batchd.store.records import Lease
 from batchd.wire import framing
 from batchd.wire.ids import batch_id
 from batchd.wire.messages import (

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from batchd.store.base import ApiRecord
+from batchd.store.records import ApiRecord
 from batchd.store.sqlite.core import SqliteCore, api_record
 from batchd.store.sqlite.queries import pick
 

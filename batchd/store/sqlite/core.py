@@ -23,7 +23,7 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
-from batchd.store.base import ApiRecord, BatchCounts, JobRecord, JobStatus
+from batchd.store.records import ApiRecord, BatchCounts, JobRecord, JobStatus
 from batchd.store.sqlite.queries import MIGRATIONS, pick
 
 # Told how long a COMMIT took, in seconds.

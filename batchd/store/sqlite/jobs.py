@@ -6,8 +6,8 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
-from batchd.store.base import JobRecord, JobStatus, NewJob
 from batchd.store.chunks import BatchChunks, Chunk
+from batchd.store.records import JobRecord, JobStatus, NewJob
 from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
 from batchd.store.sqlite.queries import pick
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
-from batchd.store.base import BatchState, Lease, encode_payload
+from batchd.store.records import BatchState, Lease, encode_payload
 from batchd.store.sqlite.core import SEQ_BITS, SEQ_MASK, SqliteCore, batch_range
 from batchd.store.sqlite.queries import pick
 

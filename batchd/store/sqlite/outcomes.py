@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from batchd.store.base import BatchState, Failure, Success
+from batchd.store.records import BatchState, Failure, Success
 from batchd.store.sqlite.core import SEQ_BITS, SqliteCore, batch_range
 from batchd.store.sqlite.queries import pick
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from batchd.constants import PRUNE_CHUNK_ROWS
-from batchd.store.base import JobRecord
+from batchd.store.records import JobRecord
 from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
 from batchd.store.sqlite.queries import pick
 

@@ -1,4 +1,4 @@
-"""The SQLite store: every role over one core (see :class:`batchd.store.base.Store`)."""
+"""The SQLite store: every role over one core (see :class:`batchd.store.records.Store`)."""
 
 from __future__ import annotations
 

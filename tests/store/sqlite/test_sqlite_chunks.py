@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES, DB_FILENAME
-from batchd.store.base import JobStatus
+from batchd.store.records import JobStatus
 from batchd.store.sqlite.store import SqliteStore
 from tests.store.sqlite.rows import chunk_rows
 from tests.store.support import lease_all, new_job, payloads

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchd.constants import CHUNK_BATCHES, DB_FILENAME, SCHEMA_VERSION
-from batchd.store.base import Failure, JobStatus, Success
+from batchd.store.records import Failure, JobStatus, Success
 from batchd.store.sqlite.queries import MIGRATIONS
 from batchd.store.sqlite.store import SqliteStore
 from tests.store.sqlite.rows import chunk_rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchd.constants import DB_FILENAME
-from batchd.store.base import JobStatus
+from batchd.store.records import JobStatus
 from batchd.store.sqlite.store import SqliteStore
 from tests.store.support import new_job
 

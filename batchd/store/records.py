@@ -12,11 +12,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 # Every package imports the status enum with the records, from here.
 from batchd.statuses import JobStatus as JobStatus
-from batchd.store import roles
 from batchd.wire.ids import batch_id as batch_id
 from batchd.wire.messages import Success as Success
 
@@ -160,16 +159,3 @@ class ListedJob(NamedTuple):
 
     job: JobRecord
     counts: BatchCounts
-
-
-class Store(
-    roles.StoreLifecycle,
-    roles.ApiStore,
-    roles.JobStore,
-    roles.LeaseStore,
-    roles.OutcomeStore,
-    roles.ReadStore,
-    roles.RetentionStore,
-    Protocol,
-):
-    """The whole queue: every role. Code that needs one role should ask for that role."""
