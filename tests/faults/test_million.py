@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchd.client import BatchdError, Client
+from batchd.client import ACTIVE_STATUSES, BatchdError, Client
 from tests.conftest import Daemon
 from tests.faults.conftest import StartScenario, items_job, seconds, size
 from tests.faults.probes import batch_rows, job_range, read_only
@@ -123,9 +123,6 @@ def test_million_items_in_one_request(
     figures["elapsed_s"] = seconds(posted)
 
 
-ACTIVE = ("pending", "enqueuing", "running")
-
-
 def test_status_counts_are_one_snapshot(
     scenario: StartScenario,
     figures: dict[str, Any],
@@ -140,7 +137,7 @@ def test_status_counts_are_one_snapshot(
     polls, off = 0, []
     started = time.monotonic()
     status = run.status(job_id)
-    while time.monotonic() - started < 10 and not off and status["status"] in ACTIVE:
+    while time.monotonic() - started < 10 and not off and status["status"] in ACTIVE_STATUSES:
         status = run.status(job_id)
         metrics = status["batch_metrics"]
         counted = status["batches_in_queue"] + sum(
