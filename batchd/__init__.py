@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchd.constants import VERSION
-
-__version__ = VERSION
-
 if TYPE_CHECKING:
     from batchd.client import Client
 
@@ -25,7 +21,12 @@ def client(url: str | None = None, token: str | None = None) -> Client:
 
 
 def __getattr__(name: str) -> object:
-    # `from batchd import logger` loads the handler logger only when asked for.
+    # `from batchd import logger` loads the handler logger only when asked for; the version
+    # likewise, so importing batchd alone loads nothing else of it.
+    if name == "__version__":
+        from batchd.constants import VERSION
+
+        return VERSION
     if name == "logger":
         from batchd.worker.log import logger
 

@@ -251,6 +251,8 @@ class Driver:
 
     async def _reap(self, run: JobRun, worker: WorkerRun, returncode: int) -> None:
         handle, memory = worker.handle, self.capacity.memory
+        # Whatever the handler started dies with its worker, first thing.
+        handle.signal_group(signal.SIGKILL)
         run.workers.discard(worker)
         self.capacity.release(worker.slot, worker.gpus)
         oom_in_group = memory.oom_killed(handle.memory_group)
@@ -259,8 +261,6 @@ class Driver:
         if worker in run.parked:
             run.parked.remove(worker)
         worker.state = WorkerState.EXITED
-        # Whatever the handler started dies with its worker.
-        handle.signal_group(signal.SIGKILL)
         expected = worker.exit_requested or worker.killed or run.finished
         if expected and worker.leases and not run.finished:
             held = [(lease.seq, lease.token) for lease in worker.leases]
