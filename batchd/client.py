@@ -179,11 +179,14 @@ class Client:
 
     def results(self, api_name: str, job_id: str) -> Iterator[Record]:
         """``{"batch_id", "result"}`` per batch that returned something."""
-        return self._stream(f"{_endpoint(api_name)}/results", {"jobID": job_id}, self.timeout)
+        return self._job_records(api_name, job_id, "results")
 
     def failed(self, api_name: str, job_id: str) -> Iterator[Record]:
         """Dead-lettered batches, each with its payload, attempts, error and traceback."""
-        return self._stream(f"{_endpoint(api_name)}/failed", {"jobID": job_id}, self.timeout)
+        return self._job_records(api_name, job_id, "failed")
+
+    def _job_records(self, api_name: str, job_id: str, which: str) -> Iterator[Record]:
+        return self._stream(f"{_endpoint(api_name)}/{which}", {"jobID": job_id}, self.timeout)
 
     def stream_job_logs(
         self,

@@ -62,6 +62,14 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def size_text(count: int) -> str:
+    """A byte count as people read it ("1.5 GiB"), the way deploy and prune print it."""
+    # Imported here: packing loads tarfile and gzip, which most commands never need.
+    from batchd.packing import human_size
+
+    return human_size(count)
+
+
 def dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 

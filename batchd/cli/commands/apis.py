@@ -7,7 +7,7 @@ import time
 
 from batchd.cli.commands import client_of
 from batchd.cli.exits import CliError
-from batchd.cli.render import ago, dash, print_json, print_table
+from batchd.cli.render import ago, dash, print_json, print_table, size_text
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -21,8 +21,6 @@ def deploy(args: argparse.Namespace) -> int:
 
 
 def list_apis(args: argparse.Namespace) -> int:
-    from batchd.packing import human_size
-
     apis = client_of(args).list_apis()
     if args.output == "json":
         return print_json(apis)
@@ -33,7 +31,7 @@ def list_apis(args: argparse.Namespace) -> int:
             str(api["version"]),
             ago(api["created_at"], now),
             dash(api.get("files")),
-            "-" if api.get("size") is None else human_size(api["size"]),
+            "-" if api.get("size") is None else size_text(api["size"]),
             api["endpoint"],
         ]
         for api in apis

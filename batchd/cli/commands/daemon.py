@@ -8,7 +8,7 @@ import sys
 
 from batchd.cli.commands import client_of
 from batchd.cli.exits import EXIT_ERROR
-from batchd.cli.render import print_json, print_table, slots_gpus
+from batchd.cli.render import print_json, print_table, size_text, slots_gpus
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -47,8 +47,6 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from batchd.packing import human_size
-
     report = client_of(args).status()
     if args.output == "json":
         return print_json(report)
@@ -60,7 +58,7 @@ def status(args: argparse.Namespace) -> int:
             ["state dir", report["state_dir"]],
             [
                 "disk use",
-                ", ".join(f"{part} {human_size(size)}" for part, size in usage.items()),
+                ", ".join(f"{part} {size_text(size)}" for part, size in usage.items()),
             ],
             ["GPUs", ",".join(map(str, report["gpus"])) or "none"],
             ["max workers", str(report["max_workers"])],
@@ -78,15 +76,13 @@ def status(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from batchd.packing import human_size
-
     report = client_of(args).prune(dry_run=args.dry_run)
     if args.output == "json":
         return print_json(report)
     verb = "would prune" if report["dry_run"] else "pruned"
     print(
         f"{verb} {len(report['jobs'])} finished job(s) older than "
-        f"{report['retention_days']:g} days ({human_size(report['log_bytes'])} of logs)"
+        f"{report['retention_days']:g} days ({size_text(report['log_bytes'])} of logs)"
     )
     for job_id in report["jobs"]:
         print(f"  {job_id}")
