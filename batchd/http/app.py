@@ -17,14 +17,14 @@ from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import DomainError
 from batchd.http.errors import HttpError, error_body, status_of
-
-if TYPE_CHECKING:
-    from batchd.http.auth import Tokens
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.retention import Pruner
 from batchd.scheduler.core import Scheduler
 from batchd.store.roles import Store
+
+if TYPE_CHECKING:
+    from batchd.http.auth import Tokens
 
 log = logging.getLogger("batchd.http")
 
