@@ -89,4 +89,4 @@ wheelhouse: $(VENV)/.installed
 	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
 
 clean:
-	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
