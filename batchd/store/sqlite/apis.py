@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from batchd.store.records import ApiRecord
-from batchd.store.sqlite.core import SqliteCore, api_record
+from batchd.store.rows import api_record
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 _LATEST_VERSION, _INSERT, _LIVE, _VERSION, _LIVE_APIS, _VERSIONS, _DELETE = pick(

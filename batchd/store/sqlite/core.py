@@ -1,5 +1,5 @@
 """What every role of the SQLite store shares: the connections, the write transaction,
-the migrations, a job's key and its counters, and rows turned into records.
+the migrations, a job's key and its counters (rows become records in ``batchd.store.rows``).
 
 One writer connection, every write an explicit ``BEGIN IMMEDIATE`` transaction under
 an asyncio lock (aiosqlite runs each statement in its own thread, so a transaction
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,11 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
-from batchd.store.records import ApiRecord, BatchCounts, JobRecord, JobStatus
+from batchd.store.rows import UnknownJob
 from batchd.store.sqlite.queries import MIGRATIONS, pick
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]
-
-SEQ_BITS = 32
-SEQ_MASK = (1 << SEQ_BITS) - 1
 
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError(f"{len(MIGRATIONS)} migrations for schema version {SCHEMA_VERSION}")
@@ -38,57 +34,6 @@ if len(MIGRATIONS) != SCHEMA_VERSION:
 _BEGIN, _COMMIT, _ROLLBACK, _SCHEMA_VERSION, _JOB_KEY, _MOVE_COUNTERS = pick(
     "begin_immediate", "commit", "rollback", "schema_version", "job_key", "move_counters"
 )
-
-
-class UnknownJob(KeyError):
-    pass
-
-
-def batch_range(key: int) -> tuple[int, int]:
-    """The first and last batch id a job's key can hold."""
-    first = key << SEQ_BITS
-    return first, first | SEQ_MASK
-
-
-def job_record(row: Sequence[Any]) -> JobRecord:
-    """A row of ``{job_columns}``."""
-    return JobRecord(
-        job_id=row[0],
-        api_name=row[1],
-        api_version=row[2],
-        kind=row[3],
-        status=JobStatus(row[4]),
-        workers=row[5],
-        config=json.loads(row[6]),
-        timeout=row[7],
-        max_receive_count=row[8],
-        priority=row[9],
-        total_batch_count=row[10],
-        created_at=row[11],
-        end_time=row[12],
-        error=row[13],
-        has_on_complete=None if row[14] is None else bool(row[14]),
-        retry_of=row[15],
-        batch_timeout=row[16],
-        pruned_at=row[17],
-    )
-
-
-def batch_counts(row: Sequence[Any]) -> BatchCounts:
-    """A row of ``{count_columns}``."""
-    queued, leased, succeeded, dead, failed, seconds = row
-    average = seconds / succeeded if succeeded else None
-    return BatchCounts(queued, leased, succeeded, dead, failed, average)
-
-
-def api_record(row: Sequence[Any]) -> ApiRecord:
-    return ApiRecord(
-        name=row[0],
-        version=row[1],
-        spec=json.loads(row[2]),
-        dotenv=json.loads(row[3]),
-        created_at=row[4],
-    )
 
 
 class SqliteCore:

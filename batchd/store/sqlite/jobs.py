@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
-from batchd.store.chunks import BatchChunks, Chunk
+from batchd.store.chunks import BatchChunks
 from batchd.store.records import JobRecord, JobStatus, NewJob
-from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
+from batchd.store.rows import NumberedChunks, batch_range, job_record
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 (
@@ -62,7 +63,7 @@ class SqliteJobs(SqliteCore):
                 key = cursor.lastrowid
             assert key is not None
             first, _ = batch_range(key)
-            numbered = _NumberedChunks(first, batches.chunks)
+            numbered = NumberedChunks(first, batches.chunks)
             await self._exec_many(db, _INSERT_CHUNK, numbered)
             total = batches.count
             if numbered.batches != total:
@@ -88,17 +89,3 @@ class SqliteJobs(SqliteCore):
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:
             await self._exec(db, _SET_HAS_ON_COMPLETE, int(value), job_id)
-
-
-class _NumberedChunks:
-    """(id, payloads) rows of a job's chunks, counting the batches they hold on the way."""
-
-    def __init__(self, first: int, chunks: Iterable[Chunk]) -> None:
-        self._first = first
-        self._chunks = chunks
-        self.batches = 0
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        for chunk in self._chunks:
-            yield self._first + self.batches, chunk.payloads
-            self.batches += chunk.batches

@@ -15,7 +15,8 @@ import aiosqlite
 
 from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
 from batchd.store.records import BatchState, Lease, encode_payload
-from batchd.store.sqlite.core import SEQ_BITS, SEQ_MASK, SqliteCore, batch_range
+from batchd.store.rows import SEQ_BITS, SEQ_MASK, batch_range
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 (

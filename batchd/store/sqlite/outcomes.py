@@ -10,50 +10,19 @@ from typing import Any
 import aiosqlite
 
 from batchd.store.records import BatchState, Failure, Success
-from batchd.store.sqlite.core import SEQ_BITS, SqliteCore, batch_range
+from batchd.store.rows import SEQ_BITS, Run, batch_range, success_runs
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 _CURRENT_LEASES, _SUCCEED_ONE, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
     "current_leases", "succeed_one", "succeed_run", "fail_batch", "insert_failure"
 )
 
-# (mean duration, first id, last id, token) of a run of consecutive batches of one grant.
-_Run = tuple[float, int, int, int]
-
-
-def _runs(first: int, outcomes: Sequence[Success]) -> list[_Run]:
-    """(mean duration, first id, last id, token) per run of consecutive seqs and one token."""
-    if not outcomes:
-        return []
-    # The usual report: one grant's batches in order. Told in C, without sorting.
-    seqs = [o.seq for o in outcomes]
-    head = outcomes[0]
-    if seqs == list(range(head.seq, head.seq + len(seqs))) and all(
-        o.token == head.token for o in outcomes
-    ):
-        mean = sum(o.duration for o in outcomes) / len(outcomes)
-        return [(mean, first + head.seq, first + seqs[-1], head.token)]
-    found: list[_Run] = []
-    ordered = sorted(outcomes, key=lambda o: (o.token, o.seq))
-    start = 0
-    for index in range(1, len(ordered) + 1):
-        if (
-            index < len(ordered)
-            and ordered[index].token == ordered[start].token
-            and ordered[index].seq == ordered[index - 1].seq + 1
-        ):
-            continue
-        run = ordered[start:index]
-        mean = sum(o.duration for o in run) / len(run)
-        found.append((mean, first + run[0].seq, first + run[-1].seq, run[0].token))
-        start = index
-    return found
-
 
 class SqliteOutcomes(SqliteCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending_successes: list[tuple[int, list[Any], list[_Run], asyncio.Future[int]]] = []
+        self._pending_successes: list[tuple[int, list[Any], list[Run], asyncio.Future[int]]] = []
         self._committing = False
         self._commit_task: asyncio.Task[None] | None = None
 
@@ -72,7 +41,7 @@ class SqliteOutcomes(SqliteCore):
         key = await self._key(job_id)
         first, _ = batch_range(key)
         rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
-        without_result = _runs(first, [o for o in outcomes if not o.result])
+        without_result = success_runs(first, [o for o in outcomes if not o.result])
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending_successes.append((key, rows, without_result, done))
         if not self._committing:
@@ -106,7 +75,7 @@ class SqliteOutcomes(SqliteCore):
         db: aiosqlite.Connection,
         key: int,
         rows: list[tuple[bytes | None, float, int, int]],
-        runs: list[_Run],
+        runs: list[Run],
     ) -> int:
         """Mark successes with a current lease token, and count the ones that were."""
         accepted, seconds = 0, 0.0

@@ -10,7 +10,8 @@ from typing import Any
 
 from batchd.constants import STREAM_PAGE_ROWS
 from batchd.store.records import BatchCounts, DeadLetter, JobRecord, ListedJob, MetricCounts, Result
-from batchd.store.sqlite.core import SEQ_MASK, SqliteCore, batch_counts, batch_range, job_record
+from batchd.store.rows import SEQ_MASK, batch_counts, batch_range, job_record
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 (

@@ -6,7 +6,8 @@ import time
 
 from batchd.constants import PRUNE_CHUNK_ROWS
 from batchd.store.records import JobRecord
-from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
+from batchd.store.rows import batch_range, job_record
+from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
 (
