@@ -1,0 +1,162 @@
+"""What every role of the PostgreSQL store shares: the connections, the write
+transaction, the migrations, a job's key and its counters.
+
+As in the SQLite store, this daemon's writes go through one connection, one
+transaction at a time under an asyncio lock, so its transactions never wait on each
+other's row locks; reads go to a small pool and see the last commit. Several daemons
+on one database are later work: what is here already is that leasing skips rows
+another transaction holds (``FOR UPDATE SKIP LOCKED``) and migrations take an
+advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from batchd.store.postgres.queries import MIGRATIONS, pick
+from batchd.store.rows import UnknownJob
+
+# Told how long a COMMIT took, in seconds.
+OnCommit = Callable[[float], None]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+# Reads at once: status requests, listings and result streams of this daemon.
+READ_CONNECTIONS = 4
+
+(
+    _MIGRATION_LOCK,
+    _CREATE_VERSION_TABLE,
+    _SCHEMA_VERSION,
+    _SET_SCHEMA_VERSION,
+    _JOB_KEY,
+    _MOVE_COUNTERS,
+) = pick(
+    "migration_lock",
+    "create_version_table",
+    "schema_version",
+    "set_schema_version",
+    "job_key",
+    "move_counters",
+)
+
+
+def rowcount(status: str) -> int:
+    """The rows a command touched, from its status tag (``UPDATE 3``, ``INSERT 0 3``)."""
+    return int(status.rpartition(" ")[2] or 0)
+
+
+class PostgresCore:
+    """The connections and the write transaction; each role is a subclass."""
+
+    def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
+        self.dsn = dsn
+        # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
+        self._on_commit = on_commit
+        self._writer: asyncpg.Connection | None = None
+        self._reader: asyncpg.Pool | None = None
+        self._write_lock = asyncio.Lock()
+        self._keys: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._writer = await asyncpg.connect(self.dsn)
+        try:
+            await self._migrate()
+            self._reader = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=READ_CONNECTIONS
+            )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        """Run the migrations after the database's version, all in one transaction,
+        under an advisory lock: a daemon opening meanwhile waits, then finds them done."""
+        async with self._w.transaction():
+            await self._w.execute(_MIGRATION_LOCK)
+            await self._w.execute(_CREATE_VERSION_TABLE)
+            version = await self._w.fetchval(_SCHEMA_VERSION)
+            if version == SCHEMA_VERSION:
+                return
+            if not 0 <= version < SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the database has schema version {version}; this batchd knows {SCHEMA_VERSION}"
+                )
+            for _, script in MIGRATIONS[version:]:
+                await self._w.execute(script)
+            await self._w.execute(_SET_SCHEMA_VERSION, SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            await self._writer.close()
+        self._reader = self._writer = None
+
+    @property
+    def _w(self) -> asyncpg.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _r(self) -> asyncpg.Pool:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._write_lock:
+            transaction = self._w.transaction()
+            await transaction.start()
+            try:
+                yield self._w
+            except BaseException:
+                # A lost connection cannot roll back: the original error is the one to raise.
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await transaction.rollback()
+                raise
+            if self._on_commit is None:
+                await transaction.commit()
+            else:
+                started = time.perf_counter()
+                await transaction.commit()
+                self._on_commit(time.perf_counter() - started)
+
+    # -- statements --------------------------------------------------------------------
+
+    @staticmethod
+    async def _exec(db: asyncpg.Connection, sql: str, *params: Any) -> int:
+        return rowcount(await db.execute(sql, *params))
+
+    async def _key(self, job_id: str) -> int:
+        """The job's key, which its batch ids pack (cached: a key never changes)."""
+        key = self._keys.get(job_id)
+        if key is None:
+            key = await self._r.fetchval(_JOB_KEY, job_id)
+            if key is None:
+                raise UnknownJob(job_id)
+            self._keys[job_id] = key
+        return int(key)
+
+    @staticmethod
+    async def _count(
+        db: asyncpg.Connection,
+        key: int,
+        *,
+        queued: int = 0,
+        leased: int = 0,
+        succeeded: int = 0,
+        dead: int = 0,
+        failures: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """Move a job's batch counters, inside the transaction that moved its batches."""
+        await db.execute(_MOVE_COUNTERS, queued, leased, succeeded, dead, failures, seconds, key)

@@ -1,0 +1,82 @@
+"""Admitting jobs and changing their status (the ``JobStore`` role)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from batchd.store.chunks import BatchChunks
+from batchd.store.postgres.core import PostgresCore
+from batchd.store.postgres.queries import pick
+from batchd.store.records import JobRecord, JobStatus, NewJob
+from batchd.store.rows import NumberedChunks, batch_range, job_record
+
+(
+    _INSERT_JOB,
+    _INSERT_CHUNK,
+    _SET_BATCH_COUNT,
+    _SET_STATUS,
+    _REFUND_LEASES,
+    _SET_HAS_ON_COMPLETE,
+) = pick(
+    "insert_job",
+    "insert_chunk",
+    "set_batch_count",
+    "set_status",
+    "refund_leases",
+    "set_has_on_complete",
+)
+
+
+class PostgresJobs(PostgresCore):
+    async def create_job(self, job: NewJob, batches: BatchChunks | Sequence[bytes]) -> JobRecord:
+        """Store the job and its payloads in one transaction: admission is all or nothing.
+
+        The payloads are stored in chunks as admitted, not a row per batch: a batch gets
+        its row when first leased. A chunk's id is its job's first id plus the number of
+        batches before it. Chunks are read from `batches` one at a time (it may be a spool
+        on disk), so the transaction holds one in memory, never the whole job."""
+        if not isinstance(batches, BatchChunks):
+            batches = BatchChunks.of(batches)
+        async with self._transaction() as db:
+            key = await db.fetchval(
+                _INSERT_JOB,
+                job.job_id,
+                job.api_name,
+                job.api_version,
+                job.kind,
+                JobStatus.PENDING.value,
+                job.workers,
+                json.dumps(job.config),
+                job.timeout,
+                job.max_receive_count,
+                job.priority,
+                job.created_at,
+                job.retry_of,
+                job.batch_timeout,
+            )
+            first, _ = batch_range(key)
+            numbered = NumberedChunks(first, batches.chunks)
+            await db.executemany(_INSERT_CHUNK, numbered)
+            total = batches.count
+            if numbered.batches != total:
+                raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
+            row = await db.fetchrow(_SET_BATCH_COUNT, total, key)
+        self._keys[job.job_id] = key
+        return job_record(row)
+
+    async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
+        """Move a job to `status`; refused (False) once the job is terminal."""
+        end_time = time.time() if status.terminal else None
+        async with self._transaction() as db:
+            key = await db.fetchval(_SET_STATUS, status.value, end_time, error, job_id)
+            if key is not None and status.terminal:
+                # Leases of a finished job are void; give the batches back, unburnt.
+                refunded = await self._exec(db, _REFUND_LEASES, *batch_range(key))
+                await self._count(db, key, queued=refunded, leased=-refunded)
+            return key is not None
+
+    async def set_has_on_complete(self, job_id: str, value: bool) -> None:
+        async with self._transaction() as db:
+            await db.execute(_SET_HAS_ON_COMPLETE, value, job_id)
