@@ -131,7 +131,10 @@ def _unavailable() -> str | None:
     """Why no cluster can be started here, or None when one can."""
     if (BINARIES / "postgres").exists():
         return None
-    return f"{BINARIES}/postgres is missing: run `make postgres` as root (apt-get install postgresql-15)"
+    return (
+        f"{BINARIES}/postgres is missing: "
+        "run `make postgres` as root (apt-get install postgresql-15)"
+    )
 
 
 @contextlib.contextmanager

@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from batchd.store.chunks import Chunk
 from batchd.store.records import ApiRecord, BatchCounts, JobRecord, JobStatus, Success
+
+
+class Row(Protocol):
+    """A result row of either driver (a tuple, ``sqlite3.Row``, ``asyncpg.Record``)."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
 
 SEQ_BITS = 32
 SEQ_MASK = (1 << SEQ_BITS) - 1
@@ -25,7 +33,7 @@ def batch_range(key: int) -> tuple[int, int]:
     return first, first | SEQ_MASK
 
 
-def job_record(row: Sequence[Any]) -> JobRecord:
+def job_record(row: Row) -> JobRecord:
     """A row of ``{job_columns}``."""
     return JobRecord(
         job_id=row[0],
@@ -49,14 +57,14 @@ def job_record(row: Sequence[Any]) -> JobRecord:
     )
 
 
-def batch_counts(row: Sequence[Any]) -> BatchCounts:
+def batch_counts(row: Row) -> BatchCounts:
     """A row of ``{count_columns}``."""
     queued, leased, succeeded, dead, failed, seconds = row
     average = seconds / succeeded if succeeded else None
     return BatchCounts(queued, leased, succeeded, dead, failed, average)
 
 
-def api_record(row: Sequence[Any]) -> ApiRecord:
+def api_record(row: Row) -> ApiRecord:
     return ApiRecord(
         name=row[0],
         version=row[1],

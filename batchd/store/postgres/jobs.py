@@ -63,6 +63,7 @@ class PostgresJobs(PostgresCore):
             if numbered.batches != total:
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
             row = await db.fetchrow(_SET_BATCH_COUNT, total, key)
+            assert row is not None
         self._keys[job.job_id] = key
         return job_record(row)
 

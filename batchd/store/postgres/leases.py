@@ -103,6 +103,7 @@ class PostgresLeases(PostgresCore):
             cached = self._chunk_cache.get(key)
             if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
                 row = await db.fetchrow(_CHUNK_HOLDING, first, first + seq - 1)
+                assert row is not None, f"no chunk holds batch {seq} of job key {key}"
                 cached = (row[0] - first, json.loads(row[1]))
                 self._chunk_cache[key] = cached
                 while len(self._chunk_cache) > CHUNK_CACHE_JOBS:

@@ -63,6 +63,7 @@ class PostgresReads(PostgresCore):
         """All counts from one statement, so from one snapshot: a batch moving between
         states while they are read is never counted twice or not at all."""
         row = await self._r.fetchrow(_JOB_COUNTS, await self._key(job_id))
+        assert row is not None, "a job's row outlives its key"
         return batch_counts(row)
 
     async def metric_counts(self) -> MetricCounts:
