@@ -4,12 +4,23 @@ and a report of successes folded into runs. Dialect-free: no SQL and no driver h
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
 from batchd.store.chunks import Chunk
-from batchd.store.records import ApiRecord, BatchCounts, JobRecord, JobStatus, Success
+from batchd.store.records import (
+    ApiRecord,
+    BatchCounts,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    Success,
+    encode_payload,
+)
 
 
 class Row(Protocol):
@@ -72,6 +83,68 @@ def api_record(row: Row) -> ApiRecord:
         dotenv=json.loads(row[3]),
         created_at=row[4],
     )
+
+
+def new_job_values(job: NewJob) -> tuple[Any, ...]:
+    """The values of ``insert_job``, in its order."""
+    return (
+        job.job_id,
+        job.api_name,
+        job.api_version,
+        job.kind,
+        JobStatus.PENDING.value,
+        job.workers,
+        json.dumps(job.config),
+        job.timeout,
+        job.max_receive_count,
+        job.priority,
+        job.created_at,
+        job.retry_of,
+        job.batch_timeout,
+    )
+
+
+def within_grant_budget(payloads: list[bytes]) -> list[bytes]:
+    """The first payloads of a grant that fit in GRANT_MAX_BYTES (one at least), so the
+    frame to the worker stays far under its limit whatever the grant's length."""
+    keep = bisect.bisect_right(list(itertools.accumulate(map(len, payloads))), GRANT_MAX_BYTES)
+    if keep < len(payloads):
+        del payloads[max(1, keep) :]
+    return payloads
+
+
+# Reads the (id, payloads) row of the chunk holding a batch id.
+ChunkHolding = Callable[[int], Awaitable[Row]]
+
+
+class ChunkCache:
+    """Payloads of never-leased batches, from their job's chunks. The chunk being leased
+    from stays decoded between leases (one per job, CHUNK_CACHE_JOBS jobs at most)."""
+
+    def __init__(self) -> None:
+        # Per job key: (batches before the chunk, its payloads decoded).
+        self._decoded: dict[int, tuple[int, list[Any]]] = {}
+
+    async def payloads(
+        self, key: int, start: int, end: int, chunk_holding: ChunkHolding
+    ) -> list[bytes]:
+        """The payloads of batches start..end of the job whose key is `key`."""
+        first, _ = batch_range(key)
+        payloads: list[bytes] = []
+        seq = start
+        while seq <= end:
+            cached = self._decoded.get(key)
+            if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
+                row = await chunk_holding(first + seq - 1)
+                cached = (row[0] - first, json.loads(row[1]))
+                self._decoded[key] = cached
+                while len(self._decoded) > CHUNK_CACHE_JOBS:
+                    self._decoded.pop(next(iter(self._decoded)))
+            offset, decoded = cached
+            upto = min(end, offset + len(decoded))
+            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
+            seq = upto + 1
+        return payloads
 
 
 class NumberedChunks:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
@@ -10,7 +9,7 @@ from batchd.store.chunks import BatchChunks
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import pick
 from batchd.store.records import JobRecord, JobStatus, NewJob
-from batchd.store.rows import NumberedChunks, batch_range, job_record
+from batchd.store.rows import NumberedChunks, batch_range, job_record, new_job_values
 
 (
     _INSERT_JOB,
@@ -31,31 +30,12 @@ from batchd.store.rows import NumberedChunks, batch_range, job_record
 
 class PostgresJobs(PostgresCore):
     async def create_job(self, job: NewJob, batches: BatchChunks | Sequence[bytes]) -> JobRecord:
-        """Store the job and its payloads in one transaction: admission is all or nothing.
-
-        The payloads are stored in chunks as admitted, not a row per batch: a batch gets
-        its row when first leased. A chunk's id is its job's first id plus the number of
-        batches before it. Chunks are read from `batches` one at a time (it may be a spool
-        on disk), so the transaction holds one in memory, never the whole job."""
+        """The job's row, then its chunks as admitted (a batch gets its row when first
+        leased), in one transaction; chunks are read one at a time, as they come."""
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
-            key = await db.fetchval(
-                _INSERT_JOB,
-                job.job_id,
-                job.api_name,
-                job.api_version,
-                job.kind,
-                JobStatus.PENDING.value,
-                job.workers,
-                json.dumps(job.config),
-                job.timeout,
-                job.max_receive_count,
-                job.priority,
-                job.created_at,
-                job.retry_of,
-                job.batch_timeout,
-            )
+            key = await db.fetchval(_INSERT_JOB, *new_job_values(job))
             first, _ = batch_range(key)
             numbered = NumberedChunks(first, batches.chunks)
             await db.executemany(_INSERT_CHUNK, numbered)
@@ -68,7 +48,7 @@ class PostgresJobs(PostgresCore):
         return job_record(row)
 
     async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
-        """Move a job to `status`; refused (False) once the job is terminal."""
+        """The key comes back from the update: a terminal move refunds the job's leases."""
         end_time = time.time() if status.terminal else None
         async with self._transaction() as db:
             key = await db.fetchval(_SET_STATUS, status.value, end_time, error, job_id)

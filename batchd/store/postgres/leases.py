@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -13,11 +10,10 @@ from typing import Any
 
 import asyncpg
 
-from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import pick
-from batchd.store.records import BatchState, Lease, encode_payload
-from batchd.store.rows import SEQ_BITS, SEQ_MASK, batch_range
+from batchd.store.records import BatchState, Lease
+from batchd.store.rows import SEQ_BITS, SEQ_MASK, ChunkCache, batch_range, within_grant_budget
 
 (
     _LEASE_QUEUED,
@@ -47,11 +43,11 @@ from batchd.store.rows import SEQ_BITS, SEQ_MASK, batch_range
 class PostgresLeases(PostgresCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Per job key: the index of the chunk last leased from, decoded.
-        self._chunk_cache: dict[int, tuple[int, list[Any]]] = {}
+        self._chunks = ChunkCache()
 
     async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
-        """Lease up to `limit` queued batches of a running job, oldest first."""
+        """Re-queued rows first (skipping rows another transaction is leasing), then
+        fresh ones from the chunks."""
         key = await self._key(job_id)
         first, last = batch_range(key)
         token = secrets.randbits(62)
@@ -70,52 +66,29 @@ class PostgresLeases(PostgresCore):
     async def _lease_fresh(
         self, db: asyncpg.Connection, key: int, limit: int, token: int, lease_timeout: float
     ) -> list[tuple[int, int, bytes]]:
-        """Give rows to (and lease) up to `limit` batches that have never been leased:
-        the next ones of the job's chunks. Returns (id, attempts, payload) per batch."""
+        """Rows for the next never-leased batches, leased: (id, attempts, payload) each."""
         found = await db.fetchrow(_MATERIALIZED, key)
         if found is None or found[0] >= found[1]:
             return []
         done, total = found
         start, end = done + 1, min(total, done + limit)
         first, _ = batch_range(key)
-        payloads = await self._payloads(db, key, start, end)
-        # A grant of big payloads stops at GRANT_MAX_BYTES (one batch at least): the frame
-        # to the worker stays far under its limit whatever the grant's length.
-        keep = bisect.bisect_right(list(itertools.accumulate(map(len, payloads))), GRANT_MAX_BYTES)
-        if keep < len(payloads):
-            del payloads[max(1, keep) :]
-            end = start + len(payloads) - 1
+
+        async def chunk_holding(batch: int) -> asyncpg.Record:
+            row = await db.fetchrow(_CHUNK_HOLDING, first, batch)
+            assert row is not None, f"no chunk holds batch {batch}"
+            return row
+
+        payloads = within_grant_budget(await self._chunks.payloads(key, start, end, chunk_holding))
+        end = start + len(payloads) - 1
         await db.execute(
             _INSERT_LEASED, first + start, token, time.time() + lease_timeout, payloads
         )
         await db.execute(_SET_MATERIALIZED, end, key)
         return [(first + seq, 1, payload) for seq, payload in enumerate(payloads, start)]
 
-    async def _payloads(
-        self, db: asyncpg.Connection, key: int, start: int, end: int
-    ) -> list[bytes]:
-        """The payloads of batches start..end, from the job's chunks. The chunk being
-        leased from stays decoded between leases (one per job, a few at most)."""
-        first, _ = batch_range(key)
-        payloads: list[bytes] = []
-        seq = start
-        while seq <= end:
-            cached = self._chunk_cache.get(key)
-            if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
-                row = await db.fetchrow(_CHUNK_HOLDING, first, first + seq - 1)
-                assert row is not None, f"no chunk holds batch {seq} of job key {key}"
-                cached = (row[0] - first, json.loads(row[1]))
-                self._chunk_cache[key] = cached
-                while len(self._chunk_cache) > CHUNK_CACHE_JOBS:
-                    self._chunk_cache.pop(next(iter(self._chunk_cache)))
-            offset, decoded = cached
-            upto = min(end, offset + len(decoded))
-            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
-            seq = upto + 1
-        return payloads
-
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
-        """Give (seq, token) leases back without burning an attempt: never started."""
+        """One statement over arrays of ids and tokens; its count is the leases released."""
         key = await self._key(job_id)
         first, _ = batch_range(key)
         ids = [first + seq for seq, _ in leases]
@@ -127,7 +100,7 @@ class PostgresLeases(PostgresCore):
         return released
 
     async def renew(self, leases: Sequence[tuple[str, int, int]], lease_timeout: float) -> int:
-        """Push out the expiry of (job_id, seq, token) leases held by live workers."""
+        """One statement over arrays of ids and tokens, whatever their jobs."""
         expires = time.time() + lease_timeout
         ids = [(await self._key(job_id) << SEQ_BITS) + seq for job_id, seq, _ in leases]
         tokens = [token for _, _, token in leases]
@@ -140,11 +113,7 @@ class PostgresLeases(PostgresCore):
         reason: str = "lease expired: the worker holding it was lost",
         job_ids: Sequence[str] | None = None,
     ) -> list[tuple[str, int, BatchState]]:
-        """Every lease past its expiry counts as a failed attempt (its worker is gone).
-
-        Only unfinished jobs hold leases (a job's end gives its leases back); `job_ids`
-        narrows the search further. Leased batches are found by each job's id range, not
-        an index, so the usual path of a batch touches no index."""
+        """As the SQLite store: found through each unfinished job's id range."""
         wanted = None if job_ids is None else set(job_ids)
         expired: list[tuple[str, int, BatchState]] = []
         async with self._transaction() as db:

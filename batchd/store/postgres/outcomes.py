@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from batchd.store.groupcommit import GroupCommit
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import pick
 from batchd.store.records import BatchState, Failure, Success
@@ -20,26 +20,22 @@ _SUCCEED_EACH, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
 
 # (results, durations, ids, tokens) of the successes that carry a result: one array each.
 _Columns = tuple[list[bytes], list[float], list[int], list[int]]
+# (job key, successes with a result, runs of those without) of one report.
+_Report = tuple[int, _Columns, list[Run]]
 
 
 class PostgresOutcomes(PostgresCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending_successes: list[tuple[int, _Columns, list[Run], asyncio.Future[int]]] = []
-        self._committing = False
-        self._commit_task: asyncio.Task[None] | None = None
+        self._successes = GroupCommit[_Report](self._commit_successes)
 
     async def close(self) -> None:
-        if self._commit_task is not None:
-            await asyncio.gather(self._commit_task, return_exceptions=True)
+        await self._successes.drain()
         await super().close()
 
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
         """Record successes; an outcome whose lease token is stale changes nothing.
-
-        Group commit, as in the SQLite store: successes reported while a commit is under
-        way wait for the next one and share it. The caller returns once they are durable.
-        """
+        Group commit, as in the SQLite store: the caller returns once they are durable."""
         key = await self._key(job_id)
         first, _ = batch_range(key)
         with_result = [o for o in outcomes if o.result]
@@ -50,38 +46,16 @@ class PostgresOutcomes(PostgresCore):
             [o.token for o in with_result],
         )
         without_result = success_runs(first, [o for o in outcomes if not o.result])
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_successes.append((key, columns, without_result, done))
-        if not self._committing:
-            self._committing = True
-            self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
-        return await done
+        return await self._successes.submit((key, columns, without_result))
 
-    async def _commit_successes(self) -> None:
-        try:
-            while self._pending_successes:
-                group, self._pending_successes = self._pending_successes, []
-                try:
-                    async with self._transaction() as db:
-                        accepted = [
-                            await self._store_successes(db, key, columns, runs)
-                            for key, columns, runs, _ in group
-                        ]
-                except Exception as exc:
-                    for *_, done in group:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for (*_, done), count in zip(group, accepted, strict=True):
-                    if not done.done():
-                        done.set_result(count)
-        finally:
-            self._committing = False
+    async def _commit_successes(self, reports: list[_Report]) -> list[int]:
+        async with self._transaction() as db:
+            return [await self._store_successes(db, *report) for report in reports]
 
     async def _store_successes(
         self, db: asyncpg.Connection, key: int, columns: _Columns, runs: list[Run]
     ) -> int:
-        """Mark successes with a current lease token, and count the ones that were."""
+        """Successes with results in one statement that returns the accepted ones' time."""
         accepted, seconds = 0, 0.0
         if columns[0]:
             # Only the accepted ones come back: their time is the time counted.
@@ -99,9 +73,7 @@ class PostgresOutcomes(PostgresCore):
     async def fail(
         self, job_id: str, failure: Failure, max_receive_count: int
     ) -> BatchState | None:
-        """Record a failed attempt; the batch is re-queued or, out of attempts, dead-lettered.
-
-        Returns the batch's new state, or None when the lease token was stale."""
+        """The new state comes back from the update; none when the token is stale."""
         first, _ = batch_range(await self._key(job_id))
         batch = first + failure.seq
         async with self._transaction() as db:

@@ -51,8 +51,7 @@ class PostgresReads(PostgresCore):
         before: str | None = None,
         active_only: bool = False,
     ) -> list[ListedJob]:
-        """Newest first, each with its counts; `before` is the last job id of the previous
-        page (ids sort by age)."""
+        """`before` is NULL for a first page (job ids sort by byte: COLLATE "C")."""
         if not api_names:
             return []
         sql = _ACTIVE_JOBS_PAGE if active_only else _JOBS_PAGE
@@ -60,14 +59,13 @@ class PostgresReads(PostgresCore):
         return [ListedJob(job_record(row), batch_counts(row[18:])) for row in rows]
 
     async def counts(self, job_id: str) -> BatchCounts:
-        """All counts from one statement, so from one snapshot: a batch moving between
-        states while they are read is never counted twice or not at all."""
+        """One row, so one snapshot."""
         row = await self._r.fetchrow(_JOB_COUNTS, await self._key(job_id))
         assert row is not None, "a job's row outlives its key"
         return batch_counts(row)
 
     async def metric_counts(self) -> MetricCounts:
-        """Jobs by status, and the queued and leased batches of unfinished jobs by API."""
+        """Summed here from one row per unfinished job."""
         statuses = await self._r.fetch(_JOBS_BY_STATUS)
         queue: dict[str, list[int]] = {}
         for api, queued, leased in await self._r.fetch(_QUEUE_DEPTH):
@@ -89,8 +87,7 @@ class PostgresReads(PostgresCore):
             yield Result(row[0] & SEQ_MASK, row[1])
 
     async def _pages(self, job_id: str, sql: str) -> AsyncIterator[Any]:
-        """Rows of a job's batches a page at a time (keyset paging on the batch id), so a
-        million results stream without holding a snapshot or the lot in memory.
+        """Keyset pages on the batch id: each page is its own short read, no open cursor.
         `sql` takes (after_id, last_id, limit) and selects the id first."""
         first, last = batch_range(await self._key(job_id))
         after = first - 1

@@ -32,8 +32,7 @@ class PostgresRetention(PostgresCore):
         return [job_record(row) for row in await self._r.fetch(_PRUNABLE, ended_before)]
 
     async def prune_job(self, job_id: str) -> int:
-        """Delete a finished job's batches and failures, a chunk per transaction so no
-        transaction runs long; the job's own row stays, marked pruned."""
+        """A bounded number of rows per transaction, so none runs long."""
         first, last = batch_range(await self._key(job_id))
         deleted = 0
         while True:

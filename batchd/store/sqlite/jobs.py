@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
 from batchd.store.chunks import BatchChunks
 from batchd.store.records import JobRecord, JobStatus, NewJob
-from batchd.store.rows import NumberedChunks, batch_range, job_record
+from batchd.store.rows import NumberedChunks, batch_range, job_record, new_job_values
 from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
@@ -42,24 +41,7 @@ class SqliteJobs(SqliteCore):
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
-            async with db.execute(
-                _INSERT_JOB,
-                (
-                    job.job_id,
-                    job.api_name,
-                    job.api_version,
-                    job.kind,
-                    JobStatus.PENDING,
-                    job.workers,
-                    json.dumps(job.config),
-                    job.timeout,
-                    job.max_receive_count,
-                    job.priority,
-                    job.created_at,
-                    job.retry_of,
-                    job.batch_timeout,
-                ),
-            ) as cursor:
+            async with db.execute(_INSERT_JOB, new_job_values(job)) as cursor:
                 key = cursor.lastrowid
             assert key is not None
             first, _ = batch_range(key)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -13,9 +10,8 @@ from typing import Any
 
 import aiosqlite
 
-from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
-from batchd.store.records import BatchState, Lease, encode_payload
-from batchd.store.rows import SEQ_BITS, SEQ_MASK, batch_range
+from batchd.store.records import BatchState, Lease
+from batchd.store.rows import SEQ_BITS, SEQ_MASK, ChunkCache, batch_range, within_grant_budget
 from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import pick
 
@@ -47,8 +43,7 @@ from batchd.store.sqlite.queries import pick
 class SqliteLeases(SqliteCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Per job key: the index of the chunk last leased from, decoded.
-        self._chunk_cache: dict[int, tuple[int, list[Any]]] = {}
+        self._chunks = ChunkCache()
 
     async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
         """Lease up to `limit` queued batches of a running job, oldest first."""
@@ -79,13 +74,14 @@ class SqliteLeases(SqliteCore):
         done, total = found[0]
         start, end = done + 1, min(total, done + limit)
         first, _ = batch_range(key)
-        payloads = await self._payloads(db, key, start, end)
-        # A grant of big payloads stops at GRANT_MAX_BYTES (one batch at least): the frame
-        # to the worker stays far under its limit whatever the grant's length.
-        keep = bisect.bisect_right(list(itertools.accumulate(map(len, payloads))), GRANT_MAX_BYTES)
-        if keep < len(payloads):
-            del payloads[max(1, keep) :]
-            end = start + len(payloads) - 1
+
+        async def chunk_holding(batch: int) -> Any:
+            (row,) = await self._rows(db, _CHUNK_HOLDING, first, batch)
+            return row
+
+        payloads = await self._chunks.payloads(key, start, end, chunk_holding)
+        payloads = within_grant_budget(payloads)
+        end = start + len(payloads) - 1
         expires = time.time() + lease_timeout
         rows = [
             (first + seq, 1, payload)
@@ -96,28 +92,6 @@ class SqliteLeases(SqliteCore):
         )
         await self._exec(db, _SET_MATERIALIZED, end, key)
         return rows
-
-    async def _payloads(
-        self, db: aiosqlite.Connection, key: int, start: int, end: int
-    ) -> list[bytes]:
-        """The payloads of batches start..end, from the job's chunks. The chunk being
-        leased from stays decoded between leases (one per job, a few at most)."""
-        first, _ = batch_range(key)
-        payloads: list[bytes] = []
-        seq = start
-        while seq <= end:
-            cached = self._chunk_cache.get(key)
-            if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
-                (row,) = await self._rows(db, _CHUNK_HOLDING, first, first + seq - 1)
-                cached = (row[0] - first, json.loads(row[1]))
-                self._chunk_cache[key] = cached
-                while len(self._chunk_cache) > CHUNK_CACHE_JOBS:
-                    self._chunk_cache.pop(next(iter(self._chunk_cache)))
-            offset, decoded = cached
-            upto = min(end, offset + len(decoded))
-            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
-            seq = upto + 1
-        return payloads
 
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
         """Give (seq, token) leases back without burning an attempt: never started."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 
+from batchd.store.groupcommit import GroupCommit
 from batchd.store.records import BatchState, Failure, Success
 from batchd.store.rows import SEQ_BITS, Run, batch_range, success_runs
 from batchd.store.sqlite.core import SqliteCore
@@ -19,16 +19,17 @@ _CURRENT_LEASES, _SUCCEED_ONE, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
 )
 
 
+# (job key, successes with a result, runs of those without) of one report.
+_Report = tuple[int, list[tuple[bytes, float, int, int]], list[Run]]
+
+
 class SqliteOutcomes(SqliteCore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending_successes: list[tuple[int, list[Any], list[Run], asyncio.Future[int]]] = []
-        self._committing = False
-        self._commit_task: asyncio.Task[None] | None = None
+        self._successes = GroupCommit[_Report](self._commit_successes)
 
     async def close(self) -> None:
-        if self._commit_task is not None:
-            await asyncio.gather(self._commit_task, return_exceptions=True)
+        await self._successes.drain()
         await super().close()
 
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
@@ -42,39 +43,17 @@ class SqliteOutcomes(SqliteCore):
         first, _ = batch_range(key)
         rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
         without_result = success_runs(first, [o for o in outcomes if not o.result])
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_successes.append((key, rows, without_result, done))
-        if not self._committing:
-            self._committing = True
-            self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
-        return await done
+        return await self._successes.submit((key, rows, without_result))
 
-    async def _commit_successes(self) -> None:
-        try:
-            while self._pending_successes:
-                group, self._pending_successes = self._pending_successes, []
-                try:
-                    async with self._transaction() as db:
-                        accepted = [
-                            await self._store_successes(db, key, rows, runs)
-                            for key, rows, runs, _ in group
-                        ]
-                except Exception as exc:
-                    for *_, done in group:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for (*_, done), count in zip(group, accepted, strict=True):
-                    if not done.done():
-                        done.set_result(count)
-        finally:
-            self._committing = False
+    async def _commit_successes(self, reports: list[_Report]) -> list[int]:
+        async with self._transaction() as db:
+            return [await self._store_successes(db, *report) for report in reports]
 
     async def _store_successes(
         self,
         db: aiosqlite.Connection,
         key: int,
-        rows: list[tuple[bytes | None, float, int, int]],
+        rows: list[tuple[bytes, float, int, int]],
         runs: list[Run],
     ) -> int:
         """Mark successes with a current lease token, and count the ones that were."""
