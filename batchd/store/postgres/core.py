@@ -17,9 +17,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from batchd.store import DatabaseUnavailable
 from batchd.store.postgres.queries import MIGRATIONS, pick
 from batchd.store.rows import UnknownJob
 
@@ -47,6 +49,15 @@ READ_CONNECTIONS = 4
 )
 
 
+def _without_password(dsn: str) -> str:
+    """The URL as it may be logged."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def rowcount(status: str) -> int:
     """The rows a command touched, from its status tag (``UPDATE 3``, ``INSERT 0 3``)."""
     return int(status.rpartition(" ")[2] or 0)
@@ -67,7 +78,11 @@ class PostgresCore:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._writer = await asyncpg.connect(self.dsn)
+        try:
+            self._writer = await asyncpg.connect(self.dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            where = _without_password(self.dsn)
+            raise DatabaseUnavailable(f"cannot connect to {where}: {exc}") from None
         try:
             await self._migrate()
             self._reader = await asyncpg.create_pool(
