@@ -60,7 +60,8 @@ def job_record(row: Row) -> JobRecord:
         total_batch_count=row[10],
         created_at=row[11],
         end_time=row[12],
-        error=row[13],
+        # Bytes from PostgreSQL, whose text cannot hold every string (see its schema).
+        error=row[13].decode() if isinstance(row[13], bytes) else row[13],
         has_on_complete=None if row[14] is None else bool(row[14]),
         retry_of=row[15],
         batch_timeout=row[16],

@@ -51,7 +51,8 @@ class PostgresJobs(PostgresCore):
         """The key comes back from the update: a terminal move refunds the job's leases."""
         end_time = time.time() if status.terminal else None
         async with self._transaction() as db:
-            key = await db.fetchval(_SET_STATUS, status.value, end_time, error, job_id)
+            encoded = None if error is None else error.encode()
+            key = await db.fetchval(_SET_STATUS, status.value, end_time, encoded, job_id)
             if key is not None and status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
                 refunded = await self._exec(db, _REFUND_LEASES, *batch_range(key))

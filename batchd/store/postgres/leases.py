@@ -129,7 +129,7 @@ class PostgresLeases(PostgresCore):
                     _INSERT_EXPIRIES,
                     [row[0] for row in rows],
                     [row[2] for row in rows],
-                    reason,
+                    reason.encode(),
                     time.time(),
                 )
                 dead = sum(row[1] == BatchState.DEAD for row in rows)

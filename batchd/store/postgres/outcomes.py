@@ -85,6 +85,11 @@ class PostgresOutcomes(PostgresCore):
                 db, batch >> SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1
             )
             await db.execute(
-                _INSERT_FAILURE, batch, row[1], failure.error, failure.traceback, time.time()
+                _INSERT_FAILURE,
+                batch,
+                row[1],
+                failure.error.encode(),
+                None if failure.traceback is None else failure.traceback.encode(),
+                time.time(),
             )
         return BatchState(row[0])

@@ -80,7 +80,14 @@ class PostgresReads(PostgresCore):
 
     async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
         async for row in self._pages(job_id, _DEAD_LETTERS_PAGE):
-            yield DeadLetter(row[0] & SEQ_MASK, row[1], row[2], row[3], row[4])
+            error, traceback = row[3], row[4]
+            yield DeadLetter(
+                row[0] & SEQ_MASK,
+                row[1],
+                row[2],
+                None if error is None else error.decode(),
+                None if traceback is None else traceback.decode(),
+            )
 
     async def results(self, job_id: str) -> AsyncIterator[Result]:
         async for row in self._pages(job_id, _RESULTS_PAGE):

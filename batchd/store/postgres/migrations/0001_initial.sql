@@ -5,6 +5,9 @@
 -- A batch's id packs its job's key and its sequence number (key << 32 | seq), so all
 -- batches of a job are one contiguous id range and need no job_id column. A chunk's id
 -- packs the key and the number of the job's batches before it.
+--
+-- Errors and tracebacks are a handler's text, which may hold what PostgreSQL's text cannot
+-- (a NUL): they are stored as their UTF-8 bytes.
 
 CREATE TABLE apis (
     name        text             NOT NULL,
@@ -33,7 +36,7 @@ CREATE TABLE jobs (
     total_batch_count integer          NOT NULL,
     created_at        double precision NOT NULL,
     end_time          double precision,
-    error             text,
+    error             bytea,
     has_on_complete   boolean,
     retry_of          text,
     pruned_at         double precision,
@@ -66,8 +69,8 @@ CREATE INDEX batches_dead ON batches (id) WHERE state = 'dead';
 CREATE TABLE failures (
     batch      bigint           NOT NULL,
     attempt    integer          NOT NULL,
-    error      text             NOT NULL,
-    traceback  text,
+    error      bytea            NOT NULL,
+    traceback  bytea,
     failed_at  double precision NOT NULL
 );
 CREATE INDEX failures_by_batch ON failures (batch, attempt);

@@ -57,6 +57,6 @@ WHERE id BETWEEN $2 AND $3 AND state = 'leased' AND lease_expires_at < $4
 RETURNING id, state, attempts
 
 -- name: insert_expiries
--- ($1 batch ids, $2 attempts, $3 reason, $4 time.)
+-- ($1 batch ids, $2 attempts, $3 reason as UTF-8, $4 time.)
 INSERT INTO failures (batch, attempt, error, traceback, failed_at)
 SELECT batch, attempt, $3, NULL, $4 FROM unnest($1::bigint[], $2::int[]) AS e (batch, attempt)
