@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from batchd.store import DatabaseUnavailable
-from batchd.store.postgres.queries import MIGRATIONS, pick
-from batchd.store.rows import UnknownJob
+from batchd.store.postgres.queries import MIGRATIONS, SQL
+from batchd.store.sqlroles import SqlCore
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]
@@ -31,22 +31,6 @@ OnCommit = Callable[[float], None]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Reads at once: status requests, listings and result streams of this daemon.
 READ_CONNECTIONS = 4
-
-(
-    _MIGRATION_LOCK,
-    _CREATE_VERSION_TABLE,
-    _SCHEMA_VERSION,
-    _SET_SCHEMA_VERSION,
-    _JOB_KEY,
-    _MOVE_COUNTERS,
-) = pick(
-    "migration_lock",
-    "create_version_table",
-    "schema_version",
-    "set_schema_version",
-    "job_key",
-    "move_counters",
-)
 
 
 def _without_password(dsn: str) -> str:
@@ -63,8 +47,10 @@ def rowcount(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
-class PostgresCore:
+class PostgresCore(SqlCore):
     """The connections and the write transaction; each role is a subclass."""
+
+    _sql = SQL
 
     def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
         self.dsn = dsn
@@ -96,9 +82,9 @@ class PostgresCore:
         """Run the migrations after the database's version, all in one transaction,
         under an advisory lock: a daemon opening meanwhile waits, then finds them done."""
         async with self._w.transaction():
-            await self._w.execute(_MIGRATION_LOCK)
-            await self._w.execute(_CREATE_VERSION_TABLE)
-            version = await self._w.fetchval(_SCHEMA_VERSION)
+            await self._w.execute(SQL.migration_lock)
+            await self._w.execute(SQL.create_version_table)
+            version = await self._w.fetchval(SQL.schema_version)
             if version == SCHEMA_VERSION:
                 return
             if not 0 <= version < SCHEMA_VERSION:
@@ -107,7 +93,7 @@ class PostgresCore:
                 )
             for _, script in MIGRATIONS[version:]:
                 await self._w.execute(script)
-            await self._w.execute(_SET_SCHEMA_VERSION, SCHEMA_VERSION)
+            await self._w.execute(SQL.set_schema_version, SCHEMA_VERSION)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -125,6 +111,11 @@ class PostgresCore:
     def _r(self) -> asyncpg.Pool:
         assert self._reader is not None, "store is not open"
         return self._reader
+
+    @property
+    def _latest(self) -> asyncpg.Pool:
+        # Every commit is visible to the pool's next read.
+        return self._r
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -151,27 +142,23 @@ class PostgresCore:
     async def _exec(db: asyncpg.Connection, sql: str, *params: Any) -> int:
         return rowcount(await db.execute(sql, *params))
 
-    async def _key(self, job_id: str) -> int:
-        """The job's key, which its batch ids pack (cached: a key never changes)."""
-        key = self._keys.get(job_id)
-        if key is None:
-            key = await self._r.fetchval(_JOB_KEY, job_id)
-            if key is None:
-                raise UnknownJob(job_id)
-            self._keys[job_id] = key
-        return int(key)
+    @staticmethod
+    async def _rows(conn: asyncpg.Connection | asyncpg.Pool, sql: str, *params: Any) -> list[Any]:
+        return await conn.fetch(sql, *params)
 
     @staticmethod
-    async def _count(
-        db: asyncpg.Connection,
-        key: int,
-        *,
-        queued: int = 0,
-        leased: int = 0,
-        succeeded: int = 0,
-        dead: int = 0,
-        failures: int = 0,
-        seconds: float = 0.0,
-    ) -> None:
-        """Move a job's batch counters, inside the transaction that moved its batches."""
-        await db.execute(_MOVE_COUNTERS, queued, leased, succeeded, dead, failures, seconds, key)
+    async def _scalar(conn: asyncpg.Connection | asyncpg.Pool, sql: str, *params: Any) -> Any:
+        return await conn.fetchval(sql, *params)
+
+    async def _find_key(self, job_id: str) -> int | None:
+        key = await self._r.fetchval(SQL.job_key, job_id)
+        return None if key is None else int(key)
+
+    @staticmethod
+    def _stored_text(text: str | None) -> bytes | None:
+        # As bytes (bytea): a NUL in a handler's message round-trips, as on SQLite.
+        return None if text is None else text.encode()
+
+    @staticmethod
+    def _loaded_text(value: bytes | None) -> str | None:
+        return None if value is None else value.decode()

@@ -7,25 +7,9 @@ from collections.abc import Sequence
 
 from batchd.store.chunks import BatchChunks
 from batchd.store.postgres.core import PostgresCore
-from batchd.store.postgres.queries import pick
+from batchd.store.postgres.queries import SQL
 from batchd.store.records import JobRecord, JobStatus, NewJob
 from batchd.store.rows import NumberedChunks, batch_range, job_record, new_job_values
-
-(
-    _INSERT_JOB,
-    _INSERT_CHUNK,
-    _SET_BATCH_COUNT,
-    _SET_STATUS,
-    _REFUND_LEASES,
-    _SET_HAS_ON_COMPLETE,
-) = pick(
-    "insert_job",
-    "insert_chunk",
-    "set_batch_count",
-    "set_status",
-    "refund_leases",
-    "set_has_on_complete",
-)
 
 
 class PostgresJobs(PostgresCore):
@@ -35,14 +19,14 @@ class PostgresJobs(PostgresCore):
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
-            key = await db.fetchval(_INSERT_JOB, *new_job_values(job))
+            key = await db.fetchval(SQL.insert_job, *new_job_values(job))
             first, _ = batch_range(key)
             numbered = NumberedChunks(first, batches.chunks)
-            await db.executemany(_INSERT_CHUNK, numbered)
+            await db.executemany(SQL.insert_chunk, numbered)
             total = batches.count
             if numbered.batches != total:
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
-            row = await db.fetchrow(_SET_BATCH_COUNT, total, key)
+            row = await db.fetchrow(SQL.set_batch_count, total, key)
             assert row is not None
         self._keys[job.job_id] = key
         return job_record(row)
@@ -52,13 +36,13 @@ class PostgresJobs(PostgresCore):
         end_time = time.time() if status.terminal else None
         async with self._transaction() as db:
             encoded = None if error is None else error.encode()
-            key = await db.fetchval(_SET_STATUS, status.value, end_time, encoded, job_id)
+            key = await db.fetchval(SQL.set_status, status.value, end_time, encoded, job_id)
             if key is not None and status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
-                refunded = await self._exec(db, _REFUND_LEASES, *batch_range(key))
+                refunded = await self._exec(db, SQL.refund_leases, *batch_range(key))
                 await self._count(db, key, queued=refunded, leased=-refunded)
             return key is not None
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:
-            await db.execute(_SET_HAS_ON_COMPLETE, value, job_id)
+            await db.execute(SQL.set_has_on_complete, value, job_id)

@@ -11,33 +11,9 @@ from typing import Any
 import asyncpg
 
 from batchd.store.postgres.core import PostgresCore
-from batchd.store.postgres.queries import pick
+from batchd.store.postgres.queries import SQL
 from batchd.store.records import BatchState, Lease
 from batchd.store.rows import SEQ_BITS, SEQ_MASK, ChunkCache, batch_range, within_grant_budget
-
-(
-    _LEASE_QUEUED,
-    _MATERIALIZED,
-    _CHUNK_HOLDING,
-    _INSERT_LEASED,
-    _SET_MATERIALIZED,
-    _RELEASE,
-    _RENEW,
-    _JOBS_HOLDING_LEASES,
-    _EXPIRE,
-    _INSERT_EXPIRIES,
-) = pick(
-    "lease_queued",
-    "materialized_batches",
-    "chunk_holding",
-    "insert_leased_batches",
-    "set_materialized",
-    "release_leases",
-    "renew_leases",
-    "jobs_holding_leases",
-    "expire_job_leases",
-    "insert_expiries",
-)
 
 
 class PostgresLeases(PostgresCore):
@@ -53,7 +29,7 @@ class PostgresLeases(PostgresCore):
         token = secrets.randbits(62)
         async with self._transaction() as db:
             rows: list[Any] = await db.fetch(
-                _LEASE_QUEUED, token, time.time() + lease_timeout, first, last, limit, key
+                SQL.lease_queued, token, time.time() + lease_timeout, first, last, limit, key
             )
             if len(rows) < limit:
                 rows += await self._lease_fresh(db, key, limit - len(rows), token, lease_timeout)
@@ -67,7 +43,7 @@ class PostgresLeases(PostgresCore):
         self, db: asyncpg.Connection, key: int, limit: int, token: int, lease_timeout: float
     ) -> list[tuple[int, int, bytes]]:
         """Rows for the next never-leased batches, leased: (id, attempts, payload) each."""
-        found = await db.fetchrow(_MATERIALIZED, key)
+        found = await db.fetchrow(SQL.materialized_batches, key)
         if found is None or found[0] >= found[1]:
             return []
         done, total = found
@@ -75,16 +51,16 @@ class PostgresLeases(PostgresCore):
         first, _ = batch_range(key)
 
         async def chunk_holding(batch: int) -> asyncpg.Record:
-            row = await db.fetchrow(_CHUNK_HOLDING, first, batch)
+            row = await db.fetchrow(SQL.chunk_holding, first, batch)
             assert row is not None, f"no chunk holds batch {batch}"
             return row
 
         payloads = within_grant_budget(await self._chunks.payloads(key, start, end, chunk_holding))
         end = start + len(payloads) - 1
         await db.execute(
-            _INSERT_LEASED, first + start, token, time.time() + lease_timeout, payloads
+            SQL.insert_leased_batches, first + start, token, time.time() + lease_timeout, payloads
         )
-        await db.execute(_SET_MATERIALIZED, end, key)
+        await db.execute(SQL.set_materialized, end, key)
         return [(first + seq, 1, payload) for seq, payload in enumerate(payloads, start)]
 
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
@@ -94,7 +70,7 @@ class PostgresLeases(PostgresCore):
         ids = [first + seq for seq, _ in leases]
         tokens = [token for _, token in leases]
         async with self._transaction() as db:
-            released = await self._exec(db, _RELEASE, ids, tokens)
+            released = await self._exec(db, SQL.release_leases, ids, tokens)
             if released:
                 await self._count(db, key, queued=released, leased=-released)
         return released
@@ -105,7 +81,7 @@ class PostgresLeases(PostgresCore):
         ids = [(await self._key(job_id) << SEQ_BITS) + seq for job_id, seq, _ in leases]
         tokens = [token for _, _, token in leases]
         async with self._transaction() as db:
-            return await self._exec(db, _RENEW, expires, ids, tokens)
+            return await self._exec(db, SQL.renew_leases, expires, ids, tokens)
 
     async def expire_leases(
         self,
@@ -117,16 +93,16 @@ class PostgresLeases(PostgresCore):
         wanted = None if job_ids is None else set(job_ids)
         expired: list[tuple[str, int, BatchState]] = []
         async with self._transaction() as db:
-            for key, job_id, max_receive_count in await db.fetch(_JOBS_HOLDING_LEASES):
+            for key, job_id, max_receive_count in await db.fetch(SQL.jobs_holding_leases):
                 if wanted is not None and job_id not in wanted:
                     continue
                 first, last = batch_range(key)
-                rows = await db.fetch(_EXPIRE, max_receive_count, first, last, now)
+                rows = await db.fetch(SQL.expire_job_leases, max_receive_count, first, last, now)
                 if not rows:
                     continue
                 rows.sort(key=lambda row: row[0])
                 await db.execute(
-                    _INSERT_EXPIRIES,
+                    SQL.insert_expiries,
                     [row[0] for row in rows],
                     [row[2] for row in rows],
                     reason.encode(),

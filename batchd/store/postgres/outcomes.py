@@ -1,8 +1,8 @@
-"""What workers report: successes and failed attempts (the ``OutcomeStore`` role)."""
+"""What workers report: successes (a failed attempt is :class:`batchd.store.sqlroles.SqlFailures`)
+of the ``OutcomeStore`` role."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,13 +10,10 @@ import asyncpg
 
 from batchd.store.groupcommit import GroupCommit
 from batchd.store.postgres.core import PostgresCore
-from batchd.store.postgres.queries import pick
-from batchd.store.records import BatchState, Failure, Success
-from batchd.store.rows import SEQ_BITS, Run, batch_range, success_runs
-
-_SUCCEED_EACH, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
-    "succeed_each", "succeed_run", "fail_batch", "insert_failure"
-)
+from batchd.store.postgres.queries import SQL
+from batchd.store.records import Success
+from batchd.store.rows import Run, batch_range, success_runs
+from batchd.store.sqlroles import SqlFailures
 
 # (results, durations, ids, tokens) of the successes that carry a result: one array each.
 _Columns = tuple[list[bytes], list[float], list[int], list[int]]
@@ -24,7 +21,7 @@ _Columns = tuple[list[bytes], list[float], list[int], list[int]]
 _Report = tuple[int, _Columns, list[Run]]
 
 
-class PostgresOutcomes(PostgresCore):
+class PostgresOutcomes(PostgresCore, SqlFailures):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._successes = GroupCommit[_Report](self._commit_successes)
@@ -59,37 +56,13 @@ class PostgresOutcomes(PostgresCore):
         accepted, seconds = 0, 0.0
         if columns[0]:
             # Only the accepted ones come back: their time is the time counted.
-            durations = await db.fetch(_SUCCEED_EACH, *columns)
+            durations = await db.fetch(SQL.succeed_each, *columns)
             accepted = len(durations)
             seconds = sum(row[0] for row in durations)
         for run in runs:
-            marked = await self._exec(db, _SUCCEED_RUN, *run)
+            marked = await self._exec(db, SQL.succeed_run, *run)
             accepted += marked
             seconds += run[0] * marked
         if accepted:
             await self._count(db, key, leased=-accepted, succeeded=accepted, seconds=seconds)
         return accepted
-
-    async def fail(
-        self, job_id: str, failure: Failure, max_receive_count: int
-    ) -> BatchState | None:
-        """The new state comes back from the update; none when the token is stale."""
-        first, _ = batch_range(await self._key(job_id))
-        batch = first + failure.seq
-        async with self._transaction() as db:
-            row = await db.fetchrow(_FAIL, max_receive_count, batch, failure.token)
-            if row is None:
-                return None
-            dead = row[0] == BatchState.DEAD
-            await self._count(
-                db, batch >> SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1
-            )
-            await db.execute(
-                _INSERT_FAILURE,
-                batch,
-                row[1],
-                failure.error.encode(),
-                None if failure.traceback is None else failure.traceback.encode(),
-                time.time(),
-            )
-        return BatchState(row[0])

@@ -7,7 +7,7 @@ from batchd.store.sqlfiles import NamedQueries, migrations
 
 _PACKAGE = __name__.rpartition(".")[0]
 QUERIES = NamedQueries(_PACKAGE, "sql")
-pick = QUERIES.pick
+SQL = QUERIES.sql
 
 # (file name, script) of migration 1, 2... in order: the schema version is their count.
 # A script runs whole (PostgreSQL takes several statements in one simple query).

@@ -22,8 +22,8 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
-from batchd.store.rows import UnknownJob
-from batchd.store.sqlite.queries import MIGRATIONS, pick
+from batchd.store.sqlite.queries import MIGRATIONS, SQL
+from batchd.store.sqlroles import SqlCore
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]
@@ -31,13 +31,13 @@ OnCommit = Callable[[float], None]
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError(f"{len(MIGRATIONS)} migrations for schema version {SCHEMA_VERSION}")
 
-_BEGIN, _COMMIT, _ROLLBACK, _SCHEMA_VERSION, _JOB_KEY, _MOVE_COUNTERS = pick(
-    "begin_immediate", "commit", "rollback", "schema_version", "job_key", "move_counters"
-)
+_BEGIN, _COMMIT, _ROLLBACK = SQL.begin_immediate, SQL.commit, SQL.rollback
 
 
-class SqliteCore:
+class SqliteCore(SqlCore):
     """The connections and the write transaction; each role is a subclass."""
+
+    _sql = SQL
 
     def __init__(
         self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
@@ -86,7 +86,7 @@ class SqliteCore:
 
     async def _migrate(self) -> None:
         """Run the migrations after the database's version, all in one transaction."""
-        version = await self._scalar(self._w, _SCHEMA_VERSION)
+        version = await self._scalar(self._w, SQL.schema_version)
         if version == SCHEMA_VERSION:
             return
         if not 0 <= version < SCHEMA_VERSION:
@@ -114,6 +114,10 @@ class SqliteCore:
     def _r(self) -> aiosqlite.Connection:
         assert self._reader is not None, "store is not open"
         return self._reader
+
+    @property
+    def _latest(self) -> aiosqlite.Connection:
+        return self._w
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -159,32 +163,9 @@ class SqliteCore:
         rows = await cls._rows(conn, sql, *params)
         return rows[0][0] if rows else None
 
-    async def _key(self, job_id: str) -> int:
-        """The job's key, which its batch ids pack (cached: a key never changes)."""
-        key = self._keys.get(job_id)
+    async def _find_key(self, job_id: str) -> int | None:
+        key = await self._scalar(self._r, SQL.job_key, job_id)
         if key is None:
-            key = await self._scalar(self._r, _JOB_KEY, job_id)
-            if key is None:
-                key = await self._scalar(self._w, _JOB_KEY, job_id)
-            if key is None:
-                raise UnknownJob(job_id)
-            self._keys[job_id] = key
-        return int(key)
-
-    @staticmethod
-    async def _count(
-        db: aiosqlite.Connection,
-        key: int,
-        *,
-        queued: int = 0,
-        leased: int = 0,
-        succeeded: int = 0,
-        dead: int = 0,
-        failures: int = 0,
-        seconds: float = 0.0,
-    ) -> None:
-        """Move a job's batch counters, inside the transaction that moved its batches."""
-        async with db.execute(
-            _MOVE_COUNTERS, (queued, leased, succeeded, dead, failures, seconds, key)
-        ):
-            pass
+            # Committed a moment ago, perhaps: the reader's snapshot may be older.
+            key = await self._scalar(self._w, SQL.job_key, job_id)
+        return None if key is None else int(key)

@@ -13,31 +13,7 @@ import aiosqlite
 from batchd.store.records import BatchState, Lease
 from batchd.store.rows import SEQ_BITS, SEQ_MASK, ChunkCache, batch_range, within_grant_budget
 from batchd.store.sqlite.core import SqliteCore
-from batchd.store.sqlite.queries import pick
-
-(
-    _LEASE_QUEUED,
-    _MATERIALIZED,
-    _CHUNK_HOLDING,
-    _INSERT_LEASED,
-    _SET_MATERIALIZED,
-    _RELEASE,
-    _RENEW,
-    _JOBS_HOLDING_LEASES,
-    _EXPIRE,
-    _INSERT_EXPIRY,
-) = pick(
-    "lease_queued",
-    "materialized_batches",
-    "chunk_holding",
-    "insert_leased_batch",
-    "set_materialized",
-    "release_lease",
-    "renew_lease",
-    "jobs_holding_leases",
-    "expire_job_leases",
-    "insert_expiry",
-)
+from batchd.store.sqlite.queries import SQL
 
 
 class SqliteLeases(SqliteCore):
@@ -52,7 +28,7 @@ class SqliteLeases(SqliteCore):
         token = secrets.randbits(62)
         async with self._transaction() as db:
             async with db.execute(
-                _LEASE_QUEUED, (token, time.time() + lease_timeout, first, last, limit, key)
+                SQL.lease_queued, (token, time.time() + lease_timeout, first, last, limit, key)
             ) as cursor:
                 rows: list[Any] = list(await cursor.fetchall())
             if len(rows) < limit:
@@ -68,7 +44,7 @@ class SqliteLeases(SqliteCore):
     ) -> list[tuple[int, int, bytes]]:
         """Give rows to (and lease) up to `limit` batches that have never been leased:
         the next ones of the job's chunks. Returns (id, attempts, payload) per batch."""
-        found = await self._rows(db, _MATERIALIZED, key)
+        found = await self._rows(db, SQL.materialized_batches, key)
         if not found or found[0][0] >= found[0][1]:
             return []
         done, total = found[0]
@@ -76,7 +52,7 @@ class SqliteLeases(SqliteCore):
         first, _ = batch_range(key)
 
         async def chunk_holding(batch: int) -> Any:
-            (row,) = await self._rows(db, _CHUNK_HOLDING, first, batch)
+            (row,) = await self._rows(db, SQL.chunk_holding, first, batch)
             return row
 
         payloads = await self._chunks.payloads(key, start, end, chunk_holding)
@@ -88,9 +64,9 @@ class SqliteLeases(SqliteCore):
             for seq, payload in zip(range(start, end + 1), payloads, strict=True)
         ]
         await self._exec_many(
-            db, _INSERT_LEASED, [(row[0], token, expires, row[2]) for row in rows]
+            db, SQL.insert_leased_batch, [(row[0], token, expires, row[2]) for row in rows]
         )
-        await self._exec(db, _SET_MATERIALIZED, end, key)
+        await self._exec(db, SQL.set_materialized, end, key)
         return rows
 
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
@@ -99,7 +75,7 @@ class SqliteLeases(SqliteCore):
         first, _ = batch_range(key)
         async with self._transaction() as db:
             released = await self._exec_many(
-                db, _RELEASE, [(first + seq, token) for seq, token in leases]
+                db, SQL.release_lease, [(first + seq, token) for seq, token in leases]
             )
             if released:
                 await self._count(db, key, queued=released, leased=-released)
@@ -113,7 +89,7 @@ class SqliteLeases(SqliteCore):
             for job_id, seq, token in leases
         ]
         async with self._transaction() as db:
-            return await self._exec_many(db, _RENEW, rows)
+            return await self._exec_many(db, SQL.renew_lease, rows)
 
     async def expire_leases(
         self,
@@ -129,17 +105,19 @@ class SqliteLeases(SqliteCore):
         wanted = None if job_ids is None else set(job_ids)
         expired: list[tuple[str, int, BatchState]] = []
         async with self._transaction() as db:
-            active = await self._rows(db, _JOBS_HOLDING_LEASES)
+            active = await self._rows(db, SQL.jobs_holding_leases)
             for key, job_id, max_receive_count in active:
                 if wanted is not None and job_id not in wanted:
                     continue
                 first, last = batch_range(key)
-                async with db.execute(_EXPIRE, (max_receive_count, first, last, now)) as cursor:
+                async with db.execute(
+                    SQL.expire_job_leases, (max_receive_count, first, last, now)
+                ) as cursor:
                     rows = list(await cursor.fetchall())
                 if not rows:
                     continue
                 await self._exec_many(
-                    db, _INSERT_EXPIRY, [(row[0], row[2], reason, time.time()) for row in rows]
+                    db, SQL.insert_expiry, [(row[0], row[2], reason, time.time()) for row in rows]
                 )
                 dead = sum(row[1] == BatchState.DEAD for row in rows)
                 await self._count(

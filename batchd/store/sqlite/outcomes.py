@@ -1,29 +1,25 @@
-"""What workers report: successes and failed attempts (the ``OutcomeStore`` role)."""
+"""What workers report: successes (a failed attempt is :class:`batchd.store.sqlroles.SqlFailures`)
+of the ``OutcomeStore`` role."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 
 from batchd.store.groupcommit import GroupCommit
-from batchd.store.records import BatchState, Failure, Success
-from batchd.store.rows import SEQ_BITS, Run, batch_range, success_runs
+from batchd.store.records import Success
+from batchd.store.rows import Run, batch_range, success_runs
 from batchd.store.sqlite.core import SqliteCore
-from batchd.store.sqlite.queries import pick
-
-_CURRENT_LEASES, _SUCCEED_ONE, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
-    "current_leases", "succeed_one", "succeed_run", "fail_batch", "insert_failure"
-)
-
+from batchd.store.sqlite.queries import SQL
+from batchd.store.sqlroles import SqlFailures
 
 # (job key, successes with a result, runs of those without) of one report.
 _Report = tuple[int, list[tuple[bytes, float, int, int]], list[Run]]
 
 
-class SqliteOutcomes(SqliteCore):
+class SqliteOutcomes(SqliteCore, SqlFailures):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._successes = GroupCommit[_Report](self._commit_successes)
@@ -65,40 +61,18 @@ class SqliteOutcomes(SqliteCore):
                     tuple,
                     await self._rows(
                         db,
-                        _CURRENT_LEASES,
+                        SQL.current_leases,
                         min(row[2] for row in rows),
                         max(row[2] for row in rows),
                     ),
                 )
             )
             seconds = sum(row[1] for row in rows if (row[2], row[3]) in current)
-            accepted = await self._exec_many(db, _SUCCEED_ONE, rows)
+            accepted = await self._exec_many(db, SQL.succeed_one, rows)
         for run in runs:
-            marked = await self._exec(db, _SUCCEED_RUN, *run)
+            marked = await self._exec(db, SQL.succeed_run, *run)
             accepted += marked
             seconds += run[0] * marked
         if accepted:
             await self._count(db, key, leased=-accepted, succeeded=accepted, seconds=seconds)
         return accepted
-
-    async def fail(
-        self, job_id: str, failure: Failure, max_receive_count: int
-    ) -> BatchState | None:
-        """Record a failed attempt; the batch is re-queued or, out of attempts, dead-lettered.
-
-        Returns the batch's new state, or None when the lease token was stale."""
-        first, _ = batch_range(await self._key(job_id))
-        batch = first + failure.seq
-        async with self._transaction() as db:
-            async with db.execute(_FAIL, (max_receive_count, batch, failure.token)) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return None
-            dead = row[0] == BatchState.DEAD
-            await self._count(
-                db, batch >> SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1
-            )
-            await self._exec(
-                db, _INSERT_FAILURE, batch, row[1], failure.error, failure.traceback, time.time()
-            )
-        return BatchState(row[0])

@@ -1,0 +1,267 @@
+"""The parts of the store's roles that both SQL backends run alike, each over its own
+statements: a job's key and counters, the reads, deployed APIs, a failed attempt and
+pruning. A backend's core subclasses :class:`SqlCore` and supplies its statements
+(``_sql``, named as in its ``sql/*.sql``), its connections, its write transaction and
+three statement runners; its roles add this module's mixins and keep what is its own
+dialect. The hot path (leasing, successes, a job's counts) stays in each backend, so
+none of it goes through an extra call here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar
+
+from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
+from batchd.store.records import (
+    ApiRecord,
+    BatchState,
+    DeadLetter,
+    Failure,
+    JobRecord,
+    ListedJob,
+    MetricCounts,
+    Result,
+)
+from batchd.store.rows import (
+    SEQ_BITS,
+    SEQ_MASK,
+    UnknownJob,
+    api_record,
+    batch_counts,
+    batch_range,
+    job_record,
+)
+from batchd.store.sqlfiles import Statements
+
+
+class SqlCore:
+    """What the shared roles ask of a backend's core."""
+
+    _sql: ClassVar[Statements]
+    _keys: dict[str, int]
+
+    @property
+    def _r(self) -> Any:
+        """Reads of the last committed state."""
+        raise NotImplementedError
+
+    @property
+    def _latest(self) -> Any:
+        """Reads that must include this daemon's last commit."""
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _rows(conn: Any, sql: str, *params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _scalar(conn: Any, sql: str, *params: Any) -> Any:
+        """The first column of the first row; None without one."""
+        raise NotImplementedError
+
+    @staticmethod
+    async def _exec(conn: Any, sql: str, *params: Any) -> int:
+        """Run a statement; the rows it touched."""
+        raise NotImplementedError
+
+    async def _find_key(self, job_id: str) -> int | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _stored_text(text: str | None) -> Any:
+        """An error or traceback as its column holds it."""
+        return text
+
+    @staticmethod
+    def _loaded_text(value: Any) -> str | None:
+        return value  # type: ignore[no-any-return]
+
+    async def _key(self, job_id: str) -> int:
+        """The job's key, which its batch ids pack (cached: a key never changes)."""
+        key = self._keys.get(job_id)
+        if key is None:
+            key = await self._find_key(job_id)
+            if key is None:
+                raise UnknownJob(job_id)
+            self._keys[job_id] = key
+        return int(key)
+
+    def _count(
+        self,
+        db: Any,
+        key: int,
+        *,
+        queued: int = 0,
+        leased: int = 0,
+        succeeded: int = 0,
+        dead: int = 0,
+        failures: int = 0,
+        seconds: float = 0.0,
+    ) -> Awaitable[int]:
+        """Move a job's batch counters, inside the transaction that moved its batches
+        (the statement's own awaitable: no coroutine of its own in between)."""
+        moves = (queued, leased, succeeded, dead, failures, seconds, key)
+        return self._exec(db, self._sql.move_counters, *moves)
+
+
+class SqlApis(SqlCore):
+    """The ``ApiStore`` role: deployed API versions."""
+
+    async def add_api_version(
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+    ) -> ApiRecord:
+        now = time.time()
+        async with self._transaction() as db:
+            latest = await self._scalar(db, self._sql.latest_api_version, name)
+            version = (latest or 0) + 1
+            values = (name, version, json.dumps(spec), json.dumps(dotenv), now)
+            await self._exec(db, self._sql.insert_api, *values)
+        return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
+
+    async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
+        if version is None:
+            rows = await self._rows(self._r, self._sql.live_api, name)
+        else:
+            rows = await self._rows(self._r, self._sql.api_version, name, version)
+        return api_record(rows[0]) if rows else None
+
+    async def list_apis(self) -> list[ApiRecord]:
+        return [api_record(row) for row in await self._rows(self._r, self._sql.live_apis)]
+
+    async def api_versions(self, name: str) -> list[ApiRecord]:
+        return [api_record(row) for row in await self._rows(self._r, self._sql.api_versions, name)]
+
+    async def delete_api(self, name: str) -> bool:
+        async with self._transaction() as db:
+            return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+
+
+class SqlFailures(SqlCore):
+    """A failed attempt, of the ``OutcomeStore`` role (successes are each backend's own)."""
+
+    async def fail(
+        self, job_id: str, failure: Failure, max_receive_count: int
+    ) -> BatchState | None:
+        """Record a failed attempt; the batch is re-queued or, out of attempts, dead-lettered.
+
+        Returns the batch's new state, or None when the lease token was stale."""
+        first, _ = batch_range(await self._key(job_id))
+        batch = first + failure.seq
+        async with self._transaction() as db:
+            rows = await self._rows(
+                db, self._sql.fail_batch, max_receive_count, batch, failure.token
+            )
+            if not rows:
+                return None
+            state, attempts = rows[0][0], rows[0][1]
+            dead = state == BatchState.DEAD
+            await self._count(
+                db, batch >> SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1
+            )
+            error, traceback = (
+                self._stored_text(failure.error),
+                self._stored_text(failure.traceback),
+            )
+            values = (batch, attempts, error, traceback, time.time())
+            await self._exec(db, self._sql.insert_failure, *values)
+        return BatchState(state)
+
+
+class SqlPruning(SqlCore):
+    """Finished jobs found and pruned, of the ``RetentionStore`` role (keeping the files
+    or tables bounded is each backend's own)."""
+
+    async def prunable_jobs(self, ended_before: float) -> list[JobRecord]:
+        rows = await self._rows(self._r, self._sql.prunable_jobs, ended_before)
+        return [job_record(row) for row in rows]
+
+    async def prune_job(self, job_id: str) -> int:
+        """Delete a finished job's batches and failures, a chunk per transaction so the
+        write lock is never held for long; the job's own row stays, marked pruned."""
+        first, last = batch_range(await self._key(job_id))
+        deleted = 0
+        while True:
+            async with self._transaction() as db:
+                sql = self._sql
+                removed = await self._exec(db, sql.delete_batches, first, last, PRUNE_CHUNK_ROWS)
+                removed += await self._exec(db, sql.delete_failures, first, last, PRUNE_CHUNK_ROWS)
+                removed += await self._exec(db, sql.delete_chunks, first, last)
+                if removed == 0:
+                    await self._exec(db, sql.mark_pruned, time.time(), job_id)
+            deleted += removed
+            if removed == 0:
+                return deleted
+
+
+class SqlReads(SqlCore):
+    """The ``ReadStore`` role but a job's counts (a status read: each backend's own)."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        rows = await self._rows(self._r, self._sql.job_by_id, job_id)
+        return job_record(rows[0]) if rows else None
+
+    async def active_jobs(self) -> list[JobRecord]:
+        # What the daemon resumes must include the last commit.
+        return [job_record(row) for row in await self._rows(self._latest, self._sql.active_jobs)]
+
+    def _page_params(self, api_names: Sequence[str], before: str | None) -> tuple[Any, Any]:
+        """The API names and the `before` of a jobs page, as the statement binds them."""
+        raise NotImplementedError
+
+    async def list_jobs_page(
+        self,
+        api_names: Sequence[str],
+        limit: int,
+        before: str | None = None,
+        active_only: bool = False,
+    ) -> list[ListedJob]:
+        """Newest first, each with its counts; `before` is the last job id of the previous
+        page (ids sort by age)."""
+        if not api_names:
+            return []
+        sql = self._sql.active_jobs_page if active_only else self._sql.jobs_page
+        rows = await self._rows(self._r, sql, *self._page_params(api_names, before), limit)
+        return [ListedJob(job_record(row), batch_counts(row[18:])) for row in rows]
+
+    async def metric_counts(self) -> MetricCounts:
+        """Jobs by status, and the queued and leased batches of unfinished jobs by API."""
+        statuses = await self._rows(self._r, self._sql.jobs_by_status)
+        queue: dict[str, list[int]] = {}
+        for api, queued, leased in await self._rows(self._r, self._sql.queue_depth):
+            totals = queue.setdefault(api, [0, 0])
+            totals[0] += queued
+            totals[1] += leased
+        return MetricCounts(
+            jobs_by_status={status: count for status, count in statuses},
+            queued_by_api={api: totals[0] for api, totals in queue.items()},
+            leased_by_api={api: totals[1] for api, totals in queue.items()},
+        )
+
+    async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
+        async for row in self._pages(job_id, self._sql.dead_letters_page):
+            error, traceback = self._loaded_text(row[3]), self._loaded_text(row[4])
+            yield DeadLetter(row[0] & SEQ_MASK, bytes(row[1]), row[2], error, traceback)
+
+    async def results(self, job_id: str) -> AsyncIterator[Result]:
+        async for row in self._pages(job_id, self._sql.results_page):
+            yield Result(row[0] & SEQ_MASK, bytes(row[1]))
+
+    async def _pages(self, job_id: str, sql: str) -> AsyncIterator[Any]:
+        """Rows of a job's batches a page at a time (keyset paging on the batch id), so a
+        million results stream without holding a read snapshot, a cursor or the lot in
+        memory. `sql` takes (after_id, last_id, limit) and selects the id first."""
+        first, last = batch_range(await self._key(job_id))
+        after = first - 1
+        while True:
+            rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
+            for row in rows:
+                yield row
+            if len(rows) < STREAM_PAGE_ROWS:
+                return
+            after = rows[-1][0]
