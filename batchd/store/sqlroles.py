@@ -9,6 +9,7 @@ none of it goes through an extra call here."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -21,6 +22,7 @@ from batchd.store.records import (
     DeadLetter,
     Failure,
     JobRecord,
+    Lease,
     ListedJob,
     MetricCounts,
     Result,
@@ -28,6 +30,7 @@ from batchd.store.records import (
 from batchd.store.rows import (
     SEQ_BITS,
     SEQ_MASK,
+    ChunkCache,
     UnknownJob,
     api_record,
     batch_counts,
@@ -140,6 +143,82 @@ class SqlApis(SqlCore):
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
             return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+
+
+class SqlLeases(SqlCore):
+    """Leasing and expiring, of the ``LeaseStore`` role: never-leased batches get their rows
+    (``_lease_fresh``), and leases are released and renewed, in each backend's own way."""
+
+    def __init__(self) -> None:
+        # Reached from the backend's core, which takes the arguments.
+        super().__init__()
+        self._chunks = ChunkCache()
+
+    async def _lease_fresh(
+        self, db: Any, key: int, limit: int, token: int, lease_timeout: float
+    ) -> list[tuple[int, int, bytes]]:
+        """Rows for up to `limit` never-leased batches, leased: (id, attempts, payload)."""
+        raise NotImplementedError
+
+    async def _insert_expiries(self, db: Any, rows: list[Any], reason: str) -> None:
+        """A failure row for each expired lease of `rows` (id, state, attempts)."""
+        raise NotImplementedError
+
+    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
+        """Lease up to `limit` queued batches of a running job, oldest first: re-queued
+        rows (which another transaction is leasing are skipped, where the database can
+        tell), then never-leased ones from the chunks."""
+        key = await self._key(job_id)
+        first, last = batch_range(key)
+        token = secrets.randbits(62)
+        async with self._transaction() as db:
+            # One round trip: the queued rows come back from the statement that leases them.
+            params = (token, time.time() + lease_timeout, first, last, limit, key)
+            rows = await self._rows(db, self._sql.lease_queued, *params)
+            if len(rows) < limit:
+                rows += await self._lease_fresh(db, key, limit - len(rows), token, lease_timeout)
+            if rows:
+                await self._count(db, key, queued=-len(rows), leased=len(rows))
+        leases = [Lease(job_id, row[0] & SEQ_MASK, token, row[1], row[2]) for row in rows]
+        leases.sort(key=lambda lease: lease.seq)
+        return leases
+
+    async def expire_leases(
+        self,
+        now: float,
+        reason: str = "lease expired: the worker holding it was lost",
+        job_ids: Sequence[str] | None = None,
+    ) -> list[tuple[str, int, BatchState]]:
+        """Every lease past its expiry counts as a failed attempt (its worker is gone).
+
+        Only unfinished jobs hold leases (a job's end gives its leases back); `job_ids`
+        narrows the search further. Leased batches are found by each job's id range, not
+        an index, so the usual path of a batch touches no index."""
+        wanted = None if job_ids is None else set(job_ids)
+        expired: list[tuple[str, int, BatchState]] = []
+        async with self._transaction() as db:
+            for key, job_id, max_receive_count in await self._rows(
+                db, self._sql.jobs_holding_leases
+            ):
+                if wanted is not None and job_id not in wanted:
+                    continue
+                first, last = batch_range(key)
+                params = (max_receive_count, first, last, now)
+                rows = await self._rows(db, self._sql.expire_job_leases, *params)
+                if not rows:
+                    continue
+                await self._insert_expiries(db, rows, reason)
+                dead = sum(row[1] == BatchState.DEAD for row in rows)
+                await self._count(
+                    db,
+                    key,
+                    leased=-len(rows),
+                    queued=len(rows) - dead,
+                    dead=dead,
+                    failures=len(rows),
+                )
+                expired += [(job_id, row[0] & SEQ_MASK, BatchState(row[1])) for row in rows]
+        return expired
 
 
 class SqlFailures(SqlCore):

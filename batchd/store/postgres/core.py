@@ -53,6 +53,7 @@ class PostgresCore(SqlCore):
     _sql = SQL
 
     def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
+        super().__init__()
         self.dsn = dsn
         # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
         self._on_commit = on_commit

@@ -1,9 +1,8 @@
-"""Leasing batches to workers, and renewing, releasing and expiring the leases (the
-``LeaseStore`` role)."""
+"""Giving never-leased batches their rows, and renewing and releasing leases, of the
+``LeaseStore`` role (leasing and expiring: :class:`batchd.store.sqlroles.SqlLeases`)."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,33 +11,11 @@ import asyncpg
 
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import SQL
-from batchd.store.records import BatchState, Lease
-from batchd.store.rows import SEQ_BITS, SEQ_MASK, ChunkCache, batch_range, within_grant_budget
+from batchd.store.rows import SEQ_BITS, batch_range, within_grant_budget
+from batchd.store.sqlroles import SqlLeases
 
 
-class PostgresLeases(PostgresCore):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._chunks = ChunkCache()
-
-    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
-        """Re-queued rows first (skipping rows another transaction is leasing), then
-        fresh ones from the chunks."""
-        key = await self._key(job_id)
-        first, last = batch_range(key)
-        token = secrets.randbits(62)
-        async with self._transaction() as db:
-            rows: list[Any] = await db.fetch(
-                SQL.lease_queued, token, time.time() + lease_timeout, first, last, limit, key
-            )
-            if len(rows) < limit:
-                rows += await self._lease_fresh(db, key, limit - len(rows), token, lease_timeout)
-            if rows:
-                await self._count(db, key, queued=-len(rows), leased=len(rows))
-        leases = [Lease(job_id, row[0] & SEQ_MASK, token, row[1], row[2]) for row in rows]
-        leases.sort(key=lambda lease: lease.seq)
-        return leases
-
+class PostgresLeases(PostgresCore, SqlLeases):
     async def _lease_fresh(
         self, db: asyncpg.Connection, key: int, limit: int, token: int, lease_timeout: float
     ) -> list[tuple[int, int, bytes]]:
@@ -83,39 +60,13 @@ class PostgresLeases(PostgresCore):
         async with self._transaction() as db:
             return await self._exec(db, SQL.renew_leases, expires, ids, tokens)
 
-    async def expire_leases(
-        self,
-        now: float,
-        reason: str = "lease expired: the worker holding it was lost",
-        job_ids: Sequence[str] | None = None,
-    ) -> list[tuple[str, int, BatchState]]:
-        """As the SQLite store: found through each unfinished job's id range."""
-        wanted = None if job_ids is None else set(job_ids)
-        expired: list[tuple[str, int, BatchState]] = []
-        async with self._transaction() as db:
-            for key, job_id, max_receive_count in await db.fetch(SQL.jobs_holding_leases):
-                if wanted is not None and job_id not in wanted:
-                    continue
-                first, last = batch_range(key)
-                rows = await db.fetch(SQL.expire_job_leases, max_receive_count, first, last, now)
-                if not rows:
-                    continue
-                rows.sort(key=lambda row: row[0])
-                await db.execute(
-                    SQL.insert_expiries,
-                    [row[0] for row in rows],
-                    [row[2] for row in rows],
-                    reason.encode(),
-                    time.time(),
-                )
-                dead = sum(row[1] == BatchState.DEAD for row in rows)
-                await self._count(
-                    db,
-                    key,
-                    leased=-len(rows),
-                    queued=len(rows) - dead,
-                    dead=dead,
-                    failures=len(rows),
-                )
-                expired += [(job_id, row[0] & SEQ_MASK, BatchState(row[1])) for row in rows]
-        return expired
+    async def _insert_expiries(self, db: asyncpg.Connection, rows: list[Any], reason: str) -> None:
+        """One statement over arrays, in id order; the reason as bytes, as errors are."""
+        rows.sort(key=lambda row: row[0])
+        await db.execute(
+            SQL.insert_expiries,
+            [row[0] for row in rows],
+            [row[2] for row in rows],
+            reason.encode(),
+            time.time(),
+        )

@@ -42,6 +42,7 @@ class SqliteCore(SqlCore):
     def __init__(
         self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
     ) -> None:
+        super().__init__()
         self.path = path
         self.synchronous = synchronous.upper()
         # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
