@@ -13,9 +13,10 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
+from batchd.store.groupcommit import GroupCommit
 from batchd.store.records import (
     ApiRecord,
     BatchState,
@@ -74,6 +75,9 @@ class SqlCore:
         raise NotImplementedError
 
     async def _find_key(self, job_id: str) -> int | None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -219,6 +223,32 @@ class SqlLeases(SqlCore):
                 )
                 expired += [(job_id, row[0] & SEQ_MASK, BatchState(row[1])) for row in rows]
         return expired
+
+
+Report = TypeVar("Report", bound=tuple[Any, ...])
+
+
+class SqlSuccesses(SqlCore, Generic[Report]):
+    """Successes, of the ``OutcomeStore`` role: their group commit. A backend's role class
+    names this mixin before its core, so that closing drains the group first; each backend
+    turns outcomes into a `Report` (``succeed``) and stores it (``_store_successes``) its
+    own way: that is the hot path, with no shared layer in it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._successes = GroupCommit[Report](self._commit_successes)
+
+    async def close(self) -> None:
+        await self._successes.drain()
+        await super().close()
+
+    async def _commit_successes(self, reports: list[Report]) -> list[int]:
+        async with self._transaction() as db:
+            return [await self._store_successes(db, *report) for report in reports]
+
+    async def _store_successes(self, db: Any, *report: Any) -> int:
+        """Store one report inside the group's transaction; the successes accepted."""
+        raise NotImplementedError
 
 
 class SqlFailures(SqlCore):

@@ -4,16 +4,14 @@ of the ``OutcomeStore`` role."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
-from batchd.store.groupcommit import GroupCommit
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import SQL
 from batchd.store.records import Success
 from batchd.store.rows import Run, batch_range, success_runs
-from batchd.store.sqlroles import SqlFailures
+from batchd.store.sqlroles import SqlFailures, SqlSuccesses
 
 # (results, durations, ids, tokens) of the successes that carry a result: one array each.
 _Columns = tuple[list[bytes], list[float], list[int], list[int]]
@@ -21,15 +19,7 @@ _Columns = tuple[list[bytes], list[float], list[int], list[int]]
 _Report = tuple[int, _Columns, list[Run]]
 
 
-class PostgresOutcomes(PostgresCore, SqlFailures):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._successes = GroupCommit[_Report](self._commit_successes)
-
-    async def close(self) -> None:
-        await self._successes.drain()
-        await super().close()
-
+class PostgresOutcomes(SqlSuccesses[_Report], PostgresCore, SqlFailures):
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
         """Record successes; an outcome whose lease token is stale changes nothing.
         Group commit, as in the SQLite store: the caller returns once they are durable."""
@@ -44,10 +34,6 @@ class PostgresOutcomes(PostgresCore, SqlFailures):
         )
         without_result = success_runs(first, [o for o in outcomes if not o.result])
         return await self._successes.submit((key, columns, without_result))
-
-    async def _commit_successes(self, reports: list[_Report]) -> list[int]:
-        async with self._transaction() as db:
-            return [await self._store_successes(db, *report) for report in reports]
 
     async def _store_successes(
         self, db: asyncpg.Connection, key: int, columns: _Columns, runs: list[Run]

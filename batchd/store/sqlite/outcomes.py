@@ -4,30 +4,20 @@ of the ``OutcomeStore`` role."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import aiosqlite
 
-from batchd.store.groupcommit import GroupCommit
 from batchd.store.records import Success
 from batchd.store.rows import Run, batch_range, success_runs
 from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import SQL
-from batchd.store.sqlroles import SqlFailures
+from batchd.store.sqlroles import SqlFailures, SqlSuccesses
 
 # (job key, successes with a result, runs of those without) of one report.
 _Report = tuple[int, list[tuple[bytes, float, int, int]], list[Run]]
 
 
-class SqliteOutcomes(SqliteCore, SqlFailures):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._successes = GroupCommit[_Report](self._commit_successes)
-
-    async def close(self) -> None:
-        await self._successes.drain()
-        await super().close()
-
+class SqliteOutcomes(SqlSuccesses[_Report], SqliteCore, SqlFailures):
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
         """Record successes; an outcome whose lease token is stale changes nothing.
 
@@ -40,10 +30,6 @@ class SqliteOutcomes(SqliteCore, SqlFailures):
         rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
         without_result = success_runs(first, [o for o in outcomes if not o.result])
         return await self._successes.submit((key, rows, without_result))
-
-    async def _commit_successes(self, reports: list[_Report]) -> list[int]:
-        async with self._transaction() as db:
-            return [await self._store_successes(db, *report) for report in reports]
 
     async def _store_successes(
         self,
