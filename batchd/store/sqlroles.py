@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
 from batchd.store.groupcommit import GroupCommit
@@ -41,16 +41,41 @@ from batchd.store.rows import (
 from batchd.store.sqlfiles import Statements
 
 
-class SqlCore:
-    """What the shared roles ask of a backend's core."""
+class _Closes(Protocol):
+    async def close(self) -> None: ...
+
+
+Writer = TypeVar("Writer", bound=_Closes)
+Reader = TypeVar("Reader", bound=_Closes)
+
+
+class SqlCore(Generic[Writer, Reader]):
+    """What the shared roles ask of a backend's core, over its writer connection and its
+    reader (a connection or a pool)."""
 
     _sql: ClassVar[Statements]
     _keys: dict[str, int]
 
+    def __init__(self) -> None:
+        self._writer: Writer | None = None
+        self._reader: Reader | None = None
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
     @property
-    def _r(self) -> Any:
+    def _w(self) -> Writer:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _r(self) -> Reader:
         """Reads of the last committed state."""
-        raise NotImplementedError
+        assert self._reader is not None, "store is not open"
+        return self._reader
 
     @property
     def _latest(self) -> Any:
@@ -75,9 +100,6 @@ class SqlCore:
         raise NotImplementedError
 
     async def _find_key(self, job_id: str) -> int | None:
-        raise NotImplementedError
-
-    async def close(self) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -117,7 +139,7 @@ class SqlCore:
         return self._exec(db, self._sql.move_counters, *moves)
 
 
-class SqlApis(SqlCore):
+class SqlApis(SqlCore[Any, Any]):
     """The ``ApiStore`` role: deployed API versions."""
 
     async def add_api_version(
@@ -149,7 +171,7 @@ class SqlApis(SqlCore):
             return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
 
 
-class SqlLeases(SqlCore):
+class SqlLeases(SqlCore[Any, Any]):
     """Leasing and expiring, of the ``LeaseStore`` role: never-leased batches get their rows
     (``_lease_fresh``), and leases are released and renewed, in each backend's own way."""
 
@@ -228,7 +250,7 @@ class SqlLeases(SqlCore):
 Report = TypeVar("Report", bound=tuple[Any, ...])
 
 
-class SqlSuccesses(SqlCore, Generic[Report]):
+class SqlSuccesses(SqlCore[Any, Any], Generic[Report]):
     """Successes, of the ``OutcomeStore`` role: their group commit. A backend's role class
     names this mixin before its core, so that closing drains the group first; each backend
     turns outcomes into a `Report` (``succeed``) and stores it (``_store_successes``) its
@@ -251,7 +273,7 @@ class SqlSuccesses(SqlCore, Generic[Report]):
         raise NotImplementedError
 
 
-class SqlFailures(SqlCore):
+class SqlFailures(SqlCore[Any, Any]):
     """A failed attempt, of the ``OutcomeStore`` role (successes are each backend's own)."""
 
     async def fail(
@@ -282,7 +304,7 @@ class SqlFailures(SqlCore):
         return BatchState(state)
 
 
-class SqlPruning(SqlCore):
+class SqlPruning(SqlCore[Any, Any]):
     """Finished jobs found and pruned, of the ``RetentionStore`` role (keeping the files
     or tables bounded is each backend's own)."""
 
@@ -308,7 +330,7 @@ class SqlPruning(SqlCore):
                 return deleted
 
 
-class SqlReads(SqlCore):
+class SqlReads(SqlCore[Any, Any]):
     """The ``ReadStore`` role but a job's counts (a status read: each backend's own)."""
 
     async def get_job(self, job_id: str) -> JobRecord | None:

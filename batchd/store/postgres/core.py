@@ -47,7 +47,7 @@ def rowcount(status: str) -> int:
     return int(status.rpartition(" ")[2] or 0)
 
 
-class PostgresCore(SqlCore):
+class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
     """The connections and the write transaction; each role is a subclass."""
 
     _sql = SQL
@@ -57,8 +57,6 @@ class PostgresCore(SqlCore):
         self.dsn = dsn
         # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
         self._on_commit = on_commit
-        self._writer: asyncpg.Connection | None = None
-        self._reader: asyncpg.Pool | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
 
@@ -95,23 +93,6 @@ class PostgresCore(SqlCore):
             for _, script in MIGRATIONS[version:]:
                 await self._w.execute(script)
             await self._w.execute(SQL.set_schema_version, SCHEMA_VERSION)
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-        if self._writer is not None:
-            await self._writer.close()
-        self._reader = self._writer = None
-
-    @property
-    def _w(self) -> asyncpg.Connection:
-        assert self._writer is not None, "store is not open"
-        return self._writer
-
-    @property
-    def _r(self) -> asyncpg.Pool:
-        assert self._reader is not None, "store is not open"
-        return self._reader
 
     @property
     def _latest(self) -> asyncpg.Pool:

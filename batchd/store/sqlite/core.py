@@ -34,7 +34,7 @@ if len(MIGRATIONS) != SCHEMA_VERSION:
 _BEGIN, _COMMIT, _ROLLBACK = SQL.begin_immediate, SQL.commit, SQL.rollback
 
 
-class SqliteCore(SqlCore):
+class SqliteCore(SqlCore[aiosqlite.Connection, aiosqlite.Connection]):
     """The connections and the write transaction; each role is a subclass."""
 
     _sql = SQL
@@ -47,8 +47,6 @@ class SqliteCore(SqlCore):
         self.synchronous = synchronous.upper()
         # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
         self._on_commit = on_commit
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
 
@@ -99,22 +97,6 @@ class SqliteCore(SqlCore):
                 for statement in statements:
                     await self._exec(db, statement)
             await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def _w(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "store is not open"
-        return self._writer
-
-    @property
-    def _r(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store is not open"
-        return self._reader
 
     @property
     def _latest(self) -> aiosqlite.Connection:
