@@ -1,6 +1,6 @@
 """The durable queue: records and role protocols (``records``, ``roles``), the SQLite
 backend (``sqlite/``), the PostgreSQL backend (``postgres/``, the ``postgres`` extra), what
-the SQL backends share (``sqlfiles``, ``rows``, ``groupcommit``), payload chunks and the
+the SQL backends share (``sqlfiles``, ``rows``, ``groupcommit``, ``sqlroles``), payload chunks and the
 user-facing renderings of jobs (``views``).
 
 May import config, constants, errors and statuses; nothing above it (no metrics: the
