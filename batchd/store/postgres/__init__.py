@@ -1,8 +1,9 @@
 """The PostgreSQL store (``store.PostgresStore``), for a queue on a database server.
 
-One module per role of :class:`batchd.store.roles.Store` over a shared core (``core``):
-the connections, the write transaction, migrations under an advisory lock. The SQL is in
-named statements (``sql/*.sql``) and numbered migrations (``migrations/``), read once at
-import by ``queries``. Needs the ``postgres`` extra (asyncpg). Imports the store's
-records and rows, constants and statuses; nothing above the store.
+Each role's PostgreSQL-only part (the algorithms both SQL backends share are in
+:mod:`batchd.store.sqlroles`) over a core (``core``): the connections, the write
+transaction, migrations under an advisory lock. The SQL is in named statements
+(``sql/*.sql``) and numbered migrations (``migrations/``), read once at import by
+``queries``. Needs the ``postgres`` extra (asyncpg). Imports the store's records and
+rows, constants and statuses; nothing above the store.
 """
