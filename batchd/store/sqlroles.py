@@ -1,10 +1,11 @@
 """The parts of the store's roles that both SQL backends run alike, each over its own
-statements: a job's key and counters, the reads, deployed APIs, a failed attempt and
-pruning. A backend's core subclasses :class:`SqlCore` and supplies its statements
-(``_sql``, named as in its ``sql/*.sql``), its connections, its write transaction and
-three statement runners; its roles add this module's mixins and keep what is its own
-dialect. The hot path (leasing, successes, a job's counts) stays in each backend, so
-none of it goes through an extra call here."""
+statements: a job's key and counters, leasing and lease expiry, the successes' group
+commit, a failed attempt, the reads, deployed APIs and pruning. A backend's core
+subclasses :class:`SqlCore` and supplies its statements (``_sql``, named as in its
+``sql/*.sql``), its connections, its write transaction and its statement runners; its
+roles add this module's mixins and keep what is their own dialect. On the hot path the
+per-batch work (fresh batch rows, storing successes, a job's counts, the transaction)
+stays in each backend, so none of it goes through an extra call here."""
 
 from __future__ import annotations
 
