@@ -33,6 +33,7 @@ from batchd.store.rows import (
     SEQ_BITS,
     SEQ_MASK,
     ChunkCache,
+    Run,
     UnknownJob,
     api_record,
     batch_counts,
@@ -248,30 +249,53 @@ class SqlLeases(SqlCore[Any, Any]):
         return expired
 
 
-Report = TypeVar("Report", bound=tuple[Any, ...])
+WithResult = TypeVar("WithResult")
 
 
-class SqlSuccesses(SqlCore[Any, Any], Generic[Report]):
-    """Successes, of the ``OutcomeStore`` role: their group commit. A backend's role class
-    names this mixin before its core, so that closing drains the group first; each backend
-    turns outcomes into a `Report` (``succeed``) and stores it (``_store_successes``) its
-    own way: that is the hot path, with no shared layer in it."""
+class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
+    """Successes, of the ``OutcomeStore`` role, by group commit: successes reported while a
+    commit is under way wait for the next one and share it, so a synchronous=FULL fsync
+    is paid once per group, not once per batch, and a caller returns only once its rows
+    are durable. A backend's role class names this mixin before its core, so that closing
+    drains the group first. Each backend gathers the successes that carry a result as its
+    statement binds them (``succeed``) and stores them (``_store_with_result``): one
+    coroutine a report, as before this was shared, and none without a result."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._successes = GroupCommit[Report](self._commit_successes)
+        self._successes = GroupCommit[tuple[int, WithResult | None, list[Run]]](
+            self._commit_successes
+        )
 
     async def close(self) -> None:
         await self._successes.drain()
         await super().close()
 
-    async def _commit_successes(self, reports: list[Report]) -> list[int]:
-        async with self._transaction() as db:
-            return [await self._store_successes(db, *report) for report in reports]
-
-    async def _store_successes(self, db: Any, *report: Any) -> int:
-        """Store one report inside the group's transaction; the successes accepted."""
+    async def _store_with_result(self, db: Any, with_result: WithResult) -> tuple[int, float]:
+        """Mark successes that hold a current lease token: (how many, their seconds)."""
         raise NotImplementedError
+
+    async def _commit_successes(
+        self, reports: list[tuple[int, WithResult | None, list[Run]]]
+    ) -> list[int]:
+        """Each report (job key, successes with a result, runs of those without) in one
+        transaction; the successes accepted of each."""
+        accepted_each: list[int] = []
+        async with self._transaction() as db:
+            for key, with_result, runs in reports:
+                accepted, seconds = 0, 0.0
+                if with_result is not None:
+                    accepted, seconds = await self._store_with_result(db, with_result)
+                for run in runs:
+                    marked = await self._exec(db, self._sql.succeed_run, *run)
+                    accepted += marked
+                    seconds += run[0] * marked
+                if accepted:
+                    await self._count(
+                        db, key, leased=-accepted, succeeded=accepted, seconds=seconds
+                    )
+                accepted_each.append(accepted)
+        return accepted_each
 
 
 class SqlFailures(SqlCore[Any, Any]):
