@@ -1,8 +1,8 @@
 """The durable queue: records and role protocols (``records``, ``roles``), the SQLite
 backend (``sqlite/``), the PostgreSQL backend (``postgres/``, the ``postgres`` extra), what
-the SQL backends share (``sqlfiles``, ``rows``, ``groupcommit``, and ``sqlroles``: the
-roles' algorithms both run), payload chunks and the user-facing renderings of jobs
-(``views``).
+the SQL backends share (``sqlfiles``, ``rows``, ``groupcommit``, and ``sqlcore`` and
+``sqlroles``: the roles' algorithms both run), payload chunks and the user-facing
+renderings of jobs (``views``).
 
 May import config, constants, errors and statuses; nothing above it (no metrics: the
 daemon passes an ``on_commit`` hook). Light on purpose: the backend loads on open_store.

@@ -1,20 +1,18 @@
 """The parts of the store's roles that both SQL backends run alike, each over its own
-statements: a job's key and counters, leasing and lease expiry, the successes' group
-commit, a failed attempt, the reads, deployed APIs and pruning. A backend's core
-subclasses :class:`SqlCore` and supplies its statements (``_sql``, named as in its
-``sql/*.sql``), its connections, its write transaction and its statement runners; its
-roles add this module's mixins and keep what is their own dialect. On the hot path the
-per-batch work (fresh batch rows, storing successes, a job's counts, the transaction)
-stays in each backend, so none of it goes through an extra call here."""
+statements: leasing and lease expiry, the successes' group commit, a failed attempt, the
+reads, deployed APIs and pruning. Each mixin runs over :class:`batchd.store.sqlcore.
+SqlCore`; a backend's roles add them to its core and keep what is their own dialect. On
+the hot path the per-batch work (fresh batch rows, storing successes that carry a
+result, a job's counts, the transaction) stays in each backend, so none of it goes
+through an extra call here."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
 from batchd.store.groupcommit import GroupCommit
@@ -34,111 +32,12 @@ from batchd.store.rows import (
     SEQ_MASK,
     ChunkCache,
     Run,
-    UnknownJob,
     api_record,
     batch_counts,
     batch_range,
     job_record,
 )
-from batchd.store.sqlfiles import Statements
-
-
-class _Closes(Protocol):
-    async def close(self) -> None: ...
-
-
-Writer = TypeVar("Writer", bound=_Closes)
-Reader = TypeVar("Reader", bound=_Closes)
-
-
-class SqlCore(Generic[Writer, Reader]):
-    """What the shared roles ask of a backend's core, over its writer connection and its
-    reader (a connection or a pool)."""
-
-    _sql: ClassVar[Statements]
-    _keys: dict[str, int]
-
-    def __init__(self) -> None:
-        self._writer: Writer | None = None
-        self._reader: Reader | None = None
-
-    async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
-    @property
-    def _w(self) -> Writer:
-        assert self._writer is not None, "store is not open"
-        return self._writer
-
-    @property
-    def _r(self) -> Reader:
-        """Reads of the last committed state."""
-        assert self._reader is not None, "store is not open"
-        return self._reader
-
-    @property
-    def _latest(self) -> Any:
-        """Reads that must include this daemon's last commit."""
-        raise NotImplementedError
-
-    def _transaction(self) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
-
-    @staticmethod
-    async def _rows(conn: Any, sql: str, *params: Any) -> list[Any]:
-        raise NotImplementedError
-
-    @staticmethod
-    async def _scalar(conn: Any, sql: str, *params: Any) -> Any:
-        """The first column of the first row; None without one."""
-        raise NotImplementedError
-
-    @staticmethod
-    async def _exec(conn: Any, sql: str, *params: Any) -> int:
-        """Run a statement; the rows it touched."""
-        raise NotImplementedError
-
-    async def _find_key(self, job_id: str) -> int | None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _stored_text(text: str | None) -> Any:
-        """An error or traceback as its column holds it."""
-        return text
-
-    @staticmethod
-    def _loaded_text(value: Any) -> str | None:
-        return value  # type: ignore[no-any-return]
-
-    async def _key(self, job_id: str) -> int:
-        """The job's key, which its batch ids pack (cached: a key never changes)."""
-        key = self._keys.get(job_id)
-        if key is None:
-            key = await self._find_key(job_id)
-            if key is None:
-                raise UnknownJob(job_id)
-            self._keys[job_id] = key
-        return int(key)
-
-    def _count(
-        self,
-        db: Any,
-        key: int,
-        *,
-        queued: int = 0,
-        leased: int = 0,
-        succeeded: int = 0,
-        dead: int = 0,
-        failures: int = 0,
-        seconds: float = 0.0,
-    ) -> Awaitable[int]:
-        """Move a job's batch counters, inside the transaction that moved its batches
-        (the statement's own awaitable: no coroutine of its own in between)."""
-        moves = (queued, leased, succeeded, dead, failures, seconds, key)
-        return self._exec(db, self._sql.move_counters, *moves)
+from batchd.store.sqlcore import SqlCore
 
 
 class SqlApis(SqlCore[Any, Any]):

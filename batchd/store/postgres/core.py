@@ -23,7 +23,7 @@ import asyncpg
 
 from batchd.store import DatabaseUnavailable
 from batchd.store.postgres.queries import MIGRATIONS, SQL
-from batchd.store.sqlroles import SqlCore
+from batchd.store.sqlcore import SqlCore
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]

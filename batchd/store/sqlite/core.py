@@ -22,8 +22,8 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
+from batchd.store.sqlcore import SqlCore
 from batchd.store.sqlite.queries import MIGRATIONS, SQL
-from batchd.store.sqlroles import SqlCore
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]
