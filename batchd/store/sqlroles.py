@@ -198,7 +198,7 @@ class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
 
 
 class SqlFailures(SqlCore[Any, Any]):
-    """A failed attempt, of the ``OutcomeStore`` role (successes are each backend's own)."""
+    """A failed attempt, of the ``OutcomeStore`` role (successes: :class:`SqlSuccesses`)."""
 
     async def fail(
         self, job_id: str, failure: Failure, max_receive_count: int
