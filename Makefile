@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed browser nspawn
+test: $(VENV)/.installed browser nspawn postgres
 	$(BIN)/pytest -q
 
 # The dashboard tests (tests/test_ui.py) drive Debian's Chromium. Best effort: as root with
@@ -42,6 +42,18 @@ nspawn:
 		apt-get install -y -qq systemd-container debootstrap >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq systemd-container debootstrap; } \
 		|| echo "warning: could not install systemd-nspawn; tests/test_systemd_real.py will be skipped"; \
+	fi
+
+# The PostgreSQL store's tests (tests/pg.py) start a throwaway PostgreSQL 15 cluster. As
+# root with apt, install it when missing. Not best effort: as root or on CI those tests
+# fail, saying why, when the binaries are missing; elsewhere they skip.
+.PHONY: postgres
+postgres:
+	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq postgresql-15 >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq postgresql-15; } \
+		|| echo "warning: could not install postgresql-15; the PostgreSQL store's tests will fail"; \
 	fi
 
 lint: $(VENV)/.installed
@@ -82,11 +94,12 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# batchd and every runtime dependency as wheels, for an offline install:
+# batchd, every runtime dependency and the postgres extra (asyncpg) as wheels, for an
+# offline install (`batchd[postgres]` for a queue on PostgreSQL):
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd
 wheelhouse: $(VENV)/.installed
 	rm -rf $(WHEELHOUSE)
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[postgres]'
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

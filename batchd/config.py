@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,14 @@ class ConfigError(Exception):
 def _default_state_dir() -> str:
     # Under systemd, StateDirectory= exports the directory it created for us.
     return os.environ.get("STATE_DIRECTORY", constants.DEFAULT_STATE_DIR).split(":")[0]
+
+
+def _default_database() -> str | None:
+    return os.environ.get(constants.ENV_DATABASE) or None
+
+
+# What a `database` URL may start with (the schemes libpq and asyncpg take).
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 class DaemonConfig(BaseModel):
@@ -78,6 +87,12 @@ class DaemonConfig(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)
     keepalive_timeout: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=4096, ge=1)
+    # The queue on a PostgreSQL server instead of the SQLite file in state_dir: a URL, or a
+    # file holding one (a systemd credential keeps the password out of this file).
+    database: str | None = Field(default_factory=_default_database)
+    database_file: str | None = None
+    # This daemon's name among those sharing a database.
+    node_name: str = Field(default_factory=socket.gethostname, min_length=1)
 
     @field_validator("listen")
     @classmethod
@@ -95,6 +110,31 @@ class DaemonConfig(BaseModel):
         if not re.fullmatch(r"0?[0-7]{3}", value):
             raise ValueError(f"socket_mode must be octal like 0660, got {value!r}")
         return value
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(DATABASE_SCHEMES):
+            # The URL may hold a password: the message does not repeat it.
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL the queue lives at (read from database_file if set), or None
+        for the SQLite file in state_dir. Checked at start, not load: the file may exist
+        only for the service (a systemd credential)."""
+        if self.database_file is None:
+            return self.database
+        if self.database is not None:
+            raise ConfigError("database_file: set database or database_file, not both")
+        try:
+            url = Path(self.database_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            message = f"database_file: cannot read {self.database_file}: {exc.strerror}"
+            raise ConfigError(message) from None
+        if not url.startswith(DATABASE_SCHEMES):
+            raise ConfigError(f"database_file: {self.database_file} holds no postgresql:// URL")
+        return url
 
     @property
     def unix_socket(self) -> Path | None:

@@ -18,6 +18,7 @@ import pytest
 
 from batchd.client import Client
 from testkit.launcher import Daemon, close_all
+from tests import pg
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hello"
@@ -42,6 +43,13 @@ DEFAULT_TEST_CONFIG: dict[str, Any] = {
     "worker_stop_grace": 3.0,
     "sqlite_synchronous": "normal",
 }
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[pg.Cluster]:
+    """One throwaway PostgreSQL cluster for the session (see tests/pg.py)."""
+    with pg.cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -86,6 +86,9 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "token_file",
         "read_only_token_file",
         "socket_group",
+        "database",
+        "database_file",
+        "node_name",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
@@ -140,6 +143,9 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         header_timeout = 2
         keepalive_timeout = 3
         max_connections = 50
+        database = "postgresql://db.example.com/batchd"
+        database_file = "/etc/batchd/database.url"
+        node_name = "batch-01"
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -179,6 +185,9 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "header_timeout": 2.0,
         "keepalive_timeout": 3.0,
         "max_connections": 50,
+        "database": "postgresql://db.example.com/batchd",
+        "database_file": "/etc/batchd/database.url",
+        "node_name": "batch-01",
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

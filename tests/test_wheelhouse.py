@@ -28,6 +28,13 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
     (batchd_wheel,) = wheelhouse.glob("batchd-*.whl")
     members = set(zipfile.ZipFile(batchd_wheel).namelist())
     assert {"batchd/ui/index.html", "batchd/ui/app.js", "batchd/ui/style.css"} <= members
+    # So are the SQL files of both stores, and the postgres extra's driver is in the house.
+    assert {
+        "batchd/store/sqlite/migrations/0001_initial.sql",
+        "batchd/store/postgres/migrations/0001_initial.sql",
+        "batchd/store/postgres/sql/leases.sql",
+    } <= members
+    assert any(name.startswith("asyncpg-") for name in wheels), wheels
     venv = tmp_path / "offline-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # --no-index: nothing may come from a package index, only from the wheelhouse.
@@ -38,7 +45,7 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
             "--no-index",
             "--find-links",
             str(wheelhouse),
-            "batchd",
+            "batchd[postgres]",
         ],
         capture_output=True,
         text=True,
@@ -50,6 +57,7 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
             str(venv / "bin" / "python"),
             "-c",
             "import aiohttp, aiosqlite, pydantic, pathspec, pythonjsonlogger, batchd.daemon.run; "
+            "import batchd.store.postgres.store; "
             "print('ok')",
         ],
         capture_output=True,

@@ -34,7 +34,7 @@ from batchd.observe.retention import Pruner
 from batchd.pool.gpus import detect_gpus
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler.core import Scheduler
-from batchd.store import open_store
+from batchd.store import DatabaseUnavailable, open_store
 
 log = logging.getLogger("batchd.daemon")
 
@@ -87,17 +87,21 @@ async def serve(
 ) -> int:
     tokens = tokens or Tokens(None, None)
     state = config.state_path
+    database = config.database_url()
     _prepare_state_dir(state)
     lock = _lock_state_dir(state)
     # Every connection and worker holds descriptors: take all the system allows.
     open_files = raise_open_file_limit()
     metrics = Metrics()
-    store = open_store(state, config.sqlite_synchronous, metrics.observe_commit)
     try:
+        store = open_store(state, config.sqlite_synchronous, metrics.observe_commit, database)
         await store.open()
     except sqlite3.DatabaseError as exc:
         lock.close()
         raise database_error(state / DB_FILENAME, exc) from None
+    except DatabaseUnavailable as exc:
+        lock.close()
+        raise StartError(f"database: {exc}", EXIT_START_FAILED) from None
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
     joblogs = JobLogs(state / "logs")

@@ -1,5 +1,8 @@
-"""The durable queue: records and role protocols (``records``, ``roles``), the SQLite backend
-(``sqlite/``), payload chunks and the user-facing renderings of jobs (``views``).
+"""The durable queue: records and role protocols (``records``, ``roles``), the SQLite
+backend (``sqlite/``), the PostgreSQL backend (``postgres/``, the ``postgres`` extra), what
+the SQL backends share (``sqlfiles``, ``rows``, ``groupcommit``, and ``sqlcore`` and
+``sqlroles``: the roles' algorithms both run), payload chunks and the user-facing
+renderings of jobs (``views``).
 
 May import config, constants, errors and statuses; nothing above it (no metrics: the
 daemon passes an ``on_commit`` hook). Light on purpose: the backend loads on open_store.
@@ -15,10 +18,27 @@ if TYPE_CHECKING:
     from batchd.store.roles import Store
 
 
+class DatabaseUnavailable(Exception):
+    """The queue's database server cannot be used (unreachable, refused, no driver)."""
+
+
 def open_store(
-    state_dir: Path, synchronous: str, on_commit: Callable[[float], None] | None = None
+    state_dir: Path,
+    synchronous: str,
+    on_commit: Callable[[float], None] | None = None,
+    database: str | None = None,
 ) -> Store:
-    """The state directory's store; `on_commit` is told each commit's time in seconds."""
+    """The queue: on the PostgreSQL server at `database` when given, else the SQLite file
+    in the state directory. `on_commit` is told each commit's time in seconds."""
+    if database is not None:
+        try:
+            from batchd.store.postgres.store import PostgresStore
+        except ImportError as exc:
+            raise DatabaseUnavailable(
+                f"{exc}: a PostgreSQL database needs the postgres extra "
+                "(pip install 'batchd[postgres]')"
+            ) from None
+        return PostgresStore(database, on_commit=on_commit)
     from batchd.constants import DB_FILENAME
     from batchd.store.sqlite.store import SqliteStore
 

@@ -20,6 +20,7 @@ from batchd.statuses import ACTIVE_STATUSES, TERMINAL_STATUSES, JobStatus
 _NAME_LINE = re.compile(r"^-- name: (\w+)[ \t]*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _MIGRATION_FILE = re.compile(r"(\d{4})_\w+\.sql")
+_NAMED_STATEMENT = re.compile(r"(?i:sql)\.(\w+)")
 
 
 def _quoted(statuses: Iterable[JobStatus]) -> str:
@@ -76,16 +77,32 @@ class NamedQueries:
             name: _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
             for name, text in raw.items()
         }
-        self._picked: set[str] = set()
-
-    def pick(self, *names: str) -> tuple[str, ...]:
-        """The statements called `names`, for a module to bind once at import."""
-        self._picked.update(names)
-        return tuple(self.statements[name] for name in names)
+        self._package = package
+        self.sql = Statements(self.statements)
 
     def unused(self) -> set[str]:
-        """Statements no module picked and none includes as a part (tests want none)."""
-        return set(self.statements) - self._picked - self._parts
+        """Statements no code names (as ``SQL.<name>`` or ``self._sql.<name>``, in the
+        backend's package or the shared modules of ``batchd.store``) and none includes as
+        a part (tests want none). Reads the source: for tests, never the daemon."""
+        named: set[str] = set()
+        for package in (self._package, __name__.rpartition(".")[0]):
+            for entry in resources.files(package).iterdir():
+                if entry.name.endswith(".py"):
+                    named.update(_NAMED_STATEMENT.findall(entry.read_text()))
+        return set(self.statements) - named - self._parts
+
+
+class Statements:
+    """A backend's statements as attributes (``SQL.job_by_id``): one dictionary look-up,
+    like a module constant's, and the roles shared by both backends (``self._sql``) name
+    them the same way."""
+
+    def __init__(self, statements: dict[str, str]) -> None:
+        self.__dict__.update(statements)
+
+    def __getattr__(self, name: str) -> str:
+        # Only reached for a name no file defines; declares every statement a str to mypy.
+        raise AttributeError(f"no statement is called {name}")
 
 
 def migrations(package: str, folder: str) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from batchd.store.records import BatchState, Failure, Success
+from batchd.store.records import BatchState, Failure, JobStatus, Success
 from batchd.store.roles import Store
 from tests.store.support import running_job
 
@@ -109,3 +109,16 @@ async def test_concurrent_successes_share_commits_and_keep_their_counts(store: S
     counts = await asyncio.gather(*calls, stale)
     assert counts == [1] * 50 + [0]
     assert (await store.counts(job_id)).succeeded == 50
+
+
+async def test_any_text_of_an_error_comes_back_as_sent(store: Store) -> None:
+    # A handler's message may hold anything a Python string can: a NUL, say.
+    job_id = await running_job(store, 1, max_receive_count=1)
+    (lease,) = await store.lease(job_id, 1, 60)
+    failure = Failure(1, lease.token, "bad\x00byte é", "Traceback\x00 ✓")
+    assert await store.fail(job_id, failure, 1) is BatchState.DEAD
+    (dead,) = [d async for d in store.dead_letters(job_id)]
+    assert (dead.error, dead.traceback) == ("bad\x00byte é", "Traceback\x00 ✓")
+    assert await store.set_status(job_id, JobStatus.COMPLETED_WITH_FAILURES, "ended\x00 here")
+    job = await store.get_job(job_id)
+    assert job is not None and job.error == "ended\x00 here"

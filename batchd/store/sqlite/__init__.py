@@ -1,7 +1,8 @@
-"""The embedded SQLite store (``store.SqliteStore``): the only code in batchd that runs SQL.
+"""The embedded SQLite store (``store.SqliteStore``).
 
-One module per role of :class:`batchd.store.records.Store` over a shared core (``core``):
-connections, the write transaction, migrations. The SQL is in named statements
-(``sql/*.sql``) and numbered migrations (``migrations/``), read once at import by
-``queries``. Imports the store's records, constants and statuses; nothing above the store.
+Each role's SQLite-only part (the algorithms both SQL backends share are in
+:mod:`batchd.store.sqlroles`) over a core (``core``): connections, the write
+transaction, migrations. The SQL is in named statements (``sql/*.sql``) and numbered
+migrations (``migrations/``), read once at import by ``queries``. Imports the store's
+records, constants and statuses; nothing above the store.
 """

@@ -1,5 +1,5 @@
 """What every role of the SQLite store shares: the connections, the write transaction,
-the migrations, a job's key and its counters, and rows turned into records.
+the migrations, a job's key and its counters (rows become records in ``batchd.store.rows``).
 
 One writer connection, every write an explicit ``BEGIN IMMEDIATE`` transaction under
 an asyncio lock (aiosqlite runs each statement in its own thread, so a transaction
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,86 +22,31 @@ from typing import Any
 import aiosqlite
 
 from batchd.constants import SCHEMA_VERSION, WAL_SIZE_LIMIT
-from batchd.store.records import ApiRecord, BatchCounts, JobRecord, JobStatus
-from batchd.store.sqlite.queries import MIGRATIONS, pick
+from batchd.store.sqlcore import SqlCore
+from batchd.store.sqlite.queries import MIGRATIONS, SQL
 
 # Told how long a COMMIT took, in seconds.
 OnCommit = Callable[[float], None]
 
-SEQ_BITS = 32
-SEQ_MASK = (1 << SEQ_BITS) - 1
-
 if len(MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError(f"{len(MIGRATIONS)} migrations for schema version {SCHEMA_VERSION}")
 
-_BEGIN, _COMMIT, _ROLLBACK, _SCHEMA_VERSION, _JOB_KEY, _MOVE_COUNTERS = pick(
-    "begin_immediate", "commit", "rollback", "schema_version", "job_key", "move_counters"
-)
+_BEGIN, _COMMIT, _ROLLBACK = SQL.begin_immediate, SQL.commit, SQL.rollback
 
 
-class UnknownJob(KeyError):
-    pass
-
-
-def batch_range(key: int) -> tuple[int, int]:
-    """The first and last batch id a job's key can hold."""
-    first = key << SEQ_BITS
-    return first, first | SEQ_MASK
-
-
-def job_record(row: Sequence[Any]) -> JobRecord:
-    """A row of ``{job_columns}``."""
-    return JobRecord(
-        job_id=row[0],
-        api_name=row[1],
-        api_version=row[2],
-        kind=row[3],
-        status=JobStatus(row[4]),
-        workers=row[5],
-        config=json.loads(row[6]),
-        timeout=row[7],
-        max_receive_count=row[8],
-        priority=row[9],
-        total_batch_count=row[10],
-        created_at=row[11],
-        end_time=row[12],
-        error=row[13],
-        has_on_complete=None if row[14] is None else bool(row[14]),
-        retry_of=row[15],
-        batch_timeout=row[16],
-        pruned_at=row[17],
-    )
-
-
-def batch_counts(row: Sequence[Any]) -> BatchCounts:
-    """A row of ``{count_columns}``."""
-    queued, leased, succeeded, dead, failed, seconds = row
-    average = seconds / succeeded if succeeded else None
-    return BatchCounts(queued, leased, succeeded, dead, failed, average)
-
-
-def api_record(row: Sequence[Any]) -> ApiRecord:
-    return ApiRecord(
-        name=row[0],
-        version=row[1],
-        spec=json.loads(row[2]),
-        dotenv=json.loads(row[3]),
-        created_at=row[4],
-    )
-
-
-class SqliteCore:
+class SqliteCore(SqlCore[aiosqlite.Connection, aiosqlite.Connection]):
     """The connections and the write transaction; each role is a subclass."""
+
+    _sql = SQL
 
     def __init__(
         self, path: Path, synchronous: str = "full", on_commit: OnCommit | None = None
     ) -> None:
+        super().__init__()
         self.path = path
         self.synchronous = synchronous.upper()
         # Told how long each COMMIT took, in seconds (the daemon feeds a histogram).
         self._on_commit = on_commit
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._keys: dict[str, int] = {}
 
@@ -141,7 +85,7 @@ class SqliteCore:
 
     async def _migrate(self) -> None:
         """Run the migrations after the database's version, all in one transaction."""
-        version = await self._scalar(self._w, _SCHEMA_VERSION)
+        version = await self._scalar(self._w, SQL.schema_version)
         if version == SCHEMA_VERSION:
             return
         if not 0 <= version < SCHEMA_VERSION:
@@ -154,21 +98,9 @@ class SqliteCore:
                     await self._exec(db, statement)
             await self._exec(db, f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    async def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
-
     @property
-    def _w(self) -> aiosqlite.Connection:
-        assert self._writer is not None, "store is not open"
-        return self._writer
-
-    @property
-    def _r(self) -> aiosqlite.Connection:
-        assert self._reader is not None, "store is not open"
-        return self._reader
+    def _latest(self) -> aiosqlite.Connection:
+        return self._w
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -214,32 +146,9 @@ class SqliteCore:
         rows = await cls._rows(conn, sql, *params)
         return rows[0][0] if rows else None
 
-    async def _key(self, job_id: str) -> int:
-        """The job's key, which its batch ids pack (cached: a key never changes)."""
-        key = self._keys.get(job_id)
+    async def _find_key(self, job_id: str) -> int | None:
+        key = await self._scalar(self._r, SQL.job_key, job_id)
         if key is None:
-            key = await self._scalar(self._r, _JOB_KEY, job_id)
-            if key is None:
-                key = await self._scalar(self._w, _JOB_KEY, job_id)
-            if key is None:
-                raise UnknownJob(job_id)
-            self._keys[job_id] = key
-        return int(key)
-
-    @staticmethod
-    async def _count(
-        db: aiosqlite.Connection,
-        key: int,
-        *,
-        queued: int = 0,
-        leased: int = 0,
-        succeeded: int = 0,
-        dead: int = 0,
-        failures: int = 0,
-        seconds: float = 0.0,
-    ) -> None:
-        """Move a job's batch counters, inside the transaction that moved its batches."""
-        async with db.execute(
-            _MOVE_COUNTERS, (queued, leased, succeeded, dead, failures, seconds, key)
-        ):
-            pass
+            # Committed a moment ago, perhaps: the reader's snapshot may be older.
+            key = await self._scalar(self._w, SQL.job_key, job_id)
+        return None if key is None else int(key)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
-from batchd.store.chunks import BatchChunks, Chunk
+from batchd.store.chunks import BatchChunks
 from batchd.store.records import JobRecord, JobStatus, NewJob
-from batchd.store.sqlite.core import SqliteCore, batch_range, job_record
-from batchd.store.sqlite.queries import pick
-
-(
-    _INSERT_JOB,
-    _INSERT_CHUNK,
-    _SET_BATCH_COUNT,
-    _JOB_BY_KEY,
-    _SET_STATUS,
-    _REFUND_LEASES,
-    _SET_HAS_ON_COMPLETE,
-) = pick(
-    "insert_job",
-    "insert_chunk",
-    "set_batch_count",
-    "job_by_key",
-    "set_status",
-    "refund_leases",
-    "set_has_on_complete",
-)
+from batchd.store.rows import NumberedChunks, batch_range, job_record, new_job_values
+from batchd.store.sqlite.core import SqliteCore
+from batchd.store.sqlite.queries import SQL
 
 
 class SqliteJobs(SqliteCore):
@@ -41,35 +23,18 @@ class SqliteJobs(SqliteCore):
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
-            async with db.execute(
-                _INSERT_JOB,
-                (
-                    job.job_id,
-                    job.api_name,
-                    job.api_version,
-                    job.kind,
-                    JobStatus.PENDING,
-                    job.workers,
-                    json.dumps(job.config),
-                    job.timeout,
-                    job.max_receive_count,
-                    job.priority,
-                    job.created_at,
-                    job.retry_of,
-                    job.batch_timeout,
-                ),
-            ) as cursor:
+            async with db.execute(SQL.insert_job, new_job_values(job)) as cursor:
                 key = cursor.lastrowid
             assert key is not None
             first, _ = batch_range(key)
-            numbered = _NumberedChunks(first, batches.chunks)
-            await self._exec_many(db, _INSERT_CHUNK, numbered)
+            numbered = NumberedChunks(first, batches.chunks)
+            await self._exec_many(db, SQL.insert_chunk, numbered)
             total = batches.count
             if numbered.batches != total:
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
-            await self._exec(db, _SET_BATCH_COUNT, total, key)
+            await self._exec(db, SQL.set_batch_count, total, key)
             # Read back inside the transaction: the reader may not see the commit yet.
-            (row,) = await self._rows(db, _JOB_BY_KEY, key)
+            (row,) = await self._rows(db, SQL.job_by_key, key)
         self._keys[job.job_id] = key
         return job_record(row)
 
@@ -77,28 +42,14 @@ class SqliteJobs(SqliteCore):
         """Move a job to `status`; refused (False) once the job is terminal."""
         end_time = time.time() if status.terminal else None
         async with self._transaction() as db:
-            changed = await self._exec(db, _SET_STATUS, status, end_time, error, job_id)
+            changed = await self._exec(db, SQL.set_status, status, end_time, error, job_id)
             if changed and status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
                 key = await self._key(job_id)
-                refunded = await self._exec(db, _REFUND_LEASES, *batch_range(key))
+                refunded = await self._exec(db, SQL.refund_leases, *batch_range(key))
                 await self._count(db, key, queued=refunded, leased=-refunded)
             return changed > 0
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:
-            await self._exec(db, _SET_HAS_ON_COMPLETE, int(value), job_id)
-
-
-class _NumberedChunks:
-    """(id, payloads) rows of a job's chunks, counting the batches they hold on the way."""
-
-    def __init__(self, first: int, chunks: Iterable[Chunk]) -> None:
-        self._first = first
-        self._chunks = chunks
-        self.batches = 0
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        for chunk in self._chunks:
-            yield self._first + self.batches, chunk.payloads
-            self.batches += chunk.batches
+            await self._exec(db, SQL.set_has_on_complete, int(value), job_id)

@@ -1,122 +1,50 @@
-"""Leasing batches to workers, and renewing, releasing and expiring the leases (the
-``LeaseStore`` role)."""
+"""Giving never-leased batches their rows, and renewing and releasing leases, of the
+``LeaseStore`` role (leasing and expiring: :class:`batchd.store.sqlroles.SqlLeases`)."""
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import json
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 
-from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
-from batchd.store.records import BatchState, Lease, encode_payload
-from batchd.store.sqlite.core import SEQ_BITS, SEQ_MASK, SqliteCore, batch_range
-from batchd.store.sqlite.queries import pick
-
-(
-    _LEASE_QUEUED,
-    _MATERIALIZED,
-    _CHUNK_HOLDING,
-    _INSERT_LEASED,
-    _SET_MATERIALIZED,
-    _RELEASE,
-    _RENEW,
-    _JOBS_HOLDING_LEASES,
-    _EXPIRE,
-    _INSERT_EXPIRY,
-) = pick(
-    "lease_queued",
-    "materialized_batches",
-    "chunk_holding",
-    "insert_leased_batch",
-    "set_materialized",
-    "release_lease",
-    "renew_lease",
-    "jobs_holding_leases",
-    "expire_job_leases",
-    "insert_expiry",
-)
+from batchd.store.rows import SEQ_BITS, batch_range, within_grant_budget
+from batchd.store.sqlite.core import SqliteCore
+from batchd.store.sqlite.queries import SQL
+from batchd.store.sqlroles import SqlLeases
 
 
-class SqliteLeases(SqliteCore):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Per job key: the index of the chunk last leased from, decoded.
-        self._chunk_cache: dict[int, tuple[int, list[Any]]] = {}
-
-    async def lease(self, job_id: str, limit: int, lease_timeout: float) -> list[Lease]:
-        """Lease up to `limit` queued batches of a running job, oldest first."""
-        key = await self._key(job_id)
-        first, last = batch_range(key)
-        token = secrets.randbits(62)
-        async with self._transaction() as db:
-            async with db.execute(
-                _LEASE_QUEUED, (token, time.time() + lease_timeout, first, last, limit, key)
-            ) as cursor:
-                rows: list[Any] = list(await cursor.fetchall())
-            if len(rows) < limit:
-                rows += await self._lease_fresh(db, key, limit - len(rows), token, lease_timeout)
-            if rows:
-                await self._count(db, key, queued=-len(rows), leased=len(rows))
-        leases = [Lease(job_id, row[0] & SEQ_MASK, token, row[1], row[2]) for row in rows]
-        leases.sort(key=lambda lease: lease.seq)
-        return leases
-
+class SqliteLeases(SqliteCore, SqlLeases):
     async def _lease_fresh(
         self, db: aiosqlite.Connection, key: int, limit: int, token: int, lease_timeout: float
     ) -> list[tuple[int, int, bytes]]:
         """Give rows to (and lease) up to `limit` batches that have never been leased:
         the next ones of the job's chunks. Returns (id, attempts, payload) per batch."""
-        found = await self._rows(db, _MATERIALIZED, key)
+        found = await self._rows(db, SQL.materialized_batches, key)
         if not found or found[0][0] >= found[0][1]:
             return []
         done, total = found[0]
         start, end = done + 1, min(total, done + limit)
         first, _ = batch_range(key)
-        payloads = await self._payloads(db, key, start, end)
-        # A grant of big payloads stops at GRANT_MAX_BYTES (one batch at least): the frame
-        # to the worker stays far under its limit whatever the grant's length.
-        keep = bisect.bisect_right(list(itertools.accumulate(map(len, payloads))), GRANT_MAX_BYTES)
-        if keep < len(payloads):
-            del payloads[max(1, keep) :]
-            end = start + len(payloads) - 1
+
+        async def chunk_holding(batch: int) -> Any:
+            (row,) = await self._rows(db, SQL.chunk_holding, first, batch)
+            return row
+
+        payloads = await self._chunks.payloads(key, start, end, chunk_holding)
+        payloads = within_grant_budget(payloads)
+        end = start + len(payloads) - 1
         expires = time.time() + lease_timeout
         rows = [
             (first + seq, 1, payload)
             for seq, payload in zip(range(start, end + 1), payloads, strict=True)
         ]
         await self._exec_many(
-            db, _INSERT_LEASED, [(row[0], token, expires, row[2]) for row in rows]
+            db, SQL.insert_leased_batch, [(row[0], token, expires, row[2]) for row in rows]
         )
-        await self._exec(db, _SET_MATERIALIZED, end, key)
+        await self._exec(db, SQL.set_materialized, end, key)
         return rows
-
-    async def _payloads(
-        self, db: aiosqlite.Connection, key: int, start: int, end: int
-    ) -> list[bytes]:
-        """The payloads of batches start..end, from the job's chunks. The chunk being
-        leased from stays decoded between leases (one per job, a few at most)."""
-        first, _ = batch_range(key)
-        payloads: list[bytes] = []
-        seq = start
-        while seq <= end:
-            cached = self._chunk_cache.get(key)
-            if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
-                (row,) = await self._rows(db, _CHUNK_HOLDING, first, first + seq - 1)
-                cached = (row[0] - first, json.loads(row[1]))
-                self._chunk_cache[key] = cached
-                while len(self._chunk_cache) > CHUNK_CACHE_JOBS:
-                    self._chunk_cache.pop(next(iter(self._chunk_cache)))
-            offset, decoded = cached
-            upto = min(end, offset + len(decoded))
-            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
-            seq = upto + 1
-        return payloads
 
     async def release(self, job_id: str, leases: Sequence[tuple[int, int]]) -> int:
         """Give (seq, token) leases back without burning an attempt: never started."""
@@ -124,7 +52,7 @@ class SqliteLeases(SqliteCore):
         first, _ = batch_range(key)
         async with self._transaction() as db:
             released = await self._exec_many(
-                db, _RELEASE, [(first + seq, token) for seq, token in leases]
+                db, SQL.release_lease, [(first + seq, token) for seq, token in leases]
             )
             if released:
                 await self._count(db, key, queued=released, leased=-released)
@@ -138,42 +66,11 @@ class SqliteLeases(SqliteCore):
             for job_id, seq, token in leases
         ]
         async with self._transaction() as db:
-            return await self._exec_many(db, _RENEW, rows)
+            return await self._exec_many(db, SQL.renew_lease, rows)
 
-    async def expire_leases(
-        self,
-        now: float,
-        reason: str = "lease expired: the worker holding it was lost",
-        job_ids: Sequence[str] | None = None,
-    ) -> list[tuple[str, int, BatchState]]:
-        """Every lease past its expiry counts as a failed attempt (its worker is gone).
-
-        Only unfinished jobs hold leases (a job's end gives its leases back); `job_ids`
-        narrows the search further. Leased batches are found by each job's id range, not
-        an index, so the usual path of a batch touches no index."""
-        wanted = None if job_ids is None else set(job_ids)
-        expired: list[tuple[str, int, BatchState]] = []
-        async with self._transaction() as db:
-            active = await self._rows(db, _JOBS_HOLDING_LEASES)
-            for key, job_id, max_receive_count in active:
-                if wanted is not None and job_id not in wanted:
-                    continue
-                first, last = batch_range(key)
-                async with db.execute(_EXPIRE, (max_receive_count, first, last, now)) as cursor:
-                    rows = list(await cursor.fetchall())
-                if not rows:
-                    continue
-                await self._exec_many(
-                    db, _INSERT_EXPIRY, [(row[0], row[2], reason, time.time()) for row in rows]
-                )
-                dead = sum(row[1] == BatchState.DEAD for row in rows)
-                await self._count(
-                    db,
-                    key,
-                    leased=-len(rows),
-                    queued=len(rows) - dead,
-                    dead=dead,
-                    failures=len(rows),
-                )
-                expired += [(job_id, row[0] & SEQ_MASK, BatchState(row[1])) for row in rows]
-        return expired
+    async def _insert_expiries(
+        self, db: aiosqlite.Connection, rows: list[Any], reason: str
+    ) -> None:
+        await self._exec_many(
+            db, SQL.insert_expiry, [(row[0], row[2], reason, time.time()) for row in rows]
+        )

@@ -1,156 +1,43 @@
-"""What workers report: successes and failed attempts (the ``OutcomeStore`` role)."""
+"""Storing successes that carry a result, of the ``OutcomeStore`` role (the group commit
+and the rest are :class:`batchd.store.sqlroles.SqlSuccesses` and ``SqlFailures``)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
-from typing import Any
 
 import aiosqlite
 
-from batchd.store.records import BatchState, Failure, Success
-from batchd.store.sqlite.core import SEQ_BITS, SqliteCore, batch_range
-from batchd.store.sqlite.queries import pick
+from batchd.store.records import Success
+from batchd.store.rows import batch_range, success_runs
+from batchd.store.sqlite.core import SqliteCore
+from batchd.store.sqlite.queries import SQL
+from batchd.store.sqlroles import SqlFailures, SqlSuccesses
 
-_CURRENT_LEASES, _SUCCEED_ONE, _SUCCEED_RUN, _FAIL, _INSERT_FAILURE = pick(
-    "current_leases", "succeed_one", "succeed_run", "fail_batch", "insert_failure"
-)
-
-# (mean duration, first id, last id, token) of a run of consecutive batches of one grant.
-_Run = tuple[float, int, int, int]
+# (result, duration, id, token) of each success that carries a result.
+_Rows = list[tuple[bytes, float, int, int]]
 
 
-def _runs(first: int, outcomes: Sequence[Success]) -> list[_Run]:
-    """(mean duration, first id, last id, token) per run of consecutive seqs and one token."""
-    if not outcomes:
-        return []
-    # The usual report: one grant's batches in order. Told in C, without sorting.
-    seqs = [o.seq for o in outcomes]
-    head = outcomes[0]
-    if seqs == list(range(head.seq, head.seq + len(seqs))) and all(
-        o.token == head.token for o in outcomes
-    ):
-        mean = sum(o.duration for o in outcomes) / len(outcomes)
-        return [(mean, first + head.seq, first + seqs[-1], head.token)]
-    found: list[_Run] = []
-    ordered = sorted(outcomes, key=lambda o: (o.token, o.seq))
-    start = 0
-    for index in range(1, len(ordered) + 1):
-        if (
-            index < len(ordered)
-            and ordered[index].token == ordered[start].token
-            and ordered[index].seq == ordered[index - 1].seq + 1
-        ):
-            continue
-        run = ordered[start:index]
-        mean = sum(o.duration for o in run) / len(run)
-        found.append((mean, first + run[0].seq, first + run[-1].seq, run[0].token))
-        start = index
-    return found
-
-
-class SqliteOutcomes(SqliteCore):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pending_successes: list[tuple[int, list[Any], list[_Run], asyncio.Future[int]]] = []
-        self._committing = False
-        self._commit_task: asyncio.Task[None] | None = None
-
-    async def close(self) -> None:
-        if self._commit_task is not None:
-            await asyncio.gather(self._commit_task, return_exceptions=True)
-        await super().close()
-
+class SqliteOutcomes(SqlSuccesses[_Rows], SqliteCore, SqlFailures):
     async def succeed(self, job_id: str, outcomes: Sequence[Success]) -> int:
-        """Record successes; an outcome whose lease token is stale changes nothing.
-
-        Group commit: successes reported while a commit is under way wait for the
-        next one and share it, so a synchronous=FULL fsync is paid once per group,
-        not once per batch. The caller returns only after its rows are durable.
-        """
+        """Record successes; an outcome whose lease token is stale changes nothing."""
         key = await self._key(job_id)
         first, _ = batch_range(key)
         rows = [(o.result, o.duration, first + o.seq, o.token) for o in outcomes if o.result]
-        without_result = _runs(first, [o for o in outcomes if not o.result])
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending_successes.append((key, rows, without_result, done))
-        if not self._committing:
-            self._committing = True
-            self._commit_task = asyncio.create_task(self._commit_successes(), name="group-commit")
-        return await done
+        without_result = success_runs(first, [o for o in outcomes if not o.result])
+        return await self._successes.submit((key, rows or None, without_result))
 
-    async def _commit_successes(self) -> None:
-        try:
-            while self._pending_successes:
-                group, self._pending_successes = self._pending_successes, []
-                try:
-                    async with self._transaction() as db:
-                        accepted = [
-                            await self._store_successes(db, key, rows, runs)
-                            for key, rows, runs, _ in group
-                        ]
-                except Exception as exc:
-                    for *_, done in group:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
-                for (*_, done), count in zip(group, accepted, strict=True):
-                    if not done.done():
-                        done.set_result(count)
-        finally:
-            self._committing = False
-
-    async def _store_successes(
-        self,
-        db: aiosqlite.Connection,
-        key: int,
-        rows: list[tuple[bytes | None, float, int, int]],
-        runs: list[_Run],
-    ) -> int:
-        """Mark successes with a current lease token, and count the ones that were."""
-        accepted, seconds = 0, 0.0
-        if rows:
-            # Which of them hold a current lease: the time of those only is counted.
-            current = set(
-                map(
-                    tuple,
-                    await self._rows(
-                        db,
-                        _CURRENT_LEASES,
-                        min(row[2] for row in rows),
-                        max(row[2] for row in rows),
-                    ),
-                )
+    async def _store_with_result(self, db: aiosqlite.Connection, rows: _Rows) -> tuple[int, float]:
+        # Which of them hold a current lease: the time of those only is counted.
+        current = set(
+            map(
+                tuple,
+                await self._rows(
+                    db,
+                    SQL.current_leases,
+                    min(row[2] for row in rows),
+                    max(row[2] for row in rows),
+                ),
             )
-            seconds = sum(row[1] for row in rows if (row[2], row[3]) in current)
-            accepted = await self._exec_many(db, _SUCCEED_ONE, rows)
-        for run in runs:
-            marked = await self._exec(db, _SUCCEED_RUN, *run)
-            accepted += marked
-            seconds += run[0] * marked
-        if accepted:
-            await self._count(db, key, leased=-accepted, succeeded=accepted, seconds=seconds)
-        return accepted
-
-    async def fail(
-        self, job_id: str, failure: Failure, max_receive_count: int
-    ) -> BatchState | None:
-        """Record a failed attempt; the batch is re-queued or, out of attempts, dead-lettered.
-
-        Returns the batch's new state, or None when the lease token was stale."""
-        first, _ = batch_range(await self._key(job_id))
-        batch = first + failure.seq
-        async with self._transaction() as db:
-            async with db.execute(_FAIL, (max_receive_count, batch, failure.token)) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return None
-            dead = row[0] == BatchState.DEAD
-            await self._count(
-                db, batch >> SEQ_BITS, leased=-1, queued=1 - dead, dead=dead, failures=1
-            )
-            await self._exec(
-                db, _INSERT_FAILURE, batch, row[1], failure.error, failure.traceback, time.time()
-            )
-        return BatchState(row[0])
+        )
+        seconds = sum(row[1] for row in rows if (row[2], row[3]) in current)
+        return await self._exec_many(db, SQL.succeed_one, rows), seconds

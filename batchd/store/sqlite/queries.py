@@ -8,7 +8,7 @@ import sqlite3
 from batchd.store.sqlfiles import NamedQueries, migrations
 
 QUERIES = NamedQueries(__name__.rpartition(".")[0], "sql")
-pick = QUERIES.pick
+SQL = QUERIES.sql
 
 
 def statements(script: str) -> list[str]:

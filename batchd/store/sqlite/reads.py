@@ -1,112 +1,28 @@
-"""Reading jobs, their counts, pages of results and dead letters, and the counts metrics
-report (the ``ReadStore`` role). Reads go to the reader connection: the last committed
-state, never waiting for a write."""
+"""Reading (the ``ReadStore`` role, in :class:`batchd.store.sqlroles.SqlReads`): here what
+is SQLite's own. Reads go to the reader connection: the last committed state, never
+waiting for a write."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from batchd.constants import STREAM_PAGE_ROWS
-from batchd.store.records import BatchCounts, DeadLetter, JobRecord, ListedJob, MetricCounts, Result
-from batchd.store.sqlite.core import SEQ_MASK, SqliteCore, batch_counts, batch_range, job_record
-from batchd.store.sqlite.queries import pick
-
-(
-    _JOB_BY_ID,
-    _ACTIVE_JOBS,
-    _JOBS_PAGE,
-    _ACTIVE_JOBS_PAGE,
-    _JOB_COUNTS,
-    _JOBS_BY_STATUS,
-    _QUEUE_DEPTH,
-    _RESULTS_PAGE,
-    _DEAD_LETTERS_PAGE,
-) = pick(
-    "job_by_id",
-    "active_jobs",
-    "jobs_page",
-    "active_jobs_page",
-    "job_counts",
-    "jobs_by_status",
-    "queue_depth",
-    "results_page",
-    "dead_letters_page",
-)
+from batchd.store.records import BatchCounts
+from batchd.store.rows import batch_counts
+from batchd.store.sqlite.core import SqliteCore
+from batchd.store.sqlite.queries import SQL
+from batchd.store.sqlroles import SqlReads
 
 # Sorts after every job id: the `before` of a first page.
 _AFTER_EVERY_ID = "\U0010ffff"
 
 
-class SqliteReads(SqliteCore):
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        rows = await self._rows(self._r, _JOB_BY_ID, job_id)
-        return job_record(rows[0]) if rows else None
-
-    async def active_jobs(self) -> list[JobRecord]:
-        # From the writer: what the daemon resumes must include the last commit.
-        return [job_record(row) for row in await self._rows(self._w, _ACTIVE_JOBS)]
-
-    async def list_jobs_page(
-        self,
-        api_names: Sequence[str],
-        limit: int,
-        before: str | None = None,
-        active_only: bool = False,
-    ) -> list[ListedJob]:
-        """Newest first, each with its counts; `before` is the last job id of the previous
-        page (ids sort by age)."""
-        if not api_names:
-            return []
-        sql = _ACTIVE_JOBS_PAGE if active_only else _JOBS_PAGE
-        rows = await self._rows(
-            self._r,
-            sql,
-            json.dumps(list(api_names)),
-            _AFTER_EVERY_ID if before is None else before,
-            limit,
-        )
-        return [ListedJob(job_record(row), batch_counts(row[18:])) for row in rows]
+class SqliteReads(SqliteCore, SqlReads):
+    def _page_params(self, api_names: Sequence[str], before: str | None) -> tuple[str, str]:
+        return json.dumps(list(api_names)), _AFTER_EVERY_ID if before is None else before
 
     async def counts(self, job_id: str) -> BatchCounts:
         """All counts from one statement, so from one snapshot: a batch moving between
         states while they are read is never counted twice or not at all."""
-        (row,) = await self._rows(self._r, _JOB_COUNTS, await self._key(job_id))
+        (row,) = await self._rows(self._r, SQL.job_counts, await self._key(job_id))
         return batch_counts(row)
-
-    async def metric_counts(self) -> MetricCounts:
-        """Jobs by status, and the queued and leased batches of unfinished jobs by API."""
-        statuses = await self._rows(self._r, _JOBS_BY_STATUS)
-        queue: dict[str, list[int]] = {}
-        for api, queued, leased in await self._rows(self._r, _QUEUE_DEPTH):
-            totals = queue.setdefault(api, [0, 0])
-            totals[0] += queued
-            totals[1] += leased
-        return MetricCounts(
-            jobs_by_status={status: count for status, count in statuses},
-            queued_by_api={api: totals[0] for api, totals in queue.items()},
-            leased_by_api={api: totals[1] for api, totals in queue.items()},
-        )
-
-    async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
-        async for row in self._pages(job_id, _DEAD_LETTERS_PAGE):
-            yield DeadLetter(row[0] & SEQ_MASK, bytes(row[1]), row[2], row[3], row[4])
-
-    async def results(self, job_id: str) -> AsyncIterator[Result]:
-        async for row in self._pages(job_id, _RESULTS_PAGE):
-            yield Result(row[0] & SEQ_MASK, bytes(row[1]))
-
-    async def _pages(self, job_id: str, sql: str) -> AsyncIterator[Any]:
-        """Rows of a job's batches a page at a time (keyset paging on the batch id), so a
-        million results stream without holding a read snapshot or the lot in memory.
-        `sql` takes (after_id, last_id, limit) and selects the id first."""
-        first, last = batch_range(await self._key(job_id))
-        after = first - 1
-        while True:
-            rows = await self._rows(self._r, sql, after, last, STREAM_PAGE_ROWS)
-            for row in rows:
-                yield row
-            if len(rows) < STREAM_PAGE_ROWS:
-                return
-            after = rows[-1][0]

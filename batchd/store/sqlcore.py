@@ -1,0 +1,113 @@
+"""What the store's roles shared by both SQL backends (:mod:`batchd.store.sqlroles`) ask
+of a backend's core, and the little they share of it: the connections' properties and
+closing, a job's key (cached) and moving its counters. A backend's core subclasses
+:class:`SqlCore` with its driver's connection types and supplies its statements
+(``_sql``, named as in its ``sql/*.sql``), its write transaction and its statement
+runners."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from batchd.store.rows import UnknownJob
+from batchd.store.sqlfiles import Statements
+
+
+class _Closes(Protocol):
+    async def close(self) -> None: ...
+
+
+Writer = TypeVar("Writer", bound=_Closes)
+Reader = TypeVar("Reader", bound=_Closes)
+
+
+class SqlCore(Generic[Writer, Reader]):
+    """What the shared roles ask of a backend's core, over its writer connection and its
+    reader (a connection or a pool)."""
+
+    _sql: ClassVar[Statements]
+    _keys: dict[str, int]
+
+    def __init__(self) -> None:
+        self._writer: Writer | None = None
+        self._reader: Reader | None = None
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _w(self) -> Writer:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _r(self) -> Reader:
+        """Reads of the last committed state."""
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    @property
+    def _latest(self) -> Any:
+        """Reads that must include this daemon's last commit."""
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractAsyncContextManager[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _rows(conn: Any, sql: str, *params: Any) -> list[Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _scalar(conn: Any, sql: str, *params: Any) -> Any:
+        """The first column of the first row; None without one."""
+        raise NotImplementedError
+
+    @staticmethod
+    async def _exec(conn: Any, sql: str, *params: Any) -> int:
+        """Run a statement; the rows it touched."""
+        raise NotImplementedError
+
+    async def _find_key(self, job_id: str) -> int | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _stored_text(text: str | None) -> Any:
+        """An error or traceback as its column holds it."""
+        return text
+
+    @staticmethod
+    def _loaded_text(value: Any) -> str | None:
+        return value  # type: ignore[no-any-return]
+
+    async def _key(self, job_id: str) -> int:
+        """The job's key, which its batch ids pack (cached: a key never changes)."""
+        key = self._keys.get(job_id)
+        if key is None:
+            key = await self._find_key(job_id)
+            if key is None:
+                raise UnknownJob(job_id)
+            self._keys[job_id] = key
+        return int(key)
+
+    def _count(
+        self,
+        db: Any,
+        key: int,
+        *,
+        queued: int = 0,
+        leased: int = 0,
+        succeeded: int = 0,
+        dead: int = 0,
+        failures: int = 0,
+        seconds: float = 0.0,
+    ) -> Awaitable[int]:
+        """Move a job's batch counters, inside the transaction that moved its batches
+        (the statement's own awaitable: no coroutine of its own in between)."""
+        moves = (queued, leased, succeeded, dead, failures, seconds, key)
+        return self._exec(db, self._sql.move_counters, *moves)
