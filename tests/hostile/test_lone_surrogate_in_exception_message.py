@@ -10,7 +10,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Daemon, wait_job
+from tests.conftest import Daemon
+from tests.hostile.helpers import one_bad_item_fails_alone
 
 BATCHES = 300
 BAD_ITEM = 150
@@ -32,24 +33,9 @@ def test_lone_surrogate_in_exception_message_is_escaped(
 ) -> None:
     client = daemon.client
     client.deploy(make_project("surrogate-error", HANDLER))
-    job_id = client.submit(
-        "surrogate-error",
-        {
-            "workers": 2,
-            "max_receive_count": MAX_RECEIVE_COUNT,
-            "item_list": {"items": list(range(BATCHES)), "batch_size": 1},
-        },
-    )["job_id"]
-    final = wait_job(client, "surrogate-error", job_id)
-
-    assert final["status"] == "completed_with_failures", final
-    metrics = final["batch_metrics"]
-    assert metrics["succeeded"] == BATCHES - 1
-    assert metrics["failed"] == 1
-    assert metrics["failed_attempts"] == MAX_RECEIVE_COUNT
-    (dead,) = client.failed("surrogate-error", job_id)
-    assert dead["payload"] == [BAD_ITEM]
-    assert dead["attempts"] == MAX_RECEIVE_COUNT
+    job_id, dead = one_bad_item_fails_alone(
+        client, "surrogate-error", BATCHES, BAD_ITEM, MAX_RECEIVE_COUNT
+    )
     # The surrogate is spelled out, so the error says what the handler said.
     assert dead["error"] == "FileNotFoundError: no such file: caf\\udcff"
     assert "caf\\udcff" in dead["traceback"]
