@@ -150,6 +150,19 @@ def worker_files(gate: Path) -> dict[int, Path]:
     }
 
 
+def hold_one_worker(
+    daemon: Daemon, make_project: Callable[..., Path], tmp_path: Path
+) -> tuple[str, Path, int, Path]:
+    """A job whose one worker waits in handle_batch until `gate/release` exists: the job id,
+    the gate, and the worker's pid and current directory."""
+    daemon.client.deploy(make_project("holder", HOLDER))
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    job_id = daemon.client.submit("holder", one_item({"gate": str(gate)}))["job_id"]
+    ((pid, cwd),) = wait_for(lambda: worker_files(gate), what="a worker").items()
+    return job_id, gate, pid, cwd
+
+
 def test_handler_writes_a_file_in_its_cwd_in_init_and_reads_it_back(
     make_daemon: Callable[..., Daemon], make_project: Callable[..., Path]
 ) -> None:
@@ -233,11 +246,7 @@ def test_workspace_is_removed_after_its_worker_is_killed(
     make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], tmp_path: Path
 ) -> None:
     daemon = make_daemon()
-    daemon.client.deploy(make_project("holder", HOLDER))
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    job_id = daemon.client.submit("holder", one_item({"gate": str(gate)}))["job_id"]
-    ((pid, cwd),) = wait_for(lambda: worker_files(gate), what="a worker").items()
+    job_id, gate, pid, cwd = hold_one_worker(daemon, make_project, tmp_path)
     assert cwd.exists()
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not cwd.parent.exists(), what="the killed worker's workspace removed")
@@ -250,11 +259,7 @@ def test_workspaces_are_swept_when_the_daemon_restarts_after_kill_9(
     make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], tmp_path: Path
 ) -> None:
     daemon = make_daemon()
-    daemon.client.deploy(make_project("holder", HOLDER))
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    job_id = daemon.client.submit("holder", one_item({"gate": str(gate)}))["job_id"]
-    ((pid, cwd),) = wait_for(lambda: worker_files(gate), what="a worker").items()
+    job_id, gate, pid, cwd = hold_one_worker(daemon, make_project, tmp_path)
     daemon.kill()
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="the worker gone with the daemon")
     # Nobody was left to remove it.
