@@ -35,6 +35,8 @@ def _default_database() -> str | None:
 
 # What a `database` URL may start with (the schemes libpq and asyncpg take).
 DATABASE_SCHEMES = ("postgresql://", "postgres://")
+# A URL is a line; a database_file longer than this is not one (and is not read whole).
+MAX_DATABASE_FILE_BYTES = 64 * 1024
 
 
 class DaemonConfig(BaseModel):
@@ -128,11 +130,16 @@ class DaemonConfig(BaseModel):
         if self.database is not None:
             raise ConfigError("database_file: set database or database_file, not both")
         try:
-            url = Path(self.database_file).read_text(encoding="utf-8").strip()
+            with open(self.database_file, "rb") as source:
+                raw = source.read(MAX_DATABASE_FILE_BYTES + 1)
         except OSError as exc:
             message = f"database_file: cannot read {self.database_file}: {exc.strerror}"
             raise ConfigError(message) from None
-        if not url.startswith(DATABASE_SCHEMES):
+        try:
+            url = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            url = ""
+        if len(raw) > MAX_DATABASE_FILE_BYTES or not url.startswith(DATABASE_SCHEMES):
             raise ConfigError(f"database_file: {self.database_file} holds no postgresql:// URL")
         return url
 

@@ -77,3 +77,19 @@ def test_node_name_defaults_to_the_host_name(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, 'node_name = "batch-01"\n')).node_name == "batch-01"
     with pytest.raises(ConfigError, match="node_name"):
         load_config(write(tmp_path, 'node_name = ""\n'))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"postgresql://u@h/db\xff\xfe", b"postgresql://u@h/db" + b"x" * (64 * 1024)],
+    ids=["not UTF-8", "over 64 KiB"],
+)
+def test_a_database_file_that_holds_no_url_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
+) -> None:
+    monkeypatch.delenv("BATCHD_DATABASE", raising=False)
+    odd = tmp_path / "odd-url"
+    odd.write_bytes(content)
+    config = load_config(write(tmp_path, f'database_file = "{odd}"\n'))
+    with pytest.raises(ConfigError, match=f"^database_file: {odd} holds no postgresql:// URL"):
+        config.database_url()
