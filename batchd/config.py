@@ -94,7 +94,9 @@ class DaemonConfig(BaseModel):
     database: str | None = Field(default_factory=_default_database)
     database_file: str | None = None
     # This daemon's name among those sharing a database.
-    node_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    # Sharing a database: a node silent this long is lost; its leases and slots are freed.
+    node_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
     @field_validator("listen")
     @classmethod
