@@ -9,7 +9,6 @@ through an extra call here."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -97,7 +96,7 @@ class SqlLeases(SqlCore[Any, Any]):
         tell), then never-leased ones from the chunks."""
         key = await self._key(job_id)
         first, last = batch_range(key)
-        token = secrets.randbits(62)
+        token = self._new_token()
         async with self._transaction() as db:
             # One round trip: the queued rows come back from the statement that leases them.
             params = (token, time.time() + lease_timeout, first, last, limit, key)

@@ -28,6 +28,7 @@ class PostgresJobs(PostgresCore):
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
             row = await db.fetchrow(SQL.set_batch_count, total, key)
             assert row is not None
+            await db.execute(SQL.notify_jobs, job.job_id)
         self._keys[job.job_id] = key
         return job_record(row)
 
@@ -41,6 +42,9 @@ class PostgresJobs(PostgresCore):
                 # Leases of a finished job are void; give the batches back, unburnt.
                 refunded = await self._exec(db, SQL.refund_leases, *batch_range(key))
                 await self._count(db, key, queued=refunded, leased=-refunded)
+            if key is not None:
+                # Every node acts on a stop or a timeout at once, not at its next poll.
+                await db.execute(SQL.notify_jobs, job_id)
             return key is not None
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
