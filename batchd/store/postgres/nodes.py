@@ -85,7 +85,6 @@ class PostgresNodes(PostgresLeases):
         """End a node that is gone: its leases fail, its slots and on_job_complete free."""
         await db.execute(SQL.end_node, node, reason)
         await db.execute(SQL.free_node_workers, node)
-        await db.execute(SQL.lost_hooks, node)
         lowest = node << TOKEN_BITS
         highest = lowest | ((1 << TOKEN_BITS) - 1)
         expired: Expired = []
@@ -102,6 +101,8 @@ class PostgresNodes(PostgresLeases):
                 db, key, leased=-len(rows), queued=len(rows) - dead, dead=dead, failures=len(rows)
             )
             expired += [(job_id, row[0] & SEQ_MASK, BatchState(row[1])) for row in rows]
+        # Jobs' rows after their batches', as every transaction takes them.
+        await db.execute(SQL.lost_hooks, node)
         return expired
 
     async def claim_worker(self, job_id: str, workers: int) -> int | None:
