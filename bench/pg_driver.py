@@ -226,9 +226,7 @@ def run(ctx: Context) -> Result:
         "fresh schema per run.",
         section=SECTION,
     )
-    reason = pg_server.available()
-    if reason is not None:
-        result.error = reason
+    if pg_server.missing(result):
         return result
     import importlib.util
 
@@ -242,6 +240,8 @@ def run(ctx: Context) -> Result:
                 progress(f"drivers run {attempt}/{ctx.runs}: {driver} {rate:,.0f} batches/s")
                 result.add(f"{driver}: lease + succeed", "batches/s", rate)
     result.note(_versions() + ".")
+    if len(drivers) < len(DRIVERS):
+        result.note("A driver is not installed: no comparison (pip install -e '.[bench]').")
     result.targets.append(
         Target(
             "drivers: asyncpg / psycopg 3, store-level drain",

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import Result
 from tests.pg import BINARIES, DATABASE, ROLE, Cluster
 
 # Set on the server whatever its config file says; read back into the report.
@@ -25,11 +26,16 @@ DURABLE = {"fsync": "on", "synchronous_commit": "on"}
 REPORTED = ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "shared_buffers")
 
 
-def available() -> str | None:
-    """Why no server can be started here (None: one can)."""
+def missing(result: Result) -> bool:
+    """Whether no server can be started here; if so, `result` says why (the other
+    workloads' figures stand without it, as they do without huey)."""
     if (BINARIES / "postgres").exists():
-        return None
-    return f"{BINARIES}/postgres is missing (`make postgres` installs PostgreSQL 15)"
+        return False
+    result.note(
+        f"PostgreSQL is not installed ({BINARIES}/postgres is missing): no figures "
+        "(`make postgres` installs PostgreSQL 15)."
+    )
+    return True
 
 
 @dataclass

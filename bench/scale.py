@@ -44,9 +44,7 @@ def run(ctx: Context) -> Result:
         "last success, and from the first task's start to it (its events table's times).",
         section=SECTION,
     )
-    reason = pg_server.available()
-    if reason is not None:
-        result.error = reason
+    if pg_server.missing(result):
         return result
     use_peer = procrastinate_peer.available()
     body = job_body(list(range(n)), 1)

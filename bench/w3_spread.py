@@ -52,14 +52,16 @@ def _share_snapshot(daemons: list[Daemon]) -> None:
         shutil.copytree(source, daemon.state_dir / "apis", dirs_exist_ok=True)
 
 
-def spread(ctx: Context, dsn: str, nodes: int) -> float:
-    """Batches per second of one job over `nodes` fresh daemons, POST to end_time."""
+def spread(ctx: Context, dsn: str | None, nodes: int) -> float:
+    """Batches per second of one job over `nodes` fresh daemons, POST to end_time; with
+    no `dsn`, one daemon on SQLite."""
     items = round(ideal_rate(nodes) * ctx.sizes.w3_seconds)
     body = job_body(list(range(items)), 1, workers=WORKERS * nodes)
+    queue = {} if dsn is None else {"database": dsn}
     with contextlib.ExitStack() as stack:
         daemons = [
             stack.enter_context(
-                Daemon(ctx.workdir, f"w3-{nodes}-{index}", database=dsn, node_name=f"bench-{index}")
+                Daemon(ctx.workdir, f"w3-{nodes}-{index}", node_name=f"bench-{index}", **queue)
             )
             for index in range(nodes)
         ]
@@ -84,9 +86,7 @@ def run(ctx: Context) -> Result:
         "(admission, the other nodes adopting the job and every worker's start included).",
         section=SECTION,
     )
-    reason = pg_server.available()
-    if reason is not None:
-        result.error = reason
+    if pg_server.missing(result):
         return result
     with pg_server.server() as server:
         for attempt in range(1, ctx.runs + 1):
@@ -100,6 +100,12 @@ def run(ctx: Context) -> Result:
                 )
                 result.add(f"{nodes} node(s): batches/s", "batches/s", rate)
                 result.add(f"{nodes} node(s): share of ideal", "%", share * 100, 1)
+            # The same job on one SQLite node: what the grant protocol costs without
+            # PostgreSQL's round trips.
+            rate = spread(ctx, None, 1)
+            share = ratio(rate, ideal_rate(1))
+            progress(f"W3 run {attempt}/{ctx.runs}, 1 node on SQLite: {share:.1%} of ideal")
+            result.add("1 node on SQLite (reference): share of ideal", "%", share * 100, 1)
     if not ARCHIVES_MIGRATION.exists():
         result.note(
             "The API's files were copied from the first node's state dir to the others' "
