@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import Result
+import psutil
+
+from bench.common import Result, cpu_seconds
 from tests.pg import BINARIES, DATABASE, ROLE, Cluster
 
 # Set on the server whatever its config file says; read back into the report.
@@ -63,6 +65,18 @@ class Server:
             yield self.dsn.rsplit("/", 1)[0] + f"/{name}"
         finally:
             self.cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
+
+    def cpu_seconds(self) -> float:
+        """CPU time so far of the server: the postmaster and every process under it (the
+        backends of live connections included)."""
+        pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            postmaster = psutil.Process(pid)
+            for process in [postmaster, *postmaster.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += cpu_seconds(process.cpu_times())
+        return total
 
     def describe(self) -> str:
         return ", ".join(f"{key} {self.settings.get(key, '?')}" for key in REPORTED)

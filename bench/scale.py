@@ -8,8 +8,22 @@ on the same server, one task per batch (bench/procrastinate_peer.py says what is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from bench import pg_server, procrastinate_peer
-from bench.common import Context, Daemon, Drain, Result, Target, job_body, progress, ratio, run_job
+from bench.common import (
+    Context,
+    Daemon,
+    Drain,
+    Result,
+    Target,
+    cpu_seconds,
+    job_body,
+    progress,
+    ratio,
+    run_job,
+)
+from bench.pg_server import Server
 from bench.w1_drain import describe
 
 KEY = "pg-drain"
@@ -19,14 +33,26 @@ GROUP = "scale"
 NODE = "bench-1"
 
 
-def drain(ctx: Context, body: bytes, tag: str, **settings: str) -> Drain:
+@dataclass
+class NodeDrain:
+    drain: Drain
+    # CPU seconds from the POST to the job's end: the daemon's own (its SQLite included),
+    # and the PostgreSQL server's (0 on SQLite).
+    daemon_cpu: float
+    server_cpu: float
+
+
+def drain(ctx: Context, body: bytes, tag: str, server: Server | None, **settings: str) -> NodeDrain:
     """One fresh daemon, one W1 job."""
     with Daemon(ctx.workdir, tag, **settings) as daemon:
         api = daemon.deploy("noop")
+        own, served = cpu_seconds(daemon.ps().cpu_times()), server.cpu_seconds() if server else 0
         done = run_job(daemon, api, body, ctx.sizes.drain_cap_s)
+        own = cpu_seconds(daemon.ps().cpu_times()) - own
+        served = server.cpu_seconds() - served if server else 0
     if not done.capped and done.status != "succeeded":
         raise RuntimeError(f"the {tag} job ended {done.status}")
-    return done
+    return NodeDrain(done, own, served)
 
 
 def run(ctx: Context) -> Result:
@@ -38,7 +64,9 @@ def run(ctx: Context) -> Result:
         f"queue is on PostgreSQL (`database` = a fresh schema per run, node_name {NODE!r}) "
         'and on one on SQLite (sqlite_synchronous = "full"), one after the other in each '
         "run; batches/s from the POST to the job's end_time, and from the 2xx to end_time "
-        "(the drain: admission not timed). procrastinate: "
+        "(the drain: admission not timed); CPU seconds of the daemon (its SQLite "
+        "included) and of the PostgreSQL server (postmaster and backends) from the POST to "
+        "the end. procrastinate: "
         f"{tasks:,} no-op tasks (one per batch) deferred before its 2 worker processes "
         "(concurrency 1 each) start, not timed; tasks/s from the workers' launch to the "
         "last success, and from the first task's start to it (its events table's times).",
@@ -52,11 +80,11 @@ def run(ctx: Context) -> Result:
         result.note(f"PostgreSQL: {server.describe()}; the same disk as SQLite's state dir.")
         for attempt in range(1, ctx.runs + 1):
             with server.schema() as dsn:
-                pg = drain(ctx, body, "pg", database=dsn, node_name=NODE)
-            sqlite = drain(ctx, body, "sqlite", sqlite_synchronous="full")
-            progress(f"pg-drain run {attempt}/{ctx.runs}: PostgreSQL {describe(pg)}")
-            progress(f"pg-drain run {attempt}/{ctx.runs}: SQLite {describe(sqlite)}")
-            for name, done in (("PostgreSQL", pg), ("SQLite", sqlite)):
+                pg = drain(ctx, body, "pg", server, database=dsn, node_name=NODE)
+            sqlite = drain(ctx, body, "sqlite", None, sqlite_synchronous="full")
+            progress(f"pg-drain run {attempt}/{ctx.runs}: PostgreSQL {describe(pg.drain)}")
+            progress(f"pg-drain run {attempt}/{ctx.runs}: SQLite {describe(sqlite.drain)}")
+            for name, done in (("PostgreSQL", pg.drain), ("SQLite", sqlite.drain)):
                 if done.capped:
                     result.note(
                         f"{name} did not finish within the {ctx.sizes.drain_cap_s:.0f} s cap "
@@ -70,6 +98,9 @@ def run(ctx: Context) -> Result:
                     done.admitted_at - done.submitted_at,
                     2,
                 )
+            result.add("PostgreSQL node: daemon CPU, POST to end", "s", pg.daemon_cpu, 2)
+            result.add("PostgreSQL node: server CPU, POST to end", "s", pg.server_cpu, 2)
+            result.add("SQLite node: daemon CPU, POST to end", "s", sqlite.daemon_cpu, 2)
             if use_peer:
                 peer = procrastinate_peer.run(server, ctx.workdir, tasks, ctx.sizes.drain_cap_s)
                 progress(
