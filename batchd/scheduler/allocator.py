@@ -107,11 +107,14 @@ class Allocator:
             await self.jobs.conclude(run, counts)
             return 0
         live = len(run.workers)
-        if wanted > live and not counts.unfinished:
-            # A worker started only to run on_job_complete: not when another node runs it.
-            if await self.jobs.store.claim_hook(run.job_id) is not HookClaim.CLAIMED:
-                run.hook_elsewhere = True
-                return live
+        # A worker started only to run on_job_complete: not when another node runs it.
+        if (
+            wanted > live
+            and not counts.unfinished
+            and await self.jobs.store.claim_hook(run.job_id) is not HookClaim.CLAIMED
+        ):
+            run.hook_elsewhere = True
+            return live
         return wanted
 
     async def _start_worker(self, run: JobRun) -> bool | None:
