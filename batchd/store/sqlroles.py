@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
 from batchd.store.groupcommit import GroupCommit
@@ -43,8 +43,14 @@ from batchd.store.sqlcore import SqlCore
 class SqlApis(SqlCore[Any, Any]):
     """The ``ApiStore`` role: deployed API versions."""
 
+    # Whether each version's project archive is kept with it. A database several daemons
+    # share must (a node that lacks a version's snapshot unpacks it from there); SQLite
+    # serves one box, whose snapshot folders are the copy, and an archive per deploy (up
+    # to max_project_size) would only grow its file.
+    _keeps_archives: ClassVar[bool] = False
+
     async def add_api_version(
-        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str], archive: bytes | None = None
     ) -> ApiRecord:
         now = time.time()
         async with self._transaction() as db:
@@ -52,7 +58,16 @@ class SqlApis(SqlCore[Any, Any]):
             version = (latest or 0) + 1
             values = (name, version, json.dumps(spec), json.dumps(dotenv), now)
             await self._exec(db, self._sql.insert_api, *values)
+            # In the same transaction: no node ever sees a version without its archive.
+            if archive is not None and self._keeps_archives:
+                await self._exec(db, self._sql.insert_api_archive, name, version, archive)
         return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
+
+    async def api_archive(self, name: str, version: int) -> bytes | None:
+        if not self._keeps_archives:
+            return None
+        archive = await self._scalar(self._r, self._sql.api_archive, name, version)
+        return None if archive is None else bytes(archive)
 
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
         if version is None:
@@ -69,7 +84,11 @@ class SqlApis(SqlCore[Any, Any]):
 
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
-            return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            deleted = await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            if self._keeps_archives:
+                # Its versions' archives go too, but those an unfinished job may still need.
+                await self._exec(db, self._sql.prune_api_archives, name)
+        return deleted
 
 
 class SqlLeases(SqlCore[Any, Any]):

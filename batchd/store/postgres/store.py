@@ -14,6 +14,9 @@ from batchd.store.sqlroles import SqlApis
 class PostgresStore(
     PostgresJobs, PostgresLeases, PostgresOutcomes, PostgresReads, PostgresRetention, SqlApis
 ):
+    # Several daemons share the database: a version's project goes with it (see SqlApis).
+    _keeps_archives = True
+
     # Typed here: the roles' own __init__ pass their arguments on untyped.
     def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
         super().__init__(dsn, on_commit)

@@ -24,3 +24,16 @@ WHERE name = $1 AND deleted_at IS NULL ORDER BY version DESC
 
 -- name: delete_api
 UPDATE apis SET deleted_at = $1 WHERE name = $2 AND deleted_at IS NULL
+
+-- name: insert_api_archive
+INSERT INTO api_archives (name, version, archive) VALUES ($1, $2, $3)
+
+-- name: api_archive
+SELECT archive FROM api_archives WHERE name = $1 AND version = $2
+
+-- name: prune_api_archives
+-- A deleted API's archives, but those of versions an unfinished job still runs.
+DELETE FROM api_archives a WHERE a.name = $1 AND NOT EXISTS (
+    SELECT 1 FROM jobs j WHERE j.api_name = a.name AND j.api_version = a.version
+    AND j.status IN ({active_statuses})
+)
