@@ -1,6 +1,9 @@
 """Several daemons on one PostgreSQL database: an API deployed on one node runs on another,
 which unpacks the version's project from the database on first use and checks it against
-the digest the version was deployed with. A project that does not match is refused."""
+the digest the version was deployed with. A project that does not match is refused.
+
+The deploying node is stopped before the job is submitted, so that the other node is the
+one that runs it (nodes sharing a database adopt each other's jobs)."""
 
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ def test_a_job_on_another_node_runs_the_project_deployed_on_the_first(
     assert deployed["version"] == 1
     (snapshot_a,) = _snapshots(node_a, "words")
     assert _snapshots(node_b, "words") == []
+    node_a.stop()
     # Node B knows the API from the database, not from its own files.
     assert node_b.client.get_api("words")["version"] == 1
 
@@ -119,6 +123,7 @@ def test_a_stored_archive_that_does_not_match_its_digest_is_never_run(
 ) -> None:
     node_a, node_b = _two_nodes(make_daemon, dsn)
     node_a.client.deploy(_project(make_project))
+    node_a.stop()
     # Another valid project of the same name in place of the stored archive: it unpacks
     # cleanly, and would run, but it is not what version 1 was deployed as.
     other = pack_project(make_project("words", OTHER_HANDLER))
@@ -135,7 +140,9 @@ def test_a_stored_archive_that_does_not_match_its_digest_is_never_run(
     assert _snapshots(node_b, "words") == []
     assert not any((node_b.state_dir / "apis" / ".incoming").glob("*"))
 
-    # Node A has its own snapshot, checked when deployed: its jobs still run.
+    # Node A has its own snapshot, checked when deployed: it still runs that version.
+    node_b.stop()
+    node_a.start()
     on_a = node_a.client.submit("words", _job(["x"]))["job_id"]
     assert wait_job(node_a.client, "words", on_a)["status"] == "succeeded"
     assert [r["result"] for r in node_a.client.results("words", on_a)] == ["x-stored-hello"]
@@ -146,6 +153,7 @@ def test_a_version_without_a_stored_archive_is_refused_by_name(
 ) -> None:
     node_a, node_b = _two_nodes(make_daemon, dsn)
     node_a.client.deploy(_project(make_project))
+    node_a.stop()
     _sql(dsn, "DELETE FROM api_archives")
 
     job_id = node_b.client.submit("words", _job(["a"]))["job_id"]
