@@ -132,9 +132,11 @@ class ApiRegistry:
             spec["files"] = len(project.files)
             spec["size"] = project.size
             spec[DIGEST_KEY] = digest
-            # The archive goes with the version (where the store keeps archives): a node
-            # that lacks this snapshot unpacks it from there.
-            record = await self.store.add_api_version(name, spec, project.dotenv, archive)
+            # Before the version (where the store keeps archives): a node that lacks this
+            # snapshot unpacks it from there. A crash in between leaves an archive no
+            # version names, dropped with the API.
+            await self.store.save_api_archive(name, digest, archive)
+            record = await self.store.add_api_version(name, spec, project.dotenv)
         self._cache[(record.name, record.version)] = record
         return record, True
 
@@ -219,7 +221,8 @@ class ApiRegistry:
 
     async def _unpack_stored(self, api: ApiRecord, folder: Path) -> None:
         which = f"API {api.name} version {api.version}"
-        archive = await self.store.api_archive(api.name, api.version)
+        digest = str(api.spec.get(DIGEST_KEY))
+        archive = await self.store.api_archive(api.name, digest)
         if archive is None:
             raise LaunchRefused(
                 f"the project of {which} is not on this node, and the database holds no "
@@ -236,10 +239,10 @@ class ApiRegistry:
                 raise LaunchRefused(
                     f"the stored archive of {which} cannot be unpacked: {exc.message}"
                 ) from None
-            digest = await asyncio.to_thread(
+            unpacked = await asyncio.to_thread(
                 snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
             )
-            if digest != api.spec.get(DIGEST_KEY):
+            if unpacked != digest:
                 raise LaunchRefused(
                     f"the stored archive of {which} does not match the digest it was "
                     "deployed with: refusing to run it (deploy the project again)"

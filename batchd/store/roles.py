@@ -42,15 +42,17 @@ class ApiStore(Protocol):
     """Deployed API versions."""
 
     async def add_api_version(
-        self, name: str, spec: dict[str, Any], dotenv: dict[str, str], archive: bytes | None = None
-    ) -> ApiRecord:
-        """The next version of `name`, with the project archive it was deployed from in the
-        same transaction where the backend keeps archives (see ``api_archive``)."""
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
+    ) -> ApiRecord: ...
+    async def save_api_archive(self, name: str, digest: str, archive: bytes) -> None:
+        """Keep the project archive whose snapshot has `digest`, before the version that
+        names it is added: a version never exists without its archive. Where the backend
+        keeps archives (PostgreSQL: a node that lacks a snapshot unpacks it from there);
+        SQLite serves one box, whose snapshot folders are the copy, and keeps none."""
 
-    async def api_archive(self, name: str, version: int) -> bytes | None:
-        """The project archive of a version, for a node that lacks its snapshot. None where
-        the backend keeps none (SQLite: one box, whose snapshots are its own) or where the
-        version has none (deployed before archives were kept, or pruned with its API)."""
+    async def api_archive(self, name: str, digest: str) -> bytes | None:
+        """The archive saved for `digest`; None where the backend keeps none, or where there
+        is none (deployed before archives were kept, or pruned with its API)."""
 
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
         """The latest live version, or the given one (deleted or not)."""

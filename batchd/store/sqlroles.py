@@ -42,14 +42,13 @@ from batchd.store.sqlcore import SqlCore
 class SqlApis(SqlCore[Any, Any]):
     """The ``ApiStore`` role: deployed API versions."""
 
-    # Whether each version's project archive is kept with it. A database several daemons
-    # share must (a node that lacks a version's snapshot unpacks it from there); SQLite
-    # serves one box, whose snapshot folders are the copy, and an archive per deploy (up
-    # to max_project_size) would only grow its file.
+    # Whether project archives are kept (see ApiStore.save_api_archive). A database several
+    # daemons share must; on SQLite an archive per deploy (up to max_project_size) would
+    # only grow the file.
     _keeps_archives: ClassVar[bool] = False
 
     async def add_api_version(
-        self, name: str, spec: dict[str, Any], dotenv: dict[str, str], archive: bytes | None = None
+        self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
     ) -> ApiRecord:
         now = time.time()
         async with self._transaction() as db:
@@ -57,15 +56,19 @@ class SqlApis(SqlCore[Any, Any]):
             version = (latest or 0) + 1
             values = (name, version, json.dumps(spec), json.dumps(dotenv), now)
             await self._exec(db, self._sql.insert_api, *values)
-            # In the same transaction: no node ever sees a version without its archive.
-            if archive is not None and self._keeps_archives:
-                await self._exec(db, self._sql.insert_api_archive, name, version, archive)
         return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
 
-    async def api_archive(self, name: str, version: int) -> bytes | None:
+    async def save_api_archive(self, name: str, digest: str, archive: bytes) -> None:
+        if self._keeps_archives:
+            # In a transaction of its own on a pool connection, not the writer's: 32 MiB
+            # written there held this node's write lock (its leases and outcomes) for most
+            # of a second. The same content deployed again finds its archive there.
+            await self._exec(self._r, self._sql.insert_api_archive, name, digest, archive)
+
+    async def api_archive(self, name: str, digest: str) -> bytes | None:
         if not self._keeps_archives:
             return None
-        archive = await self._scalar(self._r, self._sql.api_archive, name, version)
+        archive = await self._scalar(self._r, self._sql.api_archive, name, digest)
         return None if archive is None else bytes(archive)
 
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
@@ -85,7 +88,7 @@ class SqlApis(SqlCore[Any, Any]):
         async with self._transaction() as db:
             deleted = await self._exec(db, self._sql.delete_api, time.time(), name) > 0
             if self._keeps_archives:
-                # Its versions' archives go too, but those an unfinished job may still need.
+                # Its archives go too, unless an unfinished job of it may still need one.
                 await self._exec(db, self._sql.prune_api_archives, name)
         return deleted
 

@@ -1,14 +1,14 @@
--- Schema 3: each API version's project archive, as uploaded. Several daemons share this
--- database: a node that lacks a version's snapshot unpacks it from here on first use and
--- checks it against the digest in the version's spec. An archive is written in the
--- transaction that adds its version; deleting an API drops the archives of its versions
--- that no unfinished job still runs.
+-- Schema 3: the project archives of deployed APIs, as uploaded, by the digest of the
+-- snapshot they unpack to (the `digest` of a version's spec). Several daemons share this
+-- database: a node that lacks a version's snapshot unpacks its archive from here on first
+-- use and checks the result against that digest. An archive is saved before the version
+-- that names it is added; deleting an API drops its archives once none of its jobs is
+-- unfinished.
 CREATE TABLE api_archives (
-    name     text    NOT NULL,
-    version  integer NOT NULL,
-    archive  bytea   NOT NULL,
-    PRIMARY KEY (name, version),
-    FOREIGN KEY (name, version) REFERENCES apis (name, version)
+    name     text  NOT NULL,
+    digest   text  NOT NULL,
+    archive  bytea NOT NULL,
+    PRIMARY KEY (name, digest)
 );
 -- A project arrives gzip'd (batchd.packing): stored out of line as it is, not compressed
 -- again.
