@@ -189,3 +189,43 @@ async def test_two_first_uses_at_once_on_one_node_unpack_it_once(
         assert not any((tmp_path / "b" / "apis" / ".incoming").glob("*"))
     finally:
         await store.close()
+
+
+async def test_a_first_use_does_not_wait_for_a_deploy_of_the_same_api(
+    make_project: Project, dsn: str, tmp_path: Path
+) -> None:
+    from batchd.apis.registry import ApiRegistry
+    from batchd.config import DaemonConfig
+    from batchd.store.postgres.store import PostgresStore
+
+    started, gate = tmp_path / "check-started", tmp_path / "gate"
+    # Imported by the deploy's handler check: holds the check until the gate opens.
+    held = HANDLER + (
+        f"\nimport pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():\n    time.sleep(0.02)\n"
+    )
+    store = PostgresStore(dsn)
+    await store.open()
+    try:
+        node_a = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "a")), store)
+        node_b = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "b")), store)
+        first = await asyncio.to_thread(pack_project, _project(make_project))
+        api, _ = await node_a.deploy(first, check=False)
+        second = await asyncio.to_thread(
+            pack_project,
+            make_project("words", held, files={"words/suffix.txt": "v2\n", ".env": "A=1\n"}),
+        )
+        deploying = asyncio.create_task(node_b.deploy(second))
+        while not started.exists():
+            assert not deploying.done(), deploying.result()
+            await asyncio.sleep(0.02)
+        # The deploy holds the API's lock in its handler check; version 1 starts anyway.
+        folder = await asyncio.wait_for(node_b.snapshot_here(api), 30)
+        assert (folder / "words" / "suffix.txt").read_text() == "stored\n"
+        assert not deploying.done()
+        gate.touch()
+        (deployed, new) = await deploying
+        assert (deployed.version, new) == (2, True)
+    finally:
+        gate.touch()
+        await store.close()

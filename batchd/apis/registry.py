@@ -76,6 +76,10 @@ class ApiRegistry:
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # This node's snapshot folders of an API, written (a first use) or removed one at a
+        # time. Not `_serialised`: a worker's start must not wait out a deploy's handler
+        # check (nor, were that lock shared by the nodes, another node's deploy).
+        self._folder_locks: dict[str, asyncio.Lock] = {}
         # Versions whose stored project was refused here: an archive never changes, so
         # neither does the answer (a job's next worker is refused at once, not unpacked).
         self._refused: dict[tuple[str, int], str] = {}
@@ -142,7 +146,7 @@ class ApiRegistry:
 
     @contextlib.asynccontextmanager
     async def _serialised(self, name: str) -> AsyncIterator[None]:
-        """Deploys, deletes and first uses on this node of one API, one at a time.
+        """Deploys and deletes of one API, one at a time.
 
         The one place that serialises them: an asyncio lock is enough for one daemon on one
         database. A store shared by several daemons (PostgreSQL) needs an advisory lock on
@@ -173,8 +177,9 @@ class ApiRegistry:
             await self.store.delete_api(name)
             for record in versions:
                 self._cache.pop((record.name, record.version), None)
-            if (self.root / name).exists():
-                await asyncio.to_thread(remove_snapshot, self.root / name)
+            async with self._folder_locks.setdefault(name, asyncio.Lock()):
+                if (self.root / name).exists():
+                    await asyncio.to_thread(remove_snapshot, self.root / name)
 
     def _api_env(self, name: str, spec: ApiSpec, dotenv: dict[str, str]) -> dict[str, str]:
         """The environment an API's Python runs in: the daemon's, its .env, [handler] env."""
@@ -208,7 +213,7 @@ class ApiRegistry:
             return folder
         key = (api.name, api.version)
         # Two first uses at once: the second finds the first's folder in place.
-        async with self._serialised(api.name):
+        async with self._folder_locks.setdefault(api.name, asyncio.Lock()):
             if key in self._refused:
                 raise LaunchRefused(self._refused[key])
             if not folder.is_dir():
