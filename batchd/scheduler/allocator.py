@@ -21,7 +21,7 @@ from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
 from batchd.scheduler.state import JobRun, WorkerRun
-from batchd.store.records import JobRecord, JobStatus
+from batchd.store.records import HookClaim, JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
 
@@ -111,6 +111,12 @@ class Allocator:
         if wanted is None:
             await self.jobs.conclude(run, counts)
             return 0
+        live = len(run.workers)
+        if wanted > live and not counts.unfinished:
+            # A worker started only to run on_job_complete: not when another node runs it.
+            if await self.jobs.store.claim_hook(run.job_id) is not HookClaim.CLAIMED:
+                run.hook_elsewhere = True
+                return live
         return wanted
 
     async def _start_worker(self, run: JobRun) -> bool | None:
