@@ -28,6 +28,11 @@ log = logging.getLogger("batchd.scheduler")
 LaunchFactory = Callable[[JobRecord, int], Awaitable[WorkerLaunch]]
 
 
+class LaunchRefused(Exception):
+    """A launch factory's refusal: the job cannot run here (its project cannot be had on
+    this node), and ends worker_error with this message."""
+
+
 class Allocator:
     """Starts workers from the spare pool, each in a workspace of its own, and hands each
     to `driver`, whose jobs, capacity and workspaces it shares."""
@@ -123,7 +128,11 @@ class Allocator:
         (on other nodes sharing the queue)."""
         jobs, memory = self.jobs, self.capacity.memory
         slot = self.capacity.next_slot()
-        launch = await self._launch_for(run.job, slot)
+        try:
+            launch = await self._launch_for(run.job, slot)
+        except LaunchRefused as exc:
+            await jobs.finish(run, JobStatus.WORKER_ERROR, str(exc))
+            return True
         claim = await jobs.store.claim_worker(run.job_id, run.job.workers)
         if claim is None:
             return None
