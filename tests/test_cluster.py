@@ -7,7 +7,6 @@ tests/faults/."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,8 +67,7 @@ def nodes(
         first.start()
         first.client.deploy(project)
         for daemon in daemons[1:]:
-            # Until the project is fetched from the database, each node has its copy.
-            shutil.copytree(first.state_dir / "apis", daemon.state_dir / "apis")
+            # Each fetches the project from the database when it first needs it.
             daemon.start()
         return daemons
 
@@ -140,7 +138,6 @@ def test_a_node_that_joins_mid_job_takes_a_share(
     )
     late = make_daemon(start=False, database=first_database(first), node_name="node-late")
     late.env["BATCHD_TEST_NODE"] = "node-late"
-    shutil.copytree(first.state_dir / "apis", late.state_dir / "apis")
     late.start()
     done = wait_job(late.client, "work", job_id)
     assert done["status"] == "succeeded"
