@@ -1,8 +1,12 @@
-"""Job logs: every record of a job's workers, one JSON object per line, one file per job.
+"""Job logs: every record of a job's workers, one JSON object per line.
 
 The daemon is the only writer. Records arrive from each worker's log pipe (the
 handler's ``batchd.logger``) and from its stdout and stderr; the daemon adds the
 API, job, worker and batch labels and appends them in the order it receives them.
+
+:class:`JobLogs` is what the scheduler, the HTTP layer and retention use. On SQLite the
+lines go to one file per job under the state dir (:class:`JobLogFiles`, here); on a
+shared PostgreSQL database to a table every node reads (:mod:`batchd.observe.pglogs`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
 from batchd.wire.textsafe import escape_surrogates_in
@@ -24,7 +28,52 @@ log = logging.getLogger("batchd.joblogs")
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-class JobLog:
+class JobLog(Protocol):
+    """Where one job's records go while a worker (or the daemon) writes them."""
+
+    # Records that could not be written (see guarded_writer).
+    dropped: int
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; raises when it cannot, leaving nothing of it behind."""
+
+
+class JobLogs(Protocol):
+    """Every job's log: written while workers run, read (tailed, filtered, followed) by
+    `GET logs`, removed when the job is pruned. A read position (`start`) is one that
+    `tail_start` gave, or 0 for the first line."""
+
+    def acquire(self, job_id: str) -> JobLog: ...
+
+    def release(self, job_id: str) -> None: ...
+
+    def close_readers(self) -> None:
+        """End every `follow` stream: the daemon is stopping."""
+
+    async def close(self) -> None:
+        """Write out what is still held back (the daemon has stopped its workers)."""
+
+    async def tail_start(self, job_id: str, lines: int) -> int:
+        """The read position of the job's last `lines` lines."""
+
+    def read(
+        self,
+        job_id: str,
+        min_level: str | None = None,
+        batch_id: str | None = None,
+        follow: bool = False,
+        job_ended: Callable[[], Awaitable[bool]] | None = None,
+        start: int = 0,
+    ) -> AsyncIterator[bytes]:
+        """The job's lines from `start`, filtered; with `follow`, until the job ends."""
+
+    async def size(self, job_id: str) -> int:
+        """Bytes the job's log takes."""
+
+    async def remove(self, job_id: str) -> None: ...
+
+
+class JobLogFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
@@ -102,23 +151,39 @@ def encode_record(record: dict[str, Any]) -> bytes:
         return line.encode() + b"\n"
 
 
-class JobLogs:
+class JobLogFiles:
+    """One file per job under the state dir: the logs of a daemon on SQLite."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._open: dict[str, JobLog] = {}
+        self._open: dict[str, JobLogFile] = {}
         self._closing = False
 
     def close_readers(self) -> None:
-        """End every `follow` stream: the daemon is stopping."""
         self._closing = True
+
+    async def close(self) -> None:
+        """Nothing is held back: each record is written as it comes."""
 
     def path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.jsonl"
 
-    def acquire(self, job_id: str) -> JobLog:
+    async def tail_start(self, job_id: str, lines: int) -> int:
+        return await asyncio.to_thread(tail_offset, self.path(job_id), lines)
+
+    async def size(self, job_id: str) -> int:
+        try:
+            return self.path(job_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def remove(self, job_id: str) -> None:
+        self.path(job_id).unlink(missing_ok=True)
+
+    def acquire(self, job_id: str) -> JobLogFile:
         log = self._open.get(job_id)
         if log is None:
-            log = self._open[job_id] = JobLog(self.path(job_id))
+            log = self._open[job_id] = JobLogFile(self.path(job_id))
         log.users += 1
         return log
 
@@ -142,7 +207,7 @@ class JobLogs:
     ) -> AsyncIterator[bytes]:
         """Yield the job's log lines from byte `start` (a line's start, see `tail_offset`);
         with `follow`, keep yielding until the job ends."""
-        threshold = LEVELS.get(min_level.upper(), 0) if min_level else 0
+        threshold = level_threshold(min_level)
         path = self.path(job_id)
         offset = start
         pending = b""
@@ -152,7 +217,7 @@ class JobLogs:
             offset += len(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                if line and _selected(line, threshold, batch_id):
+                if line and selected(line, threshold, batch_id):
                     yield line + b"\n"
             if ended and not chunk:
                 return
@@ -194,7 +259,11 @@ def _read_from(path: Path, offset: int) -> bytes:
         return b""
 
 
-def _selected(line: bytes, threshold: int, batch_id: str | None) -> bool:
+def level_threshold(min_level: str | None) -> int:
+    return LEVELS.get(min_level.upper(), 0) if min_level else 0
+
+
+def selected(line: bytes, threshold: int, batch_id: str | None) -> bool:
     if not threshold and batch_id is None:
         return True
     try:
