@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from batchd.constants import MAX_LOG_LINE_BYTES
-from batchd.observe.joblogs import encode_record, guarded_writer
+from batchd.observe.joblogs import LogRead, encode_record, guarded_writer
 from batchd.observe.pglogs import PostgresJobLogs
 from batchd.store.postgres.store import PostgresStore
 from tests import pg
@@ -219,7 +219,7 @@ def test_follow_from_another_daemon_sees_lines_as_they_are_written(
 
 
 async def _read_all(logs: PostgresJobLogs, job_id: str) -> list[bytes]:
-    return [line async for line in logs.read(job_id)]
+    return [line async for line in logs.read(job_id, LogRead())]
 
 
 async def test_lines_wait_bounded_while_the_database_cannot_take_them(dsn: str) -> None:

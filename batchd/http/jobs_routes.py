@@ -23,7 +23,7 @@ from batchd.http.body import (
     required_query,
 )
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
-from batchd.observe.joblogs import LEVELS
+from batchd.observe.joblogs import LEVELS, LogRead
 from batchd.store import views
 from batchd.store.records import BatchCounts, JobRecord, batch_id
 
@@ -168,11 +168,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
     lines = services.joblogs.read(
         job.job_id,
-        min_level=level,
-        batch_id=request.query.get("batchID"),
-        follow=follow,
-        job_ended=job_ended,
-        start=start,
+        LogRead(
+            min_level=level,
+            batch_id=request.query.get("batchID"),
+            follow=follow,
+            job_ended=job_ended,
+            start=start,
+        ),
     )
     return await _stream(request, lines)
 

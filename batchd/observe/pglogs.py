@@ -20,35 +20,32 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
-from batchd.observe.joblogs import encode_record, level_threshold, selected
+from batchd.observe.joblogs import LogRead, Writers, encode_record
 from batchd.store.postgres.joblogs import JobLogTable
 
 log = logging.getLogger("batchd.joblogs")
 
 # Seconds between flushes: how late a line reaches the table when all is well.
 FLUSH_INTERVAL = 0.15
-# Queued bytes that start a flush before its time.
-FLUSH_BYTES = 1 << 20
-# Bytes of lines one flush's transaction stores at most (a line may be up to 5 MB).
-FLUSH_MAX_BYTES = 8 << 20
+# Bytes of queued lines that start a flush before its time, and that one flush's
+# transaction stores at most (a line may be up to 5 MB).
+FLUSH_BYTES, FLUSH_MAX_BYTES = 1 << 20, 8 << 20
 # Bytes of lines queued for the database at most; past it records are dropped.
 QUEUE_BYTES = 64 << 20
 # While the database is down, flushes are retried after this long at most (doubling).
 RETRY_MAX = 5.0
 # How long a read waits for this node's queued lines to be stored first, and the daemon's
 # stop for all of them.
-READ_FLUSH_TIMEOUT = 1.0
-CLOSE_FLUSH_TIMEOUT = 5.0
+READ_FLUSH_TIMEOUT, CLOSE_FLUSH_TIMEOUT = 1.0, 5.0
 # A `follow` stream ends once its job has ended and this long has passed since: lines
 # another node queued before the end are in the table within a flush.
 END_GRACE = 1.0
 # One read of the table: rows, and bytes of lines past the first.
-READ_ROWS = 1000
-READ_BYTES = 4 << 20
+READ_ROWS, READ_BYTES = 1000, 4 << 20
 
 
 class QueueFull(Exception):
@@ -85,7 +82,7 @@ class PostgresJobLogs:
         self._wake = asyncio.Event()
         # Set (and replaced) after each flush, stored or failed.
         self._flushed = asyncio.Event()
-        self._open: dict[str, QueuedJobLog] = {}
+        self._writers = Writers(self._queued_log, self._last_released)
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -101,21 +98,17 @@ class PostgresJobLogs:
     # -- writing -----------------------------------------------------------------------
 
     def acquire(self, job_id: str) -> QueuedJobLog:
-        job_log = self._open.get(job_id)
-        if job_log is None:
-            job_log = self._open[job_id] = QueuedJobLog(self, job_id)
-        job_log.users += 1
-        return job_log
+        return self._writers.acquire(job_id)
 
     def release(self, job_id: str) -> None:
-        job_log = self._open.get(job_id)
-        if job_log is None:
-            return
-        job_log.users -= 1
-        if job_log.users <= 0:
-            del self._open[job_id]
-            # The job's last writer is done (it may be ending): its lines go out now.
-            self._wake.set()
+        self._writers.release(job_id)
+
+    def _queued_log(self, job_id: str) -> QueuedJobLog:
+        return QueuedJobLog(self, job_id)
+
+    def _last_released(self, job_log: QueuedJobLog) -> None:
+        # The job's last writer is done (it may be ending): its lines go out now.
+        self._wake.set()
 
     def queue(self, job_id: str, line: bytes) -> None:
         if self._queued_bytes + len(line) > self._limit:
@@ -212,36 +205,25 @@ class PostgresJobLogs:
         await self._stored(READ_FLUSH_TIMEOUT)
         return await self.table.tail_start(job_id, lines)
 
-    async def read(
-        self,
-        job_id: str,
-        min_level: str | None = None,
-        batch_id: str | None = None,
-        follow: bool = False,
-        job_ended: Callable[[], Awaitable[bool]] | None = None,
-        start: int = 0,
-    ) -> AsyncIterator[bytes]:
-        """Yield the job's lines from id `start` (see `tail_start`) in id order, whichever
-        node wrote them; with `follow`, poll for more until the job ends."""
-        threshold = level_threshold(min_level)
-        position = start
+    async def read(self, job_id: str, request: LogRead) -> AsyncIterator[bytes]:
+        """Yield the job's lines from id `request.start` (see `tail_start`) in id order,
+        whichever node wrote them; with `follow`, poll for more until the job ends."""
+        position = request.start
         ended_at: float | None = None
         while True:
-            if ended_at is None and (
-                not follow or self._closing or (job_ended is not None and await job_ended())
-            ):
+            if ended_at is None and await request.ended(self._closing):
                 ended_at = time.monotonic()
                 # What this node queued before now is read with the rest.
                 await self._stored(READ_FLUSH_TIMEOUT)
             rows = await self.table.lines(job_id, position, READ_ROWS, READ_BYTES)
             for _, line in rows:
-                if selected(line, threshold, batch_id):
+                if request.selects(line):
                     yield line
             if rows:
                 position = rows[-1][0] + 1
                 continue
             if ended_at is not None and (
-                not follow or self._closing or time.monotonic() - ended_at >= END_GRACE
+                not request.follow or self._closing or time.monotonic() - ended_at >= END_GRACE
             ):
                 return
             await asyncio.sleep(LOG_FOLLOW_POLL_INTERVAL)
