@@ -101,8 +101,9 @@ def test_a_job_run_on_one_daemon_has_its_log_read_and_pruned_from_another(
     make_daemon: Callable[..., Daemon], make_project: Project, dsn: str
 ) -> None:
     node_a = make_daemon(database=dsn, node_name="node-a")
-    node_b = make_daemon(database=dsn, node_name="node-b")
     job_id = _run_job(node_a, make_project)
+    # Started once the job has ended on A: none of its lines can be B's own.
+    node_b = make_daemon(database=dsn, node_name="node-b")
 
     records = _complete_log(node_b, job_id)
     # One log, the same in one order from either node, and none of it in a state dir.
