@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -262,3 +263,66 @@ async def test_lines_wait_bounded_while_the_database_cannot_take_them(dsn: str) 
     ]
     await conn.close()
     await store.close()
+
+
+def test_the_workers_of_one_job_on_two_daemons_write_one_log(
+    make_daemon: Callable[..., Daemon], make_project: Project, dsn: str, tmp_path: Path
+) -> None:
+    # One worker each: the job's two workers are one on each node.
+    nodes = [
+        make_daemon(start=False, database=dsn, node_name=f"node-{n}", max_workers=1) for n in "ab"
+    ]
+    nodes[0].start()
+    gate = tmp_path / "gate"
+    nodes[0].client.deploy(
+        make_project(
+            "split",
+            f"""
+            import os, time
+            from batchd import logger
+
+            class Handler:
+                def __init__(self, config):
+                    pass
+
+                def handle_batch(self, payload):
+                    item = str(payload[0])
+                    logger.info("started " + item)
+                    while not os.path.exists({str(gate)!r}):
+                        time.sleep(0.01)
+                    for n in range({LINES_PER_BATCH}):
+                        logger.info(item + " line " + str(n), extra={{"n": n}})
+            """,
+        )
+    )
+    # Until a project is fetched from the database, each node has its copy.
+    shutil.copytree(nodes[0].state_dir / "apis", nodes[1].state_dir / "apis")
+    nodes[1].start()
+    items = [1, 2, 3, 4]
+    job = nodes[0].client.submit(
+        "split", {"workers": 2, "item_list": {"items": items, "batch_size": 1}}
+    )
+    job_id = job["job_id"]
+    query = "SELECT DISTINCT node FROM job_logs JOIN jobs ON job = key WHERE job_id = $1"
+    wait_for(
+        lambda: {row[0] for row in _sql(dsn, query, job_id)} == {"node-a", "node-b"},
+        what="a started line from each node",
+    )
+    gate.touch()
+    assert wait_job(nodes[1].client, "split", job_id)["status"] == "succeeded"
+
+    expected = len(items) * (LINES_PER_BATCH + 1)
+    records = wait_for(
+        lambda: len(r := fetch_logs(nodes[1], "split", job_id)) == expected and r,
+        what="every line of both nodes",
+    )
+    assert fetch_logs(nodes[0], "split", job_id) == records
+    rows = _sql(dsn, "SELECT line FROM job_logs ORDER BY id")
+    assert [json.loads(line) for (line,) in rows] == records
+    messages = [r["message"] for r in records]
+    for item in items:
+        mine = [m for m in messages if m.startswith(f"{item} line ")]
+        assert mine == [f"{item} line {n}" for n in range(LINES_PER_BATCH)]
+        assert messages.index(f"started {item}") < messages.index(f"{item} line 0")
+        (started,) = [r for r in records if r["message"] == f"started {item}"]
+        assert started["labels"]["batchID"] == f"{job_id}-{item}"
