@@ -1,0 +1,123 @@
+"""``batchd migrate``: move a SQLite state dir's APIs and unfinished jobs to PostgreSQL
+(the move itself is :mod:`batchd.store.migrate`). It runs only while no daemon uses the
+state dir: it takes the daemon's own lock on it for the whole move."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import io
+import os
+import sqlite3
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchd.cli.exits import EXIT_USAGE, CliError
+from batchd.cli.render import print_json
+from batchd.constants import DB_FILENAME
+
+if TYPE_CHECKING:
+    from batchd.store.migrate import ArchiveOf
+
+# The file `batchd serve` holds an exclusive flock on while it runs (daemon/run.py).
+DAEMON_LOCK = "daemon.lock"
+
+
+def migrate(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).resolve()
+    source = state / DB_FILENAME
+    if not source.is_file():
+        raise CliError(f"{source}: no SQLite queue there (is {state} a batchd state dir?)")
+    dsn = _target(args)
+    try:
+        import asyncpg
+
+        from batchd.store import DatabaseUnavailable
+        from batchd.store.migrate import Refused, migrate
+    except ImportError as exc:
+        raise CliError(
+            f"{exc}: moving to PostgreSQL needs the postgres extra (pip install 'batchd[postgres]')"
+        ) from None
+    with _daemon_lock(state):
+        try:
+            moved = asyncio.run(migrate(source, dsn, _snapshot_archive(state)))
+        except (Refused, DatabaseUnavailable) as exc:
+            raise CliError(str(exc)) from None
+        except sqlite3.Error as exc:
+            raise CliError(f"cannot read the queue database {source}: {exc}") from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # Refused or cut off mid-copy: the transaction did not commit.
+            raise CliError(f"the database refused the move, nothing was moved: {exc}") from None
+    if args.output == "json":
+        return print_json(vars(moved))
+    print(
+        f"moved {len(moved.apis)} API(s) ({moved.versions} version(s)) and "
+        f"{len(moved.jobs)} unfinished job(s) ({moved.batches} batch(es): {moved.queued} "
+        f"queued, {moved.succeeded} succeeded, {moved.dead} dead; {moved.failures} failed "
+        f"attempt(s)) to PostgreSQL"
+    )
+    if moved.refunded:
+        print(f"{moved.refunded} batch(es) leased when the daemon stopped are queued again")
+    if moved.finished_left:
+        print(
+            f"{moved.finished_left} finished job(s) stay in {source}: a daemon without "
+            "`database` on this state dir still serves their results"
+        )
+    return 0
+
+
+def _target(args: argparse.Namespace) -> str:
+    """The PostgreSQL URL, read from --to-file by the daemon's database_file rules."""
+    from batchd.config import DATABASE_SCHEMES, ConfigError, DaemonConfig
+
+    if args.to is not None:
+        if not args.to.startswith(DATABASE_SCHEMES):
+            raise CliError("--to: must be a postgresql:// URL", EXIT_USAGE)
+        return str(args.to)
+    try:
+        url = DaemonConfig(database=None, database_file=args.to_file).database_url()
+    except ConfigError as exc:
+        raise CliError(str(exc).replace("database_file:", "--to-file:"), EXIT_USAGE) from None
+    assert url is not None, "a database_file gives a URL or an error"
+    return url
+
+
+@contextlib.contextmanager
+def _daemon_lock(state: Path) -> Iterator[None]:
+    """The state dir's daemon lock, held for the whole move: a running daemon refuses the
+    move, and no daemon starts on the state dir until it is over."""
+    descriptor = os.open(state / DAEMON_LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(f"a batchd daemon is running on {state}: stop it first") from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _snapshot_archive(state: Path) -> ArchiveOf:
+    """The archive of a live API version: its snapshot folder as a tar.gz (the folder
+    holds the project's files; its spec and .env are the version's row)."""
+    from batchd.apis.registry import SNAPSHOT_KEY
+
+    def archive_of(name: str, spec: dict[str, Any]) -> bytes:
+        folder = state / "apis" / name / str(spec.get(SNAPSHOT_KEY))
+        if not folder.is_dir():
+            raise CliError(f"API {name}: its snapshot {folder} is missing")
+        buffer = io.BytesIO()
+        try:
+            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                # The order snapshot_digest reads them in: the same archive every time.
+                for path in sorted(folder.rglob("*")):
+                    tar.add(path, path.relative_to(folder).as_posix(), recursive=False)
+        except OSError as exc:
+            raise CliError(f"API {name}: cannot read its snapshot {folder}: {exc}") from None
+        return buffer.getvalue()
+
+    return archive_of
