@@ -19,8 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from batchd.cli.main import main
 from batchd.client import BatchdError, Client
-from batchd.constants import DB_FILENAME
+from batchd.constants import DB_FILENAME, SCHEMA_VERSION
+from batchd.store.postgres.store import PostgresStore
 from batchd.store.rows import SEQ_BITS
 from testkit.launcher import Daemon
 from tests import pg
@@ -233,3 +235,85 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
         client.get_job("m", finished["job_id"])
     assert missing.value.status == 404
     assert query(dsn, "SELECT job_id FROM jobs") == [(job_id,)]
+
+
+def test_a_move_the_database_refuses_midway_leaves_it_untouched_and_can_run_again(
+    make_daemon: Callable[..., Daemon],
+    make_project: Project,
+    postgres_cluster: pg.Cluster,
+    dsn: str,
+    tmp_path: Path,
+) -> None:
+    daemon = make_daemon()
+    calls, _ = deploy_m(daemon.client, make_project, tmp_path)
+    job_id = held_job(daemon.client, calls)
+    daemon.kill()
+
+    async def create_schema() -> None:
+        store = PostgresStore(dsn)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create_schema())
+    # Failures are copied after the APIs, the job, its batches and its chunks.
+    schema = schema_of(dsn)
+    postgres_cluster.sql(
+        f"CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'no failures here'; END$$;"
+        f"CREATE TRIGGER refuse BEFORE INSERT ON {schema}.failures "
+        f"FOR EACH ROW EXECUTE FUNCTION {schema}.refuse();",
+        pg.DATABASE,
+    )
+    refused = run_migrate("--state-dir", str(daemon.state_dir), "--to", dsn)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "error: the database refused the move, nothing was moved: no failures here\n"
+    )
+    for table in ("apis", "jobs", "batches", "chunks", "failures"):
+        assert query(dsn, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+    postgres_cluster.sql(f"DROP TRIGGER refuse ON {schema}.failures", pg.DATABASE)
+    moved = run_migrate("--state-dir", str(daemon.state_dir), "--to", dsn)
+    assert moved.returncode == 0, moved.stderr
+    total = len(ITEMS)
+    assert moved.stdout.splitlines()[0] == (
+        f"moved 1 API(s) (1 version(s)) and 1 unfinished job(s) ({total} batch(es): "
+        f"{total - 4} queued, 3 succeeded, 1 dead; 1 failed attempt(s)) to PostgreSQL"
+    )
+    assert query(dsn, "SELECT job_id, succeeded_count, dead_count FROM jobs") == [(job_id, 3, 1)]
+    assert query(dsn, "SELECT attempt, error FROM failures") == [
+        (1, b"ValueError: cannot handle dead")
+    ]
+
+
+def test_migrate_says_what_is_wrong_before_touching_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    url = "postgresql://nobody@127.0.0.1:1/none"
+
+    def error_of(*args: str) -> tuple[int, str]:
+        code = main(["migrate", "--state-dir", str(state), *args])
+        return code, capsys.readouterr().err
+
+    assert error_of("--to", url) == (
+        1,
+        f"error: {state / DB_FILENAME}: no SQLite queue there (is {state} a batchd state dir?)\n",
+    )
+    with contextlib.closing(sqlite3.connect(state / DB_FILENAME)) as old:
+        old.execute("PRAGMA user_version = 2")
+    assert error_of("--to", "mysql://somewhere/db") == (
+        2,
+        "error: --to: must be a postgresql:// URL\n",
+    )
+    missing = tmp_path / "missing.url"
+    assert error_of("--to-file", str(missing)) == (
+        2,
+        f"error: --to-file: cannot read {missing}: No such file or directory\n",
+    )
+    assert error_of("--to", url) == (
+        1,
+        f"error: {state / DB_FILENAME} has schema version 2, this batchd moves version "
+        f"{SCHEMA_VERSION}: run this batchd's daemon on the state dir once first\n",
+    )
