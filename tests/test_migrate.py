@@ -247,7 +247,10 @@ def test_a_move_the_database_refuses_midway_leaves_it_untouched_and_can_run_agai
     daemon = make_daemon()
     calls, _ = deploy_m(daemon.client, make_project, tmp_path)
     job_id = held_job(daemon.client, calls)
-    daemon.kill()
+    # Stopped cleanly this time: "hold" is released, and the file has no write-ahead log.
+    assert daemon.stop() == 0
+    source = daemon.state_dir / DB_FILENAME
+    assert not source.with_name(f"{DB_FILENAME}-wal").exists()
 
     async def create_schema() -> None:
         store = PostgresStore(dsn)
@@ -284,6 +287,8 @@ def test_a_move_the_database_refuses_midway_leaves_it_untouched_and_can_run_agai
     assert query(dsn, "SELECT attempt, error FROM failures") == [
         (1, b"ValueError: cannot handle dead")
     ]
+    # Only read: a -wal or -shm file left by the reader would belong to its user.
+    assert sorted(path.name for path in daemon.state_dir.glob(f"{DB_FILENAME}*")) == [DB_FILENAME]
 
 
 def test_migrate_says_what_is_wrong_before_touching_anything(

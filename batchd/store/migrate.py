@@ -77,7 +77,11 @@ async def migrate(source: Path, dsn: str, archive_of: ArchiveOf) -> Moved:
         )
         # Opened once, as a daemon would: the schema is created, or brought up to date.
         store = PostgresStore(dsn)
-        await store.open()
+        try:
+            await store.open()
+        except RuntimeError as exc:
+            # A schema newer than this batchd's.
+            raise Refused(str(exc)) from None
         await store.close()
         target = await _connect(dsn)
         try:

@@ -90,7 +90,11 @@ def _target(args: argparse.Namespace) -> str:
 def _daemon_lock(state: Path) -> Iterator[None]:
     """The state dir's daemon lock, held for the whole move: a running daemon refuses the
     move, and no daemon starts on the state dir until it is over."""
-    descriptor = os.open(state / DAEMON_LOCK, os.O_RDONLY | os.O_CREAT, 0o600)
+    path = state / DAEMON_LOCK
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot open {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
