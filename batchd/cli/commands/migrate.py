@@ -49,9 +49,14 @@ def migrate(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         except sqlite3.Error as exc:
             raise CliError(f"cannot read the queue database {source}: {exc}") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            # Refused or cut off mid-copy: the transaction did not commit.
+        except asyncpg.PostgresError as exc:
+            # The transaction rolled back.
             raise CliError(f"the database refused the move, nothing was moved: {exc}") from None
+        except (asyncpg.InterfaceError, OSError) as exc:
+            raise CliError(
+                f"lost the database mid-move ({exc}): run it again (a move that did commit "
+                "is refused, naming what the database holds)"
+            ) from None
     if args.output == "json":
         return print_json(vars(moved))
     print(
