@@ -19,6 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from batchd.apis.archive import unpack_project
+from batchd.apis.rebuild import NotRebuilt, rebuilt_archive
+from batchd.apis.registry import DIGEST_KEY, snapshot_digest
+from batchd.apis.spec import pack_project
 from batchd.cli.main import main
 from batchd.client import BatchdError, Client
 from batchd.constants import DB_FILENAME, SCHEMA_VERSION
@@ -322,3 +326,54 @@ def test_migrate_says_what_is_wrong_before_touching_anything(
         f"error: {state / DB_FILENAME} has schema version 2, this batchd moves version "
         f"{SCHEMA_VERSION}: run this batchd's daemon on the state dir once first\n",
     )
+
+
+TRICKY_TOML = r"""
+name = "tricky"
+[handler]
+path = "pkg/handler.py"
+batch_timeout = 600
+env = { MODE = "fast" }
+[handler.config]
+text = "quote \" back\\slash\ttab é 😀 del\u007f"
+numbers = [1, 0.1, 1e300, -2]
+flags = [true, false]
+nested = { "dotted.key" = [{ a = -2 }], empty = {} }
+[compute]
+mem = "64M"
+[retention]
+days = 2.5
+"""
+
+
+def test_a_rebuilt_archive_unpacks_to_what_was_deployed_and_a_changed_snapshot_is_refused(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "batchd.toml").write_text(TRICKY_TOML, encoding="utf-8")
+    (project / ".env").write_text("TOKEN='it's = #not a comment'\nexport PLAIN= x y \n")
+    (project / "pkg" / "handler.py").write_text("class Handler:\n    pass\n")
+    (project / "data.bin").write_bytes(bytes(range(256)))
+    # As a deploy records it: the snapshot, and the spec with what the daemon adds.
+    snapshot = tmp_path / "snapshot"
+    deployed = unpack_project(pack_project(project, sys.maxsize), snapshot, sys.maxsize)
+    spec = deployed.spec.model_dump()
+    digest = snapshot_digest(snapshot, spec, deployed.dotenv)
+    stored = json.loads(json.dumps({**spec, "snapshot": "abc", "files": 2, DIGEST_KEY: digest}))
+    assert deployed.dotenv == {"TOKEN": "it's = #not a comment", "PLAIN": "x y"}
+
+    rebuilt = rebuilt_archive(snapshot, stored, deployed.dotenv)
+    again = unpack_project(rebuilt, tmp_path / "again", sys.maxsize)
+    assert (again.spec, again.dotenv, again.files) == (
+        deployed.spec,
+        deployed.dotenv,
+        deployed.files,
+    )
+    assert snapshot_digest(tmp_path / "again", again.spec.model_dump(), again.dotenv) == digest
+
+    # A snapshot changed since its deploy is not what the digest names: refused.
+    (snapshot / "data.bin").chmod(0o644)
+    (snapshot / "data.bin").write_bytes(b"changed")
+    with pytest.raises(NotRebuilt, match="does not match the digest"):
+        rebuilt_archive(snapshot, stored, deployed.dotenv)

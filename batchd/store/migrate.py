@@ -17,7 +17,6 @@ lock, so nothing writes to it meanwhile.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,12 +29,13 @@ from batchd.constants import SCHEMA_VERSION
 from batchd.store import DatabaseUnavailable
 from batchd.store.postgres.queries import SQL as PG_SQL
 from batchd.store.postgres.store import PostgresStore
-from batchd.store.rows import SEQ_BITS, batch_range
+from batchd.store.records import ApiRecord
+from batchd.store.rows import SEQ_BITS, api_record, batch_range
 from batchd.store.sqlite.queries import SQL as SQLITE_SQL
 
-# The project archive of a live API version, from (API name, its spec): what a database
-# that keeps archives stores beside the version's row.
-ArchiveOf = Callable[[str, dict[str, Any]], bytes]
+# The project archive of a live API version (None: it cannot have one), as a database
+# that keeps archives stores it beside the version's row.
+ArchiveOf = Callable[[ApiRecord], bytes | None]
 
 # A refusal names at most this many jobs or APIs.
 NAMES_SHOWN = 5
@@ -148,14 +148,15 @@ def _columns(names: str) -> list[str]:
 
 async def _copy_apis(target: asyncpg.Connection, versions: list[Any], archive_of: ArchiveOf) -> int:
     """Copy every version; the bytes of the live ones' archives."""
-    archive_bytes = 0
-    for name, _, spec, _, _, deleted_at in versions:
-        if deleted_at is None:
-            # A database that keeps archives stores this one with the version's row.
-            archive_bytes += len(archive_of(name, json.loads(spec)))
     await target.copy_records_to_table(
         "apis", records=versions, columns=_columns(PG_SQL.migrated_api_columns)
     )
+    archive_bytes = 0
+    for row in versions:
+        if row[5] is None:
+            archive = archive_of(api_record(row))
+            # A database that keeps archives stores it here, with the version's row.
+            archive_bytes += 0 if archive is None else len(archive)
     return archive_bytes
 
 

@@ -8,13 +8,11 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import io
 import os
 import sqlite3
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batchd.cli.exits import EXIT_USAGE, CliError
 from batchd.cli.render import print_json
@@ -22,6 +20,7 @@ from batchd.constants import DB_FILENAME
 
 if TYPE_CHECKING:
     from batchd.store.migrate import ArchiveOf
+    from batchd.store.records import ApiRecord
 
 # The file `batchd serve` holds an exclusive flock on while it runs (daemon/run.py).
 DAEMON_LOCK = "daemon.lock"
@@ -111,22 +110,25 @@ def _daemon_lock(state: Path) -> Iterator[None]:
 
 
 def _snapshot_archive(state: Path) -> ArchiveOf:
-    """The archive of a live API version: its snapshot folder as a tar.gz (the folder
-    holds the project's files; its spec and .env are the version's row)."""
-    from batchd.apis.registry import SNAPSHOT_KEY
+    """The archive of a live API version, rebuilt from its snapshot folder and its row."""
+    from batchd.apis.rebuild import NotRebuilt, rebuilt_archive
+    from batchd.apis.registry import DIGEST_KEY, SNAPSHOT_KEY
+    from batchd.errors import DomainError
 
-    def archive_of(name: str, spec: dict[str, Any]) -> bytes:
-        folder = state / "apis" / name / str(spec.get(SNAPSHOT_KEY))
+    def archive_of(api: ApiRecord) -> bytes | None:
+        if DIGEST_KEY not in api.spec:
+            # Deployed before digests were kept: no node could check an archive of it.
+            return None
+        folder = state / "apis" / api.name / str(api.spec.get(SNAPSHOT_KEY))
+        which = f"API {api.name} version {api.version}"
         if not folder.is_dir():
-            raise CliError(f"API {name}: its snapshot {folder} is missing")
-        buffer = io.BytesIO()
+            raise CliError(f"{which}: its snapshot {folder} is missing")
         try:
-            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-                # The order snapshot_digest reads them in: the same archive every time.
-                for path in sorted(folder.rglob("*")):
-                    tar.add(path, path.relative_to(folder).as_posix(), recursive=False)
-        except OSError as exc:
-            raise CliError(f"API {name}: cannot read its snapshot {folder}: {exc}") from None
-        return buffer.getvalue()
+            return rebuilt_archive(folder, api.spec, api.dotenv)
+        except (NotRebuilt, DomainError, OSError) as exc:
+            message = exc.message if isinstance(exc, DomainError) else str(exc)
+            raise CliError(
+                f"{which}: cannot rebuild its project from {folder}: {message}"
+            ) from None
 
     return archive_of
