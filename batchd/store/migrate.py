@@ -110,7 +110,7 @@ def _reading(path: Path) -> Iterator[sqlite3.Connection]:
                 f"{path} has schema version {version}, this batchd moves version "
                 f"{SCHEMA_VERSION}: run this batchd's daemon on the state dir once first"
             )
-        connection.execute("BEGIN")
+        connection.execute(SQLITE_SQL.begin_reading)
         yield connection
     finally:
         connection.close()

@@ -4,6 +4,10 @@
 -- PostgreSQL, so its batch and chunk ids (key << 32 | seq) move by ?1: the new first id
 -- minus the old one. Errors are read as their UTF-8 bytes, as PostgreSQL keeps them.
 
+-- name: begin_reading
+-- Every read below sees one snapshot of the file.
+BEGIN DEFERRED
+
 -- name: migrated_api_versions
 -- Every version, deleted ones too: a moved job may name one.
 SELECT name, version, spec, dotenv, created_at, deleted_at FROM apis ORDER BY name, version
