@@ -28,6 +28,7 @@ from batchd.client import BatchdError, Client
 from batchd.constants import DB_FILENAME, SCHEMA_VERSION
 from batchd.store.postgres.store import PostgresStore
 from batchd.store.rows import SEQ_BITS
+from batchd.store.sqlite.store import SqliteStore
 from testkit.launcher import Daemon
 from tests import pg
 from tests.conftest import REPO, wait_for, wait_job
@@ -377,3 +378,19 @@ def test_a_rebuilt_archive_unpacks_to_what_was_deployed_and_a_changed_snapshot_i
     (snapshot / "data.bin").write_bytes(b"changed")
     with pytest.raises(NotRebuilt, match="does not match the digest"):
         rebuilt_archive(snapshot, stored, deployed.dotenv)
+
+
+def test_a_database_migrate_cannot_reach_is_named_without_its_password(
+    postgres_cluster: pg.Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def empty_queue() -> None:
+        store = SqliteStore(tmp_path / DB_FILENAME)
+        await store.open()
+        await store.close()
+
+    asyncio.run(empty_queue())
+    wrong = postgres_cluster.dsn.replace(postgres_cluster.password, "not-the-password")
+    assert main(["migrate", "--state-dir", str(tmp_path), "--to", wrong]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot connect to postgresql://batchd_tests:***@127.0.0.1:")
+    assert "not-the-password" not in error
