@@ -188,6 +188,12 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
     assert status == "running"
     assert counters == [total - 4, 0, 3, 1, 1]
     assert HOLD_SEQ <= materialized < total
+    ((seconds, of_rows),) = query(
+        dsn,
+        "SELECT duration_sum, (SELECT sum(duration) FROM batches WHERE state = 'succeeded') "
+        "FROM jobs",
+    )
+    assert seconds == pytest.approx(of_rows) and seconds > 0
     first = key << SEQ_BITS
     batches = query(dsn, "SELECT id, state, attempts, lease_token, result FROM batches")
     rows = {row[0] - first: row[1:] for row in batches}
