@@ -219,9 +219,7 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
 
     # A daemon on PostgreSQL, on the same state dir (its snapshots), finishes the job.
     gate.touch()
-    on_postgres = make_daemon(start=False, database=dsn)
-    on_postgres.state_dir = state
-    on_postgres.start()
+    on_postgres = make_daemon(database=dsn)
     client = on_postgres.client
     assert client.get_api("m")["versions"] == versions_before
     status = wait_job(client, "m", job_id)
@@ -246,6 +244,8 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
         client.get_job("m", finished["job_id"])
     assert missing.value.status == 404
     assert query(dsn, "SELECT job_id FROM jobs") == [(job_id,)]
+    # Run from the stored archive, unpacked on first use and checked against its digest.
+    assert len(list((on_postgres.state_dir / "apis" / "m").iterdir())) == 1
 
 
 def test_a_move_the_database_refuses_midway_leaves_it_untouched_and_can_run_again(

@@ -154,9 +154,13 @@ async def _copy_apis(target: asyncpg.Connection, versions: list[Any], archive_of
     archive_bytes = 0
     for row in versions:
         if row[5] is None:
-            archive = archive_of(api_record(row))
-            # A database that keeps archives stores it here, with the version's row.
-            archive_bytes += 0 if archive is None else len(archive)
+            api = api_record(row)
+            archive = archive_of(api)
+            if archive is not None:
+                await target.execute(
+                    PG_SQL.insert_api_archive, api.name, api.spec["digest"], archive
+                )
+                archive_bytes += len(archive)
     return archive_bytes
 
 
