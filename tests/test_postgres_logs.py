@@ -124,7 +124,7 @@ def test_a_job_run_on_one_daemon_has_its_log_read_and_pruned_from_another(
         "giving up on fail",
         "handle_batch failed",
     ]
-    base = {"apiName": "logging", "jobID": job_id, "workerSlot": 0}
+    base = {"apiName": "logging", "jobID": job_id, "workerSlot": 0, "node": "node-a"}
     (initialised,) = [r for r in records if r["message"] == "initialised"]
     assert initialised["labels"] == base
     for seq, item in enumerate(ITEMS, start=1):

@@ -272,11 +272,18 @@ class ApiRegistry:
             python=spec.handler.python or sys.executable,
             cwd=cwd,
             env=env,
-            labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
+            labels=self._labels(job, slot),
             gpus=spec.compute.gpu,
             mem=spec.compute.mem_bytes,
             disk=spec.compute.disk_bytes or self.config.max_workspace_size,
         )
+
+    def _labels(self, job: JobRecord, slot: int) -> dict[str, Any]:
+        labels: dict[str, Any] = {"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot}
+        if self.store.shared:
+            # One job log holds every node's workers, and slots repeat from node to node.
+            labels["node"] = self.config.node_name
+        return labels
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:
         api = await self.version(job.api_name, job.api_version)
