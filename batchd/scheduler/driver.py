@@ -229,11 +229,13 @@ class Driver:
                 has_on_complete=worker.has_on_complete,
             )
             if action is policy.Idle.RUN_HOOK:
-                claim = await self.store.claim_hook(run.job_id)
-                if claim is HookClaim.CLAIMED:
+                # Taken here before the claim's await: no other idle worker takes it too.
+                run.completing = worker
+                if await self.store.claim_hook(run.job_id) is HookClaim.CLAIMED:
                     await self._hook.run(run, worker, counts)
                     return
                 # Another node runs it (or ran it, and was lost: see cluster.Membership).
+                run.completing = None
                 run.hook_elsewhere = True
                 action = policy.Idle.EXIT
             if action is policy.Idle.CONCLUDE:
