@@ -3,14 +3,12 @@
 N daemons share one schema, max_workers = 2 each; one job asking for 2 x N workers is
 submitted to the first, and the others adopt it (the cluster core): every node runs 2 of
 its workers. The handler sleeps 20 ms per batch, so the ideal is 2 x N / 0.020 batches
-per second; the job is sized to take W3_SECONDS at that rate.
+per second; the job is sized to take Sizes.w3_seconds (10 s) at that rate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-from pathlib import Path
 
 from bench import pg_server
 from bench.common import (
@@ -31,25 +29,10 @@ SECTION = "Scale: PostgreSQL"
 GROUP = "scale"
 NODES = (1, 2, 3)
 SLEEP_S = 0.020
-# A deployed project's files reach the other nodes through the database once the API
-# archives are stored there (migration 0003_api_archives.sql); until then the bench copies
-# the first node's snapshot into the others' state dirs.
-ARCHIVES_MIGRATION = (
-    Path(__file__).resolve().parent.parent
-    / "batchd/store/postgres/migrations/0003_api_archives.sql"
-)
 
 
 def ideal_rate(nodes: int) -> float:
     return WORKERS * nodes / SLEEP_S
-
-
-def _share_snapshot(daemons: list[Daemon]) -> None:
-    if ARCHIVES_MIGRATION.exists():
-        return
-    source = daemons[0].state_dir / "apis"
-    for daemon in daemons[1:]:
-        shutil.copytree(source, daemon.state_dir / "apis", dirs_exist_ok=True)
 
 
 def spread(ctx: Context, dsn: str | None, nodes: int) -> float:
@@ -66,7 +49,6 @@ def spread(ctx: Context, dsn: str | None, nodes: int) -> float:
             for index in range(nodes)
         ]
         api = daemons[0].deploy("sleep")
-        _share_snapshot(daemons)
         done = run_job(daemons[0], api, body, ctx.sizes.drain_cap_s)
     if done.capped or done.status != "succeeded":
         raise RuntimeError(f"the W3 job over {nodes} node(s) ended {done.status}")
@@ -106,11 +88,6 @@ def run(ctx: Context) -> Result:
             share = ratio(rate, ideal_rate(1))
             progress(f"W3 run {attempt}/{ctx.runs}, 1 node on SQLite: {share:.1%} of ideal")
             result.add("1 node on SQLite (reference): share of ideal", "%", share * 100, 1)
-    if not ARCHIVES_MIGRATION.exists():
-        result.note(
-            "The API's files were copied from the first node's state dir to the others' "
-            "(this checkout does not store deployed projects in the database yet)."
-        )
     for nodes in NODES:
         result.targets.append(
             Target(
