@@ -86,7 +86,7 @@ vm-tools:
 
 # The benchmark suite (bench/) at full size, 3 runs, against huey and the limits, and its
 # scale section on a throwaway PostgreSQL (against procrastinate); rewrites
-# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 17 minutes.
+# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 14 minutes.
 # BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1" (or --only scale).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[bench]'
