@@ -61,7 +61,7 @@ class Sizes:
     # whose fsync takes ms), the driver comparison's batches, W3's seconds of work.
     peer_tasks: int = 2_000
     driver_batches: int = 100_000
-    w3_seconds: float = 10.0
+    w3_seconds: float = 20.0
 
 
 FULL = Sizes()

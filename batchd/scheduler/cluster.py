@@ -66,6 +66,8 @@ class Membership:
 
     async def run_forever(self) -> None:
         interval = min(constants.CLUSTER_SYNC_INTERVAL, self.config.node_timeout / 5)
+        # The first pass at once: listening starts before the first job is submitted here.
+        self._changed.set()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
