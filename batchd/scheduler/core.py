@@ -36,6 +36,7 @@ from batchd.scheduler.allocator import Allocator, LaunchFactory
 from batchd.scheduler.driver import Driver, InitFactory
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun
+from batchd.store import DatabaseUnavailable
 from batchd.store.records import JobRecord, JobStatus
 from batchd.store.roles import Store
 
@@ -218,6 +219,8 @@ class Scheduler:
                     else []
                 )
                 self.metrics.leases_expired(expired, self._jobs.api_of)
+            except DatabaseUnavailable:
+                continue  # the store logs an outage once
             except Exception:
                 log.exception("lease renewal failed")
                 continue

@@ -25,6 +25,7 @@ from batchd.scheduler import policy
 from batchd.scheduler.hook import Hook, with_traceback
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun, WorkerRun
+from batchd.store import DatabaseUnavailable
 from batchd.store.records import Failure, JobRecord, JobStatus, Lease
 from batchd.wire import framing
 from batchd.wire.messages import (
@@ -106,23 +107,25 @@ class Driver:
             worker.handle.signal(signal.SIGKILL)
 
     async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
-        """Run `step`, retrying while the store cannot write (disk full, locked): the
-        worker waits for its answer instead of being blamed for the daemon's trouble.
-        Every step is safe to repeat: stale lease tokens make repeated outcomes no-ops."""
+        """Run `step`, retrying while the store cannot write (disk full, locked, its
+        database server down): the worker waits for its answer, its outcomes held here,
+        instead of being blamed for the daemon's trouble. Every step is safe to repeat:
+        stale lease tokens make repeated outcomes no-ops."""
         delay = constants.STORAGE_RETRY_INITIAL
         while True:
             try:
                 await step()
                 return
-            except (sqlite3.OperationalError, OSError) as exc:
+            except (sqlite3.OperationalError, OSError, DatabaseUnavailable) as exc:
                 if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 if self.jobs.draining or run.finished:
                     raise
-                log.warning(
-                    "cannot write to the queue; retrying",
-                    extra={"jobID": run.job_id, "error": str(exc)},
-                )
+                if not isinstance(exc, DatabaseUnavailable):  # the store logs an outage once
+                    log.warning(
+                        "cannot write to the queue; retrying",
+                        extra={"jobID": run.job_id, "error": str(exc)},
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, constants.STORAGE_RETRY_MAX)
 
@@ -138,7 +141,8 @@ class Driver:
             if more and not granted:
                 # The worker waits for an answer to `more`: an empty grant.
                 await worker.handle.send(EMPTY_GRANT)
-            await self._record(run, worker, message, reported)
+            # Retried alone: a retry of the whole message would send a second grant.
+            await self._until_stored(partial(self._record, run, worker, message, reported), run)
             if last and not granted:
                 await self._idle(run, worker)
         elif isinstance(message, Ready):

@@ -22,6 +22,6 @@ class PostgresReads(PostgresCore, SqlReads):
 
     async def counts(self, job_id: str) -> BatchCounts:
         """One row, so one snapshot."""
-        row = await self._r.fetchrow(SQL.job_counts, await self._key(job_id))
+        row = await self._row(SQL.job_counts, await self._key(job_id))
         assert row is not None, "a job's row outlives its key"
         return batch_counts(row)

@@ -13,8 +13,8 @@ class PostgresRetention(PostgresCore, SqlPruning):
         """Vacuum the tables pruning empties: their free space is reused, and empty pages
         at their ends go back to the file system. PostgreSQL frees no fixed number of
         pages, so one call does it all: nothing is left for a next step (0)."""
-        async with self._write_lock:
-            await self._w.execute(SQL.vacuum)
+        async with self._writing() as writer:
+            await writer.execute(SQL.vacuum)
         return 0
 
     async def checkpoint(self) -> None:
