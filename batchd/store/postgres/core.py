@@ -99,9 +99,17 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
         self._writer = await self._connect()
         try:
             await self._migrate()
+            # No floor of connections: asyncpg would restore one in the background
+            # through an outage, logging each failure. One is opened now and kept
+            # (none ever expires); the pool replaces a lost one when it is next used.
             self._reader = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=READ_CONNECTIONS, timeout=CONNECT_TIMEOUT
+                self.dsn,
+                min_size=0,
+                max_size=READ_CONNECTIONS,
+                max_inactive_connection_lifetime=0,
+                timeout=CONNECT_TIMEOUT,
             )
+            await self.ping()
         except BaseException as exc:
             await self.close()
             if isinstance(exc, Exception):
