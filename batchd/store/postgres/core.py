@@ -70,6 +70,11 @@ def connection_lost(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return str(exc.sqlstate).startswith("57P")
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # A connection idle when the server cut it, having read the server's farewell
+        # but not yet its end, waits for an answer that never comes: every call on it
+        # raises this ("another operation is in progress").
+        return True
     # asyncpg's word for a connection that closed under the caller.
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
@@ -143,7 +148,7 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
         self._writer, self._reconnect_delay = writer, RECONNECT_FIRST
         if self._outage:
             self._outage = False
-            log.warning("connected to the database again", extra={"database": self._where})
+            log.info("connected to the database again", extra={"database": self._where})
         return writer
 
     @property

@@ -1,0 +1,137 @@
+"""A daemon on PostgreSQL while its server goes down mid-job and comes back on the same
+port: requests meanwhile get 503 with Retry-After, the workers' outcomes wait in the
+daemon and are stored once the server is back, and the job ends with every batch
+succeeded once. The cluster is this module's own: the session's is shared."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import pg
+from tests.conftest import Daemon, wait_for, wait_job
+
+Project = Callable[..., Path]
+
+# A line when a batch starts and one when it ends, so the test can tell how often each
+# batch really ran; while the gate file exists a batch waits after it started.
+GATED_HANDLER = """
+import os, time
+
+class Handler:
+    def __init__(self, config):
+        self.started, self.ended = os.environ["STARTED"], os.environ["ENDED"]
+        self.gate = os.environ["GATE"]
+
+    def handle_batch(self, payload, batch_id):
+        with open(self.started, "a") as started:
+            started.write(batch_id + "\\n")
+        while os.path.exists(self.gate):
+            time.sleep(0.01)
+        time.sleep(0.02)
+        with open(self.ended, "a") as ended:
+            ended.write(batch_id + "\\n")
+        return [item * 2 for item in payload]
+"""
+BATCHES = 80
+MAX_RECEIVE_COUNT = 3
+
+
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[pg.Cluster]:
+    with pg.cluster() as cluster:
+        yield cluster
+
+
+def get(url: str) -> tuple[int, Message, Any]:
+    """Status, headers and JSON body of a GET, whatever its status."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
+    make_daemon: Callable[..., Daemon],
+    make_project: Project,
+    own_cluster: pg.Cluster,
+    tmp_path: Path,
+) -> None:
+    started, ended, gate = tmp_path / "started", tmp_path / "ended", tmp_path / "gate"
+    env = "".join(
+        f'{name.upper()} = "{tmp_path / name}"\n' for name in ("started", "ended", "gate")
+    )
+    project = make_project("counted", GATED_HANDLER, extra_toml=f"[handler.env]\n{env}")
+    with own_cluster.fresh_schema() as dsn:
+        # Leases outlive the outage: a batch reruns only where an attempt was charged.
+        daemon = make_daemon(database=dsn, lease_timeout=10.0)
+        client = daemon.client
+        client.deploy(project)
+        job = client.submit(
+            "counted",
+            {
+                "workers": 2,
+                "item_list": {"items": list(range(BATCHES)), "batch_size": 1},
+                "sqs_dead_letter_queue": {"arn": "x", "max_receive_count": MAX_RECEIVE_COUNT},
+            },
+        )
+        job_id = job["job_id"]
+        wait_for(lambda: len(lines(ended)) >= 10, what="the job to be under way")
+        gate.touch()
+        wait_for(
+            lambda: len(lines(started)) - len(lines(ended)) == 2,
+            what="both workers to hold a batch at the gate",
+        )
+
+        own_cluster.shut_down()
+        try:
+            status, headers, body = get(f"{daemon.url}/batch/counted?jobID={job_id}")
+            assert status == 503
+            assert body == {
+                "error": {"message": "the queue's database is unavailable; retry shortly"}
+            }
+            assert 1 <= int(headers["Retry-After"]) <= 10
+            health, health_headers, _ = get(f"{daemon.url}/healthz")
+            assert health == 503
+            assert int(health_headers["Retry-After"]) >= 1
+            # The held batches end and are reported while the server is down: their
+            # outcomes wait in the daemon (no worker gets more: leasing needs the server).
+            gate.unlink()
+            wait_for(
+                lambda: len(lines(ended)) == len(lines(started)),
+                what="the held batches to end while the database is down",
+            )
+        finally:
+            own_cluster.serve()
+
+        final = wait_job(client, "counted", job_id, timeout=120)
+        assert get(f"{daemon.url}/healthz")[:1] == (200,)
+        assert final["status"] == "succeeded"
+        counts = final["batch_metrics"]
+        assert (counts["succeeded"], counts["failed"]) == (BATCHES, 0)
+        results = {r["batch_id"]: r["result"] for r in client.results("counted", job_id)}
+        assert results == {f"{job_id}-{i + 1}": [i * 2] for i in range(BATCHES)}
+        ran = lines(started)
+        assert set(ran) == set(results)
+        assert max(ran.count(batch) for batch in set(ran)) <= MAX_RECEIVE_COUNT
+        # A batch ran again only where an attempt was charged (a lease lost with the
+        # server); an outcome the daemon held through the outage was stored, not rerun.
+        assert len(ran) - len(set(ran)) <= counts["failed_attempts"]
+        output = daemon.output()
+        # One warning for the outage, one line for its end, and no tracebacks.
+        assert output.count("the database is unavailable") == 1, output
+        assert output.count("connected to the database again") == 1, output
+        assert "Traceback" not in output, output
+        daemon.close()
