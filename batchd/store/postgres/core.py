@@ -48,6 +48,15 @@ RECONNECT_MOST = 10.0
 CONNECT_TIMEOUT = 10.0
 
 
+# What a rollback on a lost connection raises, instead of rolling back.
+_ROLLBACK_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
+
+
 def _without_password(dsn: str) -> str:
     """The URL as it may be logged."""
     parts = urlsplit(dsn)
@@ -214,9 +223,7 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
                     yield writer
                 except BaseException:
                     # A lost connection cannot roll back: the original error is the one to raise.
-                    with contextlib.suppress(
-                        asyncpg.PostgresError, asyncpg.InterfaceError, OSError
-                    ):
+                    with contextlib.suppress(*_ROLLBACK_ERRORS):
                         await transaction.rollback()
                     raise
                 if self._on_commit is None:
