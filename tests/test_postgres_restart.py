@@ -63,23 +63,16 @@ def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
-    make_daemon: Callable[..., Daemon],
-    make_project: Project,
-    own_cluster: pg.Cluster,
-    tmp_path: Path,
-) -> None:
-    started, ended, gate = tmp_path / "started", tmp_path / "ended", tmp_path / "gate"
-    env = "".join(
-        f'{name.upper()} = "{tmp_path / name}"\n' for name in ("started", "ended", "gate")
-    )
-    project = make_project("counted", GATED_HANDLER, extra_toml=f"[handler.env]\n{env}")
-    with own_cluster.fresh_schema() as dsn:
-        # Leases outlive the outage: a batch reruns only where an attempt was charged.
-        daemon = make_daemon(database=dsn, lease_timeout=10.0)
-        client = daemon.client
-        client.deploy(project)
-        job = client.submit(
+class GatedJob:
+    """A job of BATCHES one-item batches on two workers, on a daemon whose queue is in a
+    fresh schema of `cluster`, held with both workers inside a batch at the gate."""
+
+    def __init__(self, daemon: Daemon, tmp_path: Path, project: Path) -> None:
+        self.daemon = daemon
+        self.started, self.ended = tmp_path / "started", tmp_path / "ended"
+        self.gate = tmp_path / "gate"
+        daemon.client.deploy(project)
+        job = daemon.client.submit(
             "counted",
             {
                 "workers": 2,
@@ -87,51 +80,107 @@ def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
                 "sqs_dead_letter_queue": {"arn": "x", "max_receive_count": MAX_RECEIVE_COUNT},
             },
         )
-        job_id = job["job_id"]
-        wait_for(lambda: len(lines(ended)) >= 10, what="the job to be under way")
-        gate.touch()
+        self.job_id: str = job["job_id"]
+        wait_for(lambda: len(lines(self.ended)) >= 10, what="the job to be under way")
+        self.gate.touch()
         wait_for(
-            lambda: len(lines(started)) - len(lines(ended)) == 2,
+            lambda: len(lines(self.started)) - len(lines(self.ended)) == 2,
             what="both workers to hold a batch at the gate",
         )
 
-        own_cluster.shut_down()
-        try:
-            status, headers, body = get(f"{daemon.url}/batch/counted?jobID={job_id}")
-            assert status == 503
-            assert body == {
-                "error": {"message": "the queue's database is unavailable; retry shortly"}
-            }
-            assert 1 <= int(headers["Retry-After"]) <= 10
-            health, health_headers, _ = get(f"{daemon.url}/healthz")
-            assert health == 503
-            assert int(health_headers["Retry-After"]) >= 1
-            # The held batches end and are reported while the server is down: their
-            # outcomes wait in the daemon (no worker gets more: leasing needs the server).
-            gate.unlink()
-            wait_for(
-                lambda: len(lines(ended)) == len(lines(started)),
-                what="the held batches to end while the database is down",
-            )
-        finally:
-            own_cluster.serve()
+    def release_held(self) -> None:
+        """Let the held batches end, and wait until they have."""
+        self.gate.unlink()
+        wait_for(
+            lambda: len(lines(self.ended)) == len(lines(self.started)),
+            what="the held batches to end",
+        )
 
+    def assert_every_batch_succeeded_once(self) -> dict[str, int]:
+        """The job's counts, once it has succeeded with every result; each batch ran at
+        most max_receive_count times, and again only where an attempt was charged."""
+        client, job_id = self.daemon.client, self.job_id
         final = wait_job(client, "counted", job_id, timeout=120)
-        assert get(f"{daemon.url}/healthz")[:1] == (200,)
         assert final["status"] == "succeeded"
-        counts = final["batch_metrics"]
+        counts: dict[str, int] = final["batch_metrics"]
         assert (counts["succeeded"], counts["failed"]) == (BATCHES, 0)
         results = {r["batch_id"]: r["result"] for r in client.results("counted", job_id)}
         assert results == {f"{job_id}-{i + 1}": [i * 2] for i in range(BATCHES)}
-        ran = lines(started)
+        ran = lines(self.started)
         assert set(ran) == set(results)
         assert max(ran.count(batch) for batch in set(ran)) <= MAX_RECEIVE_COUNT
-        # A batch ran again only where an attempt was charged (a lease lost with the
-        # server); an outcome the daemon held through the outage was stored, not rerun.
         assert len(ran) - len(set(ran)) <= counts["failed_attempts"]
-        output = daemon.output()
-        # One warning for the outage, one line for its end, and no tracebacks.
-        assert output.count("the database is unavailable") == 1, output
-        assert output.count("connected to the database again") == 1, output
-        assert "Traceback" not in output, output
+        return counts
+
+
+@pytest.fixture
+def gated_job(
+    make_daemon: Callable[..., Daemon],
+    make_project: Project,
+    own_cluster: pg.Cluster,
+    tmp_path: Path,
+) -> Iterator[GatedJob]:
+    names = ("started", "ended", "gate")
+    env = "".join(f'{name.upper()} = "{tmp_path / name}"\n' for name in names)
+    project = make_project("counted", GATED_HANDLER, extra_toml=f"[handler.env]\n{env}")
+    with own_cluster.fresh_schema() as dsn:
+        # Leases outlive the outages here: a batch reruns only where an attempt was charged.
+        daemon = make_daemon(database=dsn, lease_timeout=10.0)
+        yield GatedJob(daemon, tmp_path, project)
         daemon.close()
+
+
+def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
+    gated_job: GatedJob, own_cluster: pg.Cluster
+) -> None:
+    daemon = gated_job.daemon
+    own_cluster.shut_down()
+    try:
+        status, headers, body = get(f"{daemon.url}/batch/counted?jobID={gated_job.job_id}")
+        assert status == 503
+        assert body == {"error": {"message": "the queue's database is unavailable; retry shortly"}}
+        assert 1 <= int(headers["Retry-After"]) <= 10
+        health, health_headers, _ = get(f"{daemon.url}/healthz")
+        assert health == 503
+        assert int(health_headers["Retry-After"]) >= 1
+        # The held batches end and are reported while the server is down: their outcomes
+        # wait in the daemon (no worker gets more: leasing needs the server).
+        gated_job.release_held()
+    finally:
+        own_cluster.serve()
+
+    counts = gated_job.assert_every_batch_succeeded_once()
+    # Held through the outage and stored after it: no batch ran twice.
+    assert len(lines(gated_job.started)) == BATCHES, counts
+    health, _, body = get(f"{daemon.url}/healthz")
+    assert (health, body) == (200, {"status": "ok"})
+    output = daemon.output()
+    # One warning for the outage, one line for its end, and no tracebacks.
+    assert output.count("the database is unavailable") == 1, output
+    assert output.count("connected to the database again") == 1, output
+    assert "Traceback" not in output, output
+
+
+def test_a_daemon_stopped_while_postgresql_is_down_exits_and_resumes_the_job(
+    gated_job: GatedJob, own_cluster: pg.Cluster
+) -> None:
+    daemon = gated_job.daemon
+    own_cluster.shut_down()
+    try:
+        ended_before = len(lines(gated_job.ended))
+        gated_job.release_held()
+        # What the workers reported cannot be stored: the daemon stops all the same.
+        assert daemon.stop() == 0
+    finally:
+        own_cluster.serve()
+    output = daemon.output()
+    assert "Traceback" not in output, output
+    assert "batchd stopped" in output
+    unstored = len(lines(gated_job.started)) - ended_before
+    assert unstored >= 2
+    # The next start charges the leases that were held (the batches whose outcomes were
+    # not stored, and any granted but not started), and runs those batches again.
+    daemon.start()
+    counts = gated_job.assert_every_batch_succeeded_once()
+    assert counts["failed_attempts"] >= unstored
+    assert len(lines(gated_job.started)) >= BATCHES + unstored

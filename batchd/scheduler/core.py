@@ -119,7 +119,9 @@ class Scheduler:
             # Cut off by an operator's stop, not by the batch: no attempt is charged.
             if worker.leases:
                 held = [(lease.seq, lease.token) for lease in worker.leases]
-                await self.store.release(worker.handle.job_id, held)
+                # The database down: the next start charges them instead (expire_leases).
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self.store.release(worker.handle.job_id, held)
         await self._spares.close()
         await self._jobs.cancel_tasks()
         await self._workspaces.close()

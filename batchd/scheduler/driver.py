@@ -80,6 +80,11 @@ class Driver:
             log.warning("worker broke the channel", extra={"jobID": run.job_id, "error": str(exc)})
             worker.death_reason = f"the worker sent {exc}"
             handle.signal(signal.SIGKILL)
+        except DatabaseUnavailable:
+            # Stopping while the database is down: what the worker reported is not
+            # stored, and the next start charges its batches (expire_leases); not its fault.
+            worker.killed = True
+            handle.signal(signal.SIGKILL)
         except Exception:
             # Most likely the daemon's own failure (the disk is full): not the worker's, so
             # its exit is no crash and costs its batch nothing (see _reap).
