@@ -215,7 +215,9 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._write_lock:
-            writer = await self._writer_now()
+            writer = self._w
+            if writer.is_closed():
+                writer = await self._reconnect()
             try:
                 transaction = writer.transaction()
                 await transaction.start()
@@ -238,22 +240,6 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
                 self._raise_if_lost(exc, writer)
                 raise
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[asyncpg.Connection]:
-        """The writer connection, outside a transaction (what cannot run in one)."""
-        async with self._write_lock:
-            writer = await self._writer_now()
-            try:
-                yield writer
-            except Exception as exc:
-                self._raise_if_lost(exc, writer)
-                raise
-
-    async def _writer_now(self) -> asyncpg.Connection:
-        """The writer connection; a new one when it was lost (under the write lock)."""
-        writer = self._w
-        return await self._reconnect() if writer.is_closed() else writer
-
     # -- statements --------------------------------------------------------------------
 
     @staticmethod
@@ -273,14 +259,6 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
     async def _scalar(self, conn: asyncpg.Connection | asyncpg.Pool, sql: str, *params: Any) -> Any:
         try:
             return await conn.fetchval(sql, *params)
-        except Exception as exc:
-            self._raise_if_lost(exc)
-            raise
-
-    async def _row(self, sql: str, *params: Any) -> Any:
-        """One row of the last committed state, or None."""
-        try:
-            return await self._r.fetchrow(sql, *params)
         except Exception as exc:
             self._raise_if_lost(exc)
             raise
