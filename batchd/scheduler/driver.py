@@ -252,9 +252,14 @@ class Driver:
 
     async def serve_parked(self, run: JobRun) -> None:
         parked, run.parked = run.parked, []
-        for worker in parked:
-            if worker.alive and not await self._grant(run, worker):
-                await self._idle(run, worker)
+        for served, worker in enumerate(parked):
+            try:
+                if worker.alive and not await self._grant(run, worker):
+                    await self._idle(run, worker)
+            except DatabaseUnavailable:
+                # Parked again, for a scheduling pass once the database is back.
+                run.parked += [w for w in parked[served:] if w not in run.parked]
+                return
 
     # -- reap --------------------------------------------------------------------------
 
