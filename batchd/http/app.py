@@ -74,6 +74,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
                 response.headers[header] = exc.headers[header]
         return response
     except DatabaseUnavailable as exc:
+        if request.writer.output_size and request.transport is not None:
+            # A stream under way: too late for a status. Cut, the client sees it end
+            # short (no last chunk) instead of a second response inside it.
+            request.transport.close()
         # The store logs an outage once; what it says names the server, which is not
         # the client's business.
         response = error_response(503, "the queue's database is unavailable; retry shortly")

@@ -4,7 +4,7 @@ seconds and the one error body, never 500: through a real aiohttp server on loop
 from __future__ import annotations
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from batchd.http.app import errors_as_json
@@ -39,3 +39,20 @@ async def test_database_unavailable_is_503_with_retry_after(
         assert await response.json() == {
             "error": {"message": "the queue's database is unavailable; retry shortly"}
         }
+
+
+async def test_a_stream_cut_by_the_outage_ends_short_not_with_a_second_response() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"batch_id": "j-1", "result": 1}\n')
+        raise DatabaseUnavailable("lost the connection")
+
+    app = web.Application(middlewares=[errors_as_json])
+    app.router.add_get("/", handler)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/")
+        assert response.status == 200
+        # The client can tell the stream is incomplete: it has no last chunk.
+        with pytest.raises(ClientPayloadError, match="not completed"):
+            await response.read()
