@@ -56,11 +56,11 @@ class Pruner:
                 if job.end_time is None or job.end_time >= now - days * 86400:
                     continue
                 report.jobs.append(job.job_id)
-                report.log_bytes += _size(self.joblogs.path(job.job_id))
+                report.log_bytes += await self.joblogs.size(job.job_id)
                 if dry_run:
                     continue
                 report.rows_deleted += await self.store.prune_job(job.job_id)
-                self.joblogs.path(job.job_id).unlink(missing_ok=True)
+                await self.joblogs.remove(job.job_id)
             if report.jobs and not dry_run:
                 await self._reclaim()
         return report
@@ -88,13 +88,6 @@ class Pruner:
                         "pruned finished jobs",
                         extra={"jobs": len(report.jobs), "rows": report.rows_deleted},
                     )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def disk_usage(state_dir: Path) -> dict[str, int]:

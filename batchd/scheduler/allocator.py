@@ -22,11 +22,16 @@ from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
 from batchd.scheduler.state import JobRun, WorkerRun
 from batchd.store import DatabaseUnavailable
-from batchd.store.records import JobRecord, JobStatus
+from batchd.store.records import HookClaim, JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
 
 LaunchFactory = Callable[[JobRecord, int], Awaitable[WorkerLaunch]]
+
+
+class LaunchRefused(Exception):
+    """A launch factory's refusal: the job cannot run here (its project cannot be had on
+    this node), and ends worker_error with this message."""
 
 
 class Allocator:
@@ -79,14 +84,19 @@ class Allocator:
             run.wanted = await self._wanted_workers(run)
             if run.finished or run.wanted <= len(run.workers):
                 continue
-            if run.next_spawn_at > now:
+            if run.next_spawn_at > now or run.claim_retry_at > now:
                 continue
             count = min(run.wanted - len(run.workers), free)
             if count <= 0:
                 starved = True
                 continue
             for _ in range(count):
-                if not await self._start_worker(run):
+                started = await self._start_worker(run)
+                if started is None:
+                    # Its workers run on other nodes: nothing here is starved for it.
+                    run.claim_retry_at = now + constants.CLUSTER_CLAIM_RETRY
+                    break
+                if not started:
                     starved = True
                     break
                 free -= 1
@@ -98,22 +108,40 @@ class Allocator:
             workers=run.job.workers,
             live=len(run.workers),
             counts=counts,
-            hook_running=run.completing is not None,
+            hook_running=run.completing is not None or run.hook_elsewhere,
             has_on_complete=run.job.has_on_complete,
         )
         if wanted is None:
             await self.jobs.conclude(run, counts)
             return 0
+        live = len(run.workers)
+        # A worker started only to run on_job_complete: not when another node runs it.
+        if (
+            wanted > live
+            and not counts.unfinished
+            and await self.jobs.store.claim_hook(run.job_id) is not HookClaim.CLAIMED
+        ):
+            run.hook_elsewhere = True
+            return live
         return wanted
 
-    async def _start_worker(self, run: JobRun) -> bool:
+    async def _start_worker(self, run: JobRun) -> bool | None:
         """Start one worker for the job; False when it must wait for GPUs to free up (or
-        for disk space for its workspace)."""
+        for disk space for its workspace), None when the job's `workers` are all taken
+        (on other nodes sharing the queue)."""
         jobs, memory = self.jobs, self.capacity.memory
         slot = self.capacity.next_slot()
-        launch = await self._launch_for(run.job, slot)
+        try:
+            launch = await self._launch_for(run.job, slot)
+        except LaunchRefused as exc:
+            await jobs.finish(run, JobStatus.WORKER_ERROR, str(exc))
+            return True
+        claim = await jobs.store.claim_worker(run.job_id, run.job.workers)
+        if claim is None:
+            return None
         gpus = self.capacity.take(slot, launch.gpus)
         if gpus is None:
+            await jobs.store.release_worker(run.job_id, claim)
             return False
         if run.job.status is JobStatus.PENDING:
             await jobs.store.set_status(run.job_id, JobStatus.RUNNING)
@@ -140,6 +168,7 @@ class Allocator:
             if workspace is not None:
                 await self._workspaces.remove(workspace)
             self.capacity.release(slot, gpus)
+            await jobs.store.release_worker(run.job_id, claim)
             jobs.joblogs.release(run.job_id)
             await memory.release(group)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -153,7 +182,7 @@ class Allocator:
                 return False
             await jobs.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
-        worker = WorkerRun(handle, workspace)
+        worker = WorkerRun(handle, workspace, claim=claim)
         jobs.spawn_task(self._driver.watch_workspace(worker, workspace), f"workspace-{slot}")
         handle.gpus = gpus
         handle.memory_group = memory.attach(handle.pid, launch.mem, group)

@@ -30,6 +30,10 @@ class DatabaseUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class NodeNameTaken(Exception):
+    """Another live daemon sharing the queue already uses this daemon's node_name."""
+
+
 def open_store(
     state_dir: Path,
     synchronous: str,

@@ -9,10 +9,9 @@ through an extra call here."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
 from batchd.store.groupcommit import GroupCommit
@@ -43,6 +42,11 @@ from batchd.store.sqlcore import SqlCore
 class SqlApis(SqlCore[Any, Any]):
     """The ``ApiStore`` role: deployed API versions."""
 
+    # Whether project archives are kept (see ApiStore.save_api_archive). A database several
+    # daemons share must; on SQLite an archive per deploy (up to max_project_size) would
+    # only grow the file.
+    _keeps_archives: ClassVar[bool] = False
+
     async def add_api_version(
         self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
     ) -> ApiRecord:
@@ -53,6 +57,19 @@ class SqlApis(SqlCore[Any, Any]):
             values = (name, version, json.dumps(spec), json.dumps(dotenv), now)
             await self._exec(db, self._sql.insert_api, *values)
         return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
+
+    async def save_api_archive(self, name: str, digest: str, archive: bytes) -> None:
+        if self._keeps_archives:
+            # In a transaction of its own on a pool connection, not the writer's: 32 MiB
+            # written there held this node's write lock (its leases and outcomes) for most
+            # of a second. The same content deployed again finds its archive there.
+            await self._exec(self._r, self._sql.insert_api_archive, name, digest, archive)
+
+    async def api_archive(self, name: str, digest: str) -> bytes | None:
+        if not self._keeps_archives:
+            return None
+        archive = await self._scalar(self._r, self._sql.api_archive, name, digest)
+        return None if archive is None else bytes(archive)
 
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
         if version is None:
@@ -69,7 +86,11 @@ class SqlApis(SqlCore[Any, Any]):
 
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
-            return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            deleted = await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            if self._keeps_archives:
+                # Its archives go too, unless an unfinished job of it may still need one.
+                await self._exec(db, self._sql.prune_api_archives, name)
+        return deleted
 
 
 class SqlLeases(SqlCore[Any, Any]):
@@ -97,7 +118,7 @@ class SqlLeases(SqlCore[Any, Any]):
         tell), then never-leased ones from the chunks."""
         key = await self._key(job_id)
         first, last = batch_range(key)
-        token = secrets.randbits(62)
+        token = self._new_token()
         async with self._transaction() as db:
             # One round trip: the queued rows come back from the statement that leases them.
             params = (token, time.time() + lease_timeout, first, last, limit, key)
@@ -178,10 +199,15 @@ class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
         self, reports: list[tuple[int, WithResult | None, list[Run]]]
     ) -> list[int]:
         """Each report (job key, successes with a result, runs of those without) in one
-        transaction; the successes accepted of each."""
-        accepted_each: list[int] = []
+        transaction; the successes accepted of each.
+
+        Jobs in key order: every transaction that moves several jobs' counters takes their
+        rows in that order, so daemons sharing a database never wait on each other in a
+        circle."""
+        accepted_each = [0] * len(reports)
         async with self._transaction() as db:
-            for key, with_result, runs in reports:
+            for index in sorted(range(len(reports)), key=lambda i: reports[i][0]):
+                key, with_result, runs = reports[index]
                 accepted, seconds = 0, 0.0
                 if with_result is not None:
                     accepted, seconds = await self._store_with_result(db, with_result)
@@ -193,7 +219,7 @@ class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
                     await self._count(
                         db, key, leased=-accepted, succeeded=accepted, seconds=seconds
                     )
-                accepted_each.append(accepted)
+                accepted_each[index] = accepted
         return accepted_each
 
 
