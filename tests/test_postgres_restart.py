@@ -146,6 +146,11 @@ def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
         # The held batches end and are reported while the server is down: their outcomes
         # wait in the daemon (no worker gets more: leasing needs the server).
         gated_job.release_held()
+        # Outlasting a pass of the cluster's loop (heartbeat, sweep, job sync).
+        wait_for(
+            lambda: "cannot reach the shared queue" in daemon.output(),
+            what="the cluster's loop to find the database down",
+        )
     finally:
         own_cluster.serve()
 
@@ -158,6 +163,7 @@ def test_a_postgresql_restart_mid_job_loses_and_repeats_nothing(
     # One warning for the outage, one line for its end, and no tracebacks.
     assert output.count("the database is unavailable") == 1, output
     assert output.count("connected to the database again") == 1, output
+    assert output.count("cannot listen for job changes") <= 1, output
     assert "Traceback" not in output, output
 
 

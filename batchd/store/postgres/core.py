@@ -43,7 +43,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 READ_CONNECTIONS = 4
 # Seconds between tries to connect again: doubling from the first to the most.
 RECONNECT_FIRST = 0.5
-RECONNECT_MOST = 10.0
+RECONNECT_MOST = 5.0
 # A connection attempt that hangs (an unreachable host) holds every write up: bounded.
 CONNECT_TIMEOUT = 10.0
 
