@@ -81,8 +81,9 @@ class Driver:
             worker.death_reason = f"the worker sent {exc}"
             handle.signal(signal.SIGKILL)
         except DatabaseUnavailable:
-            # Stopping while the database is down: what the worker reported is not
-            # stored, and the next start charges its batches (expire_leases); not its fault.
+            # The database down where nothing retries (a stop under way, the worker's
+            # init): stopped, not blamed. What it reported and was not stored is charged
+            # when its lease expires, or at the next start.
             worker.killed = True
             handle.signal(signal.SIGKILL)
         except Exception:
