@@ -6,6 +6,7 @@ succeeded once. The cluster is this module's own: the session's is shared."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -115,6 +116,7 @@ class GatedJob:
 
 @pytest.fixture
 def gated_job(
+    request: pytest.FixtureRequest,
     make_daemon: Callable[..., Daemon],
     make_project: Project,
     own_cluster: pg.Cluster,
@@ -124,8 +126,9 @@ def gated_job(
     env = "".join(f'{name.upper()} = "{tmp_path / name}"\n' for name in names)
     project = make_project("counted", GATED_HANDLER, extra_toml=f"[handler.env]\n{env}")
     with own_cluster.fresh_schema() as dsn:
-        # Leases outlive the outages here: a batch reruns only where an attempt was charged.
-        daemon = make_daemon(database=dsn, lease_timeout=10.0)
+        # Leases outlive the outages (unless a test says otherwise): a batch reruns only
+        # where an attempt was charged.
+        daemon = make_daemon(database=dsn, lease_timeout=getattr(request, "param", 10.0))
         yield GatedJob(daemon, tmp_path, project)
         daemon.close()
 
@@ -190,3 +193,24 @@ def test_a_daemon_stopped_while_postgresql_is_down_exits_and_resumes_the_job(
     counts = gated_job.assert_every_batch_succeeded_once()
     assert counts["failed_attempts"] >= unstored
     assert len(lines(gated_job.started)) >= BATCHES + unstored
+
+
+LEASE_TIMEOUT = 3.0
+
+
+@pytest.mark.parametrize("gated_job", [LEASE_TIMEOUT], indirect=True)
+def test_outcomes_held_through_an_outage_longer_than_their_leases_are_stored(
+    gated_job: GatedJob, own_cluster: pg.Cluster
+) -> None:
+    own_cluster.shut_down()
+    try:
+        gated_job.release_held()
+        # The outage itself, longer than a lease (this is what is tested, not a wait for
+        # something to happen): the held outcomes' leases are past their expiry.
+        time.sleep(LEASE_TIMEOUT + 1)
+    finally:
+        own_cluster.serve()
+    counts = gated_job.assert_every_batch_succeeded_once()
+    # Renewed while held, not expired and refused: stored once, none ran again.
+    assert counts["failed_attempts"] == 0
+    assert len(lines(gated_job.started)) == BATCHES

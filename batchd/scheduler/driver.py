@@ -147,8 +147,10 @@ class Driver:
             if more and not granted:
                 # The worker waits for an answer to `more`: an empty grant.
                 await worker.handle.send(EMPTY_GRANT)
-            # Retried alone: a retry of the whole message would send a second grant.
-            await self._until_stored(partial(self._record, run, worker, message, reported), run)
+            try:
+                await self._record(run, worker, message, reported)
+            except DatabaseUnavailable:
+                await self._record_after_outage(run, worker, message, reported)
             if last and not granted:
                 await self._idle(run, worker)
         elif isinstance(message, Ready):
@@ -193,6 +195,19 @@ class Driver:
             self.jobs.metrics.batch_failed(run.job.api_name, state)
         if run.parked:
             self.jobs.spawn_task(self.serve_parked(run), f"serve-parked-{run.job_id}")
+
+    async def _record_after_outage(
+        self, run: JobRun, worker: WorkerRun, report: Report, reported: int
+    ) -> None:
+        """_record, retried until the database is back: alone, since a retry of the whole
+        message would send a second grant. Meanwhile the report's leases are the worker's
+        again, so the lease renewal keeps them: an outage longer than the leases does not
+        make its outcomes stale. (What a lease holds besides its batch and token is not
+        used of them.)"""
+        held = [Lease(run.job_id, seq, report.token, 0, b"") for seq in report.seqs()]
+        worker.leases += held
+        await self._until_stored(partial(self._record, run, worker, report, reported), run)
+        worker.leases = [lease for lease in worker.leases if lease not in held]
 
     # -- dispatch ----------------------------------------------------------------------
 
