@@ -11,9 +11,16 @@ advisory lock.
 The server may restart or fail over under a running daemon. A connection lost or
 refused is :class:`batchd.store.DatabaseUnavailable`, never the driver's own error: a
 write under way when it went is rolled back, or (lost during its COMMIT) committed in
-full, and either way safe to repeat. The next write connects again, at once after a
-loss, then no sooner than an exponential backoff allows (in between it fails at
-once); the read pool replaces its dead connections itself on their next use.
+full (see DatabaseUnavailable for what may be repeated). What a call sees:
+
+- while the server is down, DatabaseUnavailable; a write within the reconnect backoff
+  (RECONNECT_FIRST doubling to RECONNECT_MOST after each refused try) fails at once,
+  without trying the server;
+- once it is back, the next call succeeds on a new connection when the loss was seen
+  while idle (the server tells its sessions it is going); a call that meets the loss
+  itself (mid-statement, or before the event loop saw it) raises DatabaseUnavailable,
+  and the call after it connects again. The store is never reopened: the writer is
+  replaced on the next write, the read pool replaces a dead connection when next used.
 """
 
 from __future__ import annotations
