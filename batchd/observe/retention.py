@@ -15,6 +15,7 @@ from pathlib import Path
 
 from batchd import constants
 from batchd.observe.joblogs import JobLogs
+from batchd.store import DatabaseUnavailable
 from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.retention")
@@ -77,6 +78,8 @@ class Pruner:
             await asyncio.sleep(constants.PRUNE_INTERVAL)
             try:
                 report = await self.prune()
+            except DatabaseUnavailable:
+                pass  # the store logs an outage once; the next interval tries again
             except Exception:
                 log.exception("pruning failed")
             else:

@@ -21,6 +21,7 @@ from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
 from batchd.scheduler.state import JobRun, WorkerRun
+from batchd.store import DatabaseUnavailable
 from batchd.store.records import HookClaim, JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
@@ -55,6 +56,8 @@ class Allocator:
             woken.clear()
             try:
                 await self.allocate()
+            except DatabaseUnavailable:
+                pass  # the store logs an outage once; the next pass tries again
             except Exception:
                 log.exception("scheduling pass failed")
 

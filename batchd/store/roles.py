@@ -37,6 +37,10 @@ class StoreLifecycle(Protocol):
     async def close(self) -> None:
         """Finish the writes under way and disconnect."""
 
+    async def ping(self) -> None:
+        """Raise :class:`batchd.store.DatabaseUnavailable` when the queue's database
+        cannot be reached now (a health check; a file on this box always can)."""
+
 
 class ApiStore(Protocol):
     """Deployed API versions."""

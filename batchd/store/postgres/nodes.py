@@ -38,6 +38,8 @@ class PostgresNodes(PostgresLeases):
         super().__init__(*args, **kwargs)
         self.node_id = 0
         self._listener: asyncpg.Connection | None = None
+        # Warned that listening failed: not again until it works (tried every pass).
+        self._listen_failed = False
 
     def _new_token(self) -> int:
         return (self.node_id << TOKEN_BITS) | secrets.randbits(TOKEN_BITS)
@@ -144,9 +146,12 @@ class PostgresNodes(PostgresLeases):
                 JOBS_CHANNEL, lambda _conn, _pid, _channel, job_id: on_change(job_id)
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot listen for job changes; polling", extra={"error": str(exc)})
+            if not self._listen_failed:
+                log.warning("cannot listen for job changes; polling", extra={"error": str(exc)})
+            self._listen_failed = True
             self._listener = None
             return False
+        self._listen_failed = False
         return True
 
     async def close(self) -> None:
