@@ -83,6 +83,11 @@ class SqlCore(Generic[Writer, Reader]):
         """A fresh lease token: an outcome under any other token changes nothing."""
         return secrets.randbits(62)
 
+    def _own_tokens(self) -> tuple[Any, ...]:
+        """What narrows lease expiry to this daemon's own tokens, as the statement binds
+        it: nothing where no other daemon leases from the queue."""
+        return ()
+
     @staticmethod
     def _stored_text(text: str | None) -> Any:
         """An error or traceback as its column holds it."""

@@ -151,7 +151,7 @@ class SqlLeases(SqlCore[Any, Any]):
                 if wanted is not None and job_id not in wanted:
                     continue
                 first, last = batch_range(key)
-                params = (max_receive_count, first, last, now)
+                params = (max_receive_count, first, last, now, *self._own_tokens())
                 rows = await self._rows(db, self._sql.expire_job_leases, *params)
                 if not rows:
                     continue

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -53,6 +54,12 @@ RECONNECT_FIRST = 0.5
 RECONNECT_MOST = 5.0
 # A connection attempt that hangs (an unreachable host) holds every write up: bounded.
 CONNECT_TIMEOUT = 10.0
+# A lease token is its node's id above TOKEN_BITS random bits.
+TOKEN_BITS = 40
+# A session idle inside a transaction this long is ended by the server: a node stopped or
+# cut off mid-transaction must not hold the rows it locked (a job's row, say) and stall
+# every other node. Ours never idle there for more than an event-loop turn.
+SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "5s"}
 
 
 # What a rollback on a lost connection raises, instead of rolling back.
@@ -64,6 +71,10 @@ _ROLLBACK_ERRORS = (
 )
 
 
+# Another transaction was in the way (two nodes' writes): rolled back, worth repeating.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
 def _without_password(dsn: str) -> str:
     """The URL as it may be logged."""
     parts = urlsplit(dsn)
@@ -71,6 +82,12 @@ def _without_password(dsn: str) -> str:
         return dsn
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def node_tokens(node: int) -> tuple[int, int]:
+    """The lowest and highest lease token of a node."""
+    lowest = node << TOKEN_BITS
+    return lowest, lowest | ((1 << TOKEN_BITS) - 1)
 
 
 def rowcount(status: str) -> int:
@@ -113,6 +130,8 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
         self._last_refusal = ""
         # One warning when an outage begins, one line when it ends: not one per call.
         self._outage = False
+        # This daemon's row among the nodes (0 until it joins): the high bits of its tokens.
+        self.node_id = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -129,6 +148,7 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
                 max_size=READ_CONNECTIONS,
                 max_inactive_connection_lifetime=0,
                 timeout=CONNECT_TIMEOUT,
+                server_settings=SERVER_SETTINGS,
             )
             await self.ping()
         except BaseException as exc:
@@ -139,7 +159,9 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
 
     async def _connect(self) -> asyncpg.Connection:
         try:
-            return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+            return await asyncpg.connect(
+                self.dsn, timeout=CONNECT_TIMEOUT, server_settings=SERVER_SETTINGS
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             where = _without_password(self.dsn)
             raise DatabaseUnavailable(f"cannot connect to {where}: {exc}") from None
@@ -166,6 +188,12 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
             self._outage = False
             log.info("connected to the database again", extra={"database": self._where})
         return writer
+
+    def _new_token(self) -> int:
+        return (self.node_id << TOKEN_BITS) | secrets.randbits(TOKEN_BITS)
+
+    def _own_tokens(self) -> tuple[int, int]:
+        return node_tokens(self.node_id)
 
     @property
     def _where(self) -> str:
@@ -245,6 +273,9 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
                 # Lost during the COMMIT, the transaction's outcome is unknown: a retry
                 # is safe (see DatabaseUnavailable).
                 self._raise_if_lost(exc, writer)
+                if isinstance(exc, _RETRYABLE):
+                    # Rolled back whole; the same write again will go through.
+                    raise DatabaseUnavailable(f"{exc}; try again", retry_after=0.1) from exc
                 raise
 
     # -- statements --------------------------------------------------------------------

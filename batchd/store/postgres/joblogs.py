@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from batchd.store import DatabaseUnavailable
-from batchd.store.postgres.core import rowcount
+from batchd.store.postgres.core import SERVER_SETTINGS, rowcount
 from batchd.store.postgres.queries import SQL
 
 # Reads at once: `GET logs` streams, each a query per poll.
@@ -51,7 +51,9 @@ class JobLogTable:
 
     async def open(self) -> None:
         # Connects on first use: the store has just reached the server.
-        self._readers = await asyncpg.create_pool(self.dsn, min_size=0, max_size=READ_CONNECTIONS)
+        self._readers = await asyncpg.create_pool(
+            self.dsn, min_size=0, max_size=READ_CONNECTIONS, server_settings=SERVER_SETTINGS
+        )
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -73,7 +75,7 @@ class JobLogTable:
         raises DatabaseUnavailable, and the next call connects again."""
         try:
             if self._writer is None or self._writer.is_closed():
-                self._writer = await asyncpg.connect(self.dsn)
+                self._writer = await asyncpg.connect(self.dsn, server_settings=SERVER_SETTINGS)
             return await self._insert(self._writer, lines)
         except UNAVAILABLE as exc:
             writer, self._writer = self._writer, None
