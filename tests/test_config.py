@@ -89,6 +89,7 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "database",
         "database_file",
         "node_name",
+        "node_timeout",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.state_dir == "/var/lib/batchd"
@@ -146,6 +147,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         database = "postgresql://db.example.com/batchd"
         database_file = "/etc/batchd/database.url"
         node_name = "batch-01"
+        node_timeout = 12.5
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -188,6 +190,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "database": "postgresql://db.example.com/batchd",
         "database_file": "/etc/batchd/database.url",
         "node_name": "batch-01",
+        "node_timeout": 12.5,
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]

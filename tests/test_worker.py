@@ -423,7 +423,8 @@ FIRST_ASK = {"op": "next", "token": 0, "done": [], "failed": []}
 
 
 def outcomes(channel: Any, token: int) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-    """Every outcome of one grant: the `progress` reports, then its closing `next`."""
+    """Every outcome of one grant: the `progress` reports, then its closing `next`. Its
+    ask for more halfway (a grant of PREFETCH_MIN_BATCHES or more) gets an empty grant."""
     done: list[list[Any]] = []
     failed: list[dict[str, Any]] = []
     while True:
@@ -434,6 +435,8 @@ def outcomes(channel: Any, token: int) -> tuple[list[list[Any]], list[dict[str, 
         if message["op"] == "next":
             return done, failed
         assert message["op"] == "progress"
+        if message.get("more"):
+            channel.send({"op": "batches", "token": 0, "batches": []})
 
 
 def test_worker_runs_batches_and_the_completion_hook(worker_in: Any, tmp_path: Path) -> None:
@@ -651,6 +654,10 @@ def test_a_long_grant_asks_for_the_next_halfway_and_reports_all_of_it(worker_in:
             assert message["token"] == 8
             break
         assert message["op"] == "progress"
+        if message.get("more"):
+            # Grant 8 holds two: it asks halfway too; nothing more comes.
+            assert message["token"] == 8 and seen_done == [21]
+            worker.channel.send({"op": "batches", "token": 0, "batches": []})
     assert sorted(done) == [n for n in range(1, 21) if n != 15]
     assert failed == [15]
     assert by_token[8] == ([21], [22])
