@@ -1,0 +1,343 @@
+"""Scenario 14: three daemons on one PostgreSQL, one of them failing (tests/faults/cluster.py).
+
+Every node runs at most 2 workers and the job asks for 6, so the work spreads over all three.
+node_timeout is 3 s; lease_timeout is 30 s, longer than any of these waits, so a recovery
+within it is the node sweep's doing, not a lease running out. `make test` runs 14b at a
+small size; `make faults` runs them all at full size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import pg
+from tests.conftest import wait_for
+from tests.faults.cluster import (
+    NODE_NAMES,
+    Cluster,
+    NetNamespace,
+    running_cluster,
+    write_project,
+)
+from tests.faults.conftest import FULL, size
+
+NODE_TIMEOUT = 3.0
+LEASE_TIMEOUT = 30.0
+MAX_RECEIVE_COUNT = 3
+SETTINGS: dict[str, Any] = {
+    "max_workers": 2,
+    "node_timeout": NODE_TIMEOUT,
+    "lease_timeout": LEASE_TIMEOUT,
+}
+DELAY = 0.1
+API = "spread"
+
+StartCluster = Callable[..., Cluster]
+
+
+def full_only() -> None:
+    if not FULL:
+        pytest.skip("runs under make faults (BATCHD_FAULTS=full); make test runs 14b")
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path) -> Iterator[StartCluster]:
+    """start(dsns, prefixes=...): one node per DSN, the project deployed on the first."""
+    with contextlib.ExitStack() as stack:
+
+        def start(dsns: list[str], **options: Any) -> Cluster:
+            project = write_project(tmp_path, API)
+            return stack.enter_context(
+                running_cluster(tmp_path, dsns, project, API, **options, **SETTINGS)
+            )
+
+        yield start
+
+
+@pytest.fixture
+def schema(postgres_cluster: pg.Cluster) -> Iterator[str]:
+    with postgres_cluster.fresh_schema() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[pg.Cluster]:
+    """A PostgreSQL cluster of the test's own, to restart or to reconfigure."""
+    with pg.cluster() as cluster:
+        yield cluster
+
+
+def job(total: int, workers: int = 6) -> dict[str, Any]:
+    return {
+        "workers": workers,
+        "item_list": {"items": list(range(total)), "batch_size": 1},
+        "max_receive_count": MAX_RECEIVE_COUNT,
+        "config": {"delay": DELAY},
+    }
+
+
+def shared(status: dict[str, Any]) -> dict[str, Any]:
+    """What every node must answer alike about a job (worker counts are each node's own)."""
+    keys = ("status", "end_time", "total_batch_count", "batches_in_queue", "batch_metrics")
+    return {key: status[key] for key in keys}
+
+
+def check_exact(
+    cluster: Cluster, job_id: str, final: dict[str, Any], total: int, via: list[str]
+) -> dict[str, Any]:
+    """The job succeeded with exactly one result per batch, each batch called 1 to
+    max_receive_count times, on_job_complete run once, the work done by more than one
+    node, and every node in `via` answering the same; the figures of it."""
+    assert final["status"] == "succeeded", final
+    metrics = final["batch_metrics"]
+    assert (metrics["succeeded"], metrics["failed"], metrics["in_progress"]) == (total, 0, 0)
+    assert final["batches_in_queue"] == 0, final
+    results = cluster.results(job_id, via=via[0])
+    expected = {f"{job_id}-{i + 1}": i for i in range(total)}
+    assert {key: row["item"] for key, row in results.items()} == expected
+    calls = Counter(
+        {key: n for key, n in cluster.side.calls().items() if key.startswith(f"{job_id}-")}
+    )
+    assert set(calls) == set(expected)
+    assert all(1 <= n <= MAX_RECEIVE_COUNT for n in calls.values()), calls.most_common(3)
+    hooks = [e for e in cluster.side.of("hook") if e.key == job_id]
+    assert len(hooks) == 1, hooks
+    ran = {row["node"] for row in results.values()}
+    assert len(ran) >= 2, ran
+    for name in via[1:]:
+        seen = cluster.status(job_id, name)
+        assert seen is not None and shared(seen) == shared(final), (name, seen)
+    return {
+        "batches": total,
+        "lost": total - len(results),
+        "calls": sum(calls.values()),
+        "reruns": sum(calls.values()) - total,
+        "max_calls_per_batch": max(calls.values()),
+        "failed_attempts": metrics["failed_attempts"],
+        "results_per_node": "/".join(
+            str(sum(1 for r in results.values() if r["node"] == name)) for name in NODE_NAMES
+        ),
+        "hook_runs": len(hooks),
+    }
+
+
+def recovery(cluster: Cluster, lost_node: str, keys: set[str], since: float) -> float:
+    """Seconds from `since` to the first call by another node of one of `keys` (batches
+    the lost node had begun)."""
+    again = [e.t for e in cluster.side.of("call") if e.key in keys and e.node != lost_node]
+    assert again, f"no other node re-ran {sorted(keys)[:5]}..."
+    return round(min(again) - since, 3)
+
+
+def late_outcomes_refused(
+    cluster: Cluster, job_id: str, node: str, since: float
+) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """Batches `node`'s workers finished after `since` (cut off from the queue by then):
+    none of their results may be the one kept."""
+    late = {e.key for e in cluster.side.done_by(node, after=since) if e.key.startswith(job_id)}
+    results = cluster.results(job_id)
+    accepted = sorted(key for key in late if results[key]["node"] == node)
+    assert not accepted, f"{node}'s late outcomes were kept for {accepted}"
+    return late, results
+
+
+def check_unchanged(
+    cluster: Cluster, job_id: str, final: dict[str, Any], results: dict[str, Any]
+) -> None:
+    """Every node answers the ended job's status and results as they were, and its
+    on_job_complete has still run once."""
+    for name in NODE_NAMES:
+        status = cluster.status(job_id, name)
+        assert status is not None and shared(status) == shared(final), (name, status)
+        assert cluster.results(job_id, via=name) == results, name
+    assert len([e for e in cluster.side.of("hook") if e.key == job_id]) == 1
+
+
+def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any]) -> None:
+    """A second job, submitted through `via`, completes exactly with `node` taking part."""
+    total = size(120, 300)
+    second = cluster.submit(job(total), via=via)
+    wait_for(
+        lambda: any(e.key.startswith(f"{second}-") for e in cluster.side.done_by(node)),
+        what=f"{node} to run a batch of the next job",
+    )
+    final = cluster.wait_terminal(second, via=[via])
+    second_figures = check_exact(cluster, second, final, total, via=list(NODE_NAMES))
+    figures["next_job_results_per_node"] = second_figures["results_per_node"]
+
+
+def test_kill9_of_one_node(
+    start_cluster: StartCluster, schema: str, figures: dict[str, Any]
+) -> None:
+    """14a. Cluster of 3 on one PostgreSQL: kill -9 of one node mid-job
+    The other two sweep it after node_timeout and finish its batches: the job succeeds with
+    one result per batch (0 lost), 1 to max_receive_count calls per batch, on_job_complete
+    once, the work done on all three nodes; recovery well inside lease_timeout.
+    """
+    full_only()
+    total = size(60, 600)
+    cluster = start_cluster([schema] * 3)
+    started = time.monotonic()
+    job_id = cluster.submit(job(total), via="node-b")
+    cluster.wait_done_by("node-c", size(3, 20), job_id)
+    cluster.wait_in_flight("node-c")
+    killed = cluster.kill("node-c")
+    # What node-c had begun and not finished: its outcome cannot have been recorded.
+    running = cluster.side.running_at("node-c", killed)
+    assert running, "node-c was running nothing when it was killed"
+    final = cluster.wait_terminal(job_id, via=["node-a", "node-b"])
+    figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
+    results = cluster.results(job_id)
+    assert all(results[key]["node"] != "node-c" for key in running), running
+    figures.update(
+        cut_off_batches=len(running),
+        recovery_s=recovery(cluster, "node-c", running, killed),
+        job_s=round(time.monotonic() - started, 1),
+    )
+    assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+
+
+def test_sigstop_past_node_timeout(
+    start_cluster: StartCluster, schema: str, figures: dict[str, Any]
+) -> None:
+    """14b. Cluster of 3: SIGSTOP of one node's daemon past node_timeout, then SIGCONT
+    The others sweep the silent node and finish its batches (0 lost, exact counts, 1 to
+    max_receive_count calls per batch, on_job_complete once); the outcomes its workers
+    finished meanwhile are refused after SIGCONT (the kept result of each is another
+    node's, and nothing changes); it rejoins and runs part of the next job.
+    """
+    total = size(60, 600)
+    cluster = start_cluster([schema] * 3)
+    started = time.monotonic()
+    job_id = cluster.submit(job(total), via="node-a")
+    cluster.wait_done_by("node-b", size(3, 20), job_id)
+    cluster.wait_in_flight("node-b")
+    frozen = cluster.freeze("node-b")
+    running = cluster.side.running_at("node-b", frozen)
+    assert running, "node-b was running nothing when it was stopped"
+    final = cluster.wait_terminal(job_id, via=["node-a", "node-c"])
+    figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-c"]))
+    figures["recovery_s"] = recovery(cluster, "node-b", running, frozen)
+    assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+
+    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
+    # Its workers ran on while it was stopped: what they were running came back late.
+    assert running <= late, (running, late)
+    cluster.thaw("node-b")
+    thawed = time.monotonic()
+    check_rejoined(cluster, "node-b", via="node-b", figures=figures)
+    figures["rejoined_s"] = round(time.monotonic() - thawed, 1)
+    # Nothing node-b sent after SIGCONT changed the first job, seen from any node.
+    check_unchanged(cluster, job_id, final, before)
+    figures.update(late_outcomes_refused=len(late), job_s=round(thawed - started, 1))
+
+
+def network_namespace() -> Iterator[NetNamespace]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for ip netns (CI runs as root)")
+    if shutil.which("ip") is None:
+        pytest.skip("needs ip (iproute2): make faults installs it")
+    namespace = NetNamespace()
+    try:
+        namespace.create()
+        yield namespace
+    finally:
+        namespace.delete()
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNamespace]:
+    yield from network_namespace()
+
+
+def test_network_partition_of_one_node(
+    start_cluster: StartCluster,
+    own_postgres: pg.Cluster,
+    netns: NetNamespace,
+    figures: dict[str, Any],
+) -> None:
+    """14c. Cluster of 3: node-c in a network namespace of its own, its link cut mid-job
+    and restored past node_timeout
+    The others sweep it and finish its batches (0 lost, exact counts, 1 to
+    max_receive_count calls per batch, on_job_complete once); what node-c's workers finished
+    while cut off is refused once the link is back; node-c rejoins and runs part of the
+    next job.
+    """
+    full_only()
+    own_postgres.listen_also(netns.host_address, netns.network)
+    total = size(60, 600)
+    with own_postgres.fresh_schema() as dsn:
+        inside = dsn.replace("@127.0.0.1:", f"@{netns.host_address}:")
+        cluster = start_cluster(
+            [dsn, dsn, inside],
+            prefixes={"node-c": netns.prefix},
+        )
+        started = time.monotonic()
+        job_id = cluster.submit(job(total), via="node-c")
+        cluster.wait_done_by("node-c", size(3, 20), job_id)
+        cluster.wait_in_flight("node-c")
+        netns.cut()
+        cut = time.time()
+        running = cluster.side.running_at("node-c", cut)
+        assert running, "node-c was running nothing when its link was cut"
+        final = cluster.wait_terminal(job_id, via=["node-a", "node-b"])
+        figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
+        figures["recovery_s"] = recovery(cluster, "node-c", running, cut)
+        assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+        late, before = late_outcomes_refused(cluster, job_id, "node-c", cut)
+        netns.restore()
+        restored = time.monotonic()
+        figures["cut_s"] = round(time.time() - cut, 1)
+        check_rejoined(cluster, "node-c", via="node-a", figures=figures)
+        figures["rejoined_s"] = round(time.monotonic() - restored, 1)
+        check_unchanged(cluster, job_id, final, before)
+        figures.update(late_outcomes_refused=len(late), job_s=round(restored - started, 1))
+
+
+def test_postgresql_restart_mid_job(
+    start_cluster: StartCluster, own_postgres: pg.Cluster, figures: dict[str, Any]
+) -> None:
+    """14d. Cluster of 3: PostgreSQL restarted (pg_ctl restart -m fast) mid-job
+    Every node reconnects and runs batches again; the job completes with one result per
+    batch (0 lost, none counted twice), 1 to max_receive_count calls per batch,
+    on_job_complete once.
+    """
+    full_only()
+    total = size(300, 1200)
+    with own_postgres.fresh_schema() as dsn:
+        cluster = start_cluster([dsn] * 3)
+        started = time.monotonic()
+        job_id = cluster.submit(job(total), via="node-a")
+        for name in NODE_NAMES:
+            cluster.wait_done_by(name, size(3, 20), job_id)
+        restarting = time.time()
+        own_postgres.restart("fast")
+        back = time.time()
+        # Each node answers from the database again: it reconnected.
+        answered: dict[str, float] = {}
+
+        def all_answer() -> bool:
+            for name in NODE_NAMES:
+                if name not in answered and cluster.status(job_id, name) is not None:
+                    answered[name] = time.time() - back
+            return len(answered) == len(NODE_NAMES)
+
+        wait_for(all_answer, timeout=60, what="every node to answer after the restart")
+        final = cluster.wait_terminal(job_id, timeout=size(120, 300))
+        figures.update(check_exact(cluster, job_id, final, total, via=list(NODE_NAMES)))
+        after = Counter(e.node for e in cluster.side.of("call") if e.t > back)
+        figures.update(
+            restart_s=round(back - restarting, 2),
+            answered_after_s="/".join(f"{answered[name]:.2f}" for name in NODE_NAMES),
+            calls_after_restart_per_node="/".join(str(after[name]) for name in NODE_NAMES),
+            job_s=round(time.monotonic() - started, 1),
+        )
