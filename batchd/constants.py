@@ -46,6 +46,11 @@ MAX_LOG_LINE_BYTES = 5 * 1024 * 1024
 
 # The scheduler re-examines every job at least this often even when nothing wakes it.
 SCHEDULER_IDLE_INTERVAL = 1.0
+# Several daemons on one database: how often a node heartbeats, looks for silent nodes and
+# for jobs admitted or ended elsewhere (a notification brings the last one sooner).
+CLUSTER_SYNC_INTERVAL = 1.0
+# A job whose workers are all taken on other nodes is asked about again after this long.
+CLUSTER_CLAIM_RETRY = 1.0
 
 # How often a `follow` log reader looks for new lines.
 LOG_FOLLOW_POLL_INTERVAL = 0.2

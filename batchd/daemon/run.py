@@ -34,7 +34,7 @@ from batchd.observe.retention import Pruner
 from batchd.pool.gpus import detect_gpus
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler.core import Scheduler
-from batchd.store import DatabaseUnavailable, open_store
+from batchd.store import DatabaseUnavailable, NodeNameTaken, open_store
 
 log = logging.getLogger("batchd.daemon")
 
@@ -141,6 +141,8 @@ async def serve(
             await scheduler.start()
         except sqlite3.DatabaseError as exc:
             raise database_error(state / DB_FILENAME, exc) from None
+        except NodeNameTaken as exc:
+            raise StartError(str(exc), EXIT_START_FAILED) from None
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)

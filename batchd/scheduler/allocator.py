@@ -76,14 +76,19 @@ class Allocator:
             run.wanted = await self._wanted_workers(run)
             if run.finished or run.wanted <= len(run.workers):
                 continue
-            if run.next_spawn_at > now:
+            if run.next_spawn_at > now or run.claim_retry_at > now:
                 continue
             count = min(run.wanted - len(run.workers), free)
             if count <= 0:
                 starved = True
                 continue
             for _ in range(count):
-                if not await self._start_worker(run):
+                started = await self._start_worker(run)
+                if started is None:
+                    # Its workers run on other nodes: nothing here is starved for it.
+                    run.claim_retry_at = now + constants.CLUSTER_CLAIM_RETRY
+                    break
+                if not started:
                     starved = True
                     break
                 free -= 1
@@ -95,7 +100,7 @@ class Allocator:
             workers=run.job.workers,
             live=len(run.workers),
             counts=counts,
-            hook_running=run.completing is not None,
+            hook_running=run.completing is not None or run.hook_elsewhere,
             has_on_complete=run.job.has_on_complete,
         )
         if wanted is None:
@@ -103,14 +108,19 @@ class Allocator:
             return 0
         return wanted
 
-    async def _start_worker(self, run: JobRun) -> bool:
+    async def _start_worker(self, run: JobRun) -> bool | None:
         """Start one worker for the job; False when it must wait for GPUs to free up (or
-        for disk space for its workspace)."""
+        for disk space for its workspace), None when the job's `workers` are all taken
+        (on other nodes sharing the queue)."""
         jobs, memory = self.jobs, self.capacity.memory
         slot = self.capacity.next_slot()
         launch = await self._launch_for(run.job, slot)
+        claim = await jobs.store.claim_worker(run.job_id, run.job.workers)
+        if claim is None:
+            return None
         gpus = self.capacity.take(slot, launch.gpus)
         if gpus is None:
+            await jobs.store.release_worker(run.job_id, claim)
             return False
         if run.job.status is JobStatus.PENDING:
             await jobs.store.set_status(run.job_id, JobStatus.RUNNING)
@@ -137,6 +147,7 @@ class Allocator:
             if workspace is not None:
                 await self._workspaces.remove(workspace)
             self.capacity.release(slot, gpus)
+            await jobs.store.release_worker(run.job_id, claim)
             jobs.joblogs.release(run.job_id)
             await memory.release(group)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -150,7 +161,7 @@ class Allocator:
                 return False
             await jobs.finish(run, JobStatus.WORKER_ERROR, f"cannot start worker: {exc}")
             return True
-        worker = WorkerRun(handle, workspace)
+        worker = WorkerRun(handle, workspace, claim=claim)
         jobs.spawn_task(self._driver.watch_workspace(worker, workspace), f"workspace-{slot}")
         handle.gpus = gpus
         handle.memory_group = memory.attach(handle.pid, launch.mem, group)

@@ -5,6 +5,8 @@ The Scheduler is the face the daemon and the HTTP layer see; behind it:
     allocator - which job gets workers while capacity lasts (priority, then age)
     driver    - one task per worker: grants, outcomes, idling, and its exit (reap)
     hook      - on_job_complete, run once when every batch is terminal
+    cluster   - this node among the daemons sharing a queue: heartbeats, the sweep of
+                silent nodes, jobs admitted or ended on other nodes
     policy    - the decisions themselves, as pure functions
     jobs      - the unfinished jobs, and finishing one
     state     - what is kept per job and per worker, and the box's capacity
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ from batchd.pool.process import WorkerState
 from batchd.pool.spares import SparePool
 from batchd.pool.workspace import Workspaces
 from batchd.scheduler.allocator import Allocator, LaunchFactory
+from batchd.scheduler.cluster import Membership
 from batchd.scheduler.driver import Driver, InitFactory
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun
@@ -63,6 +65,7 @@ class Scheduler:
         self._workspaces = Workspaces(config.state_path / constants.WORKSPACES_DIR)
         driver = Driver(self._jobs, self._capacity, self._workspaces, init_for)
         self._allocator = Allocator(driver, launch_for, self._spares)
+        self._membership = Membership(self._jobs, len(self._capacity.gpus))
         self._forced = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -76,9 +79,7 @@ class Scheduler:
         """Recover: leases of the previous daemon's workers are charged and re-queued."""
         # Workspaces of the previous daemon's workers (gone with it) are removed.
         await asyncio.to_thread(self._workspaces.sweep)
-        expired = await self.store.expire_leases(
-            math.inf, "the daemon stopped while this batch was being handled"
-        )
+        expired = await self._membership.join()
         if expired:
             log.info("re-queued leases held when the daemon stopped", extra={"count": len(expired)})
         for job in await self.store.active_jobs():
@@ -86,6 +87,8 @@ class Scheduler:
         self.metrics.leases_expired(expired, self._jobs.api_of)
         self._loop_task = self._jobs.spawn_task(self._allocator.run_forever(), "scheduler-loop")
         self._jobs.spawn_task(self._renew_leases(), "lease-renewal")
+        if self.store.shared:
+            self._jobs.spawn_task(self._membership.run_forever(), "cluster-membership")
         self.wake()
 
     async def stop(self) -> None:
@@ -121,6 +124,11 @@ class Scheduler:
                 await self.store.release(worker.handle.job_id, held)
         await self._spares.close()
         await self._jobs.cancel_tasks()
+        try:
+            await self.store.leave()
+        except Exception as exc:
+            # Its slots free when another node finds it silent.
+            log.warning("cannot sign off from the shared queue", extra={"error": str(exc)})
         await self._workspaces.close()
 
     def wake(self) -> None:
@@ -133,7 +141,10 @@ class Scheduler:
     # -- requests from the HTTP layer --------------------------------------------------
 
     def admit(self, job: JobRecord) -> None:
-        self._jobs.runs[job.job_id] = JobRun(job, wanted=min(job.workers, job.total_batch_count))
+        # Adopted already when another node's notification raced this admission's answer.
+        if job.job_id not in self._jobs.runs:
+            wanted = min(job.workers, job.total_batch_count)
+            self._jobs.runs[job.job_id] = JobRun(job, wanted=wanted)
         self.wake()
 
     async def stop_job(self, job_id: str) -> None:
@@ -142,7 +153,11 @@ class Scheduler:
             job = await self.store.get_job(job_id)
             if job is None:
                 raise NotFound(f"job {job_id} not found", "jobID")
-            raise Conflict(f"job {job_id} has already ended ({job.status})", "jobID")
+            # Admitted on another node and not adopted here yet: stopped in the queue,
+            # where every node sees it.
+            if job.status.terminal or not await self.store.set_status(job_id, JobStatus.STOPPED):
+                raise Conflict(f"job {job_id} has already ended ({job.status})", "jobID")
+            return
         await self._jobs.finish(run, JobStatus.STOPPED)
 
     async def stop_api_jobs(self, api_name: str) -> list[str]:

@@ -25,7 +25,7 @@ from batchd.scheduler import policy
 from batchd.scheduler.hook import Hook, with_traceback
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun, WorkerRun
-from batchd.store.records import Failure, JobRecord, JobStatus, Lease
+from batchd.store.records import Failure, HookClaim, JobRecord, JobStatus, Lease
 from batchd.wire import framing
 from batchd.wire.messages import (
     EMPTY_GRANT,
@@ -225,12 +225,17 @@ class Driver:
             action = policy.idle_after_counts(
                 stopping=run.finished or self.jobs.draining,
                 counts=counts,
-                hook_free=run.completing is None and not run.hook_done,
+                hook_free=run.completing is None and not (run.hook_done or run.hook_elsewhere),
                 has_on_complete=worker.has_on_complete,
             )
             if action is policy.Idle.RUN_HOOK:
-                await self._hook.run(run, worker, counts)
-                return
+                claim = await self.store.claim_hook(run.job_id)
+                if claim is HookClaim.CLAIMED:
+                    await self._hook.run(run, worker, counts)
+                    return
+                # Another node runs it (or ran it, and was lost: see cluster.Membership).
+                run.hook_elsewhere = True
+                action = policy.Idle.EXIT
             if action is policy.Idle.CONCLUDE:
                 await self.jobs.conclude(run, counts)
                 return
@@ -255,6 +260,16 @@ class Driver:
         handle.signal_group(signal.SIGKILL)
         run.workers.discard(worker)
         self.capacity.release(worker.slot, worker.gpus)
+        if worker.claim is not None:
+            claim, worker.claim = worker.claim, None
+            try:
+                await self.store.release_worker(run.job_id, claim)
+            except Exception as exc:
+                # Freed when this node stops or is found lost; until then the job counts
+                # one worker more than it has.
+                log.warning(
+                    "cannot give a worker slot back", extra={"jobID": run.job_id, "error": str(exc)}
+                )
         oom_in_group = memory.oom_killed(handle.memory_group)
         await memory.release(handle.memory_group)
         handle.memory_group = None

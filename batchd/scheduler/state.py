@@ -32,6 +32,8 @@ class WorkerRun:
     killed: bool = False
     # Set when the daemon kills the worker for a reason of the batch's own making.
     death_reason: str | None = None
+    # Its slot among the job's workers over every node (store.claim_worker).
+    claim: int | None = None
 
     def __post_init__(self) -> None:
         self.handle.held_seq = self.held_seq
@@ -85,6 +87,10 @@ class JobRun:
     # Kills the worker running on_job_complete once on_job_complete_timeout has passed.
     hook_timer: asyncio.TimerHandle | None = None
     hook_done: bool = False
+    # Another node runs (or ran) on_job_complete: no worker here is started for it.
+    hook_elsewhere: bool = False
+    # Its workers are all taken on other nodes: not asked again before this (monotonic).
+    claim_retry_at: float = 0.0
     finishing: bool = False
     # Deaths since the last successful batch: a crash loop makes no progress.
     deaths: int = 0

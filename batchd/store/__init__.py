@@ -22,6 +22,10 @@ class DatabaseUnavailable(Exception):
     """The queue's database server cannot be used (unreachable, refused, no driver)."""
 
 
+class NodeNameTaken(Exception):
+    """Another live daemon sharing the queue already uses this daemon's node_name."""
+
+
 def open_store(
     state_dir: Path,
     synchronous: str,

@@ -159,3 +159,18 @@ class ListedJob(NamedTuple):
 
     job: JobRecord
     counts: BatchCounts
+
+
+class HookClaim(StrEnum):
+    """Who runs a job's on_job_complete, across the nodes sharing the queue."""
+
+    # This node: it runs it.
+    CLAIMED = "claimed"
+    # Another node runs it, or ran it.
+    ELSEWHERE = "elsewhere"
+    # The node that ran it was lost: it is not run again, and the job ends.
+    LOST = "lost"
+
+
+# Expired leases, as (job id, seq, the batch's new state).
+Expired = list[tuple[str, int, BatchState]]

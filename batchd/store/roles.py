@@ -6,7 +6,7 @@ single role can ask for just that role. The records they speak are in ``records`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
         BatchCounts,
         BatchState,
         DeadLetter,
+        Expired,
         Failure,
+        HookClaim,
         JobRecord,
         JobStatus,
         Lease,
@@ -126,7 +128,49 @@ class RetentionStore(Protocol):
         """Bound the write-ahead log."""
 
 
+class NodeStore(Protocol):
+    """This daemon among the nodes sharing the queue. On a queue no other daemon can
+    open (SQLite) it is the only node: its claims are always granted and nobody sweeps."""
+
+    # Whether other daemons may share this queue (and must be looked for and synced with).
+    shared: bool
+
+    async def join(
+        self, name: str, instance: str, capacity: tuple[int, int], node_timeout: float, reason: str
+    ) -> Expired:
+        """Register this daemon as node `name` on `instance` (its machine and state
+        directory) with `capacity` (max_workers, GPUs); the leases a previous run of this
+        node held are expired with `reason` (on a queue of its own: every lease). Raises
+        NodeNameTaken when a node of that name elsewhere was heard from within
+        `node_timeout`."""
+
+    async def heartbeat(self) -> bool:
+        """Say this node is alive; False when another node found it silent and ended it
+        (its leases and slots are gone: it is fenced until it joins again)."""
+
+    async def sweep_lost(self, node_timeout: float) -> tuple[list[str], Expired]:
+        """End the nodes silent past `node_timeout`: their leases expire (failed
+        attempts), their worker slots free. Safe with several sweepers at once: each
+        lost node is swept once. (Names of the nodes swept, leases expired.)"""
+
+    async def claim_worker(self, job_id: str, workers: int) -> int | None:
+        """One of the job's `workers` slots, counted over every node, for this node: the
+        claim to give back with release_worker, or None when they are all taken."""
+
+    async def release_worker(self, job_id: str, claim: int) -> None: ...
+    async def claim_hook(self, job_id: str) -> HookClaim:
+        """Whether this node runs the job's on_job_complete (once per job)."""
+
+    async def leave(self) -> None:
+        """This node stops: its slots free (its leases were given back already)."""
+
+    async def listen_jobs(self, on_change: Callable[[str], None]) -> bool:
+        """Have `on_change(job_id)` called when any node admits a job or changes its
+        status; True while listening (call again after False: the connection was lost)."""
+
+
 class Store(
+    NodeStore,
     StoreLifecycle,
     ApiStore,
     JobStore,

@@ -7,6 +7,7 @@ runners."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -75,6 +76,10 @@ class SqlCore(Generic[Writer, Reader]):
 
     async def _find_key(self, job_id: str) -> int | None:
         raise NotImplementedError
+
+    def _new_token(self) -> int:
+        """A fresh lease token: an outcome under any other token changes nothing."""
+        return secrets.randbits(62)
 
     @staticmethod
     def _stored_text(text: str | None) -> Any:

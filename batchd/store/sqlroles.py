@@ -9,7 +9,6 @@ through an extra call here."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -97,7 +96,7 @@ class SqlLeases(SqlCore[Any, Any]):
         tell), then never-leased ones from the chunks."""
         key = await self._key(job_id)
         first, last = batch_range(key)
-        token = secrets.randbits(62)
+        token = self._new_token()
         async with self._transaction() as db:
             # One round trip: the queued rows come back from the statement that leases them.
             params = (token, time.time() + lease_timeout, first, last, limit, key)
@@ -178,10 +177,15 @@ class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
         self, reports: list[tuple[int, WithResult | None, list[Run]]]
     ) -> list[int]:
         """Each report (job key, successes with a result, runs of those without) in one
-        transaction; the successes accepted of each."""
-        accepted_each: list[int] = []
+        transaction; the successes accepted of each.
+
+        Jobs in key order: every transaction that moves several jobs' counters takes their
+        rows in that order, so daemons sharing a database never wait on each other in a
+        circle."""
+        accepted_each = [0] * len(reports)
         async with self._transaction() as db:
-            for key, with_result, runs in reports:
+            for index in sorted(range(len(reports)), key=lambda i: reports[i][0]):
+                key, with_result, runs = reports[index]
                 accepted, seconds = 0, 0.0
                 if with_result is not None:
                     accepted, seconds = await self._store_with_result(db, with_result)
@@ -193,7 +197,7 @@ class SqlSuccesses(SqlCore[Any, Any], Generic[WithResult]):
                     await self._count(
                         db, key, leased=-accepted, succeeded=accepted, seconds=seconds
                     )
-                accepted_each.append(accepted)
+                accepted_each[index] = accepted
         return accepted_each
 
 

@@ -9,7 +9,7 @@ from batchd.store.chunks import BatchChunks
 from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import SQL
 from batchd.store.records import JobRecord, JobStatus, NewJob
-from batchd.store.rows import NumberedChunks, batch_range, job_record, new_job_values
+from batchd.store.rows import NumberedChunks, UnknownJob, batch_range, job_record, new_job_values
 
 
 class PostgresJobs(PostgresCore):
@@ -28,20 +28,33 @@ class PostgresJobs(PostgresCore):
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
             row = await db.fetchrow(SQL.set_batch_count, total, key)
             assert row is not None
+            await db.execute(SQL.notify_jobs, job.job_id)
         self._keys[job.job_id] = key
         return job_record(row)
 
     async def set_status(self, job_id: str, status: JobStatus, error: str | None = None) -> bool:
-        """The key comes back from the update: a terminal move refunds the job's leases."""
+        """A terminal move refunds the job's leases.
+
+        Batches first, then the job's row, as every outcome and lease takes them: two
+        daemons never wait on each other in a circle. A job that was over already has no
+        leases to refund, so refunding before the status is checked changes nothing."""
         end_time = time.time() if status.terminal else None
+        try:
+            key = await self._key(job_id)
+        except UnknownJob:
+            return False
         async with self._transaction() as db:
-            encoded = None if error is None else error.encode()
-            key = await db.fetchval(SQL.set_status, status.value, end_time, encoded, job_id)
-            if key is not None and status.terminal:
+            if status.terminal:
                 # Leases of a finished job are void; give the batches back, unburnt.
                 refunded = await self._exec(db, SQL.refund_leases, *batch_range(key))
-                await self._count(db, key, queued=refunded, leased=-refunded)
-            return key is not None
+                if refunded:
+                    await self._count(db, key, queued=refunded, leased=-refunded)
+            encoded = None if error is None else error.encode()
+            moved = await db.fetchval(SQL.set_status, status.value, end_time, encoded, job_id)
+            if moved is not None:
+                # Every node acts on a stop or a timeout at once, not at its next poll.
+                await db.execute(SQL.notify_jobs, job_id)
+            return moved is not None
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:

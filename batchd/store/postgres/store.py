@@ -5,6 +5,7 @@ from __future__ import annotations
 from batchd.store.postgres.core import OnCommit
 from batchd.store.postgres.jobs import PostgresJobs
 from batchd.store.postgres.leases import PostgresLeases
+from batchd.store.postgres.nodes import PostgresNodes
 from batchd.store.postgres.outcomes import PostgresOutcomes
 from batchd.store.postgres.reads import PostgresReads
 from batchd.store.postgres.retention import PostgresRetention
@@ -12,7 +13,13 @@ from batchd.store.sqlroles import SqlApis
 
 
 class PostgresStore(
-    PostgresJobs, PostgresLeases, PostgresOutcomes, PostgresReads, PostgresRetention, SqlApis
+    PostgresNodes,
+    PostgresJobs,
+    PostgresLeases,
+    PostgresOutcomes,
+    PostgresReads,
+    PostgresRetention,
+    SqlApis,
 ):
     # Typed here: the roles' own __init__ pass their arguments on untyped.
     def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
