@@ -13,6 +13,7 @@ happened (frozen ones are thawed first, so they can be stopped).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 
 from batchd.client import BatchdError, Client
@@ -67,6 +69,10 @@ class Handler:
     def on_job_complete(self, status):
         record(self.job_id, "hook")
 """
+
+
+class JobDidNotEnd(AssertionError):
+    """No node answered that the job ended in time."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,29 @@ class NetNamespace:
         subprocess.run(["ip", "link", "del", self.host_dev], capture_output=True, check=False)
 
 
+def database_activity(dsn: str) -> str:
+    """Every session on the tests' database: who waits on what (a stalled node's open
+    transaction holding locks, say), for a failure's message."""
+
+    async def read() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return await conn.fetch(
+                "SELECT pid, application_name, client_addr, state, wait_event_type, wait_event,"
+                " now() - xact_start AS in_transaction, left(query, 120) AS query"
+                " FROM pg_stat_activity WHERE datname = current_database() AND pid <>"
+                " pg_backend_pid() ORDER BY pid"
+            )
+        finally:
+            await conn.close()
+
+    try:
+        rows = asyncio.run(read())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"(cannot read pg_stat_activity: {exc})"
+    return "\n".join(str(dict(row)) for row in rows)
+
+
 def ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
@@ -200,10 +229,11 @@ class Node:
 class Cluster:
     """The nodes, the project `api` deployed on the first of them, and the side file."""
 
-    def __init__(self, nodes: Sequence[Node], api: str, side: ClusterSide) -> None:
+    def __init__(self, nodes: Sequence[Node], api: str, side: ClusterSide, dsn: str) -> None:
         self.nodes = list(nodes)
         self.api = api
         self.side = side
+        self.dsn = dsn
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
@@ -222,7 +252,7 @@ class Cluster:
         return status
 
     def wait_terminal(
-        self, job_id: str, via: Sequence[str] = NODE_NAMES, timeout: float = 120
+        self, job_id: str, via: Sequence[str] = NODE_NAMES, timeout: float = 60
     ) -> dict[str, Any]:
         """Until one of the nodes `via` answers that the job has ended; that status."""
         deadline = time.monotonic() + timeout
@@ -235,7 +265,10 @@ class Cluster:
                     if status["status"] in TERMINAL:
                         return status
             time.sleep(0.05)
-        raise AssertionError(f"job {job_id} did not end in {timeout}s; last seen: {last}")
+        raise JobDidNotEnd(
+            f"job {job_id} did not end in {timeout}s; last seen: {last}\n"
+            f"sessions on the database:\n{database_activity(self.dsn)}"
+        )
 
     def wait_done_by(self, node: str, count: int, job_id: str, timeout: float = 60) -> None:
         """Until `node`'s workers have finished `count` batches of the job; fails at once,
@@ -270,8 +303,10 @@ class Cluster:
         return by_id
 
     def kill(self, name: str) -> float:
-        """kill -9 of the node's daemon; when."""
-        self.node(name).daemon.kill()
+        """kill -9 of the node's daemon (frozen or not); when."""
+        node = self.node(name)
+        node.daemon.kill()
+        node.frozen = False
         return time.time()
 
     def freeze(self, name: str) -> float:
@@ -350,7 +385,7 @@ def running_cluster(
             **settings,
         )
         nodes.append(Node(name, daemon))
-    cluster = Cluster(nodes, api, side)
+    cluster = Cluster(nodes, api, side, dsns[0])
     try:
         for node in nodes:
             node.daemon.start()

@@ -26,6 +26,7 @@ from tests.conftest import wait_for
 from tests.faults.cluster import (
     NODE_NAMES,
     Cluster,
+    JobDidNotEnd,
     NetNamespace,
     running_cluster,
     write_project,
@@ -53,15 +54,22 @@ class HookNotOnce(AssertionError):
     """on_job_complete ran other than once for a job."""
 
 
-# The core's known bug (main at a7333b0): two idle workers of one node both pass the
-# hook_free check before either has claimed the hook (scheduler/driver.py _idle awaits
-# store.claim_hook in between), and claim_hook lets a node claim again what it holds, so
-# both run on_job_complete. Only that failure is expected (any other fails the test); it
-# is a race, so a run may pass (XPASS). Remove the marker once the core is fixed.
-HOOK_TWICE = pytest.mark.xfail(
-    raises=HookNotOnce,
+# The core's known bugs (main at a7333b0), each failing the scenarios by an exception of
+# its own, so that any other failure still fails them. They are races: a run may pass.
+# Remove the marker once the core is fixed.
+# - on_job_complete twice on one node: two idle workers both pass the hook_free check
+#   before either has claimed the hook (scheduler/driver.py _idle awaits
+#   store.claim_hook in between), and claim_hook lets a node claim what it holds.
+# - the cluster stalls behind a stopped or cut-off node caught inside a transaction: its
+#   session sits "idle in transaction" holding the job's row lock (lease's FOR NO KEY
+#   UPDATE); the others' writes wait on it, their heartbeats queue behind those writes
+#   on the one writer connection, so no node sweeps it, and it sweeps them when it
+#   comes back.
+KNOWN_BUGS = pytest.mark.xfail(
+    raises=(HookNotOnce, JobDidNotEnd),
     strict=False,
-    reason="on_job_complete runs twice on one node: two idle workers race to claim the hook",
+    reason="core bugs: on_job_complete twice on one node; a stalled node's open "
+    "transaction stalls the cluster (see KNOWN_BUGS)",
 )
 
 
@@ -187,6 +195,23 @@ def late_outcomes_refused(
     return late, results
 
 
+def while_running(
+    cluster: Cluster, node: str, fault: Callable[[], object], undo: Callable[[], object]
+) -> tuple[float, set[str]]:
+    """`fault()` while one of `node`'s workers is inside handle_batch; when, and the
+    batches it was running (their outcomes cannot have been recorded before). A worker
+    may finish just before the fault: then `undo()` at once and try again."""
+    for _ in range(20):
+        cluster.wait_in_flight(node)
+        fault()
+        moment = time.time()
+        running = cluster.side.running_at(node, moment)
+        if running:
+            return moment, running
+        undo()
+    raise AssertionError(f"{node} was never caught running a batch")
+
+
 def check_unchanged(
     cluster: Cluster, job_id: str, final: dict[str, Any], results: dict[str, Any]
 ) -> None:
@@ -207,13 +232,13 @@ def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any
         lambda: any(e.key.startswith(f"{second}-") for e in cluster.side.done_by(node)),
         what=f"{node} to run a batch of the next job",
     )
-    final = cluster.wait_terminal(second, via=[via])
+    final = cluster.wait_terminal(second, via=[via], timeout=size(30, 120))
     second_figures = check_exact(cluster, second, final, total, via=list(NODE_NAMES))
     figures["next_job_results_per_node"] = second_figures["results_per_node"]
 
 
 @needs_archives
-@HOOK_TWICE
+@KNOWN_BUGS
 def test_kill9_of_one_node(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
@@ -228,12 +253,12 @@ def test_kill9_of_one_node(
     started = time.monotonic()
     job_id = cluster.submit(job(total), via="node-b")
     cluster.wait_done_by("node-c", size(3, 20), job_id)
-    cluster.wait_in_flight("node-c")
-    killed = cluster.kill("node-c")
-    # What node-c had begun and not finished: its outcome cannot have been recorded.
-    running = cluster.side.running_at("node-c", killed)
-    assert running, "node-c was running nothing when it was killed"
-    final = cluster.wait_terminal(job_id, via=["node-a", "node-b"])
+    # Stopped first, so that it is caught running a batch; killed at once.
+    killed, running = while_running(
+        cluster, "node-c", lambda: cluster.freeze("node-c"), lambda: cluster.thaw("node-c")
+    )
+    cluster.kill("node-c")
+    final = cluster.wait_terminal(job_id, via=["node-a", "node-b"], timeout=size(30, 120))
     figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
     results = cluster.results(job_id)
     assert all(results[key]["node"] != "node-c" for key in running), running
@@ -246,7 +271,7 @@ def test_kill9_of_one_node(
 
 
 @needs_archives
-@HOOK_TWICE
+@KNOWN_BUGS
 def test_sigstop_past_node_timeout(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
@@ -261,11 +286,10 @@ def test_sigstop_past_node_timeout(
     started = time.monotonic()
     job_id = cluster.submit(job(total), via="node-a")
     cluster.wait_done_by("node-b", size(3, 20), job_id)
-    cluster.wait_in_flight("node-b")
-    frozen = cluster.freeze("node-b")
-    running = cluster.side.running_at("node-b", frozen)
-    assert running, "node-b was running nothing when it was stopped"
-    final = cluster.wait_terminal(job_id, via=["node-a", "node-c"])
+    frozen, running = while_running(
+        cluster, "node-b", lambda: cluster.freeze("node-b"), lambda: cluster.thaw("node-b")
+    )
+    final = cluster.wait_terminal(job_id, via=["node-a", "node-c"], timeout=size(30, 120))
     figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-c"]))
     figures["recovery_s"] = recovery(cluster, "node-b", running, frozen)
     assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
@@ -301,7 +325,7 @@ def netns() -> Iterator[NetNamespace]:
 
 
 @needs_archives
-@HOOK_TWICE
+@KNOWN_BUGS
 def test_network_partition_of_one_node(
     own_postgres: pg.Cluster,
     netns: NetNamespace,
@@ -327,12 +351,8 @@ def test_network_partition_of_one_node(
         started = time.monotonic()
         job_id = cluster.submit(job(total), via="node-c")
         cluster.wait_done_by("node-c", size(3, 20), job_id)
-        cluster.wait_in_flight("node-c")
-        netns.cut()
-        cut = time.time()
-        running = cluster.side.running_at("node-c", cut)
-        assert running, "node-c was running nothing when its link was cut"
-        final = cluster.wait_terminal(job_id, via=["node-a", "node-b"])
+        cut, running = while_running(cluster, "node-c", netns.cut, netns.restore)
+        final = cluster.wait_terminal(job_id, via=["node-a", "node-b"], timeout=size(30, 120))
         figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
         figures["recovery_s"] = recovery(cluster, "node-c", running, cut)
         assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
@@ -347,7 +367,7 @@ def test_network_partition_of_one_node(
 
 
 @needs_archives
-@HOOK_TWICE
+@KNOWN_BUGS
 def test_postgresql_restart_mid_job(
     own_postgres: pg.Cluster, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
