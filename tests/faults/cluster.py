@@ -72,7 +72,11 @@ class Handler:
 
 
 class JobDidNotEnd(AssertionError):
-    """No node answered that the job ended in time."""
+    """No node answered that the job ended in time; `last` is the last status seen."""
+
+    def __init__(self, message: str, last: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,8 @@ class Cluster:
             time.sleep(0.05)
         raise JobDidNotEnd(
             f"job {job_id} did not end in {timeout}s; last seen: {last}\n"
-            f"sessions on the database:\n{database_activity(self.dsn)}"
+            f"sessions on the database:\n{database_activity(self.dsn)}",
+            last,
         )
 
     def wait_done_by(self, node: str, count: int, job_id: str, timeout: float = 60) -> None:

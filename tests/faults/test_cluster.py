@@ -137,42 +137,65 @@ def shared(status: dict[str, Any]) -> dict[str, Any]:
     return {key: status[key] for key in keys}
 
 
-def check_exact(
-    cluster: Cluster, job_id: str, final: dict[str, Any], total: int, via: list[str]
+def wait_ended(
+    cluster: Cluster, job_id: str, figures: dict[str, Any], via: list[str], timeout: float
 ) -> dict[str, Any]:
+    """The job's final status, through `via`; a stall is noted in the figures."""
+    try:
+        return cluster.wait_terminal(job_id, via=via, timeout=timeout)
+    except JobDidNotEnd as stalled:
+        metrics = (stalled.last or {}).get("batch_metrics", {})
+        figures["stalled_at"] = f"{metrics.get('succeeded')} succeeded after {timeout:g}s"
+        raise
+
+
+def check_exact(
+    cluster: Cluster,
+    job_id: str,
+    final: dict[str, Any],
+    total: int,
+    via: list[str],
+    figures: dict[str, Any],
+    prefix: str = "",
+) -> None:
     """The job succeeded with exactly one result per batch, each batch called 1 to
     max_receive_count times, on_job_complete run once, the work done by more than one
-    node, and every node in `via` answering the same; the figures of it."""
-    assert final["status"] == "succeeded", final
+    node, and every node in `via` answering the same. Its figures go into `figures`
+    (names prefixed) before anything is checked: a failed run reports them too."""
     metrics = final["batch_metrics"]
-    assert (metrics["succeeded"], metrics["failed"], metrics["in_progress"]) == (total, 0, 0)
-    assert final["batches_in_queue"] == 0, final
     results = cluster.results(job_id, via=via[0])
-    expected = {f"{job_id}-{i + 1}": i for i in range(total)}
-    assert {key: row["item"] for key, row in results.items()} == expected
     calls = Counter(
         {key: n for key, n in cluster.side.calls().items() if key.startswith(f"{job_id}-")}
     )
+    hooks = [e for e in cluster.side.of("hook") if e.key == job_id]
+    per_node = Counter(row["node"] for row in results.values())
+    figures.update(
+        {
+            f"{prefix}{name}": value
+            for name, value in {
+                "batches": total,
+                "lost": total - len(results),
+                "calls": sum(calls.values()),
+                "reruns": sum(calls.values()) - len(calls),
+                "max_calls_per_batch": max(calls.values(), default=0),
+                "failed_attempts": metrics["failed_attempts"],
+                "results_per_node": "/".join(str(per_node[name]) for name in NODE_NAMES),
+                "hook_runs": len(hooks),
+            }.items()
+        }
+    )
+    assert final["status"] == "succeeded", final
+    assert (metrics["succeeded"], metrics["failed"], metrics["in_progress"]) == (total, 0, 0)
+    assert final["batches_in_queue"] == 0, final
+    expected = {f"{job_id}-{i + 1}": i for i in range(total)}
+    assert {key: row["item"] for key, row in results.items()} == expected
     assert set(calls) == set(expected)
     assert all(1 <= n <= MAX_RECEIVE_COUNT for n in calls.values()), calls.most_common(3)
-    hook_runs = check_hook_once(cluster, job_id)
-    ran = {row["node"] for row in results.values()}
-    assert len(ran) >= 2, ran
+    assert len(per_node) >= 2, per_node
     for name in via[1:]:
         seen = cluster.status(job_id, name)
         assert seen is not None and shared(seen) == shared(final), (name, seen)
-    return {
-        "batches": total,
-        "lost": total - len(results),
-        "calls": sum(calls.values()),
-        "reruns": sum(calls.values()) - total,
-        "max_calls_per_batch": max(calls.values()),
-        "failed_attempts": metrics["failed_attempts"],
-        "results_per_node": "/".join(
-            str(sum(1 for r in results.values() if r["node"] == name)) for name in NODE_NAMES
-        ),
-        "hook_runs": hook_runs,
-    }
+    check_hook_once(cluster, job_id)
 
 
 def recovery(cluster: Cluster, lost_node: str, keys: set[str], since: float) -> float:
@@ -232,9 +255,8 @@ def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any
         lambda: any(e.key.startswith(f"{second}-") for e in cluster.side.done_by(node)),
         what=f"{node} to run a batch of the next job",
     )
-    final = cluster.wait_terminal(second, via=[via], timeout=size(30, 120))
-    second_figures = check_exact(cluster, second, final, total, via=list(NODE_NAMES))
-    figures["next_job_results_per_node"] = second_figures["results_per_node"]
+    final = wait_ended(cluster, second, figures, [via], size(30, 120))
+    check_exact(cluster, second, final, total, list(NODE_NAMES), figures, prefix="next_job_")
 
 
 @needs_archives
@@ -258,8 +280,8 @@ def test_kill9_of_one_node(
         cluster, "node-c", lambda: cluster.freeze("node-c"), lambda: cluster.thaw("node-c")
     )
     cluster.kill("node-c")
-    final = cluster.wait_terminal(job_id, via=["node-a", "node-b"], timeout=size(30, 120))
-    figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
+    final = wait_ended(cluster, job_id, figures, ["node-a", "node-b"], size(30, 120))
+    check_exact(cluster, job_id, final, total, ["node-a", "node-b"], figures)
     results = cluster.results(job_id)
     assert all(results[key]["node"] != "node-c" for key in running), running
     figures.update(
@@ -289,8 +311,8 @@ def test_sigstop_past_node_timeout(
     frozen, running = while_running(
         cluster, "node-b", lambda: cluster.freeze("node-b"), lambda: cluster.thaw("node-b")
     )
-    final = cluster.wait_terminal(job_id, via=["node-a", "node-c"], timeout=size(30, 120))
-    figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-c"]))
+    final = wait_ended(cluster, job_id, figures, ["node-a", "node-c"], size(30, 120))
+    check_exact(cluster, job_id, final, total, ["node-a", "node-c"], figures)
     figures["recovery_s"] = recovery(cluster, "node-b", running, frozen)
     assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
 
@@ -352,8 +374,8 @@ def test_network_partition_of_one_node(
         job_id = cluster.submit(job(total), via="node-c")
         cluster.wait_done_by("node-c", size(3, 20), job_id)
         cut, running = while_running(cluster, "node-c", netns.cut, netns.restore)
-        final = cluster.wait_terminal(job_id, via=["node-a", "node-b"], timeout=size(30, 120))
-        figures.update(check_exact(cluster, job_id, final, total, via=["node-a", "node-b"]))
+        final = wait_ended(cluster, job_id, figures, ["node-a", "node-b"], size(30, 120))
+        check_exact(cluster, job_id, final, total, ["node-a", "node-b"], figures)
         figures["recovery_s"] = recovery(cluster, "node-c", running, cut)
         assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
         late, before = late_outcomes_refused(cluster, job_id, "node-c", cut)
@@ -397,8 +419,8 @@ def test_postgresql_restart_mid_job(
             return len(answered) == len(NODE_NAMES)
 
         wait_for(all_answer, timeout=60, what="every node to answer after the restart")
-        final = cluster.wait_terminal(job_id, timeout=size(120, 300))
-        figures.update(check_exact(cluster, job_id, final, total, via=list(NODE_NAMES)))
+        final = wait_ended(cluster, job_id, figures, list(NODE_NAMES), size(120, 300))
+        check_exact(cluster, job_id, final, total, list(NODE_NAMES), figures)
         after = Counter(e.node for e in cluster.side.of("call") if e.t > back)
         figures.update(
             restart_s=round(back - restarting, 2),
