@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import psutil
@@ -206,6 +207,27 @@ def database_activity(dsn: str) -> str:
     return "\n".join(str(dict(row)) for row in rows)
 
 
+def locking_sessions(dsn: str, ports: set[int]) -> list[int]:
+    """Server pids of the sessions from `ports` that sit idle inside a transaction holding
+    a lock on the jobs table (a row locked for a lease or a counter update)."""
+
+    async def read() -> list[int]:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            rows = await conn.fetch(
+                "SELECT DISTINCT a.pid FROM pg_stat_activity a"
+                " JOIN pg_locks l ON l.pid = a.pid JOIN pg_class c ON c.oid = l.relation"
+                " WHERE a.client_port = ANY($1::int[]) AND a.state = 'idle in transaction'"
+                " AND c.relname = 'jobs' AND l.mode IN ('RowShareLock', 'RowExclusiveLock')",
+                sorted(ports),
+            )
+            return [row["pid"] for row in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
 def ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
@@ -324,6 +346,23 @@ class Cluster:
         while process.status() != psutil.STATUS_STOPPED:
             time.sleep(0.001)
         return time.time()
+
+    def freeze_in_transaction(self, name: str, tries: int = 500) -> float:
+        """SIGSTOP of the node's daemon at a moment its session is inside a transaction
+        holding a jobs row lock (thawed at once and tried again otherwise); when."""
+        port = int(str(urlsplit(self.dsn).port))
+        for _ in range(tries):
+            frozen = self.freeze(name)
+            process = psutil.Process(self.node(name).daemon.pid)
+            ports = {
+                c.laddr.port
+                for c in process.net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == port
+            }
+            if locking_sessions(self.dsn, ports):
+                return frozen
+            self.thaw(name)
+        raise AssertionError(f"{name} was never caught inside a transaction")
 
     def thaw(self, name: str) -> None:
         node = self.node(name)

@@ -331,6 +331,41 @@ def test_sigstop_past_node_timeout(
     check_hooks_once(cluster)
 
 
+@needs_archives
+@KNOWN_BUGS
+def test_sigstop_inside_a_transaction(
+    schema: str, start_cluster: StartCluster, figures: dict[str, Any]
+) -> None:
+    """14e. Cluster of 3: SIGSTOP of a node inside an open transaction that holds a jobs row
+    lock, past node_timeout, then SIGCONT
+    The others are not held up by its lock for longer than node_timeout: they sweep it and
+    finish the job (0 lost, exact counts, 1 to max_receive_count calls per batch,
+    on_job_complete once); after SIGCONT nothing it sends changes the job, and it rejoins.
+    """
+    full_only()
+    total = size(60, 600)
+    cluster = start_cluster([schema] * 3)
+    started = time.monotonic()
+    job_id = cluster.submit(job(total), via="node-a")
+    cluster.wait_done_by("node-b", size(3, 20), job_id)
+    frozen = cluster.freeze_in_transaction("node-b")
+    running = cluster.side.running_at("node-b", frozen)
+    final = wait_ended(cluster, job_id, figures, ["node-a", "node-c"], size(30, 120))
+    figures["ended_after_stop_s"] = round(time.time() - frozen, 1)
+    check_exact(cluster, job_id, final, total, ["node-a", "node-c"], figures)
+    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
+    figures["late_outcomes_refused"] = len(late)
+    assert running <= late, (running, late)
+
+    cluster.thaw("node-b")
+    thawed = time.monotonic()
+    check_rejoined(cluster, "node-b", via="node-b", figures=figures)
+    figures["rejoined_s"] = round(time.monotonic() - thawed, 1)
+    check_unchanged(cluster, job_id, final, before)
+    figures["job_s"] = round(thawed - started, 1)
+    check_hooks_once(cluster)
+
+
 @pytest.fixture
 def netns() -> Iterator[NetNamespace]:
     """A network namespace of the test's own (root and iproute2, or the test skips)."""
