@@ -246,6 +246,23 @@ def check_unchanged(
         assert cluster.results(job_id, via=name) == results, name
 
 
+def thaw_and_rejoin(
+    cluster: Cluster,
+    node: str,
+    job_id: str,
+    final: dict[str, Any],
+    results: dict[str, Any],
+    figures: dict[str, Any],
+) -> None:
+    """SIGCONT of the stopped `node`: it rejoins (runs part of a job submitted through
+    it), and nothing it sent changed the ended job, seen from any node."""
+    cluster.thaw(node)
+    thawed = time.monotonic()
+    check_rejoined(cluster, node, via=node, figures=figures)
+    figures["rejoined_s"] = round(time.monotonic() - thawed, 1)
+    check_unchanged(cluster, job_id, final, results)
+
+
 def check_rejoined(cluster: Cluster, node: str, via: str, figures: dict[str, Any]) -> None:
     """A second job, submitted through `via`, completes exactly with `node` taking part."""
     total = size(120, 300)
@@ -320,14 +337,9 @@ def test_sigstop_past_node_timeout(
     # Its workers ran on while it was stopped: what they were running came back late.
     assert running <= late, (running, late)
 
-    cluster.thaw("node-b")
-    thawed = time.monotonic()
     figures["stopped_s"] = round(time.time() - frozen, 1)
-    check_rejoined(cluster, "node-b", via="node-b", figures=figures)
-    figures["rejoined_s"] = round(time.monotonic() - thawed, 1)
-    # Nothing node-b sent after SIGCONT changed the first job, seen from any node.
-    check_unchanged(cluster, job_id, final, before)
-    figures["job_s"] = round(thawed - started, 1)
+    thaw_and_rejoin(cluster, "node-b", job_id, final, before, figures)
+    figures["job_s"] = round(time.monotonic() - started, 1)
     check_hooks_once(cluster)
 
 
@@ -336,11 +348,11 @@ def test_sigstop_past_node_timeout(
 def test_sigstop_inside_a_transaction(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
-    """14e. Cluster of 3: SIGSTOP of a node inside an open transaction that holds a jobs row
-    lock, past node_timeout, then SIGCONT
-    The others are not held up by its lock for longer than node_timeout: they sweep it and
-    finish the job (0 lost, exact counts, 1 to max_receive_count calls per batch,
-    on_job_complete once); after SIGCONT nothing it sends changes the job, and it rejoins.
+    """14e. Cluster of 3: SIGSTOP of a node inside a transaction holding a jobs row lock
+    Stopped past node_timeout, then SIGCONT. The others are not held up by its lock for
+    longer than node_timeout: they sweep it and finish the job (0 lost, exact counts, 1 to
+    max_receive_count calls per batch, on_job_complete once); after SIGCONT nothing it
+    sends changes the job, and it rejoins.
     """
     full_only()
     total = size(60, 600)
@@ -350,19 +362,15 @@ def test_sigstop_inside_a_transaction(
     cluster.wait_done_by("node-b", size(3, 20), job_id)
     frozen = cluster.freeze_in_transaction("node-b")
     running = cluster.side.running_at("node-b", frozen)
-    final = wait_ended(cluster, job_id, figures, ["node-a", "node-c"], size(30, 120))
+    final = wait_ended(cluster, job_id, figures, ["node-a", "node-c"], size(30, 60))
     figures["ended_after_stop_s"] = round(time.time() - frozen, 1)
     check_exact(cluster, job_id, final, total, ["node-a", "node-c"], figures)
     late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
     figures["late_outcomes_refused"] = len(late)
     assert running <= late, (running, late)
 
-    cluster.thaw("node-b")
-    thawed = time.monotonic()
-    check_rejoined(cluster, "node-b", via="node-b", figures=figures)
-    figures["rejoined_s"] = round(time.monotonic() - thawed, 1)
-    check_unchanged(cluster, job_id, final, before)
-    figures["job_s"] = round(thawed - started, 1)
+    thaw_and_rejoin(cluster, "node-b", job_id, final, before, figures)
+    figures["job_s"] = round(time.monotonic() - started, 1)
     check_hooks_once(cluster)
 
 
@@ -398,12 +406,11 @@ def test_network_partition_of_one_node(
     start_cluster: StartCluster,
     figures: dict[str, Any],
 ) -> None:
-    """14c. Cluster of 3: node-c in a network namespace of its own, its link cut mid-job
-    and restored past node_timeout
-    The others sweep it and finish its batches (0 lost, exact counts, 1 to
-    max_receive_count calls per batch, on_job_complete once); what node-c's workers finished
-    while cut off is refused once the link is back; node-c rejoins and runs part of the
-    next job.
+    """14c. Cluster of 3: network partition (node-c in its own netns, link cut, restored)
+    The link is cut mid-job and restored past node_timeout. The others sweep it and finish
+    its batches (0 lost, exact counts, 1 to max_receive_count calls per batch,
+    on_job_complete once); what node-c's workers finished while cut off is refused once
+    the link is back; node-c rejoins and runs part of the next job.
     """
     full_only()
     total = size(60, 600)
