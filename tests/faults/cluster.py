@@ -1,4 +1,4 @@
-"""Several daemons on one PostgreSQL schema, for the cluster fault scenarios (14a-d).
+"""Several daemons on one PostgreSQL schema, for the cluster fault scenarios (14a-e).
 
 Each node is a real ``batchd serve`` (testkit's Daemon) with a state dir, port and
 ``node_name`` of its own, all sharing one ``database``; the project is deployed once, on
@@ -6,34 +6,32 @@ the first node. The handler appends one line per event to a shared side file,
 ``<key> <event> <node> <pid> <unix time>``, opened with O_APPEND (a line is one write, so
 the lines of several processes never interleave), and returns ``{"item", "node"}``: a
 result names the node whose outcome was accepted. A node can be killed (-9), frozen
-(SIGSTOP) and thawed, or run in a network namespace of its own (:class:`NetNamespace`)
-whose link is cut and restored. :meth:`Cluster.close` ends every process whatever
-happened (frozen ones are thawed first, so they can be stopped).
+(SIGSTOP, at any moment or inside a transaction) and thawed, or run with a command
+prefix (``ip netns exec``: tests/faults/netns.py) on a Unix socket.
+:meth:`Cluster.close` ends every process whatever happened (frozen ones are thawed
+first, so they can be stopped).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import psutil
 
 from batchd.client import BatchdError, Client
 from testkit.launcher import Daemon, close_all
 from tests.conftest import DEFAULT_TEST_CONFIG
+from tests.faults.pgprobes import database_activity, locking_sessions
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
 TERMINAL = {"succeeded", "completed_with_failures", "worker_error", "worker_oom", "timed_out"}
@@ -130,108 +128,6 @@ class ClusterSide:
     def in_flight(self, node: str) -> set[str]:
         """Batches the node's workers have begun and not finished."""
         return self.running_at(node, float("inf"))
-
-
-@dataclass
-class NetNamespace:
-    """A network namespace joined to the host by a veth pair on a private /30: the host
-    side has `host_address`, the namespace `address`. Needs root and iproute2."""
-
-    name: str = field(default_factory=lambda: f"batchd-{secrets.token_hex(3)}")
-    subnet: int = field(default_factory=lambda: secrets.randbelow(250) + 1)
-
-    @property
-    def host_dev(self) -> str:
-        return f"{self.name[7:]}h"
-
-    @property
-    def address(self) -> str:
-        return f"10.213.{self.subnet}.2"
-
-    @property
-    def host_address(self) -> str:
-        return f"10.213.{self.subnet}.1"
-
-    @property
-    def network(self) -> str:
-        return f"10.213.{self.subnet}.0/30"
-
-    @property
-    def prefix(self) -> list[str]:
-        """Runs a command inside the namespace."""
-        return ["ip", "netns", "exec", self.name]
-
-    def create(self) -> None:
-        inner = f"{self.name[7:]}n"
-        ip("netns", "add", self.name)
-        ip("link", "add", self.host_dev, "type", "veth", "peer", "name", inner)
-        ip("link", "set", inner, "netns", self.name)
-        ip("addr", "add", f"{self.host_address}/30", "dev", self.host_dev)
-        ip("link", "set", self.host_dev, "up")
-        ip("-n", self.name, "addr", "add", f"{self.address}/30", "dev", inner)
-        ip("-n", self.name, "link", "set", inner, "up")
-        ip("-n", self.name, "link", "set", "lo", "up")
-
-    def cut(self) -> None:
-        ip("link", "set", self.host_dev, "down")
-
-    def restore(self) -> None:
-        ip("link", "set", self.host_dev, "up")
-
-    def delete(self) -> None:
-        # Deleting the namespace deletes its end of the pair, and with it the host's.
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", self.host_dev], capture_output=True, check=False)
-
-
-def database_activity(dsn: str) -> str:
-    """Every session on the tests' database: who waits on what (a stalled node's open
-    transaction holding locks, say), for a failure's message."""
-
-    async def read() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            return await conn.fetch(
-                "SELECT pid, application_name, client_addr, state, wait_event_type, wait_event,"
-                " now() - xact_start AS in_transaction, left(query, 120) AS query"
-                " FROM pg_stat_activity WHERE datname = current_database() AND pid <>"
-                " pg_backend_pid() ORDER BY pid"
-            )
-        finally:
-            await conn.close()
-
-    try:
-        rows = asyncio.run(read())
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"(cannot read pg_stat_activity: {exc})"
-    return "\n".join(str(dict(row)) for row in rows)
-
-
-def locking_sessions(dsn: str, ports: set[int]) -> list[int]:
-    """Server pids of the sessions from `ports` that sit idle inside a transaction holding
-    a lock on the jobs table (a row locked for a lease or a counter update)."""
-
-    async def read() -> list[int]:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            rows = await conn.fetch(
-                "SELECT DISTINCT a.pid FROM pg_stat_activity a"
-                " JOIN pg_locks l ON l.pid = a.pid JOIN pg_class c ON c.oid = l.relation"
-                " WHERE a.client_port = ANY($1::int[]) AND a.state = 'idle in transaction'"
-                " AND c.relname = 'jobs' AND l.mode IN ('RowShareLock', 'RowExclusiveLock')",
-                sorted(ports),
-            )
-            return [row["pid"] for row in rows]
-        finally:
-            await conn.close()
-
-    return asyncio.run(read())
-
-
-def ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 @dataclass
