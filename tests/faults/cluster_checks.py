@@ -34,6 +34,19 @@ class HookNotOnce(AssertionError):
     """on_job_complete ran other than once for a job."""
 
 
+class WorkerChannelFailed(AssertionError):
+    """A node lost a worker's channel to a store error (its slot and lease with it)."""
+
+
+def check_no_worker_channel_failed(cluster: Cluster, figures: dict[str, Any]) -> None:
+    """No node lost a worker to the database going away: the store's errors are retried,
+    the workers keep running."""
+    failed = {n.name: n.daemon.output().count('"worker channel failed"') for n in cluster.nodes}
+    figures["worker_channels_failed"] = "/".join(str(failed[name]) for name in NODE_NAMES)
+    if any(failed.values()):
+        raise WorkerChannelFailed(f"worker channels failed per node: {failed}")
+
+
 def check_hooks_once(cluster: Cluster) -> None:
     """on_job_complete ran exactly once for every job that ran. Checked last, so that a
     run hit by the known bug still goes through every other check."""

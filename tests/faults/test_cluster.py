@@ -38,8 +38,10 @@ from tests.faults.cluster_checks import (
     SETTINGS,
     HookNotOnce,
     StartCluster,
+    WorkerChannelFailed,
     check_exact,
     check_hooks_once,
+    check_no_worker_channel_failed,
     check_rejoined,
     check_unchanged,
     job,
@@ -63,11 +65,16 @@ from tests.faults.netns import NetNamespace
 #   UPDATE); the others' writes wait on it, their heartbeats queue behind those writes
 #   on the one writer connection, so no node sweeps it, and it sweeps them when it
 #   comes back.
+# - a PostgreSQL restart can cost a node a worker: the group commit's transaction start
+#   fails with asyncpg's InternalClientError ("cannot switch to state 15; another
+#   operation (2) is in progress"), not taken for DatabaseUnavailable, so the worker's
+#   channel fails; its slot is not given back and its batch waits out lease_timeout.
 KNOWN_BUGS = pytest.mark.xfail(
-    raises=(HookNotOnce, JobDidNotEnd),
+    raises=(HookNotOnce, JobDidNotEnd, WorkerChannelFailed),
     strict=False,
     reason="core bugs: on_job_complete twice on one node; a stalled node's open "
-    "transaction stalls the cluster (see KNOWN_BUGS)",
+    "transaction stalls the cluster; a PostgreSQL restart fails a worker's channel "
+    "(see KNOWN_BUGS)",
 )
 
 # Until the archives slice of issue 13 is merged, a node other than the one a project was
@@ -328,4 +335,5 @@ def test_postgresql_restart_mid_job(
         job_s=round(time.monotonic() - started, 1),
     )
     check_exact(cluster, job_id, final, total, list(NODE_NAMES), figures)
+    check_no_worker_channel_failed(cluster, figures)
     check_hooks_once(cluster)
