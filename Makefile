@@ -96,14 +96,15 @@ vm-tools:
 		|| echo "warning: could not install qemu/debootstrap; the cgroup v2 scenarios will be skipped"; \
 	fi
 
-# The benchmark suite (bench/) at full size, 3 runs, against huey and the limits; rewrites
-# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 10 minutes.
-# BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1".
+# The benchmark suite (bench/) at full size, 3 runs, against huey and the limits, and its
+# scale section on a throwaway PostgreSQL (against procrastinate); rewrites
+# bench/RESULTS.md. Installs the peers first (the `bench` extra). About 14 minutes.
+# BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1" (or --only scale).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed postgres
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # batchd, every runtime dependency and the postgres extra (asyncpg) as wheels, for an

@@ -98,9 +98,11 @@ DEFAULT_MAX_RESULT_SIZE = 64 * 1024 * 1024
 # How long a job's on_job_complete may run before its worker is killed (seconds).
 DEFAULT_ON_JOB_COMPLETE_TIMEOUT = 600.0
 
-# A worker asks for its next grant halfway through one of at least this many batches
-# (fast ones); slow batches are not held back from idle workers at a job's tail.
-PREFETCH_MIN_BATCHES = 16
+# A worker asks for its next grant halfway through one of at least this many batches.
+# A grant holds LEASE_TARGET_SECONDS of work, so two or more means batches of at most half
+# that: what prefetching holds back from idle workers at a job's tail is that little,
+# while slow batches (one per grant) are never held back.
+PREFETCH_MIN_BATCHES = 2
 
 # A job's payloads are stored at admission as JSON arrays of at most this many batches
 # each, and a batch gets a row of its own only when it is first leased.

@@ -20,12 +20,15 @@ from bench import (
     huey_peer,
     latency,
     memory,
+    pg_driver,
     report,
+    scale,
     status_load,
     sync_modes,
     w1_batch100,
     w1_drain,
     w2_work,
+    w3_spread,
 )
 from bench.common import FULL, QUICK, Context, Result, progress
 
@@ -38,12 +41,16 @@ WORKLOADS: list[ModuleType] = [
     latency,
     memory,
     status_load,
+    # The scale section (PostgreSQL): `--only scale` runs all three.
+    scale,
+    pg_driver,
+    w3_spread,
 ]
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    keys = ", ".join(module.KEY for module in WORKLOADS)
+    keys = ", ".join(module.KEY for module in WORKLOADS) + "; or scale (the PostgreSQL ones)"
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run (a smoke test)")
     parser.add_argument("--runs", type=int, help="runs per workload (default 3; 1 with --quick)")
@@ -68,11 +75,16 @@ def select(only: str | None) -> list[ModuleType]:
     if not only:
         return WORKLOADS
     wanted = {key.strip().lower() for key in only.split(",") if key.strip()}
-    known = {module.KEY.lower() for module in WORKLOADS}
+    known = {name.lower() for module in WORKLOADS for name in _names(module)}
     unknown = wanted - known
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
-    return [module for module in WORKLOADS if module.KEY.lower() in wanted]
+    return [m for m in WORKLOADS if wanted & {name.lower() for name in _names(m)}]
+
+
+def _names(module: ModuleType) -> tuple[str, ...]:
+    """A workload's key, and its group's (`scale`) where it has one."""
+    return (module.KEY, getattr(module, "GROUP", module.KEY))
 
 
 def _terminate(signum: int, frame: object) -> None:

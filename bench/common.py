@@ -57,6 +57,11 @@ class Sizes:
     # Status-under-load measures at most this long of a W1 drain.
     status_window_s: float = 20.0
     limit_w2_items: int = 200
+    # The scale section (PostgreSQL): procrastinate's tasks (it drains ~100/s on a disk
+    # whose fsync takes ms), the driver comparison's batches, W3's seconds of work.
+    peer_tasks: int = 2_000
+    driver_batches: int = 100_000
+    w3_seconds: float = 20.0
 
 
 FULL = Sizes()
@@ -72,6 +77,9 @@ QUICK = Sizes(
     drain_cap_s=30.0,
     status_window_s=3.0,
     limit_w2_items=32,
+    peer_tasks=200,
+    driver_batches=5_000,
+    w3_seconds=2.0,
 )
 
 
@@ -132,6 +140,8 @@ class Result:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    # The report's section (## heading) the workload goes under.
+    section: str = "Workloads"
 
     def metric(self, name: str, unit: str, digits: int = 0) -> Metric:
         if name not in self.metrics:

@@ -124,8 +124,11 @@ def render(
     if plain:
         lines += ["", "## Ratios without a bar", "", "| figure | value | | |", "|---|---|---|---|"]
         lines.extend(target_row(t) for t in plain)
-    lines += ["", "## Workloads", ""]
+    section = ""
     for result in results:
+        if result.section != section:
+            section = result.section
+            lines += ["", f"## {section}", ""]
         lines += [f"### {result.key}: {result.title}", "", result.what, ""]
         if result.error:
             lines += [f"**FAILED**: {result.error}", ""]

@@ -78,18 +78,7 @@ class Cluster:
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         )
-        settings = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run(
-            str(BINARIES / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "server.log"),
-            "-o",
-            settings,
-            "-w",
-            "start",
-        )
+        self.serve()
         self.sql(
             f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}';"
             f"CREATE DATABASE {DATABASE} OWNER {ROLE};"
@@ -121,6 +110,27 @@ class Cluster:
             database,
             stdin=script,
         )
+
+    def serve(self) -> None:
+        """Start the server on the cluster's data and port: at first, and again after
+        :meth:`shut_down`."""
+        settings = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=on"
+        log = str(self.root / "server.log")
+        self._pg_ctl("-l", log, "-o", settings, "-w", "start")
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """Stop the server as an operator would; in `fast` mode its sessions are cut and
+        their open transactions rolled back. :meth:`serve` starts it again."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (sessions cut, as in :meth:`shut_down`) and start it again.
+        Not `pg_ctl restart`: its server would hold this process's output pipes open."""
+        self.shut_down(mode)
+        self.serve()
+
+    def _pg_ctl(self, *arguments: str) -> None:
+        self._run(str(BINARIES / "pg_ctl"), "-D", str(self.data), *arguments)
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg
 from tests.conftest import REPO
 
 WORKLOADS = ["W1", "W1-100", "sync", "W2", "admission", "latency", "memory", "status"]
+# The scale section: on PostgreSQL, each with a note and no figures where it is missing.
+SCALE = ["pg-drain", "drivers", "W3"]
 
 
 def _number(cell: str) -> float:
@@ -41,8 +44,13 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     assert "mode: quick" in report
     assert "FAILED" not in report
     sections = _sections(report)
-    assert sorted(sections) == sorted(WORKLOADS)
+    assert sorted(sections) == sorted(WORKLOADS + SCALE)
+    postgres = pg._unavailable() is None
+    assert "## Scale: PostgreSQL" in report
     for key, text in sections.items():
+        if key in SCALE and not postgres:
+            assert "PostgreSQL is not installed" in text, key
+            continue
         rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
         figures = [row.split("|")[1:-1] for row in rows[1:]]  # past the header row
         assert figures, f"{key}: no figures"
@@ -52,10 +60,13 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
             assert values[1] <= values[0] <= values[2], (key, cells)
     huey = importlib.util.find_spec("huey") is not None
     assert ("huey: enqueue to all results" in sections["W1"]) == huey
+    peer = postgres and importlib.util.find_spec("procrastinate") is not None
+    assert ("procrastinate: first start to last success" in sections["pg-drain"]) == peer
     bars = report.split("## Pass bars", 1)[1].split("## Ratios", 1)[0]
     marks = [line.rsplit("|", 2)[-2].strip() for line in bars.splitlines() if line[:2] == "| "]
     # The header row, then one pass bar each for W1 drain, W1/huey (with huey), sync, W2,
-    # admission x2, latency, memory x2 (queued, large input) and status; met or not, but
-    # always a figure.
-    assert len(marks) - 1 == 9 + huey
+    # admission x2, latency, memory x2 (queued, large input) and status; on PostgreSQL, the
+    # node's drain, W3 at 1, 2 and 3 nodes and (with procrastinate) the node against it;
+    # met or not, but always a figure.
+    assert len(marks) - 1 == 9 + huey + 4 * postgres + peer
     assert set(marks[1:]) <= {"met", "NOT met"}

@@ -18,8 +18,9 @@ from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
 from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
-from batchd.errors import NotFound
+from batchd.errors import DomainError, NotFound
 from batchd.pool.process import WorkerLaunch, worker_pythonpath
+from batchd.scheduler.allocator import LaunchRefused
 from batchd.store import views
 from batchd.store.records import ApiRecord, JobRecord
 from batchd.store.roles import Store
@@ -56,6 +57,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _into_place(incoming: Path, final: Path) -> None:
+    """Move an unpacked (read-only) snapshot to its final folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Moving a folder to another parent rewrites its "..", which needs write permission on
+    # the folder itself: open the read-only root for the move, then close it again.
+    os.chmod(incoming, 0o755)
+    incoming.rename(final)
+    os.chmod(final, 0o555)
+
+
 class ApiRegistry:
     def __init__(self, config: DaemonConfig, store: Store, worker_token: str | None = None) -> None:
         self.config = config
@@ -65,6 +76,13 @@ class ApiRegistry:
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # This node's snapshot folders of an API, written (a first use) or removed one at a
+        # time. Not `_serialised`: a worker's start must not wait out a deploy's handler
+        # check (nor, were that lock shared by the nodes, another node's deploy).
+        self._folder_locks: dict[str, asyncio.Lock] = {}
+        # Versions whose stored project was refused here: an archive never changes, so
+        # neither does the answer (a job's next worker is refused at once, not unpacked).
+        self._refused: dict[tuple[str, int], str] = {}
         # Uploads cut off by a crash leave half-written folders here; none is in use.
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
@@ -83,13 +101,13 @@ class ApiRegistry:
             unpack_project, archive, incoming, self.config.max_project_size
         )
         try:
-            return await self._record(project, incoming, check)
+            return await self._record(project, incoming, archive, check)
         finally:
             if incoming.exists():
                 await asyncio.to_thread(remove_snapshot, incoming)
 
     async def _record(
-        self, project: DeployedProject, incoming: Path, check: bool
+        self, project: DeployedProject, incoming: Path, archive: bytes, check: bool
     ) -> tuple[ApiRecord, bool]:
         name = project.spec.name
         digest = await asyncio.to_thread(
@@ -110,21 +128,18 @@ class ApiRegistry:
                     self.config.handler_check_timeout,
                 )
             snapshot = f"{secrets.token_hex(6)}"
-            final = self.root / name / snapshot
-            final.parent.mkdir(parents=True, exist_ok=True)
             # The snapshot is in place before the row that names it: a crash in between
             # leaves an unused folder, never a version without its files.
-            # Moving a folder to another parent rewrites its "..", which needs write
-            # permission on the folder itself: open the read-only root for the move, then
-            # close it again.
-            os.chmod(incoming, 0o755)
-            incoming.rename(final)
-            os.chmod(final, 0o555)
+            _into_place(incoming, self.root / name / snapshot)
             spec = project.spec.model_dump()
             spec[SNAPSHOT_KEY] = snapshot
             spec["files"] = len(project.files)
             spec["size"] = project.size
             spec[DIGEST_KEY] = digest
+            # Before the version (where the store keeps archives): a node that lacks this
+            # snapshot unpacks it from there. A crash in between leaves an archive no
+            # version names, dropped with the API.
+            await self.store.save_api_archive(name, digest, archive)
             record = await self.store.add_api_version(name, spec, project.dotenv)
         self._cache[(record.name, record.version)] = record
         return record, True
@@ -162,8 +177,9 @@ class ApiRegistry:
             await self.store.delete_api(name)
             for record in versions:
                 self._cache.pop((record.name, record.version), None)
-            if (self.root / name).exists():
-                await asyncio.to_thread(remove_snapshot, self.root / name)
+            async with self._folder_locks.setdefault(name, asyncio.Lock()):
+                if (self.root / name).exists():
+                    await asyncio.to_thread(remove_snapshot, self.root / name)
 
     def _api_env(self, name: str, spec: ApiSpec, dotenv: dict[str, str]) -> dict[str, str]:
         """The environment an API's Python runs in: the daemon's, its .env, [handler] env."""
@@ -188,8 +204,62 @@ class ApiRegistry:
     def snapshot_dir(self, api: ApiRecord) -> Path:
         return self.root / api.name / str(api.spec[SNAPSHOT_KEY])
 
+    async def snapshot_here(self, api: ApiRecord) -> Path:
+        """The version's snapshot on this node: unpacked from the store's archive on first
+        use (deployed on another node sharing the database), and checked against the
+        version's digest. LaunchRefused when it cannot be had: never another project."""
+        folder = self.snapshot_dir(api)
+        if folder.is_dir():
+            return folder
+        key = (api.name, api.version)
+        # Two first uses at once: the second finds the first's folder in place.
+        async with self._folder_locks.setdefault(api.name, asyncio.Lock()):
+            if key in self._refused:
+                raise LaunchRefused(self._refused[key])
+            if not folder.is_dir():
+                try:
+                    await self._unpack_stored(api, folder)
+                except LaunchRefused as exc:
+                    self._refused[key] = str(exc)
+                    raise
+        return folder
+
+    async def _unpack_stored(self, api: ApiRecord, folder: Path) -> None:
+        which = f"API {api.name} version {api.version}"
+        digest = str(api.spec.get(DIGEST_KEY))
+        archive = await self.store.api_archive(api.name, digest)
+        if archive is None:
+            raise LaunchRefused(
+                f"the project of {which} is not on this node, and the database holds no "
+                "archive of it"
+            )
+        incoming = self.root / INCOMING / secrets.token_hex(8)
+        incoming.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            try:
+                project = await asyncio.to_thread(
+                    unpack_project, archive, incoming, self.config.max_project_size
+                )
+            except DomainError as exc:
+                raise LaunchRefused(
+                    f"the stored archive of {which} cannot be unpacked: {exc.message}"
+                ) from None
+            unpacked = await asyncio.to_thread(
+                snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
+            )
+            if unpacked != digest:
+                raise LaunchRefused(
+                    f"the stored archive of {which} does not match the digest it was "
+                    "deployed with: refusing to run it (deploy the project again)"
+                )
+            await asyncio.to_thread(_into_place, incoming, folder)
+        finally:
+            if incoming.exists():
+                await asyncio.to_thread(remove_snapshot, incoming)
+
     async def launch_for(self, job: JobRecord, slot: int) -> WorkerLaunch:
         api = await self.version(job.api_name, job.api_version)
+        cwd = await self.snapshot_here(api)
         spec = ApiSpec.model_validate(
             {k: api.spec[k] for k in ("name", "handler", "compute") if k in api.spec}
         )
@@ -200,13 +270,20 @@ class ApiRegistry:
             slot=slot,
             job_id=job.job_id,
             python=spec.handler.python or sys.executable,
-            cwd=self.snapshot_dir(api),
+            cwd=cwd,
             env=env,
-            labels={"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot},
+            labels=self._labels(job, slot),
             gpus=spec.compute.gpu,
             mem=spec.compute.mem_bytes,
             disk=spec.compute.disk_bytes or self.config.max_workspace_size,
         )
+
+    def _labels(self, job: JobRecord, slot: int) -> dict[str, Any]:
+        labels: dict[str, Any] = {"apiName": job.api_name, "jobID": job.job_id, "workerSlot": slot}
+        if self.store.shared:
+            # One job log holds every node's workers, and slots repeat from node to node.
+            labels["node"] = self.config.node_name
+        return labels
 
     async def init_for(self, job: JobRecord) -> dict[str, Any]:
         api = await self.version(job.api_name, job.api_version)

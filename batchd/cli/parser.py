@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd.cli.commands import apis, daemon, jobs
+from batchd.cli.commands import apis, daemon, jobs, migrate
 from batchd.client import DEFAULT_URL
 from batchd.constants import ENV_TOKEN, ENV_URL
 
@@ -129,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a daemon config file")
     check.add_argument("config_file", type=Path, metavar="FILE")
     check.set_defaults(run=daemon.check_config)
+
+    move = commands.add_parser(
+        "migrate",
+        help="move a stopped SQLite daemon's APIs and unfinished jobs to PostgreSQL",
+        parents=[output],
+    )
+    move.add_argument("--state-dir", required=True, help="the SQLite daemon's state dir")
+    target = move.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="URL", help="postgresql://user@host:5432/db")
+    target.add_argument(
+        "--to-file", metavar="FILE", help="a file holding the URL (no password in ps)"
+    )
+    move.set_defaults(run=migrate.migrate)
 
     for name, run, what in (
         ("stop", jobs.stop, "stop a job"),

@@ -28,7 +28,7 @@ from batchd.errors import DomainError
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
 from batchd.http.connections import ConnectionGuard, GuardedAppRunner
-from batchd.observe.joblogs import JobLogs
+from batchd.observe.joblogs import JobLogFiles, JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.retention import Pruner
 from batchd.pool.gpus import detect_gpus
@@ -104,7 +104,7 @@ async def serve(
         raise StartError(f"database: {exc}", EXIT_START_FAILED) from None
     worker_token = tokens.full.decode() if tokens.full else None
     registry = ApiRegistry(config, store, worker_token)
-    joblogs = JobLogs(state / "logs")
+    joblogs = await _job_logs(config, database, state)
     pruner = Pruner(store, joblogs, config.retention_days)
     gpus = await asyncio.to_thread(detect_gpus, config)
     memory = await asyncio.to_thread(MemoryLimiter.for_daemon)
@@ -182,6 +182,8 @@ async def serve(
                 await runner.cleanup()
             await scheduler.stop()
         finally:
+            # What the workers logged last is stored before the database is let go.
+            await joblogs.close()
             # The store's threads would keep the process alive if it stayed open.
             await store.close()
         watchdog.cancel()
@@ -192,6 +194,16 @@ async def serve(
     lock.close()
     log.info("batchd stopped")
     return 0
+
+
+async def _job_logs(config: DaemonConfig, database: str | None, state: Path) -> JobLogs:
+    """One file per job in the state dir; on a shared database, a table every node reads
+    (README: Job logs)."""
+    if database is None:
+        return JobLogFiles(state / "logs")
+    from batchd.observe.pglogs import PostgresJobLogs
+
+    return await PostgresJobLogs.open(database, config.node_name)
 
 
 def _prepare_state_dir(state: Path) -> None:

@@ -16,11 +16,12 @@ from batchd.admission.service import Admission
 from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.errors import DomainError
-from batchd.http.errors import HttpError, error_body, status_of
+from batchd.http.errors import HttpError, error_body, retry_after, status_of
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.retention import Pruner
 from batchd.scheduler.core import Scheduler
+from batchd.store import DatabaseUnavailable
 from batchd.store.roles import Store
 
 if TYPE_CHECKING:
@@ -72,6 +73,16 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
         return response
+    except DatabaseUnavailable as exc:
+        if request.writer.output_size and request.transport is not None:
+            # A stream under way: too late for a status. Cut, the client sees it end
+            # short (no last chunk) instead of a second response inside it.
+            request.transport.close()
+        # The store logs an outage once; what it says names the server, which is not
+        # the client's business.
+        response = error_response(503, "the queue's database is unavailable; retry shortly")
+        response.headers["Retry-After"] = retry_after(exc.retry_after)
+        return response
     except sqlite3.OperationalError as exc:
         return _storage_error(request, exc, getattr(exc, "sqlite_errorname", ""))
     except OSError as exc:
@@ -121,6 +132,9 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 while the daemon can serve: its queue's database answers (else 503, by the
+    error middleware, so a load balancer sends its requests elsewhere)."""
+    await services_of(request).store.ping()
     return web.json_response({"status": "ok"})
 
 

@@ -9,6 +9,8 @@ the client maps a refusal of its own (a project it will not upload) with it.
 
 from __future__ import annotations
 
+import math
+
 from batchd.errors import (
     BadRequest,
     Conflict,
@@ -57,3 +59,8 @@ def error_body(message: str, field: str | None = None) -> dict[str, object]:
     if field is not None:
         detail["field"] = field
     return {"error": detail}
+
+
+def retry_after(seconds: float) -> str:
+    """A ``Retry-After`` header's value: whole seconds, at least one."""
+    return str(max(1, math.ceil(seconds)))

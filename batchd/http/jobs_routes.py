@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from batchd.http.body import (
     required_query,
 )
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
-from batchd.observe.joblogs import LEVELS, tail_offset
+from batchd.observe.joblogs import LEVELS, LogRead
 from batchd.store import views
 from batchd.store.records import BatchCounts, JobRecord, batch_id
 
@@ -161,8 +160,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if level is not None and level.upper() not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", "level")
     tail = int_query(request, "tail", default=0, minimum=1, maximum=1_000_000)
-    path = services.joblogs.path(job.job_id)
-    start = await asyncio.to_thread(tail_offset, path, tail) if tail else 0
+    start = await services.joblogs.tail_start(job.job_id, tail) if tail else 0
 
     async def job_ended() -> bool:
         current = await services.store.get_job(job.job_id)
@@ -170,11 +168,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
     lines = services.joblogs.read(
         job.job_id,
-        min_level=level,
-        batch_id=request.query.get("batchID"),
-        follow=follow,
-        job_ended=job_ended,
-        start=start,
+        LogRead(
+            min_level=level,
+            batch_id=request.query.get("batchID"),
+            follow=follow,
+            job_ended=job_ended,
+            start=start,
+        ),
     )
     return await _stream(request, lines)
 

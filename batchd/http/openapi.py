@@ -110,7 +110,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/healthz",
         "healthz",
         "daemon",
-        "Liveness; never needs a token",
+        "Liveness, and that the queue's database answers (503 when not); never needs a token",
         {200: ("the daemon answers", Body((schemas.Health,)))},
         public=True,
     ),

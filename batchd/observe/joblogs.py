@@ -1,8 +1,12 @@
-"""Job logs: every record of a job's workers, one JSON object per line, one file per job.
+"""Job logs: every record of a job's workers, one JSON object per line.
 
 The daemon is the only writer. Records arrive from each worker's log pipe (the
 handler's ``batchd.logger``) and from its stdout and stderr; the daemon adds the
 API, job, worker and batch labels and appends them in the order it receives them.
+
+:class:`JobLogs` is what the scheduler, the HTTP layer and retention use. On SQLite the
+lines go to one file per job under the state dir (:class:`JobLogFiles`, here); on a
+shared PostgreSQL database to a table every node reads (:mod:`batchd.observe.pglogs`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
 from batchd.wire.textsafe import escape_surrogates_in
@@ -24,7 +30,112 @@ log = logging.getLogger("batchd.joblogs")
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-class JobLog:
+class JobLog(Protocol):
+    """Where one job's records go while a worker (or the daemon) writes them."""
+
+    # Records that could not be written (see guarded_writer).
+    dropped: int
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; raises when it cannot, leaving nothing of it behind."""
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """What a reader asks of a job's log: from where (`start`, 0 or what
+    :meth:`JobLogs.tail_start` gave), which lines (`min_level`, `batch_id`), and whether
+    to `follow` until `job_ended` says so."""
+
+    min_level: str | None = None
+    batch_id: str | None = None
+    follow: bool = False
+    job_ended: Callable[[], Awaitable[bool]] | None = None
+    start: int = 0
+
+    async def ended(self, closing: bool) -> bool:
+        """Whether what is in the log now is all this read yields (`closing`: the daemon
+        is stopping)."""
+        return not self.follow or closing or (self.job_ended is not None and await self.job_ended())
+
+    @cached_property
+    def _threshold(self) -> int:
+        return LEVELS.get(self.min_level.upper(), 0) if self.min_level else 0
+
+    def selects(self, line: bytes) -> bool:
+        threshold = self._threshold
+        if not threshold and self.batch_id is None:
+            return True
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return False
+        if LEVELS.get(str(record.get("levelname")), 0) < threshold:
+            return False
+        return self.batch_id is None or record.get("labels", {}).get("batchID") == self.batch_id
+
+
+class Written(Protocol):
+    # The writers holding it (JobLogs.acquire and release count them).
+    users: int
+
+
+WrittenT = TypeVar("WrittenT", bound=Written)
+
+
+class Writers(Generic[WrittenT]):
+    """The job logs being written, each made on its first writer's `acquire` and let go
+    (`done`) after its last one's `release`."""
+
+    def __init__(self, make: Callable[[str], WrittenT], done: Callable[[WrittenT], None]) -> None:
+        self._make = make
+        self._done = done
+        self._open: dict[str, WrittenT] = {}
+
+    def acquire(self, job_id: str) -> WrittenT:
+        written = self._open.get(job_id)
+        if written is None:
+            written = self._open[job_id] = self._make(job_id)
+        written.users += 1
+        return written
+
+    def release(self, job_id: str) -> None:
+        written = self._open.get(job_id)
+        if written is None:
+            return
+        written.users -= 1
+        if written.users <= 0:
+            del self._open[job_id]
+            self._done(written)
+
+
+class JobLogs(Protocol):
+    """Every job's log: written while workers run, read (tailed, filtered, followed) by
+    `GET logs`, removed when the job is pruned. A read position (`start`) is one that
+    `tail_start` gave, or 0 for the first line."""
+
+    def acquire(self, job_id: str) -> JobLog: ...
+
+    def release(self, job_id: str) -> None: ...
+
+    def close_readers(self) -> None:
+        """End every `follow` stream: the daemon is stopping."""
+
+    async def close(self) -> None:
+        """Write out what is still held back (the daemon has stopped its workers)."""
+
+    async def tail_start(self, job_id: str, lines: int) -> int:
+        """The read position of the job's last `lines` lines."""
+
+    def read(self, job_id: str, request: LogRead) -> AsyncIterator[bytes]:
+        """The job's lines that `request` selects; with `follow`, until the job ends."""
+
+    async def size(self, job_id: str) -> int:
+        """Bytes the job's log takes."""
+
+    async def remove(self, job_id: str) -> None: ...
+
+
+class JobLogFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
@@ -102,57 +213,57 @@ def encode_record(record: dict[str, Any]) -> bytes:
         return line.encode() + b"\n"
 
 
-class JobLogs:
+class JobLogFiles:
+    """One file per job under the state dir: the logs of a daemon on SQLite."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._open: dict[str, JobLog] = {}
+        self._writers = Writers(self._file, JobLogFile.close)
         self._closing = False
 
+    def _file(self, job_id: str) -> JobLogFile:
+        return JobLogFile(self.path(job_id))
+
+    def acquire(self, job_id: str) -> JobLogFile:
+        return self._writers.acquire(job_id)
+
+    def release(self, job_id: str) -> None:
+        self._writers.release(job_id)
+
     def close_readers(self) -> None:
-        """End every `follow` stream: the daemon is stopping."""
         self._closing = True
+
+    async def close(self) -> None:
+        """Nothing is held back: each record is written as it comes."""
 
     def path(self, job_id: str) -> Path:
         return self.root / f"{job_id}.jsonl"
 
-    def acquire(self, job_id: str) -> JobLog:
-        log = self._open.get(job_id)
-        if log is None:
-            log = self._open[job_id] = JobLog(self.path(job_id))
-        log.users += 1
-        return log
+    async def tail_start(self, job_id: str, lines: int) -> int:
+        return await asyncio.to_thread(tail_offset, self.path(job_id), lines)
 
-    def release(self, job_id: str) -> None:
-        log = self._open.get(job_id)
-        if log is None:
-            return
-        log.users -= 1
-        if log.users <= 0:
-            log.close()
-            del self._open[job_id]
+    async def size(self, job_id: str) -> int:
+        try:
+            return self.path(job_id).stat().st_size
+        except FileNotFoundError:
+            return 0
 
-    async def read(
-        self,
-        job_id: str,
-        min_level: str | None = None,
-        batch_id: str | None = None,
-        follow: bool = False,
-        job_ended: Callable[[], Awaitable[bool]] | None = None,
-        start: int = 0,
-    ) -> AsyncIterator[bytes]:
-        """Yield the job's log lines from byte `start` (a line's start, see `tail_offset`);
-        with `follow`, keep yielding until the job ends."""
-        threshold = LEVELS.get(min_level.upper(), 0) if min_level else 0
+    async def remove(self, job_id: str) -> None:
+        self.path(job_id).unlink(missing_ok=True)
+
+    async def read(self, job_id: str, request: LogRead) -> AsyncIterator[bytes]:
+        """Yield the job's log lines from byte `request.start` (a line's start, see
+        `tail_offset`); with `follow`, keep yielding until the job ends."""
         path = self.path(job_id)
-        offset = start
+        offset = request.start
         pending = b""
         while True:
-            ended = not follow or self._closing or (job_ended is not None and await job_ended())
+            ended = await request.ended(self._closing)
             chunk = await asyncio.to_thread(_read_from, path, offset)
             offset += len(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                if line and _selected(line, threshold, batch_id):
+                if line and request.selects(line):
                     yield line + b"\n"
             if ended and not chunk:
                 return
@@ -192,15 +303,3 @@ def _read_from(path: Path, offset: int) -> bytes:
             return log.read(4 * 1024 * 1024)
     except FileNotFoundError:
         return b""
-
-
-def _selected(line: bytes, threshold: int, batch_id: str | None) -> bool:
-    if not threshold and batch_id is None:
-        return True
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    if LEVELS.get(str(record.get("levelname")), 0) < threshold:
-        return False
-    return batch_id is None or record.get("labels", {}).get("batchID") == batch_id

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from batchd import constants
 from batchd.observe.joblogs import JobLogs
+from batchd.store import DatabaseUnavailable
 from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.retention")
@@ -55,11 +56,11 @@ class Pruner:
                 if job.end_time is None or job.end_time >= now - days * 86400:
                     continue
                 report.jobs.append(job.job_id)
-                report.log_bytes += _size(self.joblogs.path(job.job_id))
+                report.log_bytes += await self.joblogs.size(job.job_id)
                 if dry_run:
                     continue
                 report.rows_deleted += await self.store.prune_job(job.job_id)
-                self.joblogs.path(job.job_id).unlink(missing_ok=True)
+                await self.joblogs.remove(job.job_id)
             if report.jobs and not dry_run:
                 await self._reclaim()
         return report
@@ -77,6 +78,8 @@ class Pruner:
             await asyncio.sleep(constants.PRUNE_INTERVAL)
             try:
                 report = await self.prune()
+            except DatabaseUnavailable:
+                pass  # the store logs an outage once; the next interval tries again
             except Exception:
                 log.exception("pruning failed")
             else:
@@ -85,13 +88,6 @@ class Pruner:
                         "pruned finished jobs",
                         extra={"jobs": len(report.jobs), "rows": report.rows_deleted},
                     )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def disk_usage(state_dir: Path) -> dict[str, int]:

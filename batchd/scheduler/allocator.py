@@ -21,11 +21,17 @@ from batchd.pool.workspace import Workspace
 from batchd.scheduler import policy
 from batchd.scheduler.driver import Driver
 from batchd.scheduler.state import JobRun, WorkerRun
-from batchd.store.records import JobRecord, JobStatus
+from batchd.store import DatabaseUnavailable
+from batchd.store.records import HookClaim, JobRecord, JobStatus
 
 log = logging.getLogger("batchd.scheduler")
 
 LaunchFactory = Callable[[JobRecord, int], Awaitable[WorkerLaunch]]
+
+
+class LaunchRefused(Exception):
+    """A launch factory's refusal: the job cannot run here (its project cannot be had on
+    this node), and ends worker_error with this message."""
 
 
 class Allocator:
@@ -50,6 +56,8 @@ class Allocator:
             woken.clear()
             try:
                 await self.allocate()
+            except DatabaseUnavailable:
+                pass  # the store logs an outage once; the next pass tries again
             except Exception:
                 log.exception("scheduling pass failed")
 
@@ -106,6 +114,15 @@ class Allocator:
         if wanted is None:
             await self.jobs.conclude(run, counts)
             return 0
+        live = len(run.workers)
+        # A worker started only to run on_job_complete: not when another node runs it.
+        if (
+            wanted > live
+            and not counts.unfinished
+            and await self.jobs.store.claim_hook(run.job_id) is not HookClaim.CLAIMED
+        ):
+            run.hook_elsewhere = True
+            return live
         return wanted
 
     async def _start_worker(self, run: JobRun) -> bool | None:
@@ -114,7 +131,11 @@ class Allocator:
         (on other nodes sharing the queue)."""
         jobs, memory = self.jobs, self.capacity.memory
         slot = self.capacity.next_slot()
-        launch = await self._launch_for(run.job, slot)
+        try:
+            launch = await self._launch_for(run.job, slot)
+        except LaunchRefused as exc:
+            await jobs.finish(run, JobStatus.WORKER_ERROR, str(exc))
+            return True
         claim = await jobs.store.claim_worker(run.job_id, run.job.workers)
         if claim is None:
             return None

@@ -49,6 +49,7 @@ class Membership:
         # Sweeping waits until this node has heartbeated for node_timeout without a break:
         # after an outage of the database, every node gets to say it is alive first.
         self._healthy_since: float | None = None
+        self._unreachable = False
 
     async def join(self) -> Expired:
         config = self.config
@@ -65,6 +66,8 @@ class Membership:
 
     async def run_forever(self) -> None:
         interval = min(constants.CLUSTER_SYNC_INTERVAL, self.config.node_timeout / 5)
+        # The first pass at once: listening starts before the first job is submitted here.
+        self._changed.set()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -76,7 +79,14 @@ class Membership:
                 await self.sync()
             except Exception as exc:
                 self._healthy_since = None
-                log.warning("cannot reach the shared queue", extra={"error": str(exc)})
+                if not self._unreachable:
+                    # Once per outage; the store's reconnects say the rest.
+                    log.warning("cannot reach the shared queue", extra={"error": str(exc)})
+                self._unreachable = True
+            else:
+                if self._unreachable:
+                    log.info("the shared queue is reachable again")
+                self._unreachable = False
 
     async def _beat(self) -> None:
         if not await self.store.heartbeat():
@@ -116,7 +126,7 @@ class Membership:
         runs = self.jobs.runs
         active = {job.job_id: job for job in await self.store.active_jobs()}
         for job_id, job in active.items():
-            if job_id not in runs and not self.jobs.draining:
+            if job_id not in runs and not self.jobs.draining and not self.jobs.retired(job_id):
                 runs[job_id] = JobRun(job)
                 self.jobs.wake()
         for run in list(runs.values()):

@@ -38,6 +38,7 @@ from batchd.scheduler.cluster import Membership
 from batchd.scheduler.driver import Driver, InitFactory
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun
+from batchd.store import DatabaseUnavailable
 from batchd.store.records import JobRecord, JobStatus
 from batchd.store.roles import Store
 
@@ -121,7 +122,9 @@ class Scheduler:
             # Cut off by an operator's stop, not by the batch: no attempt is charged.
             if worker.leases:
                 held = [(lease.seq, lease.token) for lease in worker.leases]
-                await self.store.release(worker.handle.job_id, held)
+                # The database down: the next start charges them instead (expire_leases).
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self.store.release(worker.handle.job_id, held)
         await self._spares.close()
         await self._jobs.cancel_tasks()
         try:
@@ -233,6 +236,8 @@ class Scheduler:
                     else []
                 )
                 self.metrics.leases_expired(expired, self._jobs.api_of)
+            except DatabaseUnavailable:
+                continue  # the store logs an outage once
             except Exception:
                 log.exception("lease renewal failed")
                 continue

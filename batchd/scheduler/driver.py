@@ -25,6 +25,7 @@ from batchd.scheduler import policy
 from batchd.scheduler.hook import Hook, with_traceback
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import Capacity, JobRun, WorkerRun
+from batchd.store import DatabaseUnavailable
 from batchd.store.records import Failure, HookClaim, JobRecord, JobStatus, Lease
 from batchd.wire import framing
 from batchd.wire.messages import (
@@ -79,6 +80,12 @@ class Driver:
             log.warning("worker broke the channel", extra={"jobID": run.job_id, "error": str(exc)})
             worker.death_reason = f"the worker sent {exc}"
             handle.signal(signal.SIGKILL)
+        except DatabaseUnavailable:
+            # The database down where nothing retries (a stop under way, the worker's
+            # init): stopped, not blamed. What it reported and was not stored is charged
+            # when its lease expires, or at the next start.
+            worker.killed = True
+            handle.signal(signal.SIGKILL)
         except Exception:
             # Most likely the daemon's own failure (the disk is full): not the worker's, so
             # its exit is no crash and costs its batch nothing (see _reap).
@@ -106,23 +113,25 @@ class Driver:
             worker.handle.signal(signal.SIGKILL)
 
     async def _until_stored(self, step: Callable[[], Awaitable[None]], run: JobRun) -> None:
-        """Run `step`, retrying while the store cannot write (disk full, locked): the
-        worker waits for its answer instead of being blamed for the daemon's trouble.
-        Every step is safe to repeat: stale lease tokens make repeated outcomes no-ops."""
+        """Run `step`, retrying while the store cannot write (disk full, locked, its
+        database server down): the worker waits for its answer, its outcomes held here,
+        instead of being blamed for the daemon's trouble. Every step is safe to repeat:
+        stale lease tokens make repeated outcomes no-ops."""
         delay = constants.STORAGE_RETRY_INITIAL
         while True:
             try:
                 await step()
                 return
-            except (sqlite3.OperationalError, OSError) as exc:
+            except (sqlite3.OperationalError, OSError, DatabaseUnavailable) as exc:
                 if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
                 if self.jobs.draining or run.finished:
                     raise
-                log.warning(
-                    "cannot write to the queue; retrying",
-                    extra={"jobID": run.job_id, "error": str(exc)},
-                )
+                if not isinstance(exc, DatabaseUnavailable):  # the store logs an outage once
+                    log.warning(
+                        "cannot write to the queue; retrying",
+                        extra={"jobID": run.job_id, "error": str(exc)},
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, constants.STORAGE_RETRY_MAX)
 
@@ -138,7 +147,10 @@ class Driver:
             if more and not granted:
                 # The worker waits for an answer to `more`: an empty grant.
                 await worker.handle.send(EMPTY_GRANT)
-            await self._record(run, worker, message, reported)
+            try:
+                await self._record(run, worker, message, reported)
+            except DatabaseUnavailable:
+                await self._record_after_outage(run, worker, message, reported)
             if last and not granted:
                 await self._idle(run, worker)
         elif isinstance(message, Ready):
@@ -183,6 +195,19 @@ class Driver:
             self.jobs.metrics.batch_failed(run.job.api_name, state)
         if run.parked:
             self.jobs.spawn_task(self.serve_parked(run), f"serve-parked-{run.job_id}")
+
+    async def _record_after_outage(
+        self, run: JobRun, worker: WorkerRun, report: Report, reported: int
+    ) -> None:
+        """_record, retried until the database is back: alone, since a retry of the whole
+        message would send a second grant. Meanwhile the report's leases are the worker's
+        again, so the lease renewal keeps them: an outage longer than the leases does not
+        make its outcomes stale. (What a lease holds besides its batch and token is not
+        used of them.)"""
+        held = [Lease(run.job_id, seq, report.token, 0, b"") for seq in report.seqs()]
+        worker.leases += held
+        await self._until_stored(partial(self._record, run, worker, report, reported), run)
+        worker.leases = [lease for lease in worker.leases if lease not in held]
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -229,11 +254,13 @@ class Driver:
                 has_on_complete=worker.has_on_complete,
             )
             if action is policy.Idle.RUN_HOOK:
-                claim = await self.store.claim_hook(run.job_id)
-                if claim is HookClaim.CLAIMED:
+                # Taken here before the claim's await: no other idle worker takes it too.
+                run.completing = worker
+                if await self.store.claim_hook(run.job_id) is HookClaim.CLAIMED:
                     await self._hook.run(run, worker, counts)
                     return
                 # Another node runs it (or ran it, and was lost: see cluster.Membership).
+                run.completing = None
                 run.hook_elsewhere = True
                 action = policy.Idle.EXIT
             if action is policy.Idle.CONCLUDE:
@@ -248,9 +275,14 @@ class Driver:
 
     async def serve_parked(self, run: JobRun) -> None:
         parked, run.parked = run.parked, []
-        for worker in parked:
-            if worker.alive and not await self._grant(run, worker):
-                await self._idle(run, worker)
+        for served, worker in enumerate(parked):
+            try:
+                if worker.alive and not await self._grant(run, worker):
+                    await self._idle(run, worker)
+            except DatabaseUnavailable:
+                # Parked again, for a scheduling pass once the database is back.
+                run.parked += [w for w in parked[served:] if w not in run.parked]
+                return
 
     # -- reap --------------------------------------------------------------------------
 

@@ -82,6 +82,11 @@ class Jobs:
         while len(self._final_worker_counts) > constants.FINISHED_JOBS_REMEMBERED:
             self._final_worker_counts.popitem(last=False)
 
+    def retired(self, job_id: str) -> bool:
+        """Whether this node ran the job to its end lately (a read of the queue taken
+        before the end was committed may still list it as active)."""
+        return job_id in self._final_worker_counts
+
     def api_of(self, job_id: str) -> str:
         """The API of an unfinished job (for metrics labels)."""
         run = self.runs.get(job_id)

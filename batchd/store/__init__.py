@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
 
 class DatabaseUnavailable(Exception):
-    """The queue's database server cannot be used (unreachable, refused, no driver)."""
+    """The queue's database server cannot be used (unreachable, refused, restarting, no
+    driver). A write that raised it never happened or (its connection lost during the
+    COMMIT) happened in full: an outcome, a lease's renewal or release may be tried
+    again (a stale lease token makes the repeat change nothing); a new job's admission
+    may have happened. `retry_after`: about how many seconds until the store tries the
+    server again."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NodeNameTaken(Exception):

@@ -37,6 +37,10 @@ class StoreLifecycle(Protocol):
     async def close(self) -> None:
         """Finish the writes under way and disconnect."""
 
+    async def ping(self) -> None:
+        """Raise :class:`batchd.store.DatabaseUnavailable` when the queue's database
+        cannot be reached now (a health check; a file on this box always can)."""
+
 
 class ApiStore(Protocol):
     """Deployed API versions."""
@@ -44,6 +48,16 @@ class ApiStore(Protocol):
     async def add_api_version(
         self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
     ) -> ApiRecord: ...
+    async def save_api_archive(self, name: str, digest: str, archive: bytes) -> None:
+        """Keep the project archive whose snapshot has `digest`, before the version that
+        names it is added: a version never exists without its archive. Where the backend
+        keeps archives (PostgreSQL: a node that lacks a snapshot unpacks it from there);
+        SQLite serves one box, whose snapshot folders are the copy, and keeps none."""
+
+    async def api_archive(self, name: str, digest: str) -> bytes | None:
+        """The archive saved for `digest`; None where the backend keeps none, or where there
+        is none (deployed before archives were kept, or pruned with its API)."""
+
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
         """The latest live version, or the given one (deleted or not)."""
 

@@ -41,6 +41,9 @@ class SqlCore(Generic[Writer, Reader]):
                 await conn.close()
         self._reader = self._writer = None
 
+    async def ping(self) -> None:
+        """A database file on this box: nothing to reach (a server's store checks)."""
+
     @property
     def _w(self) -> Writer:
         assert self._writer is not None, "store is not open"
@@ -60,12 +63,11 @@ class SqlCore(Generic[Writer, Reader]):
     def _transaction(self) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
 
-    @staticmethod
-    async def _rows(conn: Any, sql: str, *params: Any) -> list[Any]:
+    # Methods, not static: the PostgreSQL store's notice an outage (see its core).
+    async def _rows(self, conn: Any, sql: str, *params: Any) -> list[Any]:
         raise NotImplementedError
 
-    @staticmethod
-    async def _scalar(conn: Any, sql: str, *params: Any) -> Any:
+    async def _scalar(self, conn: Any, sql: str, *params: Any) -> Any:
         """The first column of the first row; None without one."""
         raise NotImplementedError
 
@@ -80,6 +82,11 @@ class SqlCore(Generic[Writer, Reader]):
     def _new_token(self) -> int:
         """A fresh lease token: an outcome under any other token changes nothing."""
         return secrets.randbits(62)
+
+    def _own_tokens(self) -> tuple[Any, ...]:
+        """What narrows lease expiry to this daemon's own tokens, as the statement binds
+        it: nothing where no other daemon leases from the queue."""
+        return ()
 
     @staticmethod
     def _stored_text(text: str | None) -> Any:

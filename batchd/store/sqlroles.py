@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from batchd.constants import PRUNE_CHUNK_ROWS, STREAM_PAGE_ROWS
 from batchd.store.groupcommit import GroupCommit
@@ -42,6 +42,11 @@ from batchd.store.sqlcore import SqlCore
 class SqlApis(SqlCore[Any, Any]):
     """The ``ApiStore`` role: deployed API versions."""
 
+    # Whether project archives are kept (see ApiStore.save_api_archive). A database several
+    # daemons share must; on SQLite an archive per deploy (up to max_project_size) would
+    # only grow the file.
+    _keeps_archives: ClassVar[bool] = False
+
     async def add_api_version(
         self, name: str, spec: dict[str, Any], dotenv: dict[str, str]
     ) -> ApiRecord:
@@ -52,6 +57,19 @@ class SqlApis(SqlCore[Any, Any]):
             values = (name, version, json.dumps(spec), json.dumps(dotenv), now)
             await self._exec(db, self._sql.insert_api, *values)
         return ApiRecord(name=name, version=version, spec=spec, dotenv=dotenv, created_at=now)
+
+    async def save_api_archive(self, name: str, digest: str, archive: bytes) -> None:
+        if self._keeps_archives:
+            # In a transaction of its own on a pool connection, not the writer's: 32 MiB
+            # written there held this node's write lock (its leases and outcomes) for most
+            # of a second. The same content deployed again finds its archive there.
+            await self._exec(self._r, self._sql.insert_api_archive, name, digest, archive)
+
+    async def api_archive(self, name: str, digest: str) -> bytes | None:
+        if not self._keeps_archives:
+            return None
+        archive = await self._scalar(self._r, self._sql.api_archive, name, digest)
+        return None if archive is None else bytes(archive)
 
     async def get_api(self, name: str, version: int | None = None) -> ApiRecord | None:
         if version is None:
@@ -68,7 +86,11 @@ class SqlApis(SqlCore[Any, Any]):
 
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
-            return await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            deleted = await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            if self._keeps_archives:
+                # Its archives go too, unless an unfinished job of it may still need one.
+                await self._exec(db, self._sql.prune_api_archives, name)
+        return deleted
 
 
 class SqlLeases(SqlCore[Any, Any]):
@@ -129,7 +151,7 @@ class SqlLeases(SqlCore[Any, Any]):
                 if wanted is not None and job_id not in wanted:
                     continue
                 first, last = batch_range(key)
-                params = (max_receive_count, first, last, now)
+                params = (max_receive_count, first, last, now, *self._own_tokens())
                 rows = await self._rows(db, self._sql.expire_job_leases, *params)
                 if not rows:
                     continue

@@ -17,7 +17,7 @@ from batchd.apis.registry import ApiRegistry
 from batchd.config import DaemonConfig
 from batchd.constants import DB_FILENAME
 from batchd.errors import BadRequest, Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
-from batchd.observe.joblogs import JobLogs
+from batchd.observe.joblogs import JobLogFiles
 from batchd.observe.metrics import Metrics
 from batchd.pool.process import WorkerLaunch
 from batchd.scheduler.core import Scheduler
@@ -58,7 +58,7 @@ class World:
             store,
             never_launch,
             never_init,
-            JobLogs(tmp_path / "logs"),
+            JobLogFiles(tmp_path / "logs"),
             gpus=[0],
             metrics=self.metrics,
         )

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from batchd.store import NodeNameTaken
+from batchd.store.postgres.core import node_tokens
 from batchd.store.postgres.leases import PostgresLeases
 from batchd.store.postgres.queries import SQL
 from batchd.store.records import BatchState, Expired, HookClaim
@@ -26,8 +26,6 @@ from batchd.store.rows import SEQ_MASK, batch_range
 
 log = logging.getLogger("batchd.store")
 
-# A lease token is the node's id above TOKEN_BITS random bits.
-TOKEN_BITS = 40
 JOBS_CHANNEL = "batchd_jobs"
 
 
@@ -36,11 +34,9 @@ class PostgresNodes(PostgresLeases):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.node_id = 0
         self._listener: asyncpg.Connection | None = None
-
-    def _new_token(self) -> int:
-        return (self.node_id << TOKEN_BITS) | secrets.randbits(TOKEN_BITS)
+        # Warned that listening failed: not again until it works (tried every pass).
+        self._listen_failed = False
 
     async def join(
         self, name: str, instance: str, capacity: tuple[int, int], node_timeout: float, reason: str
@@ -65,28 +61,33 @@ class PostgresNodes(PostgresLeases):
         return expired
 
     async def heartbeat(self) -> bool:
-        async with self._transaction() as db:
-            return await db.fetchval(SQL.heartbeat, self.node_id) is not None
+        """On the read pool, not behind this node's writes: a write held up by another
+        node's locks must not make this one look silent."""
+        return await self._scalar(self._r, SQL.heartbeat, self.node_id) is not None
 
     async def sweep_lost(self, node_timeout: float) -> tuple[list[str], Expired]:
+        """In a transaction of its own on the read pool, for the same reason."""
         swept: list[str] = []
         expired: Expired = []
-        async with self._transaction() as db:
-            for node, name in await db.fetch(SQL.silent_nodes, node_timeout, self.node_id):
-                reason = (
-                    f"lease expired: node {name} fell silent for over {node_timeout:g}s "
-                    "(node_timeout)"
-                )
-                expired += await self._sweep_node(db, node, reason)
-                swept.append(name)
+        try:
+            async with self._r.acquire() as db, db.transaction():
+                for node, name in await db.fetch(SQL.silent_nodes, node_timeout, self.node_id):
+                    reason = (
+                        f"lease expired: node {name} fell silent for over {node_timeout:g}s "
+                        "(node_timeout)"
+                    )
+                    expired += await self._sweep_node(db, node, reason)
+                    swept.append(name)
+        except Exception as exc:
+            self._raise_if_lost(exc)
+            raise
         return swept, expired
 
-    async def _sweep_node(self, db: asyncpg.Connection, node: int, reason: str) -> Expired:
+    async def _sweep_node(self, db: Any, node: int, reason: str) -> Expired:
         """End a node that is gone: its leases fail, its slots and on_job_complete free."""
         await db.execute(SQL.end_node, node, reason)
         await db.execute(SQL.free_node_workers, node)
-        lowest = node << TOKEN_BITS
-        highest = lowest | ((1 << TOKEN_BITS) - 1)
+        lowest, highest = node_tokens(node)
         expired: Expired = []
         for key, job_id, max_receive_count in await db.fetch(SQL.jobs_holding_leases):
             first, last = batch_range(key)
@@ -144,9 +145,12 @@ class PostgresNodes(PostgresLeases):
                 JOBS_CHANNEL, lambda _conn, _pid, _channel, job_id: on_change(job_id)
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot listen for job changes; polling", extra={"error": str(exc)})
+            if not self._listen_failed:
+                log.warning("cannot listen for job changes; polling", extra={"error": str(exc)})
+            self._listen_failed = True
             self._listener = None
             return False
+        self._listen_failed = False
         return True
 
     async def close(self) -> None:

@@ -22,6 +22,12 @@ class PostgresReads(PostgresCore, SqlReads):
 
     async def counts(self, job_id: str) -> BatchCounts:
         """One row, so one snapshot."""
-        row = await self._r.fetchrow(SQL.job_counts, await self._key(job_id))
+        key = await self._key(job_id)
+        # Inline, not through a helper: a status read's one round trip gets no extra frame.
+        try:
+            row = await self._r.fetchrow(SQL.job_counts, key)
+        except Exception as exc:
+            self._raise_if_lost(exc)
+            raise
         assert row is not None, "a job's row outlives its key"
         return batch_counts(row)

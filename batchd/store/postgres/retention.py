@@ -13,8 +13,13 @@ class PostgresRetention(PostgresCore, SqlPruning):
         """Vacuum the tables pruning empties: their free space is reused, and empty pages
         at their ends go back to the file system. PostgreSQL frees no fixed number of
         pages, so one call does it all: nothing is left for a next step (0)."""
-        async with self._write_lock:
-            await self._w.execute(SQL.vacuum)
+        # On a read connection, outside the write lock: this daemon's writes go on
+        # meanwhile (the brief lock VACUUM takes to truncate gives way to them).
+        try:
+            await self._r.execute(SQL.vacuum)
+        except Exception as exc:
+            self._raise_if_lost(exc)
+            raise
         return 0
 
     async def checkpoint(self) -> None:

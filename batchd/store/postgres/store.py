@@ -21,6 +21,9 @@ class PostgresStore(
     PostgresRetention,
     SqlApis,
 ):
+    # Several daemons share the database: a version's project goes with it (see SqlApis).
+    _keeps_archives = True
+
     # Typed here: the roles' own __init__ pass their arguments on untyped.
     def __init__(self, dsn: str, on_commit: OnCommit | None = None) -> None:
         super().__init__(dsn, on_commit)

@@ -142,3 +142,25 @@ async def test_every_node_hears_of_a_new_job_and_a_status_change(join: Join) -> 
     assert not await a.set_status(job_id, JobStatus.RUNNING)
     await asyncio.sleep(0)
     assert heard.empty()
+
+
+async def test_a_node_expires_only_its_own_overdue_leases(join: Join) -> None:
+    a, b = await join("a"), await join("b")
+    job_id = await running_job(a, 4, max_receive_count=3)
+    mine = await a.lease(job_id, 2, 0.001)
+    theirs = await b.lease(job_id, 2, 0.001)
+    # b's leases are b's to renew (its outcomes may wait out an outage): a leaves them.
+    expired = await a.expire_leases(float("inf"))
+    assert sorted(seq for _, seq, _ in expired) == sorted(lease.seq for lease in mine)
+    ok = [Success(lease.seq, lease.token, 0.1, None) for lease in theirs]
+    assert await b.succeed(job_id, ok) == 2
+
+
+async def test_a_heartbeat_is_not_held_up_by_this_nodes_writes(join: Join) -> None:
+    a = await join("a")
+    job_id = await running_job(a, 1)
+    async with a._transaction() as db:
+        await db.execute("SELECT 1")
+        # The writer is busy (held up behind another node's lock, say): still alive.
+        assert await asyncio.wait_for(a.heartbeat(), 10) is True
+    assert await a.counts(job_id)

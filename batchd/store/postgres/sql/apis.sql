@@ -24,3 +24,17 @@ WHERE name = $1 AND deleted_at IS NULL ORDER BY version DESC
 
 -- name: delete_api
 UPDATE apis SET deleted_at = $1 WHERE name = $2 AND deleted_at IS NULL
+
+-- name: insert_api_archive
+-- Archives of the same snapshot digest hold the same project: the first one stays.
+INSERT INTO api_archives (name, digest, archive) VALUES ($1, $2, $3)
+ON CONFLICT (name, digest) DO NOTHING
+
+-- name: api_archive
+SELECT archive FROM api_archives WHERE name = $1 AND digest = $2
+
+-- name: prune_api_archives
+-- A deleted API's archives, unless one of its jobs is unfinished (it may still need one).
+DELETE FROM api_archives WHERE name = $1 AND NOT EXISTS (
+    SELECT 1 FROM jobs WHERE api_name = $1 AND status IN ({active_statuses})
+)

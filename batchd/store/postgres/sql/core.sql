@@ -14,6 +14,10 @@ SELECT coalesce(max(version), 0) FROM batchd_schema
 -- name: set_schema_version
 WITH gone AS (DELETE FROM batchd_schema) INSERT INTO batchd_schema (version) VALUES ($1)
 
+-- name: ping
+-- A health check's round trip.
+SELECT 1
+
 -- name: job_key
 SELECT key FROM jobs WHERE job_id = $1
 

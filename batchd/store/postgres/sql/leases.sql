@@ -51,9 +51,13 @@ ORDER BY key
 
 -- name: expire_job_leases
 -- Found by the job's id range, not an index: a batch on the usual path touches none.
+-- Only this node's tokens ($5 to $6): another node's leases are its own to renew, and
+-- are expired by the sweep once that node is lost (a node's clock, or an outage that
+-- held its outcomes, must not expire what another node still holds).
 UPDATE batches SET state = CASE WHEN attempts >= $1 THEN 'dead' ELSE 'queued' END,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id BETWEEN $2 AND $3 AND state = 'leased' AND lease_expires_at < $4
+    AND lease_token BETWEEN $5 AND $6
 RETURNING id, state, attempts
 
 -- name: insert_expiries

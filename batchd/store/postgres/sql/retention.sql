@@ -23,4 +23,4 @@ UPDATE jobs SET pruned_at = $1 WHERE job_id = $2 AND status IN ({terminal_status
 -- name: vacuum
 -- Space that pruning freed is made reusable, and empty pages at a table's end go back
 -- to the file system. Runs outside a transaction.
-VACUUM (TRUNCATE) batches, failures, chunks
+VACUUM (TRUNCATE) batches, failures, chunks, job_logs
