@@ -136,33 +136,16 @@ class Cluster:
         if (self.data / "postmaster.pid").exists():
             self._run(str(BINARIES / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
-    def restart(self, mode: str = "fast", options: str | None = None) -> None:
-        """pg_ctl restart -m `mode`: every connection is cut. `options` replaces the
-        server's command-line settings (pg_ctl reuses the last ones otherwise)."""
-        extra = [] if options is None else ["-o", options]
-        # Its output to the log: a server holding pg_ctl's pipe would hang _run.
-        log = ["-l", str(self.root / "server.log")]
-        self._run(
-            str(BINARIES / "pg_ctl"),
-            "-D",
-            str(self.data),
-            *log,
-            "-m",
-            mode,
-            *extra,
-            "-w",
-            "restart",
-        )
-
     def listen_also(self, address: str, network: str) -> None:
         """Listen on `address` as well, and let the tests' role log in from `network`
         (a CIDR) with its password; restarts the server."""
         with (self.data / "pg_hba.conf").open("a") as hba:
             hba.write(f"host {DATABASE} {ROLE} {network} scram-sha-256\n")
-        self.restart(
-            options=f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1,{address} "
-            "-c fsync=on"
+        self.shut_down()
+        settings = (
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1,{address} -c fsync=on"
         )
+        self._pg_ctl("-l", str(self.root / "server.log"), "-o", settings, "-w", "start")
 
 
 def _unavailable() -> str | None:
