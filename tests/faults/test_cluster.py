@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 
-from batchd.store import postgres
 from tests import pg
 from tests.conftest import wait_for
 from tests.faults.cluster import (
     NODE_NAMES,
     Cluster,
-    JobDidNotEnd,
     running_cluster,
     write_project,
 )
@@ -36,9 +34,7 @@ from tests.faults.cluster_checks import (
     LEASE_TIMEOUT,
     NODE_TIMEOUT,
     SETTINGS,
-    HookNotOnce,
     StartCluster,
-    WorkerChannelFailed,
     check_exact,
     check_hooks_once,
     check_no_worker_channel_failed,
@@ -53,36 +49,6 @@ from tests.faults.cluster_checks import (
 )
 from tests.faults.conftest import FULL, size
 from tests.faults.netns import NetNamespace
-
-# The core's known bugs (main at a7333b0), each failing the scenarios by an exception of
-# its own, so that any other failure still fails them. They are races: a run may pass.
-# Remove the marker once the core is fixed.
-# - on_job_complete twice on one node: two idle workers both pass the hook_free check
-#   before either has claimed the hook (scheduler/driver.py _idle awaits
-#   store.claim_hook in between), and claim_hook lets a node claim what it holds.
-# - the cluster stalls behind a stopped or cut-off node caught inside a transaction: its
-#   session sits "idle in transaction" holding the job's row lock (lease's FOR NO KEY
-#   UPDATE); the others' writes wait on it, their heartbeats queue behind those writes
-#   on the one writer connection, so no node sweeps it, and it sweeps them when it
-#   comes back.
-# - a PostgreSQL restart can cost a node a worker: the group commit's transaction start
-#   fails with asyncpg's InternalClientError ("cannot switch to state 15; another
-#   operation (2) is in progress"), not taken for DatabaseUnavailable, so the worker's
-#   channel fails; its slot is not given back and its batch waits out lease_timeout.
-KNOWN_BUGS = pytest.mark.xfail(
-    raises=(HookNotOnce, JobDidNotEnd, WorkerChannelFailed),
-    strict=False,
-    reason="core bugs: on_job_complete twice on one node; a stalled node's open "
-    "transaction stalls the cluster; a PostgreSQL restart fails a worker's channel "
-    "(see KNOWN_BUGS)",
-)
-
-# Until the archives slice of issue 13 is merged, a node other than the one a project was
-# deployed on cannot run it. Temporary: goes once that migration is on main.
-ARCHIVES = Path(postgres.__file__).parent / "migrations" / "0003_api_archives.sql"
-needs_archives = pytest.mark.skipif(
-    not ARCHIVES.exists(), reason="needs API archives in PostgreSQL (0003_api_archives.sql)"
-)
 
 
 def full_only() -> None:
@@ -119,8 +85,6 @@ def own_postgres() -> Iterator[pg.Cluster]:
         yield cluster
 
 
-@needs_archives
-@KNOWN_BUGS
 def test_kill9_of_one_node(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
@@ -153,8 +117,6 @@ def test_kill9_of_one_node(
     check_hooks_once(cluster)
 
 
-@needs_archives
-@KNOWN_BUGS
 def test_sigstop_past_node_timeout(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
@@ -187,8 +149,6 @@ def test_sigstop_past_node_timeout(
     check_hooks_once(cluster)
 
 
-@needs_archives
-@KNOWN_BUGS
 def test_sigstop_inside_a_transaction(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
@@ -242,8 +202,6 @@ def reachable_dsn(own_postgres: pg.Cluster, netns: NetNamespace) -> Iterator[str
         yield dsn
 
 
-@needs_archives
-@KNOWN_BUGS
 def test_network_partition_of_one_node(
     netns: NetNamespace,
     reachable_dsn: str,
@@ -293,8 +251,6 @@ def own_schema(own_postgres: pg.Cluster) -> Iterator[str]:
         yield dsn
 
 
-@needs_archives
-@KNOWN_BUGS
 def test_postgresql_restart_mid_job(
     own_postgres: pg.Cluster,
     own_schema: str,
