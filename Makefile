@@ -67,7 +67,8 @@ typecheck: $(VENV)/.installed
 check: lint typecheck test
 
 # The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
-# items, three daemons on one PostgreSQL...); rewrites tests/faults/RESULTS.md with the figures. Takes about 7 minutes.
+# items, three daemons on one PostgreSQL...); rewrites tests/faults/RESULTS.md with the
+# figures. Takes about 11 minutes.
 faults: $(VENV)/.installed vm-tools postgres iproute2
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
