@@ -97,7 +97,8 @@ class ClusterSide:
         if not self.path.exists():
             return []
         found = []
-        for line in self.path.read_text().splitlines():
+        # The last piece is empty, or a line still being written: complete lines only.
+        for line in self.path.read_text().split("\n")[:-1]:
             key, event, node, pid, t = line.split(" ")
             found.append(Event(key, event, node, int(pid), float(t)))
         return found
