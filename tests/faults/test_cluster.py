@@ -93,7 +93,7 @@ def test_kill9_of_one_node(
     """14a. Cluster of 3 on one PostgreSQL: kill -9 of one node mid-job
     The other two sweep it after node_timeout and finish its batches: the job succeeds with
     one result per batch (0 lost), 1 to max_receive_count calls per batch, on_job_complete
-    once, the work done on all three nodes; recovery well inside lease_timeout.
+    once, results from more than one node; recovery well inside lease_timeout.
     """
     full_only()
     total = size(60, 600)
