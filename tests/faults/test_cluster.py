@@ -208,7 +208,13 @@ def netns() -> Iterator[NetNamespace]:
         pytest.skip("needs ip (iproute2): make faults installs it")
     namespace = NetNamespace()
     try:
-        namespace.create()
+        try:
+            namespace.create()
+        except RuntimeError as exc:
+            # A container may deny it even to root; on CI the scenario must run, so fail.
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"cannot create a network namespace here: {exc}")
         yield namespace
     finally:
         namespace.delete()
