@@ -67,9 +67,22 @@ typecheck: $(VENV)/.installed
 check: lint typecheck test
 
 # The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
-# items...); rewrites tests/faults/RESULTS.md with the figures. Takes about 7 minutes.
-faults: $(VENV)/.installed vm-tools
+# items, three daemons on one PostgreSQL...); rewrites tests/faults/RESULTS.md with the
+# figures. Takes about 11 minutes.
+faults: $(VENV)/.installed vm-tools postgres iproute2
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
+
+# The cluster partition scenario (tests/faults/test_cluster.py) puts a node in a network
+# namespace of its own (ip netns, a veth pair). As root with apt, install iproute2 when
+# missing; without it that scenario skips and says why.
+.PHONY: iproute2
+iproute2:
+	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq iproute2 >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq iproute2; } \
+		|| echo "warning: could not install iproute2; the network partition scenario will be skipped"; \
+	fi
 
 # The cgroup v2 scenarios of `make faults` boot a Debian VM (tests/faults/cgroup_vm.py):
 # qemu runs it, debootstrap builds its image once. Best effort, as root with apt, like

@@ -136,6 +136,17 @@ class Cluster:
         if (self.data / "postmaster.pid").exists():
             self._run(str(BINARIES / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
+    def listen_also(self, address: str, network: str) -> None:
+        """Listen on `address` as well, and let the tests' role log in from `network`
+        (a CIDR) with its password; restarts the server."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host {DATABASE} {ROLE} {network} scram-sha-256\n")
+        self.shut_down()
+        settings = (
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1,{address} -c fsync=on"
+        )
+        self._pg_ctl("-l", str(self.root / "server.log"), "-o", settings, "-w", "start")
+
 
 def _unavailable() -> str | None:
     """Why no cluster can be started here, or None when one can."""

@@ -6,11 +6,14 @@ import os
 import platform
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests import pg
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -65,9 +68,21 @@ def machine() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgresql_version(),
         "kernel": platform.release(),
         "platform": platform.machine(),
     }
+
+
+def postgresql_version() -> str:
+    """The version of the PostgreSQL the cluster scenarios start (tests/pg.py)."""
+    try:
+        done = subprocess.run(
+            [str(pg.BINARIES / "postgres"), "--version"], capture_output=True, text=True
+        )
+    except OSError:
+        return "not installed"
+    return done.stdout.split("(PostgreSQL)")[-1].strip().split(" ")[0] or "unknown"
 
 
 def format_value(value: Any) -> str:
@@ -89,7 +104,7 @@ def render(rows: list[Row], mode: str, seed: int, total_seconds: float) -> str:
         "",
         f"- date: {when}",
         f"- machine: {info['cores']} cores ({info['platform']}), Linux {info['kernel']}",
-        f"- Python {info['python']}, SQLite {info['sqlite']}",
+        f"- Python {info['python']}, SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}",
         f"- mode: {mode}; {len(rows)} scenarios in {total_seconds:.0f} s; "
         f"random kill moments from BATCHD_FAULTS_SEED={seed}",
         f"- command: `pytest {' '.join(sys.argv[1:])}`",
