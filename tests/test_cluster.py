@@ -7,10 +7,12 @@ tests/faults/."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests import pg
@@ -79,7 +81,7 @@ def _items(count: int) -> dict[str, Any]:
 
 
 def test_a_job_submitted_to_one_node_runs_on_both_and_reads_the_same_everywhere(
-    nodes: Callable[..., list[Daemon]], tmp_path: Path
+    nodes: Callable[..., list[Daemon]], tmp_path: Path, dsn: str
 ) -> None:
     first, second = nodes(2)
     job_id = first.client.submit("work", _items(60))["job_id"]
@@ -97,6 +99,9 @@ def test_a_job_submitted_to_one_node_runs_on_both_and_reads_the_same_everywhere(
     assert by_node == {"node-0", "node-1"}
     # on_job_complete ran once, on one of them.
     assert len((tmp_path / "hook.log").read_text().splitlines()) == 1
+    # An operator sees which node holds which session.
+    names = {row[0] for row in _query(dsn, "SELECT application_name FROM pg_stat_activity")}
+    assert {"batchd node-0", "batchd node-1"} <= names
 
 
 def test_a_stop_given_to_another_node_ends_the_job_everywhere(
@@ -144,6 +149,17 @@ def test_a_node_that_joins_mid_job_takes_a_share(
     results = list(late.client.results("work", job_id))
     assert len(results) == 200
     assert {r["result"]["node"] for r in results} == {"node-0", "node-late"}
+
+
+def _query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    async def read() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 def first_database(daemon: Daemon) -> str:

@@ -34,7 +34,7 @@ from batchd.observe.retention import Pruner
 from batchd.pool.gpus import detect_gpus
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler.core import Scheduler
-from batchd.store import DatabaseUnavailable, NodeNameTaken, open_store
+from batchd.store import DatabaseUnavailable, NodeNameTaken, named_connections, open_store
 
 log = logging.getLogger("batchd.daemon")
 
@@ -88,6 +88,8 @@ async def serve(
     tokens = tokens or Tokens(None, None)
     state = config.state_path
     database = config.database_url()
+    if database is not None:
+        database = named_connections(database, f"batchd {config.node_name}")
     _prepare_state_dir(state)
     lock = _lock_state_dir(state)
     # Every connection and worker holds descriptors: take all the system allows.

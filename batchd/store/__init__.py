@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from batchd.store.roles import Store
@@ -33,6 +34,16 @@ class DatabaseUnavailable(Exception):
 
 class NodeNameTaken(Exception):
     """Another live daemon sharing the queue already uses this daemon's node_name."""
+
+
+def named_connections(dsn: str, name: str) -> str:
+    """`dsn` with its sessions named `name` in pg_stat_activity (application_name),
+    unless the URL names them already: an operator sees which node holds what."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "application_name" for key, _ in query):
+        return dsn
+    return urlunsplit(parts._replace(query=urlencode([*query, ("application_name", name)])))
 
 
 def open_store(

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from batchd.store import NodeNameTaken
+from batchd.store import NodeNameTaken, named_connections
 from batchd.store.postgres.store import PostgresStore
 from batchd.store.records import BatchState, HookClaim, JobStatus, Success
 from tests.store.support import running_job
@@ -164,3 +164,10 @@ async def test_a_heartbeat_is_not_held_up_by_this_nodes_writes(join: Join) -> No
         # The writer is busy (held up behind another node's lock, say): still alive.
         assert await asyncio.wait_for(a.heartbeat(), 10) is True
     assert await a.counts(job_id)
+
+
+def test_a_nodes_sessions_carry_its_name_unless_the_url_names_them() -> None:
+    named = named_connections("postgresql://u:p@db:5432/batchd?sslmode=require", "batchd gpu1")
+    assert named == "postgresql://u:p@db:5432/batchd?sslmode=require&application_name=batchd+gpu1"
+    given = "postgresql://db/batchd?application_name=mine"
+    assert named_connections(given, "batchd gpu1") == given
