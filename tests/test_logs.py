@@ -114,13 +114,9 @@ def test_structured_records_prints_and_tracebacks(daemon: Daemon, make_project: 
     assert {"completed processing batch", "printed a"} <= {r["message"] for r in by_batch}
 
 
-def test_follow_streams_until_the_job_ends(
-    daemon: Daemon, make_project: Project, tmp_path: Path
-) -> None:
-    gate = tmp_path / "gate"
-    project = make_project(
-        "follow",
-        f"""
+def gated_logging_handler(gate: Path) -> str:
+    """A Handler that logs "started N", waits for `gate` to exist, then logs "finished N"."""
+    return f"""
         import os, time
         from batchd import logger
 
@@ -133,8 +129,14 @@ def test_follow_streams_until_the_job_ends(
                 while not os.path.exists({str(gate)!r}):
                     time.sleep(0.01)
                 logger.info("finished " + str(payload[0]))
-        """,
-    )
+        """
+
+
+def test_follow_streams_until_the_job_ends(
+    daemon: Daemon, make_project: Project, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    project = make_project("follow", gated_logging_handler(gate))
     client = daemon.client
     client.deploy(project)
     job_id = client.submit("follow", {"item_list": {"items": [1, 2], "batch_size": 1}})["job_id"]

@@ -23,7 +23,7 @@ from batchd.store.postgres.store import PostgresStore
 from tests import pg
 from tests.conftest import Daemon, wait_for, wait_job
 from tests.store.support import running_job
-from tests.test_logs import fetch_logs
+from tests.test_logs import fetch_logs, gated_logging_handler
 from tests.test_retention import post
 
 Project = Callable[..., Path]
@@ -181,25 +181,7 @@ def test_follow_from_another_daemon_sees_lines_as_they_are_written(
     node_a = make_daemon(database=dsn, node_name="node-a")
     node_b = make_daemon(database=dsn, node_name="node-b")
     gate = tmp_path / "gate"
-    node_a.client.deploy(
-        make_project(
-            "follow",
-            f"""
-            import os, time
-            from batchd import logger
-
-            class Handler:
-                def __init__(self, config):
-                    pass
-
-                def handle_batch(self, payload):
-                    logger.info("started " + str(payload[0]))
-                    while not os.path.exists({str(gate)!r}):
-                        time.sleep(0.01)
-                    logger.info("finished " + str(payload[0]))
-            """,
-        )
-    )
+    node_a.client.deploy(make_project("follow", gated_logging_handler(gate)))
     job_id = node_a.client.submit("follow", {"item_list": {"items": [1, 2], "batch_size": 1}})[
         "job_id"
     ]
