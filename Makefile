@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed browser nspawn postgres
+test: $(VENV)/.installed browser nspawn postgres iproute2
 	$(BIN)/pytest -q
 
 # The dashboard tests (tests/test_ui.py) drive Debian's Chromium. Best effort: as root with
@@ -72,9 +72,9 @@ check: lint typecheck test
 faults: $(VENV)/.installed vm-tools postgres iproute2
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
-# The cluster partition scenario (tests/faults/test_cluster.py) puts a node in a network
-# namespace of its own (ip netns, a veth pair). As root with apt, install iproute2 when
-# missing; without it that scenario skips and says why.
+# The cluster partition scenario (tests/faults/test_cluster.py, in make test and make
+# faults) puts a node in a network namespace of its own (ip netns, a veth pair). As root
+# with apt, install iproute2 when missing; without it that scenario skips and says why.
 .PHONY: iproute2
 iproute2:
 	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

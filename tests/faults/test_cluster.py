@@ -3,8 +3,8 @@ runs them, tests/faults/cluster_checks.py holds the checks).
 
 Every node runs at most 2 workers and the job asks for 6, so the work spreads over all three.
 node_timeout is 3 s; lease_timeout is 30 s, longer than any of these waits, so a recovery
-within it is the node sweep's doing, not a lease running out. `make test` runs 14b at a
-small size; `make faults` runs them all at full size.
+within it is the node sweep's doing, not a lease running out. `make test` runs them all at
+a small size (so CI runs three daemons through every fault); `make faults` at full size.
 """
 
 from __future__ import annotations
@@ -49,13 +49,8 @@ from tests.faults.cluster_checks import (
     wait_ended,
     while_running,
 )
-from tests.faults.conftest import FULL, size
+from tests.faults.conftest import size
 from tests.faults.netns import NetNamespace
-
-
-def full_only() -> None:
-    if not FULL:
-        pytest.skip("runs under make faults (BATCHD_FAULTS=full); make test runs 14b")
 
 
 @pytest.fixture
@@ -95,7 +90,6 @@ def test_kill9_of_one_node(
     one result per batch (0 lost), 1 to max_receive_count calls per batch, on_job_complete
     once, results from more than one node; recovery well inside lease_timeout.
     """
-    full_only()
     total = size(60, 600)
     cluster = start_cluster([schema] * 3)
     started = time.monotonic()
@@ -160,7 +154,6 @@ def test_sigstop_inside_a_transaction(
     it and finish the job (0 lost, exact counts, 1 to max_receive_count calls per batch,
     on_job_complete once); after SIGCONT nothing it sends changes the job, and it rejoins.
     """
-    full_only()
     total = size(60, 600)
     cluster = start_cluster([schema] * 3)
     started = time.monotonic()
@@ -205,7 +198,7 @@ def netns() -> Iterator[NetNamespace]:
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns (CI runs as root)")
     if shutil.which("ip") is None:
-        pytest.skip("needs ip (iproute2): make faults installs it")
+        pytest.skip("needs ip (iproute2): make test and make faults install it")
     namespace = NetNamespace()
     try:
         try:
@@ -241,7 +234,6 @@ def test_network_partition_of_one_node(
     on_job_complete once); what node-c's workers finished while cut off is refused once
     the link is back; node-c rejoins and runs part of the next job.
     """
-    full_only()
     total = size(60, 600)
     inside = reachable_dsn.replace("@127.0.0.1:", f"@{netns.host_address}:")
     cluster = start_cluster(
@@ -293,7 +285,6 @@ def test_postgresql_restart_mid_job(
     batch (0 lost, none counted twice), 1 to max_receive_count calls per batch,
     on_job_complete once.
     """
-    full_only()
     total = size(300, 1200)
     cluster = start_cluster([own_schema] * 3)
     started = time.monotonic()
