@@ -81,6 +81,13 @@ class PsycopgConnection:
         )
         return cls(conn)
 
+    def is_closed(self) -> bool:
+        return bool(self._conn.closed)
+
+    def terminate(self) -> None:
+        # Only after a lost connection (the store's reconnect path): nothing to wait for.
+        self._conn.pgconn.finish()
+
     async def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
         # Binary, as asyncpg's protocol is (bytea payloads are not hex-encoded).
         return await self._conn.execute(sql, args or None, binary=True)
