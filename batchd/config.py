@@ -98,6 +98,15 @@ class DaemonConfig(BaseModel):
     # Sharing a database: a node silent this long is lost; its leases and slots are freed.
     node_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
+    @field_validator("node_name")
+    @classmethod
+    def _check_node_name(cls, value: str) -> str:
+        # It names the node's rows, sessions and log records: PostgreSQL text holds no NUL,
+        # and a control character would garble a log line or pg_stat_activity.
+        if not value.isprintable():
+            raise ValueError(f"node_name must be printable characters, got {value!r}")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:

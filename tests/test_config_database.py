@@ -80,6 +80,20 @@ def test_node_name_defaults_to_the_host_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "toml", ['node_name = "gpu\\u00001"', 'node_name = "gpu\\n1"', f'node_name = "{"n" * 201}"']
+)
+def test_a_node_name_postgresql_or_a_log_line_cannot_hold_is_refused(
+    tmp_path: Path, toml: str
+) -> None:
+    with pytest.raises(ConfigError, match="node_name"):
+        load_config(write(tmp_path, toml + "\n"))
+    # Any printable name is fine, however odd.
+    assert load_config(write(tmp_path, 'node_name = "gpu-1 (rack 2) é"\n')).node_name == (
+        "gpu-1 (rack 2) é"
+    )
+
+
+@pytest.mark.parametrize(
     "content",
     [b"postgresql://u@h/db\xff\xfe", b"postgresql://u@h/db" + b"x" * (64 * 1024)],
     ids=["not UTF-8", "over 64 KiB"],

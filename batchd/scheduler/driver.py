@@ -294,11 +294,13 @@ class Driver:
         self.capacity.release(worker.slot, worker.gpus)
         if worker.claim is not None:
             claim, worker.claim = worker.claim, None
+            release = partial(self.store.release_worker, run.job_id, claim)
             try:
-                await self.store.release_worker(run.job_id, claim)
+                # Through an outage too: a slot not given back counts against the job's
+                # workers on every node.
+                await self._until_stored(release, run)
             except Exception as exc:
-                # Freed when this node stops or is found lost; until then the job counts
-                # one worker more than it has.
+                # The job ended or this node drains: its slots go with it (leave, sweep).
                 log.warning(
                     "cannot give a worker slot back", extra={"jobID": run.job_id, "error": str(exc)}
                 )

@@ -83,6 +83,10 @@ class SqlCore(Generic[Writer, Reader]):
         """A fresh lease token: an outcome under any other token changes nothing."""
         return secrets.randbits(62)
 
+    async def _lock_api_versions(self, db: Any, name: str) -> None:
+        """Hold the API's version numbering to the end of the transaction, where another
+        daemon could number a version at once (one daemon's writes are serial already)."""
+
     def _own_tokens(self) -> tuple[Any, ...]:
         """What narrows lease expiry to this daemon's own tokens, as the statement binds
         it: nothing where no other daemon leases from the queue."""

@@ -52,6 +52,7 @@ class SqlApis(SqlCore[Any, Any]):
     ) -> ApiRecord:
         now = time.time()
         async with self._transaction() as db:
+            await self._lock_api_versions(db, name)
             latest = await self._scalar(db, self._sql.latest_api_version, name)
             version = (latest or 0) + 1
             values = (name, version, json.dumps(spec), json.dumps(dotenv), now)

@@ -189,6 +189,11 @@ class PostgresCore(SqlCore[asyncpg.Connection, asyncpg.Pool]):
             log.info("connected to the database again", extra={"database": self._where})
         return writer
 
+    async def _lock_api_versions(self, db: Any, name: str) -> None:
+        # Two nodes deploying one API at once would both number it max + 1 (a 500 for the
+        # second): the second waits, then reads the first's version.
+        await db.execute(SQL.lock_api_versions, name)
+
     def _new_token(self) -> int:
         return (self.node_id << TOKEN_BITS) | secrets.randbits(TOKEN_BITS)
 

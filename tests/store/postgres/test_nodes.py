@@ -171,3 +171,13 @@ def test_a_nodes_sessions_carry_its_name_unless_the_url_names_them() -> None:
     assert named == "postgresql://u:p@db:5432/batchd?sslmode=require&application_name=batchd+gpu1"
     given = "postgresql://db/batchd?application_name=mine"
     assert named_connections(given, "batchd gpu1") == given
+
+
+async def test_two_nodes_deploying_one_api_at_once_number_two_versions(join: Join) -> None:
+    a, b = await join("a"), await join("b")
+    for _ in range(5):
+        records = await asyncio.gather(
+            a.add_api_version("same", {"n": 1}, {}), b.add_api_version("same", {"n": 2}, {})
+        )
+        assert sorted(r.version for r in records)[1] - sorted(r.version for r in records)[0] == 1
+    assert sorted(api.version for api in await a.api_versions("same")) == list(range(1, 11))

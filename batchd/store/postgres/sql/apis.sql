@@ -1,5 +1,9 @@
 -- Deployed API versions: a deletion marks every version of the name deleted.
 
+-- name: lock_api_versions
+-- Held to the end of the transaction that numbers the API's next version.
+SELECT pg_advisory_xact_lock(hashtext('batchd api versions'), hashtext($1))
+
 -- name: latest_api_version
 SELECT max(version) FROM apis WHERE name = $1
 
