@@ -37,8 +37,9 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
 _LARGEST_SHOWN = 5
 
-# Given the text of batchd.toml and of .env (or None), checks them and returns handler.path.
-SpecCheck = Callable[[str, str | None], str]
+# Given the text of batchd.toml and of .env (or None), checks them and returns handler.path
+# (None: the API has no handler file of its own).
+SpecCheck = Callable[[str, str | None], str | None]
 
 
 # --- what belongs in a project --------------------------------------------------------------
@@ -240,7 +241,7 @@ def pack_project(
     )
     ignore, applied = _client_ignore(root)
     files = _project_files(root, ignore)
-    if handler_path not in {relpath for relpath, _ in files}:
+    if handler_path is not None and handler_path not in {relpath for relpath, _ in files}:
         raise Invalid(
             f"handler.path {handler_path!r} is not among the project files "
             f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",

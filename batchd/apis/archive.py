@@ -329,7 +329,10 @@ def _check_python(python: str | None) -> None:
 
 
 def _write_snapshot(
-    tar: tarfile.TarFile, selected: Iterable[tarfile.TarInfo], handler_path: str, dest: Path
+    tar: tarfile.TarFile,
+    selected: Iterable[tarfile.TarInfo],
+    handler_path: str | None,
+    dest: Path,
 ) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     # A sibling, so the final rename is atomic and a failed upload never shows up as `dest`.
@@ -337,7 +340,7 @@ def _write_snapshot(
     try:
         for member in selected:
             _extract(tar, member, staging)
-        if not (staging / handler_path).is_file():
+        if handler_path is not None and not (staging / handler_path).is_file():
             raise Invalid(
                 f"handler.path {handler_path!r} is not a file in the uploaded project "
                 f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",

@@ -119,7 +119,7 @@ class ApiRegistry:
             latest = await self.store.get_api(name)
             if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
                 return latest, False
-            if check:
+            if check and project.spec.handler.path is not None:
                 await check_handler_imports(
                     project.spec.handler.python or sys.executable,
                     incoming,

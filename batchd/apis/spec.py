@@ -10,7 +10,7 @@ import math
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from batchd import packing
@@ -30,25 +31,99 @@ MAX_API_NAME_LENGTH = 42
 _API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
+HandlerType = Literal["python", "tensorflow", "onnx"]
+# The handler types that serve models (`[handler.models]`) rather than run Python alone.
+MODEL_HANDLER_TYPES = ("tensorflow", "onnx")
+
+
+class ModelPathSpec(BaseModel):
+    """One named model of `[handler.models] paths` (Cortex's `models.paths[*]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    path: str = Field(min_length=1)
+    signature_key: str | None = None
+
+
+class ModelsSpec(BaseModel):
+    """The models a tensorflow or onnx handler serves: exactly one of `path` (one model,
+    named "_cortex_default" as in Cortex), `paths` (named models) or `dir` (a folder whose
+    subfolders are models). Paths are relative to the project, absolute, or s3:// URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, min_length=1)
+    paths: list[ModelPathSpec] | None = Field(default=None, min_length=1)
+    dir: str | None = Field(default=None, min_length=1)
+    signature_key: str | None = None
+    # How many models one worker keeps loaded (least recently used are evicted); None: all.
+    cache_size: int | None = Field(default=None, ge=1, strict=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelsSpec:
+        given = [key for key in ("path", "paths", "dir") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of path, paths and dir")
+        if self.paths is not None:
+            names = [model.name for model in self.paths]
+            if len(set(names)) != len(names):
+                raise ValueError("model names in paths must be unique")
+        return self
+
+
 class HandlerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str
+    type: HandlerType = "python"
+    # Required for type "python"; a model type without one gets the built-in handler.
+    path: str | None = None
     # Seconds one handle_batch call may run before its worker is killed; a job's own
     # batch_timeout wins, the daemon's is the default.
     batch_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     config: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     python: str | None = None
+    # A folder inside the project put on the handler's PYTHONPATH (Cortex's python_path).
+    python_path: str | None = None
+    models: ModelsSpec | None = None
+    # Put batchd's `cortex` and `cortex_internal` modules on the worker's path: set for
+    # APIs deployed from a cortex.yaml, so they shadow nothing for anyone else.
+    cortex_modules: bool = False
 
     @field_validator("path")
     @classmethod
-    def _relative_py_file(cls, path: str) -> str:
+    def _relative_py_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
         pure = PurePosixPath(path)
         if pure.is_absolute() or ".." in pure.parts or pure.suffix != ".py":
             raise ValueError(f"must be a relative path to a .py file inside the project: {path!r}")
         # Normalised so it compares equal to archive member names ("./h.py" is "h.py").
         return pure.as_posix()
+
+    @field_validator("python_path")
+    @classmethod
+    def _relative_folder(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise ValueError(f"must be a relative folder inside the project: {path!r}")
+        return pure.as_posix()
+
+    @model_validator(mode="after")
+    def _type_needs(self) -> HandlerSpec:
+        if self.type == "python":
+            if self.path is None:
+                raise ValueError("a python handler needs path, its Handler's .py file")
+            if self.models is not None:
+                raise ValueError("models is for the tensorflow and onnx handler types")
+        elif self.models is None:
+            raise ValueError(f"a {self.type} handler needs [handler.models]")
+        else:
+            raise ValueError(f"the {self.type} handler type is not supported yet")
+        return self
 
     @field_validator("config")
     @classmethod
@@ -217,7 +292,7 @@ def _spec_error(exc: ValidationError) -> Invalid:
     return Invalid(message, field=where or PROJECT_CONFIG)
 
 
-def _full_spec_check(config_text: str, env_text: str | None) -> str:
+def _full_spec_check(config_text: str, env_text: str | None) -> str | None:
     spec = parse_api_spec(config_text)
     if env_text is not None:
         parse_dotenv(env_text)
