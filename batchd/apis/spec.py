@@ -87,6 +87,9 @@ class HandlerSpec(BaseModel):
     # A folder inside the project put on the handler's PYTHONPATH (Cortex's python_path).
     python_path: str | None = None
     models: ModelsSpec | None = None
+    # The pip requirements installed into the API's own venv, relative to the project;
+    # None: requirements.txt when the project has one.
+    requirements: str | None = None
     # Put batchd's `cortex` and `cortex_internal` modules on the worker's path: set for
     # APIs deployed from a cortex.yaml, so they shadow nothing for anyone else.
     cortex_modules: bool = False
@@ -102,14 +105,14 @@ class HandlerSpec(BaseModel):
         # Normalised so it compares equal to archive member names ("./h.py" is "h.py").
         return pure.as_posix()
 
-    @field_validator("python_path")
+    @field_validator("python_path", "requirements")
     @classmethod
-    def _relative_folder(cls, path: str | None) -> str | None:
+    def _inside_project(cls, path: str | None) -> str | None:
         if path is None:
             return None
         pure = PurePosixPath(path)
         if pure.is_absolute() or ".." in pure.parts:
-            raise ValueError(f"must be a relative folder inside the project: {path!r}")
+            raise ValueError(f"must be a relative path inside the project: {path!r}")
         return pure.as_posix()
 
     @model_validator(mode="after")
