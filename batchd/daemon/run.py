@@ -147,6 +147,7 @@ async def serve(
             raise StartError(str(exc), EXIT_START_FAILED) from None
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
+        await registry.sweep_venvs()
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
         app = build_app(services, tokens)
         guard = ConnectionGuard(
