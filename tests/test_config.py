@@ -238,6 +238,12 @@ def test_unknown_table_is_named(tmp_path: Path) -> None:
         ("lease_timeout = 0", "lease_timeout"),
         ("max_request_size = 10", "max_request_size"),
         ("restart_backoff = -1", "restart_backoff"),
+        ('deploy = { no_index = "yes" }', "deploy.no_index"),
+        ('deploy = { find_links = "/srv/wheels" }', "deploy.find_links"),
+        ('deploy = { find_links = [""] }', "deploy.find_links.0"),
+        ("deploy = { venv_timeout = 0 }", "deploy.venv_timeout"),
+        ('deploy = { venv_dir = "" }', "deploy.venv_dir"),
+        ("deploy = { pip = true }", "deploy.pip"),
     ],
 )
 def test_wrong_value_names_the_key(tmp_path: Path, line: str, key: str) -> None:
