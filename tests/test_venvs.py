@@ -30,6 +30,7 @@ from batchd.client import BatchdError, Client
 from batchd.config import DeploySettings
 from batchd.errors import Invalid
 from testkit.launcher import Daemon
+from tests import pg
 from tests.conftest import wait_job
 
 pytestmark = pytest.mark.timeout(300)
@@ -321,3 +322,38 @@ def test_the_sweep_keeps_what_a_live_state_dir_uses(tmp_path: Path) -> None:
     assert (root / "used" / USERS_DIR).is_dir()
     assert mine.sweep(set()) == ["used"]
     assert os.listdir(root / "shared" / USERS_DIR) == ["theirs"]
+
+
+def test_another_node_builds_the_venv_before_its_first_worker(
+    make_daemon: Callable[..., Daemon],
+    make_project: Callable[..., Path],
+    offline: dict[str, Any],
+    wheelhouse: Path,
+    venv_dir: Path,
+    postgres_cluster: pg.Cluster,
+    tmp_path: Path,
+) -> None:
+    def node(name: str, wheels: Path) -> Daemon:
+        deploy = {"find_links": [str(wheels)], "no_index": True, "venv_dir": str(tmp_path / name)}
+        return make_daemon(database=dsn, node_name=name, deploy=deploy)
+
+    with postgres_cluster.fresh_schema() as dsn:
+        deploying = make_daemon(database=dsn, node_name="node-a", **offline)
+        deploying.client.deploy(_project(make_project, "shared", "tinypkg==1.0\n"))
+        deploying.stop()
+        # A node whose wheelhouse lacks the package: the job ends naming pip's error.
+        (tmp_path / "empty").mkdir()
+        lacking = node("node-b", tmp_path / "empty")
+        job = lacking.client.submit("shared", {"item_list": {"items": [1], "batch_size": 1}})
+        status = wait_job(lacking.client, "shared", job["job_id"])
+        assert status["status"] == "worker_error", status
+        assert "the venv of API shared version 1 cannot be built on this node" in status["error"]
+        assert "No matching distribution found for tinypkg==1.0" in status["error"]
+        assert _venvs(tmp_path / "node-b") == set()
+        lacking.stop()
+        # A node with the wheels builds the venv the version names, in its own venv_dir.
+        building = node("node-c", wheelhouse)
+        result = _run(building.client, "shared")
+        (key,) = _venvs(tmp_path / "node-c")
+        assert result["value"] == 1 and Path(result["prefix"]) == tmp_path / "node-c" / key
+        assert (venv_dir / key / READY_FILE).is_file()
