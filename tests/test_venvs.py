@@ -5,10 +5,13 @@ session so that one set of requirements is built once per test run."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import pty
 import secrets
+import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
@@ -37,6 +40,7 @@ pytestmark = pytest.mark.timeout(300)
 
 # Reports where it runs: the interpreter's prefix and the module the venv installed.
 HANDLER = """
+import subprocess
 import sys
 
 import tinypkg
@@ -273,6 +277,29 @@ def test_a_venv_goes_with_the_last_api_that_uses_it(
     assert Path(_run(daemon.client, "two")["prefix"]) == venv_dir / key
     daemon.client.delete("two")
     assert key not in _venvs(venv_dir)
+
+
+def test_batchd_deploy_shows_pips_lines_on_a_terminal(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], offline: dict[str, Any]
+) -> None:
+    daemon = make_daemon(**offline)
+    project = _project(make_project, "shown", f"# {secrets.token_hex(8)}\ntinypkg==1.0\n")
+    terminal, stderr = pty.openpty()
+    command = [sys.executable, "-m", "batchd", "deploy", str(project), "--url", daemon.url]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+    )
+    os.close(stderr)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO: the CLI has exited and closed the terminal
+        while chunk := os.read(terminal, 4096):
+            shown += chunk
+    os.close(terminal)
+    assert process.communicate(timeout=120)[0] == b"deployed shown version 1 (2 files)\n"
+    lines = shown.decode().splitlines()
+    assert "  creating a venv for requirements.txt" in lines
+    assert "  Successfully installed tinypkg-1.0" in lines
+    assert lines[-1] == "  the venv is ready"
 
 
 # -- without a daemon ----------------------------------------------------------------------

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import secrets
@@ -162,7 +164,10 @@ class VenvStore:
         try:
             with open(log_path, "wb") as log:
                 async with asyncio.timeout(self.settings.venv_timeout):
-                    await _run([sys.executable, "-m", "venv", str(folder)], project, log, None)
+                    venv = [sys.executable, "-m", "venv", str(folder)]
+                    if _own_pip():
+                        venv.insert(3, "--without-pip")
+                    await _run(venv, project, log, None)
                     await _run(self._pip_install(key, requirements), project, log, progress)
         except (TimeoutError, VenvBuildFailed) as exc:
             kept = await asyncio.to_thread(self._keep_failed_log, key, log_path)
@@ -194,7 +199,11 @@ class VenvStore:
         progress("the venv is ready")
 
     def _pip_install(self, key: str, requirements: Requirements) -> list[str]:
-        command = [str(self.python(key)), "-m", "pip", "install"]
+        python = str(self.python(key))
+        if _own_pip():
+            command = [sys.executable, "-m", "pip", "--python", python, "install"]
+        else:
+            command = [python, "-m", "pip", "install"]
         command += ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
         for link in self.settings.find_links:
             command += ["--find-links", link]
@@ -256,6 +265,17 @@ class VenvStore:
             finally:
                 if locked:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+@functools.cache
+def _own_pip() -> bool:
+    """Whether the daemon's pip can install into another interpreter (pip --python, from
+    22.3): then a venv is made without a pip of its own, which saves seconds a build."""
+    try:
+        major, minor = importlib.metadata.version("pip").split(".")[:2]
+        return (int(major), int(minor)) >= (22, 3)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
 
 
 def _try_lock(fd: int) -> bool:
