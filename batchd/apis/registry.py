@@ -87,6 +87,8 @@ class ApiRegistry:
         # neither does the answer (a job's next worker is refused at once, not unpacked).
         self._refused: dict[tuple[str, int], str] = {}
         self.venvs = VenvStore(config.venv_path, config.deploy, config.state_path)
+        # The venvs of deploys under way, by their upload's folder.
+        self._deploying: dict[Path, str] = {}
         # Uploads cut off by a crash leave half-written folders here; none is in use.
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
@@ -117,6 +119,7 @@ class ApiRegistry:
                 project, incoming, archive, check, progress, [] if warnings is None else warnings
             )
         finally:
+            self._deploying.pop(incoming, None)
             if incoming.exists():
                 await asyncio.to_thread(remove_snapshot, incoming)
 
@@ -150,6 +153,8 @@ class ApiRegistry:
             venv = None
             if requirements is not None:
                 venv = await self.venvs.ensure(requirements, incoming, progress)
+                # Until deploy() ends, this daemon's sweeps keep it: no version names it yet.
+                self._deploying[incoming] = venv
             if check and handler.path is not None:
                 await check_handler_imports(
                     self._python(handler.python, venv),
@@ -218,7 +223,7 @@ class ApiRegistry:
     async def sweep_venvs(self) -> list[str]:
         """Remove the venvs no live version uses (here, or on a daemon sharing the
         folder); the keys removed. After a delete, and once at start."""
-        in_use = {
+        in_use = set(self._deploying.values()) | {
             str(record.spec[VENV_KEY])
             for api in await self.store.list_apis()
             for record in await self.store.api_versions(api.name)
