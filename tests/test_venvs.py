@@ -79,8 +79,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wheelhouse")
     _wheel(folder, "tinypkg", "1.0", "VALUE = 1\n")
     _wheel(folder, "tinypkg", "2.0", "VALUE = 2\n")
-    # Stands in for the real boto3 that a Cortex project's venv gets from an index.
-    _wheel(folder, "boto3", "0.0.1", "STAND_IN = True\n")
+    # Stands in for the real boto3 that a Cortex project's venv gets from an index; a
+    # version above any real one, should this machine's pip configuration find one too.
+    _wheel(folder, "boto3", "9999.0", "STAND_IN = True\n")
     return folder
 
 
@@ -240,6 +241,26 @@ def test_handler_python_wins_and_the_answer_warns(
     assert _venvs(venv_dir) == before
     result = _run(daemon.client, "own")
     assert result["value"] == 7 and result["prefix"] == sys.prefix
+
+
+def test_pip_runs_with_the_daemons_own_configuration(
+    make_daemon: Callable[..., Daemon],
+    make_project: Callable[..., Path],
+    wheelhouse: Path,
+    venv_dir: Path,
+) -> None:
+    # A site's mirror, set for pip and not in [deploy]: the daemon's pip finds it.
+    daemon = make_daemon(start=False, deploy={"venv_dir": str(venv_dir)})
+    daemon.env = {"PIP_FIND_LINKS": str(wheelhouse), "PIP_NO_INDEX": "1"}
+    daemon.start()
+    before = _venvs(venv_dir)
+    lines: list[str] = []
+    project = _project(make_project, "mirror", f"# {secrets.token_hex(8)}\ntinypkg==2.0\n")
+    daemon.client.deploy(project, progress=lines.append)
+    assert "Successfully installed tinypkg-2.0" in lines
+    key = _key_of(venv_dir, before)
+    result = _run(daemon.client, "mirror")
+    assert result["value"] == 2 and Path(result["prefix"]) == venv_dir / key
 
 
 def test_a_cortex_project_gets_boto3_without_listing_it(
