@@ -165,9 +165,7 @@ def test_file_path_lister_with_globstar_includes_and_excludes(
     }
 
 
-def test_globstar_in_the_middle_needs_a_folder_as_in_cortex(
-    echo: Client, inputs_dir: Path
-) -> None:
+def test_globstar_in_the_middle_needs_a_folder_as_in_cortex(echo: Client, inputs_dir: Path) -> None:
     make_tree(inputs_dir, TREE)
     data = inputs_dir / "data"
     status, results = run_job(
