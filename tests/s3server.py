@@ -5,6 +5,7 @@ The session fixture ``s3_server`` (tests/conftest.py) yields one :class:`S3Serve
 
 - ``endpoint_url`` and ``env`` (AWS_ENDPOINT_URL and test credentials) for a daemon, a
   handler or a worker: boto3 picks them up as a real deployment would its own;
+  ``write_env_file(path)`` writes them as a ``.env`` file;
 - ``config`` and ``add_to_config(path)``: the daemon's ``[s3]`` section;
 - ``client()`` (boto3, for the test's own setup) and ``bucket(...)``, which makes a fresh
   bucket holding the given objects, so tests sharing the server never see each other's.
@@ -57,6 +58,11 @@ class S3Server:
         lines = [f'{key} = "{value}"' for key, value in self.config.items()]
         with path.open("a", encoding="utf-8") as config:
             config.write("\n[s3]\n" + "\n".join(lines) + "\n")
+
+    def write_env_file(self, path: Path) -> Path:
+        """``env`` as a dotenv file (KEY=value lines), such as a project's ``.env``."""
+        path.write_text("".join(f"{key}={value}\n" for key, value in self.env.items()))
+        return path
 
     def client(self) -> S3Client:
         import boto3

@@ -12,6 +12,8 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchd.admission.globs import MAX_PATTERN_CHARS, compile_glob, path_selected
 
@@ -201,6 +203,7 @@ REFUSED = [
     ("x{", "the '{' at offset 1 is not closed"),
     ("{a,{b}", "the '{' at offset 0 is not closed"),
     ("a\0b", "a NUL character cannot appear"),
+    ("{" * 65 + "a" + "}" * 65, "alternatives nest deeper than 64 levels"),
 ]
 
 
@@ -332,3 +335,14 @@ def test_path_selected_excludes_alone() -> None:
     excludes = [compile_glob("**/.*")]
     assert path_selected("/data/a.json", [], excludes)
     assert not path_selected("/data/.hidden", [], excludes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab/*?[]!-{},\\^é."), max_size=20), st.text(max_size=12))
+def test_any_pattern_compiles_or_is_refused_with_a_value_error(pattern: str, path: str) -> None:
+    try:
+        glob = compile_glob(pattern)
+    except ValueError as refused:
+        assert str(refused).startswith("invalid glob")
+    else:
+        assert glob.match(path) in (True, False)

@@ -6,10 +6,10 @@ absolute path as given).
 is every ``.jpg`` at any depth, and ``/data/**/*.jpg`` needs a folder below ``/data``),
 ``?`` one character but ``/``, ``[abc]`` / ``[!abc]`` a character in (not in) the list,
 ``[a-z]`` / ``[!a-z]`` one in (not in) the range (a class may match ``/``), ``{a,b}`` one of
-the alternatives (nested; an unclosed ``{`` closes at the end), and ``\\`` makes the next
-character literal. The class syntax is gobwas's, quirks included: a class is either a
-single range or a list, ``^`` does not negate, and ``[]``, an unclosed ``[`` or a reversed
-range is an error.
+the alternatives (nested), and ``\\`` makes the next character literal. The class syntax is
+gobwas's, quirks included: a class is either a single range or a list, ``^`` does not
+negate, and ``[]``, an unclosed ``[`` or a reversed range is an error. An unclosed ``{``,
+which gobwas closes at the end and then often mis-matches or panics on, is an error too.
 
 Patterns come from users and are matched in the daemon, so no regex engine that backtracks
 runs them: a pattern becomes an NFA, matched through a DFA built lazily one move at a time.
@@ -28,6 +28,8 @@ MAX_PATTERN_CHARS = 4096
 _MAX_STATES = 10_000
 _MAX_MOVES = 500_000
 _MAX_FOLDERS = 4096
+# `{` nests no deeper than this (the NFA is built recursively).
+_MAX_NESTING = 64
 
 _SEPARATOR = "/"
 # Characters that end a run of literal text, outside and inside `{...}`.
@@ -87,6 +89,8 @@ class _Parser:
             inside = len(open_seqs) > 1
             if char == "{":
                 braces.append(self.pos)
+                if len(braces) > _MAX_NESTING:
+                    raise self.fail(f"alternatives nest deeper than {_MAX_NESTING} levels")
                 self.pos += 1
                 branch = _Seq([])
                 current.items.append(_Alt([branch]))
