@@ -92,9 +92,10 @@ def test_sum_project_deploys_and_runs_unchanged(
 
     project = copy_project("sum", tmp_path, s3_server.env)
     daemon = make_daemon(
-        s3={"endpoint_url": s3_server.endpoint}, deploy={"venv_dir": str(shared_venv_dir)}
+        start=False, s3=s3_server.config, deploy={"venv_dir": str(shared_venv_dir)}
     )
     daemon.env.update(s3_server.env)
+    daemon.start()
     deployed = deploy_with_cli(daemon, project)
     assert deployed.returncode == 0, deployed.stderr
     assert "summing-api" in deployed.stdout
@@ -159,9 +160,10 @@ def test_classifier_project_with_requirements_metrics_and_cortex_modules(
     # Over the 32 MiB project limit unless .cortexignore leaves it out.
     (project / "weights.bin").write_bytes(b"\0" * (40 * 1024 * 1024))
     daemon = make_daemon(
-        s3={"endpoint_url": s3_server.endpoint}, deploy={"venv_dir": str(shared_venv_dir)}
+        start=False, s3=s3_server.config, deploy={"venv_dir": str(shared_venv_dir)}
     )
     daemon.env.update(s3_server.env)
+    daemon.start()
     deployed = deploy_with_cli(daemon, project)
     assert deployed.returncode == 0, deployed.stderr
     for ignored in ("compute.cpu", "networking", "handler.log_level", "handler.shm_size"):
