@@ -262,7 +262,7 @@ class Worker:
             order = None
 
 
-def take_launch(channel: BlockingChannel) -> None:
+def take_launch(channel: BlockingChannel) -> str:
     """A spare worker, started before its job: take the job's directory and environment
     (its own descriptors kept), as if it had been started with them."""
     launch = Launch.decode(channel.recv())
@@ -284,17 +284,36 @@ def take_launch(channel: BlockingChannel) -> None:
     if "tempfile" in sys.modules:
         # TMPDIR has changed (the worker's own workspace): look it up again.
         sys.modules["tempfile"].tempdir = None  # type: ignore[attr-defined]
+    return started_in
+
+
+def settle_pythonpath(started_in: str) -> None:
+    """Relative PYTHONPATH entries (an API's python_path) name folders of the project:
+    Python resolved them against the folder it started in, which for a spare was not the
+    project. Resolve them against the project, in sys.path and for the handler's children."""
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if all(os.path.isabs(entry) for entry in entries if entry):
+        return
+    here = os.getcwd()
+    for entry in entries:
+        if entry and not os.path.isabs(entry):
+            stale = os.path.abspath(os.path.join(started_in, entry))
+            if stale in sys.path and started_in != here:
+                sys.path[sys.path.index(stale)] = os.path.abspath(entry)
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(e) if e else e for e in entries)
 
 
 def main() -> int:
     die_with_parent()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
+    started_in = os.getcwd()
     if os.environ.get(ENV_SPARE):
         try:
-            take_launch(channel)
+            started_in = take_launch(channel)
         except ChannelClosed:
             return 0
+    settle_pythonpath(started_in)
     join_cgroup()
     start_group_guard()
     bound_memory()
