@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from batchd.wire.metrics import (
@@ -42,8 +42,9 @@ class MetricsClient:
         self._dropped = 0
         self._invalid = 0
         self._warned = False
-        # Raw metric name -> sanitised (None: unusable); bounded like the series.
+        # Raw metric name (tag key) -> sanitised (None: unusable); bounded like the series.
         self._names: dict[object, str | None] = {}
+        self._labels: dict[object, str | None] = {}
 
     def increment(
         self, metric: str, value: float = 1, tags: Mapping[str, str] | None = None
@@ -103,7 +104,7 @@ class MetricsClient:
             if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
                 self._refuse(f"a value that is not a finite number ({_shown(value)})", metric)
                 return None
-            key = (kind, name, _tags(tags) if tags else ())
+            key = (kind, name, self._tags(tags) if tags else ())
         except Exception as exc:  # whatever a strange tags object raises
             self._refuse(f"tags it cannot use ({type(exc).__name__}: {exc})", metric)
             return None
@@ -113,15 +114,40 @@ class MetricsClient:
         return key
 
     def _name(self, metric: object) -> str | None:
+        return self._sanitised(metric, metric_name)
+
+    def _sanitised(self, raw: object, sanitise: Callable[[object], str | None]) -> str | None:
+        """`sanitise(raw)`, remembered: handlers use a few names over and over."""
+        cache = self._names if sanitise is metric_name else self._labels
         try:
-            return self._names[metric]
+            return cache[raw]
         except KeyError:
-            name = metric_name(metric)
-            if len(self._names) < self._series_max:
-                self._names[metric] = name
+            name = sanitise(raw)
+            if len(cache) < self._series_max:
+                cache[raw] = name
             return name
         except TypeError:  # unhashable
             return None
+
+    def _tags(self, tags: Mapping[str, str]) -> Tags:
+        pairs = []
+        for raw_key, raw_value in tags.items():
+            key = self._sanitised(raw_key, label_name)
+            if key is None:
+                raise ValueError(f"{raw_key!r} cannot be a label name")
+            value = raw_value if type(raw_value) is str else str(raw_value)
+            if len(value) > MAX_TAG_VALUE_LENGTH:
+                raise ValueError(
+                    f"the value of {raw_key!r} is over {MAX_TAG_VALUE_LENGTH} characters"
+                )
+            # What UTF-8 cannot carry, the channel cannot either.
+            value.encode("utf-8")
+            pairs.append((key, value))
+        if len(pairs) > 1:
+            pairs.sort()
+            if len({key for key, _ in pairs}) != len(pairs):
+                raise ValueError("two keys name the same label")
+        return tuple(pairs)
 
     def _refuse(self, why: str, metric: object) -> None:
         self._invalid += 1
@@ -139,21 +165,3 @@ def _shown(value: object) -> str:
     except Exception:
         return f"a {type(value).__name__}"
     return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def _tags(tags: Mapping[str, str]) -> Tags:
-    pairs = []
-    for raw_key, raw_value in tags.items():
-        key = label_name(raw_key)
-        if key is None:
-            raise ValueError(f"{raw_key!r} cannot be a label name")
-        value = raw_value if type(raw_value) is str else str(raw_value)
-        if len(value) > MAX_TAG_VALUE_LENGTH:
-            raise ValueError(f"the value of {raw_key!r} is over {MAX_TAG_VALUE_LENGTH} characters")
-        # What UTF-8 cannot carry, the channel cannot either.
-        value.encode("utf-8")
-        pairs.append((key, value))
-    pairs.sort()
-    if len({key for key, _ in pairs}) != len(pairs):
-        raise ValueError("two keys name the same label")
-    return tuple(pairs)
