@@ -236,6 +236,9 @@ class Handler:
             self.metrics.gauge(metric="last_item", value=item, tags={"model": "v1"})
             self.metrics.histogram(metric="item_seconds", value=item / 10, tags={"model": "v1"})
         self.metrics.increment("batches.done", tags={"parity": str(len(payload) % 2)})
+
+    def on_job_complete(self):
+        self.metrics.gauge("completed", 1)
 """
 
 CARELESS = """
@@ -275,9 +278,11 @@ def test_a_handler_s_metrics_reach_the_daemon_s_metrics(
             value(samples, "batchd_handler_batches_done_total", api_name="recorder", parity="0"),
             value(samples, "batchd_handler_batches_done_total", api_name="recorder", parity="1"),
             value(samples, "batchd_handler_inits_total", api_name="recorder"),
+            value(samples, "batchd_handler_completed", api_name="recorder"),
         )
 
-    expected = (15.0, 5.0, 5.0, 1.5, 2.0, 1.0, 1.0)
+    # Recorded in handle_batch, in __init__ (sent with the first ask) and in on_job_complete.
+    expected = (15.0, 5.0, 5.0, 1.5, 2.0, 1.0, 1.0, 1.0)
     wait_for(lambda: observed() == pytest.approx(expected), timeout=10, what=f"{observed()}")
     buckets = {
         s.labels["le"]: s.value

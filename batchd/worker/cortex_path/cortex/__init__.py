@@ -30,6 +30,8 @@ CORTEX_CONFIG = "cortex.yaml"
 _REPLACED = frozenset({CORTEX_CONFIG, "cortex.yml", "batchd.toml"})
 # Control files that go with a project as they are (batchd.packing's and Cortex's).
 _KEPT_CONTROLS = (".env", ".batchdignore", ".cortexignore")
+# What batchd's API summary holds beside the spec.
+_NOT_SPEC = frozenset({"endpoint", "versions", "unchanged", "warnings"})
 # Jobs get_api shows, as Cortex's did.
 _RECENT_JOBS = 10
 
@@ -94,11 +96,13 @@ class Client:
         deployed: dict[str, Any] = self._batchd._json(
             "POST", "/apis", body=archive, content_type="application/gzip"
         )
-        name = deployed["name"]
-        unchanged = deployed.get("unchanged", False)
+        # One spec, one API (a config of several is answered as {"apis": [...]}).
+        api = deployed["apis"][0] if "apis" in deployed else deployed
+        name = api["name"]
+        message = f"{name} is up to date" if api.get("unchanged") else f"created {name}"
         return {
-            "api": self._api_response(deployed),
-            "message": f"{name} is up to date" if unchanged else f"created {name}",
+            "api": self._api_response(api),
+            "message": "\n".join([message, *api.get("warnings", [])]),
             "error": "",
         }
 
@@ -152,6 +156,6 @@ class Client:
         return f"{self._batchd.url}/batch/{api_name}"
 
     def _api_response(self, api: Mapping[str, Any]) -> dict[str, Any]:
-        spec = {key: value for key, value in api.items() if key not in ("endpoint", "versions")}
+        spec = {key: value for key, value in api.items() if key not in _NOT_SPEC}
         spec["kind"] = "BatchAPI"
         return {"spec": spec, "endpoint": self._endpoint(api["name"])}
