@@ -125,6 +125,7 @@ def test_bad_recordings_never_raise_and_are_counted() -> None:
     client.gauge("n", math.nan)
     client.gauge("n", math.inf)
     client.histogram("n", True)
+    client.gauge("n", 10**400)
     client.gauge("n", 1, tags={"api_name": "x"})
     client.gauge("n", 1, tags={"a.b": "x", "a_b": "y"})
     client.gauge("n", 1, tags={"k": "\udcff"})
@@ -135,7 +136,7 @@ def test_bad_recordings_never_raise_and_are_counted() -> None:
     taken = through_channel(client.take())
     assert taken is not None
     read = read_metrics(taken)
-    assert read.invalid == 15
+    assert read.invalid == 16
     assert [(r.name, r.tags) for r in read.series] == [("ok", (("k", "5"),))]
 
 
@@ -170,6 +171,7 @@ def test_completed_carries_metrics_and_leaves_them_out_when_none() -> None:
         {"series": [["c", "x", [], "1"]]},
         {"series": [["h", "x", [], [1, 1.0, [1]]]]},
         {"series": [["c", "x", []]]},
+        {"series": [["g", "x", [], 10**400]]},
     ],
 )
 def test_metrics_a_worker_could_not_have_sent_break_the_channel(payload: dict[str, Any]) -> None:

@@ -91,14 +91,14 @@ def _recorded(entry: Any) -> Recorded:
         raise BadFrame(f"a metric with tags {_shown(tags)}")
     pairs = tuple((key, item) for key, item in tags)
     if kind != "h":
-        if not _is_number(value):
+        if not is_number(value):
             raise BadFrame(f"a metric value {_shown(value)}")
         return Recorded(kind, name, pairs, float(value))
     if not (
         type(value) is list
         and len(value) == 3
         and type(value[0]) is int
-        and _is_number(value[1])
+        and is_number(value[1])
         and type(value[2]) is list
         and len(value[2]) == len(BUCKETS) + 1
         and all(type(count) is int and count >= 0 for count in value[2])
@@ -117,8 +117,12 @@ def _is_tag(tag: Any) -> bool:
     )
 
 
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a metric's value may be."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _shown(value: Any) -> str:

@@ -15,7 +15,6 @@ new series are dropped and counted, so memory stays bounded.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from batchd.wire.metrics import (
     BUCKETS,
     MAX_TAG_VALUE_LENGTH,
     SERIES_MAX,
+    is_number,
     label_name,
     metric_name,
 )
@@ -79,17 +79,20 @@ class MetricsClient:
         """What was recorded since the last take, as a report's ``metrics`` (None: nothing)."""
         if not (self._pending or self._dropped or self._invalid):
             return None
+        # Swapped out first, and its items listed at once (atomic under the GIL): a thread
+        # of the handler may be recording meanwhile.
+        pending, self._pending = self._pending, {}
         taken: dict[str, Any] = {
             "series": [
                 [kind, name, [list(tag) for tag in tags], value]
-                for (kind, name, tags), value in self._pending.items()
+                for (kind, name, tags), value in list(pending.items())
             ]
         }
-        if self._dropped:
-            taken["dropped"] = self._dropped
-        if self._invalid:
-            taken["invalid"] = self._invalid
-        self._pending, self._dropped, self._invalid = {}, 0, 0
+        dropped, invalid, self._dropped, self._invalid = self._dropped, self._invalid, 0, 0
+        if dropped:
+            taken["dropped"] = dropped
+        if invalid:
+            taken["invalid"] = invalid
         return taken
 
     def _key(
@@ -101,7 +104,7 @@ class MetricsClient:
             if name is None:
                 self._refuse("a metric name that cannot be a Prometheus name", metric)
                 return None
-            if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+            if not is_number(value):
                 self._refuse(f"a value that is not a finite number ({_shown(value)})", metric)
                 return None
             key = (kind, name, self._tags(tags) if tags else ())
