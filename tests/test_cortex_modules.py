@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from batchd.client import BatchdError
 from tests.conftest import Daemon, wait_for, wait_job
 from tests.test_logs import fetch_logs
 from tests.test_spare import spare_pids
@@ -167,6 +170,11 @@ def test_cortex_client_in_a_handler_reads_and_drives_the_daemon(
 def test_without_cortex_modules_cortex_cannot_be_imported(
     daemon: Daemon, make_project: Project
 ) -> None:
+    # The deploy-time check imports the handler with the workers' path: refused there.
+    with pytest.raises(BatchdError) as refused:
+        daemon.client.deploy(make_project("bare", LOGGING))
+    assert refused.value.status == 422
+    assert "ModuleNotFoundError: No module named 'cortex_internal'" in refused.value.message
     daemon.client.deploy(make_project("plain", IMPORTS))
     daemon.client.deploy(make_project("ported", IMPORTS, extra_toml=CORTEX))
     assert run(daemon, "plain")[1] == [
