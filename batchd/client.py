@@ -42,6 +42,8 @@ from batchd.urls import unix_socket_url as unix_socket_url
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.5
+# Asked for by a deploy that shows progress: pip's lines, then the outcome (JSON lines).
+DEPLOY_PROGRESS_TYPE = "application/x-ndjson"
 JobStatus = dict[str, Any]
 Record = dict[str, Any]
 
@@ -80,14 +82,20 @@ class Client:
     # -- APIs --------------------------------------------------------------------------
 
     def deploy(
-        self, project_dir: str | Path, max_bytes: int | None = None, check: bool = True
+        self,
+        project_dir: str | Path,
+        max_bytes: int | None = None,
+        check: bool = True,
+        progress: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Pack and upload a project folder; returns the API summary (name, version, files).
 
         What the server would refuse (no batchd.toml, no handler file, over `max_bytes`) is
         refused here first; an unreadable folder raises OSError. With `check` (the default)
         the daemon imports the Handler before recording the version, and a Handler that
-        does not import is a BatchdError 422 holding its traceback.
+        does not import is a BatchdError 422 holding its traceback. A project with a
+        requirements.txt gets its venv built first; `progress` is called with each line
+        pip writes meanwhile. The call waits as long as the daemon builds (no timeout).
         """
         from batchd import packing
         from batchd.errors import DomainError
@@ -98,14 +106,31 @@ class Client:
             archive = packing.pack_project(Path(project_dir), limit)
         except DomainError as exc:
             raise BatchdError(status_of(exc), exc.message, exc.field) from None
-        api: dict[str, Any] = self._json(
+        query = None if check else {"check": "false"}
+        accept = "application/json" if progress is None else DEPLOY_PROGRESS_TYPE
+        response = self._open(
             "POST",
             "/apis",
             body=archive,
             content_type="application/gzip",
-            query=None if check else {"check": "false"},
+            query=query,
+            accept=accept,
+            timeout=None,
         )
-        return api
+        if response.headers.get_content_type() != DEPLOY_PROGRESS_TYPE:
+            api: dict[str, Any] = self._read_json(response)
+            return api
+        for record in self._records(response):
+            if "progress" in record:
+                assert progress is not None
+                progress(str(record["progress"]))
+            elif "result" in record:
+                result: dict[str, Any] = record["result"]
+                return result
+            elif "error" in record:
+                error = record["error"]
+                raise BatchdError(record["status"], str(error["message"]), error.get("field"))
+        raise BatchdError(0, f"lost the connection to batchd at {self.url} while it deployed")
 
     def list_apis(self) -> list[dict[str, Any]]:
         apis: list[dict[str, Any]] = self._json("GET", "/apis")["apis"]
@@ -247,12 +272,13 @@ class Client:
         query: Mapping[str, str] | None = None,
         *,
         timeout: float | None,
+        accept: str = "application/json",
     ) -> http.client.HTTPResponse:
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         request = urllib.request.Request(url, data=body, method=method)
-        request.add_header("Accept", "application/json")
+        request.add_header("Accept", accept)
         if content_type:
             request.add_header("Content-Type", content_type)
         if self.token:
@@ -270,7 +296,10 @@ class Client:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        with self._open(method, path, timeout=self.timeout, **kwargs) as response:
+        return self._read_json(self._open(method, path, timeout=self.timeout, **kwargs))
+
+    def _read_json(self, response: http.client.HTTPResponse) -> Any:
+        with response:
             try:
                 raw = response.read()
             except (OSError, http.client.HTTPException) as exc:

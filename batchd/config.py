@@ -39,6 +39,21 @@ DATABASE_SCHEMES = ("postgresql://", "postgres://")
 MAX_DATABASE_FILE_BYTES = 64 * 1024
 
 
+class DeploySettings(BaseModel):
+    """`[deploy]`: how a project's requirements.txt is installed into its API's venv."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # pip --find-links: folders or URLs of wheels (an air-gapped box's wheelhouse).
+    find_links: list[Annotated[str, Field(min_length=1)]] = []
+    # pip --no-index: install from find_links only, never from a package index.
+    no_index: bool = False
+    # Where the venvs live; None: <state_dir>/venvs.
+    venv_dir: str | None = Field(default=None, min_length=1)
+    # Seconds one venv's build (python -m venv and pip install) may take.
+    venv_timeout: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
+
+
 class DaemonConfig(BaseModel):
     # strict: TOML has types, so `max_workers = true` or `lease_timeout = "5"` is a mistake
     # to report, not a value to coerce (an integer still fills a float key).
@@ -97,6 +112,7 @@ class DaemonConfig(BaseModel):
     node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
     # Sharing a database: a node silent this long is lost; its leases and slots are freed.
     node_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     @field_validator("node_name")
     @classmethod
@@ -171,6 +187,13 @@ class DaemonConfig(BaseModel):
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).resolve()
+
+    @property
+    def venv_path(self) -> Path:
+        """The folder of the APIs' venvs: [deploy] venv_dir, or <state_dir>/venvs."""
+        if self.deploy.venv_dir is None:
+            return self.state_path / "venvs"
+        return Path(self.deploy.venv_dir).resolve()
 
     @property
     def input_root_paths(self) -> list[Path]:

@@ -44,8 +44,15 @@ def free_port() -> int:
 
 def write_config(path: Path, **settings: Any) -> Path:
     """A batchd config file of `settings` (TOML, each value as JSON writes it)."""
-    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items()))
+    path.write_text("".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items()))
     return path
+
+
+def _toml_value(value: Any) -> str:
+    """JSON spells TOML's strings, numbers, booleans and arrays; a table goes inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -90,8 +90,10 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "database_file",
         "node_name",
         "node_timeout",
+        "deploy",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
+    assert config.deploy.no_index is True
     assert config.state_dir == "/var/lib/batchd"
     assert config.max_workers == 8
     assert config.batch_timeout == 3600.0
@@ -148,6 +150,11 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         database_file = "/etc/batchd/database.url"
         node_name = "batch-01"
         node_timeout = 12.5
+        [deploy]
+        find_links = ["/srv/wheelhouse", "https://wheels.example.com/"]
+        no_index = true
+        venv_dir = "/srv/venvs"
+        venv_timeout = 60
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -191,6 +198,12 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "database_file": "/etc/batchd/database.url",
         "node_name": "batch-01",
         "node_timeout": 12.5,
+        "deploy": {
+            "find_links": ["/srv/wheelhouse", "https://wheels.example.com/"],
+            "no_index": True,
+            "venv_dir": "/srv/venvs",
+            "venv_timeout": 60.0,
+        },
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
@@ -225,6 +238,12 @@ def test_unknown_table_is_named(tmp_path: Path) -> None:
         ("lease_timeout = 0", "lease_timeout"),
         ("max_request_size = 10", "max_request_size"),
         ("restart_backoff = -1", "restart_backoff"),
+        ('deploy = { no_index = "yes" }', "deploy.no_index"),
+        ('deploy = { find_links = "/srv/wheels" }', "deploy.find_links"),
+        ('deploy = { find_links = [""] }', "deploy.find_links.0"),
+        ("deploy = { venv_timeout = 0 }", "deploy.venv_timeout"),
+        ('deploy = { venv_dir = "" }', "deploy.venv_dir"),
+        ("deploy = { pip = true }", "deploy.pip"),
     ],
 )
 def test_wrong_value_names_the_key(tmp_path: Path, line: str, key: str) -> None:

@@ -1,6 +1,7 @@
 """Deployed APIs, server side: the project spec (``spec``: ``batchd.toml`` validated in full),
 unpacking an uploaded archive into a read-only snapshot (``archive``), the import check at
-deploy (``handler_check``) and the registry of APIs and their versions (``registry``).
+deploy (``handler_check``), each API's venv of its requirements.txt (``venvs``) and the
+registry of APIs and their versions (``registry``).
 
 Sits below ``http`` and ``daemon`` and above ``scheduler``; it may import ``pool`` (how a
 worker is launched), ``store``, ``worker.probe`` and the bottom modules (``config``,

@@ -17,8 +17,9 @@ from batchd import constants
 from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
 from batchd.apis.spec import ApiSpec
+from batchd.apis.venvs import Progress, VenvStore, requirements_of
 from batchd.config import DaemonConfig
-from batchd.errors import DomainError, NotFound
+from batchd.errors import DomainError, Invalid, NotFound
 from batchd.pool.process import WorkerLaunch, cortex_pythonpath, worker_pythonpath
 from batchd.scheduler.allocator import LaunchRefused
 from batchd.store import views
@@ -29,6 +30,8 @@ from batchd.store.roles import Store
 SNAPSHOT_KEY = "snapshot"
 INCOMING = ".incoming"
 DIGEST_KEY = "digest"
+# The key of the venv (under [deploy] venv_dir) a version's workers run in; absent: none.
+VENV_KEY = "venv"
 
 
 def snapshot_digest(root: Path, spec: dict[str, Any], dotenv: dict[str, str]) -> str:
@@ -84,17 +87,28 @@ class ApiRegistry:
         # Versions whose stored project was refused here: an archive never changes, so
         # neither does the answer (a job's next worker is refused at once, not unpacked).
         self._refused: dict[tuple[str, int], str] = {}
+        self.venvs = VenvStore(config.venv_path, config.deploy, config.state_path)
+        # The venvs of deploys under way, by their upload's folder.
+        self._deploying: dict[Path, str] = {}
         # Uploads cut off by a crash leave half-written folders here; none is in use.
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
 
-    async def deploy(self, archive: bytes, check: bool = True) -> tuple[ApiRecord, bool]:
+    async def deploy(
+        self,
+        archive: bytes,
+        check: bool = True,
+        progress: Progress | None = None,
+        warnings: list[str] | None = None,
+    ) -> tuple[ApiRecord, bool]:
         """Unpack an uploaded project into a new snapshot and record it as the next version.
 
         Returns the version and whether it is new: deploying exactly what the latest
         version already holds changes nothing (so restarts with --deploy add no versions).
         With `check`, the Handler must import (under the API's interpreter and env) first;
-        a project whose Handler does not import leaves no version behind (422).
+        a project whose Handler does not import leaves no version behind (422). A project
+        with requirements gets its venv first (pip's lines go to `progress`); a pip that
+        fails is a 422 too. What the deploy ignored is appended to `warnings`.
         """
         incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
@@ -102,15 +116,32 @@ class ApiRegistry:
             unpack_project, archive, incoming, self.config.max_project_size
         )
         try:
-            return await self._record(project, incoming, archive, check)
+            return await self._record(
+                project, incoming, archive, check, progress, [] if warnings is None else warnings
+            )
         finally:
+            self._deploying.pop(incoming, None)
             if incoming.exists():
                 await asyncio.to_thread(remove_snapshot, incoming)
 
     async def _record(
-        self, project: DeployedProject, incoming: Path, archive: bytes, check: bool
+        self,
+        project: DeployedProject,
+        incoming: Path,
+        archive: bytes,
+        check: bool,
+        progress: Progress | None,
+        warnings: list[str],
     ) -> tuple[ApiRecord, bool]:
         name = project.spec.name
+        handler = project.spec.handler
+        requirements = await asyncio.to_thread(requirements_of, incoming, handler)
+        if requirements is not None and handler.python is not None:
+            warnings.append(
+                f"{requirements.file or ', '.join(requirements.packages)} was not installed: "
+                "[handler] python is set, and the handler runs under that interpreter as it is"
+            )
+            requirements = None
         digest = await asyncio.to_thread(
             snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
         )
@@ -120,11 +151,16 @@ class ApiRegistry:
             latest = await self.store.get_api(name)
             if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
                 return latest, False
-            if check and project.spec.handler.path is not None:
+            venv = None
+            if requirements is not None:
+                venv = await self.venvs.ensure(requirements, incoming, progress)
+                # Until deploy() ends, this daemon's sweeps keep it: no version names it yet.
+                self._deploying[incoming] = venv
+            if check and handler.path is not None:
                 await check_handler_imports(
-                    project.spec.handler.python or sys.executable,
+                    self._python(handler.python, venv),
                     incoming,
-                    project.spec.handler.path,
+                    handler.path,
                     self._api_env(name, project.spec, project.dotenv),
                     self.config.handler_check_timeout,
                 )
@@ -137,6 +173,8 @@ class ApiRegistry:
             spec["files"] = len(project.files)
             spec["size"] = project.size
             spec[DIGEST_KEY] = digest
+            if venv is not None:
+                spec[VENV_KEY] = venv
             # Before the version (where the store keeps archives): a node that lacks this
             # snapshot unpacks it from there. A crash in between leaves an archive no
             # version names, dropped with the API.
@@ -181,6 +219,41 @@ class ApiRegistry:
             async with self._folder_locks.setdefault(name, asyncio.Lock()):
                 if (self.root / name).exists():
                     await asyncio.to_thread(remove_snapshot, self.root / name)
+        await self.sweep_venvs()
+
+    async def sweep_venvs(self) -> list[str]:
+        """Remove the venvs no live version uses (here, or on a daemon sharing the
+        folder); the keys removed. After a delete, and once at start."""
+        in_use = set(self._deploying.values()) | {
+            str(record.spec[VENV_KEY])
+            for api in await self.store.list_apis()
+            for record in await self.store.api_versions(api.name)
+            if record.spec.get(VENV_KEY)
+        }
+        return await asyncio.to_thread(self.venvs.sweep, in_use)
+
+    def _python(self, python: str | None, venv: str | None) -> str:
+        """[handler] python, else the venv's, else the daemon's own interpreter."""
+        if python is not None:
+            return python
+        return sys.executable if venv is None else str(self.venvs.python(venv))
+
+    async def _venv_here(self, api: ApiRecord, snapshot: Path, spec: ApiSpec) -> str | None:
+        """The version's venv, built on this node when missing (deployed on another node
+        sharing the database, or removed by hand); LaunchRefused with pip's error."""
+        key = api.spec.get(VENV_KEY)
+        if key is None or spec.handler.python is not None or self.venvs.ready(str(key)):
+            return None if key is None else str(key)
+        try:
+            requirements = await asyncio.to_thread(requirements_of, snapshot, spec.handler)
+            if requirements is None:
+                raise Invalid(f"the project names no requirements for venv {key}")
+            return await self.venvs.ensure(requirements, snapshot, key=str(key))
+        except DomainError as exc:
+            raise LaunchRefused(
+                f"the venv of API {api.name} version {api.version} cannot be built on this "
+                f"node: {exc.message}"
+            ) from None
 
     def _api_env(self, name: str, spec: ApiSpec, dotenv: dict[str, str]) -> dict[str, str]:
         """The environment an API's Python runs in: the daemon's, its .env, [handler] env.
@@ -274,13 +347,14 @@ class ApiRegistry:
         spec = ApiSpec.model_validate(
             {k: api.spec[k] for k in ("name", "handler", "compute") if k in api.spec}
         )
+        venv = await self._venv_here(api, cwd, spec)
         env = self._api_env(job.api_name, spec, api.dotenv)
         env[constants.ENV_JOB_ID] = job.job_id
         env[constants.ENV_WORKER_SLOT] = str(slot)
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,
-            python=spec.handler.python or sys.executable,
+            python=self._python(spec.handler.python, venv),
             cwd=cwd,
             env=env,
             labels=self._labels(job, slot),

@@ -147,6 +147,7 @@ async def serve(
             raise StartError(str(exc), EXIT_START_FAILED) from None
         for directory in deploy_dirs:
             await _deploy_local(registry, config, directory)
+        await registry.sweep_venvs()
         services = Services(config, store, registry, scheduler, joblogs, pruner, metrics)
         app = build_app(services, tokens)
         guard = ConnectionGuard(
@@ -253,9 +254,12 @@ async def _start_site(runner: web.AppRunner, config: DaemonConfig) -> None:
 async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: Path) -> None:
     try:
         archive = await asyncio.to_thread(pack_project, directory, config.max_project_size)
-        api, new = await registry.deploy(archive)
+        warnings: list[str] = []
+        api, new = await registry.deploy(archive, warnings=warnings)
     except DomainError as exc:
         raise SystemExit(f"cannot deploy {directory}: {exc.message}") from exc
+    for warning in warnings:
+        log.warning(warning, extra={"api": api.name, "path": str(directory)})
     log.info(
         "deployed" if new else "deployed: unchanged",
         extra={"api": api.name, "version": api.version, "path": str(directory)},

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+
 from aiohttp import web
 
+from batchd.errors import DomainError
 from batchd.http import schemas
 from batchd.http.app import services_of
 from batchd.http.body import ARCHIVE_CONTENT_TYPES, bool_query, read_body, require_content_type
+from batchd.http.errors import error_body, status_of
 from batchd.store.records import ApiRecord
 from batchd.store.views import iso_time
+
+log = logging.getLogger("batchd.http")
+
+# A deploy that asks for it (Accept) is answered 200 at once with pip's progress, one JSON
+# line each ({"progress": ...}), and its outcome last ({"status", and "result" or "error"}).
+PROGRESS_TYPE = "application/x-ndjson"
+# Lines a slow client has not taken yet; past it, lines are dropped, never the deploy held.
+PROGRESS_BACKLOG = 256
 
 
 def add_routes(app: web.Application) -> None:
@@ -50,15 +65,77 @@ def _time(epoch: float) -> str:
     return text
 
 
-async def deploy(request: web.Request) -> web.Response:
+async def deploy(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     require_content_type(request, ARCHIVE_CONTENT_TYPES)
     config = services.config
     check = bool_query(request, "check", default=True)
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
-    api, new = await services.registry.deploy(archive, check=check)
-    deployed = schemas.Deployed(**dict(api_summary(api)), unchanged=not new)
-    return web.json_response(deployed.body(), status=201 if new else 200)
+    warnings: list[str] = []
+    if PROGRESS_TYPE in request.headers.get("Accept", ""):
+        return await _deploy_with_progress(request, archive, check, warnings)
+    api, new = await services.registry.deploy(archive, check=check, warnings=warnings)
+    return web.json_response(_deployed(api, new, warnings), status=201 if new else 200)
+
+
+def _deployed(api: ApiRecord, new: bool, warnings: list[str]) -> dict[str, object]:
+    summary = dict(api_summary(api))
+    return schemas.Deployed(**summary, unchanged=not new, warnings=warnings).body()
+
+
+async def _deploy_with_progress(
+    request: web.Request, archive: bytes, check: bool, warnings: list[str]
+) -> web.StreamResponse:
+    lines: asyncio.Queue[str] = asyncio.Queue(PROGRESS_BACKLOG)
+
+    def progress(line: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            lines.put_nowait(line)
+
+    registry = services_of(request).registry
+    deploying = asyncio.ensure_future(
+        registry.deploy(archive, check=check, progress=progress, warnings=warnings)
+    )
+    response = web.StreamResponse(headers={"Content-Type": PROGRESS_TYPE})
+    relay = asyncio.ensure_future(_relay(request, response, lines))
+    try:
+        # Shielded: a client that goes away does not cut a venv's build short.
+        api, new = await asyncio.shield(deploying)
+        outcome: dict[str, object] = {
+            "status": 201 if new else 200,
+            "result": _deployed(api, new, warnings),
+        }
+    except DomainError as exc:
+        outcome = {"status": status_of(exc), **error_body(exc.message, exc.field)}
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": "POST"})
+        outcome = {"status": 500, **error_body("internal error; see the daemon log")}
+    finally:
+        relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+        await relay
+    with contextlib.suppress(ConnectionError):
+        if not response.prepared:
+            await response.prepare(request)
+        while not lines.empty():
+            await response.write(_line({"progress": lines.get_nowait()}))
+        await response.write(_line(outcome))
+        await response.write_eof()
+    return response
+
+
+async def _relay(
+    request: web.Request, response: web.StreamResponse, lines: asyncio.Queue[str]
+) -> None:
+    """Progress lines to the client as they come; a client gone ends only this."""
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        while True:
+            await response.write(_line({"progress": await lines.get()}))
+
+
+def _line(record: dict[str, object]) -> bytes:
+    return json.dumps(record).encode() + b"\n"
 
 
 async def list_apis(request: web.Request) -> web.Response:

@@ -139,6 +139,11 @@ class Deployed(ApiSummary):
     unchanged: bool = Field(
         description="true when the upload was the same as the latest version, which stays latest"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the deploy ignored, such as requirements not installed because "
+        "[handler] python is set",
+    )
 
 
 class ApiVersion(_Response):

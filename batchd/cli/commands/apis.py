@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from batchd.cli.commands import client_of
@@ -12,12 +13,20 @@ from batchd.cli.render import ago, dash, print_json, print_table, size_text
 
 def deploy(args: argparse.Namespace) -> int:
     try:
-        api = client_of(args).deploy(args.project, check=args.check)
+        # pip's lines while the API's venv is built, where someone watches.
+        progress = _show_progress if sys.stderr.isatty() else None
+        api = client_of(args).deploy(args.project, check=args.check, progress=progress)
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename or args.project}: {exc.strerror}") from None
     unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
+    for warning in api.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
     return 0
+
+
+def _show_progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def list_apis(args: argparse.Namespace) -> int:
