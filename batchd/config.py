@@ -54,6 +54,24 @@ class DeploySettings(BaseModel):
     venv_timeout: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
 
 
+class S3Config(BaseModel):
+    """``[s3]``: where ``s3://`` inputs are read (needs ``batchd[s3]``). Credentials come from
+    wherever boto3 finds them: the environment, ~/.aws/credentials, a role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # A server speaking S3's API (MinIO, a local one); None: AWS, or AWS_ENDPOINT_URL.
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/?#\s]+", value):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
 class DaemonConfig(BaseModel):
     # strict: TOML has types, so `max_workers = true` or `lease_timeout = "5"` is a mistake
     # to report, not a value to coerce (an integer still fills a float key).
@@ -113,6 +131,7 @@ class DaemonConfig(BaseModel):
     # Sharing a database: a node silent this long is lost; its leases and slots are freed.
     node_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    s3: S3Config = S3Config()
 
     @field_validator("node_name")
     @classmethod

@@ -18,7 +18,7 @@ import pytest
 
 from batchd.client import Client
 from testkit.launcher import Daemon, close_all
-from tests import pg
+from tests import pg, s3server
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hello"
@@ -50,6 +50,13 @@ def postgres_cluster() -> Iterator[pg.Cluster]:
     """One throwaway PostgreSQL cluster for the session (see tests/pg.py)."""
     with pg.cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3server.S3Server]:
+    """One real S3 server (moto's server mode) for the session (see tests/s3server.py)."""
+    with s3server.s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @pytest.fixture

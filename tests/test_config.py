@@ -77,7 +77,7 @@ def test_shipped_file_sets_every_key_to_its_default(monkeypatch: pytest.MonkeyPa
 def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> None:
     # `# key = value` lines show optional keys with an example value: each must be valid.
     text = SHIPPED.read_text(encoding="utf-8")
-    commented = re.findall(r"^# ([a-z_]+ = .+)$", text, flags=re.MULTILINE)
+    commented = re.findall(r"^# ([a-z0-9_]+ = .+)$", text, flags=re.MULTILINE)
     assert {line.split(" = ")[0] for line in commented} == {
         "state_dir",
         "max_workers",
@@ -91,6 +91,7 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
         "node_name",
         "node_timeout",
         "deploy",
+        "s3",
     }
     config = load_config(write(tmp_path, text + "\n" + "\n".join(commented) + "\n"))
     assert config.deploy.no_index is True
@@ -102,7 +103,7 @@ def test_keys_commented_out_in_the_shipped_file_parse_too(tmp_path: Path) -> Non
 def test_shipped_file_documents_every_key() -> None:
     # Every config key appears in config/batchd.toml, set or commented out.
     text = SHIPPED.read_text(encoding="utf-8")
-    commented = set(re.findall(r"^# ([a-z_]+) = ", text, flags=re.MULTILINE))
+    commented = set(re.findall(r"^# ([a-z0-9_]+) = ", text, flags=re.MULTILINE))
     missing = set(DaemonConfig.model_fields) - set(tomllib.loads(text)) - commented
     assert not missing, f"config/batchd.toml does not document {sorted(missing)}"
 
@@ -155,6 +156,9 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         no_index = true
         venv_dir = "/srv/venvs"
         venv_timeout = 60
+        [s3]
+        endpoint_url = "http://127.0.0.1:9000"
+        region = "eu-west-1"
         """.replace("\n        ", "\n"),
     )
     config = load_config(path)
@@ -204,6 +208,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
             "venv_dir": "/srv/venvs",
             "venv_timeout": 60.0,
         },
+        "s3": {"endpoint_url": "http://127.0.0.1:9000", "region": "eu-west-1"},
     }
     assert isinstance(config.lease_timeout, float)
     assert config.input_root_paths == [Path("/data"), Path("/mnt/in")]
@@ -214,6 +219,13 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, 'listen = "127.0.0.1:1234"\nmax_wokers = 4\n')
     assert error_of(path) == f"{path}: max_wokers: unknown key"
+
+
+def test_s3_table_keys_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, '[s3]\nendpoint = "http://x"\n')
+    assert error_of(path) == f"{path}: s3.endpoint: unknown key"
+    path = write(tmp_path, '[s3]\nendpoint_url = "127.0.0.1:9000"\n')
+    assert "s3.endpoint_url: Value error, must be an http:// or https:// URL" in error_of(path)
 
 
 def test_unknown_table_is_named(tmp_path: Path) -> None:

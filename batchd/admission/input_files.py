@@ -1,20 +1,27 @@
-"""The local files a job reads: choosing them under ``input_roots``, and reading the items
-of a delimited file (one JSON value a line).
+"""The files a job reads: choosing them (local files under ``input_roots``, S3 objects by
+key prefix) through the includes and excludes, and reading the items of a delimited file
+(one JSON value a line).
 
-Nothing resolves outside the daemon's ``input_roots``, symlinks included; every refusal is
-a domain error whose field names the path the user gave.
+Nothing local resolves outside the daemon's ``input_roots``, symlinks included; every
+refusal is a domain error whose field names the path the user gave. A local path that names
+nothing is a prefix, as an S3 key is: ``/data/images/img`` is every entry of ``/data/images``
+whose name starts with ``img`` (its files, and everything below its folders).
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from batchd.admission.globs import compile_glob, path_selected
 from batchd.admission.job_body import FileSource
 from batchd.admission.json_text import ENCODER, loads
+from batchd.admission.s3_files import S3Objects, is_s3_url
 from batchd.errors import Forbidden, Invalid
 
 # A delimited line is read up to this many times max_item_size and no further: as
@@ -23,27 +30,39 @@ from batchd.errors import Forbidden, Invalid
 LINE_BYTES_PER_ITEM_BYTE = 6
 
 
-def select_files(source: FileSource, kind: str, input_roots: Sequence[Path]) -> list[str]:
-    if not input_roots:
+def select_files(
+    source: FileSource, kind: str, input_roots: Sequence[Path], s3: S3Objects
+) -> list[str]:
+    """Every file the source names that the includes and excludes keep, sorted, each once:
+    local paths as given, S3 objects as ``s3://bucket/key`` URLs."""
+    key = f"{kind}.{source.paths_key}"
+    if not input_roots and not all(map(is_s3_url, source.paths)):
         raise Forbidden(
             f"{kind} is disabled: reading local files needs `input_roots` in the daemon config",
-            f"{kind}.paths",
+            key,
         )
     roots = [os.path.realpath(root) for root in input_roots]
     includes = [compile_glob(pattern) for pattern in source.includes]
     excludes = [compile_glob(pattern) for pattern in source.excludes]
     selected: set[str] = set()
     for index, given in enumerate(source.paths):
-        field = f"{kind}.paths[{index}]"
-        for path in _list_path(given, roots, field):
+        field = f"{key}[{index}]"
+        listed = s3.list(given, field) if is_s3_url(given) else _list_path(given, roots, field)
+        for path in listed:
             if path_selected(path, includes, excludes):
                 if kind == "file_path_lister":
                     _require_utf8_name(path, field)
                 selected.add(path)
     if not selected:
+        hint = (
+            " (a pattern matches the whole path, s3://bucket/ or / included: "
+            "start it with ** to match at any depth)"
+            if source.includes
+            else ""
+        )
         raise Invalid(
-            f"job has no batches: no files under {kind}.paths match the includes and excludes",
-            f"{kind}.paths",
+            f"job has no batches: no files under {key} match the includes and excludes{hint}",
+            key,
         )
     return sorted(selected)
 
@@ -62,7 +81,7 @@ def _require_utf8_name(path: str, field: str) -> None:
         ) from None
 
 
-def _list_path(given: str, roots: list[str], field: str) -> list[str]:
+def _list_path(given: str, roots: list[str], field: str) -> Iterator[str]:
     """The files ``given`` names, refusing anything that resolves outside every root."""
     # realpath() cannot take a NUL, and no file name holds one.
     if "\0" in given:
@@ -75,22 +94,37 @@ def _list_path(given: str, roots: list[str], field: str) -> list[str]:
     try:
         mode = os.stat(given).st_mode
     except OSError as exc:
-        raise Invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
+        prefixed = _by_prefix(given, roots, field) if exc.errno == errno.ENOENT else None
+        if prefixed is None:
+            raise Invalid(f"{given!r} cannot be read: {exc.strerror}", field) from exc
+        return prefixed
     if stat.S_ISREG(mode):
-        return [given]
+        return iter([given])
     if stat.S_ISDIR(mode):
-        return list(_walk(given, roots, field))
+        return _walk(given, roots, field)
     raise Invalid(f"{given!r} is neither a regular file nor a directory", field)
 
 
-def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
-    """Regular files below ``top``, in sorted order, following symlinks within roots.
+def _by_prefix(given: str, roots: list[str], field: str) -> Iterator[str] | None:
+    """The files under the entries of ``given``'s folder whose names start with its last
+    part, as S3 lists a key prefix; None when there are none (or no such folder)."""
+    folder, name = os.path.split(given)
+    if not name or not os.path.isdir(folder) or not _under_roots(folder, roots):
+        return None
+    found = _walk(folder, roots, field, name_prefix=name)
+    first = next(found, None)
+    return None if first is None else itertools.chain([first], found)
+
+
+def _walk(top: str, roots: list[str], field: str, name_prefix: str = "") -> Iterator[str]:
+    """Regular files below ``top``, in sorted order, following symlinks within roots; with
+    ``name_prefix``, only below those of ``top``'s entries whose names start with it.
 
     Iterative, with each directory's real path built from its parent's (only a symlink
     is resolved): neither the depth of a tree nor its length of paths makes it costly."""
     real = os.path.realpath(top)
     # The directories being listed, outermost first, and their real paths.
-    stack = [(_entries(top, field), real)]
+    stack = [(_entries(top, field, name_prefix), real)]
     ancestors = {real}
     while stack:
         entries, parent = stack[-1]
@@ -122,10 +156,11 @@ def _walk(top: str, roots: list[str], field: str) -> Iterator[str]:
             ) from exc
 
 
-def _entries(directory: str, field: str) -> Iterator[os.DirEntry[str]]:
+def _entries(directory: str, field: str, name_prefix: str = "") -> Iterator[os.DirEntry[str]]:
     try:
         with os.scandir(directory) as scan:
-            return iter(sorted(scan, key=lambda entry: entry.name))
+            chosen = (entry for entry in scan if entry.name.startswith(name_prefix))
+            return iter(sorted(chosen, key=lambda entry: entry.name))
     except OSError as exc:
         raise Invalid(f"{shown_path(directory)} cannot be listed: {exc.strerror}", field) from exc
 
@@ -141,27 +176,35 @@ def shown_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def read_items(path: str, max_item_bytes: int) -> Iterator[bytes]:
-    """The items of a delimited file, a line at a time: no line is read past
+def read_items(path: str, max_item_bytes: int, s3: S3Objects) -> Iterator[bytes]:
+    """The items of a delimited file or S3 object, a line at a time: no line is read past
     LINE_BYTES_PER_ITEM_BYTE times the item limit, however long it is."""
-    longest = LINE_BYTES_PER_ITEM_BYTE * max_item_bytes
+    if is_s3_url(path):
+        with s3.open(path, "delimited_files") as lines:
+            yield from _read_lines(lines, path, max_item_bytes)
+        return
     try:
         with open(path, "rb") as lines:
-            number = 0
-            while line := lines.readline(longest + 1):
-                number += 1
-                if len(line) > longest and not line.endswith(b"\n"):
-                    raise Invalid(
-                        f"{shown_path(path)}:{number}: line {number} is longer than "
-                        f"{longest} bytes, so its item cannot fit in {max_item_bytes} bytes "
-                        f"as JSON (max_item_size; a line may be {LINE_BYTES_PER_ITEM_BYTE} "
-                        "times that as written); it was not read further",
-                        "delimited_files",
-                    )
-                if line.strip():
-                    yield _encode_line(line, f"{shown_path(path)}:{number}", max_item_bytes)
+            yield from _read_lines(lines, path, max_item_bytes)
     except OSError as exc:
         raise Invalid(f"cannot read {shown_path(path)}: {exc.strerror}", "delimited_files") from exc
+
+
+def _read_lines(lines: BinaryIO, path: str, max_item_bytes: int) -> Iterator[bytes]:
+    longest = LINE_BYTES_PER_ITEM_BYTE * max_item_bytes
+    number = 0
+    while line := lines.readline(longest + 1):
+        number += 1
+        if len(line) > longest and not line.endswith(b"\n"):
+            raise Invalid(
+                f"{shown_path(path)}:{number}: line {number} is longer than "
+                f"{longest} bytes, so its item cannot fit in {max_item_bytes} bytes "
+                f"as JSON (max_item_size; a line may be {LINE_BYTES_PER_ITEM_BYTE} "
+                "times that as written); it was not read further",
+                "delimited_files",
+            )
+        if line.strip():
+            yield _encode_line(line, f"{shown_path(path)}:{number}", max_item_bytes)
 
 
 def _encode_line(line: bytes, where: str, max_item_bytes: int) -> bytes:

@@ -15,7 +15,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -78,7 +80,8 @@ def _describe_s3_paths(schema: dict[str, Any]) -> None:
 
 
 class FileSource(_Strict):
-    """``delimited_files`` and ``file_path_lister``; Cortex's ``s3_paths`` means ``paths``."""
+    """``delimited_files`` and ``file_path_lister``; Cortex's ``s3_paths`` means ``paths``.
+    Each path is a local file or folder, or an ``s3://bucket/key`` URL (a key prefix)."""
 
     model_config = ConfigDict(json_schema_extra=_describe_s3_paths)
 
@@ -86,17 +89,26 @@ class FileSource(_Strict):
     includes: list[_Glob] = []
     excludes: list[_Glob] = []
     batch_size: _Count
+    # The key the paths came under, for errors that name one of them.
+    _paths_key: str = PrivateAttr("paths")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _accept_s3_paths(cls, data: Any) -> Any:
+    def _accept_s3_paths(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if not isinstance(data, dict) or "s3_paths" not in data:
-            return data
+            return handler(data)
         if "paths" in data:
             raise _error("give either paths or s3_paths, not both", at="s3_paths")
         renamed = dict(data)
         renamed["paths"] = renamed.pop("s3_paths")
-        return renamed
+        source = handler(renamed)
+        source._paths_key = "s3_paths"
+        return source
+
+    @property
+    def paths_key(self) -> str:
+        """``paths`` or ``s3_paths``: what the body called them."""
+        return self._paths_key
 
 
 class DeadLetterQueue(_Strict):

@@ -14,6 +14,8 @@ from typing import Any
 from batchd.admission.input_files import read_items, select_files, shown_path
 from batchd.admission.job_body import ItemList, JobSubmission
 from batchd.admission.json_text import ENCODER
+from batchd.admission.s3_files import S3Objects
+from batchd.config import S3Config
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
 from batchd.errors import Invalid, TooLarge
 from batchd.store.chunks import BatchChunks, Chunk, ChunkSpool, ChunkWriter
@@ -48,6 +50,7 @@ def plan_batches(
     max_batches: int = DEFAULT_MAX_BATCHES,
     spool_dir: Path | None = None,
     keep_payloads: bool = True,
+    s3: S3Config | None = None,
 ) -> BatchPlan:
     """Build every batch payload up front; blocking, so the daemon runs it in a thread.
 
@@ -63,7 +66,9 @@ def plan_batches(
             raise _too_many_batches(str(count), max_batches, kind)
         chunks = _item_list_chunks(source.items, source.batch_size, max_item_bytes, max_batch_bytes)
         return BatchPlan(kind, chunks, None, len(source.items))
-    files = select_files(source, kind, input_roots)
+    # Connects on the first s3:// path, with the daemon's [s3] settings.
+    objects = S3Objects(s3 or S3Config())
+    files = select_files(source, kind, input_roots, objects)
     sink: list[Chunk] | ChunkSpool = (
         ChunkSpool(spool_dir) if keep_payloads and spool_dir is not None else []
     )
@@ -72,7 +77,7 @@ def plan_batches(
         batcher = _Batcher(writer, source.batch_size, max_batch_bytes, max_batches, kind)
         for path in files:
             if kind == "delimited_files":
-                for item in read_items(path, max_item_bytes):
+                for item in read_items(path, max_item_bytes, objects):
                     batcher.add(item)
             else:
                 batcher.add(ENCODER.encode(path).encode())

@@ -99,6 +99,7 @@ class Admission:
             # A file source's chunks wait on disk, next to the database, until stored.
             spool_dir=config.state_path,
             keep_payloads=not dry_run,
+            s3=config.s3,
         )
         try:
             if dry_run:
