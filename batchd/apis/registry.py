@@ -20,7 +20,7 @@ from batchd.apis.spec import ApiSpec
 from batchd.apis.venvs import Progress, VenvStore, requirements_of
 from batchd.config import DaemonConfig
 from batchd.errors import DomainError, Invalid, NotFound
-from batchd.pool.process import WorkerLaunch, worker_pythonpath
+from batchd.pool.process import WorkerLaunch, cortex_pythonpath, worker_pythonpath
 from batchd.scheduler.allocator import LaunchRefused
 from batchd.store import views
 from batchd.store.records import ApiRecord, JobRecord
@@ -77,6 +77,7 @@ class ApiRegistry:
         self._worker_token = worker_token
         self.root = config.state_path / "apis"
         self._pythonpath = worker_pythonpath(config.state_path / "runtime")
+        self._cortex_pythonpath = cortex_pythonpath(config.state_path / "runtime")
         self._cache: dict[tuple[str, int], ApiRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # This node's snapshot folders of an API, written (a first use) or removed one at a
@@ -255,18 +256,28 @@ class ApiRegistry:
             ) from None
 
     def _api_env(self, name: str, spec: ApiSpec, dotenv: dict[str, str]) -> dict[str, str]:
-        """The environment an API's Python runs in: the daemon's, its .env, [handler] env."""
+        """The environment an API's Python runs in: the daemon's, its .env, [handler] env.
+
+        PYTHONPATH: batchd, then batchd's cortex modules when the API asks for them, the
+        PYTHONPATH it had, and last (as Cortex appended it) its python_path, relative:
+        Python resolves it against the folder it starts in, the worker's copy of the
+        project (the handler check's: the snapshot)."""
         env = dict(os.environ)
         env.update(dotenv)
         env.update(spec.handler.env)
+        handler = spec.handler
+        pythonpath = [
+            str(self._pythonpath),
+            str(self._cortex_pythonpath) if handler.cortex_modules else "",
+            env.get("PYTHONPATH", ""),
+            handler.python_path or "",
+        ]
         env.update(
             {
                 constants.ENV_URL: self.config.base_url,
                 constants.ENV_API_NAME: name,
                 "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(self._pythonpath), env.get("PYTHONPATH", "")) if p
-                ),
+                "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
             }
         )
         if self._worker_token:

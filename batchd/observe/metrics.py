@@ -16,7 +16,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from batchd.constants import VERSION
+from batchd.observe.handler_metrics import HandlerMetrics
 from batchd.observe.snapshot import SchedulerSnapshot
 from batchd.statuses import REACHABLE_STATUSES
 
@@ -186,6 +187,7 @@ class Metrics:
         registry.register(self.batch_duration)
         self._state = StateCollector()
         registry.register(self._state)
+        self._handler = HandlerMetrics(registry)
         ProcessCollector(registry=registry)
         self._apis: dict[str, _ApiSeries] = {}
 
@@ -237,6 +239,11 @@ class Metrics:
         series.restarts.inc()
         if oom:
             series.oom_kills.inc()
+
+    def handler_recorded(self, api: str, metrics: dict[str, Any]) -> None:
+        """What a worker's handler recorded with metrics_client (a report's ``metrics``);
+        BadFrame when the worker could not have sent it."""
+        self._handler.record(api, metrics)
 
     def log_line_dropped(self, api: str) -> None:
         self._log_lines_dropped.labels(api).inc()

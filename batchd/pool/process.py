@@ -242,14 +242,28 @@ def worker_pythonpath(runtime_dir: Path) -> Path:
     Workers under another interpreter need ``batchd`` importable, but putting the
     daemon's site-packages on their path would shadow the API's own libraries.
     """
-    shim = runtime_dir / "pylib"
-    shim.mkdir(parents=True, exist_ok=True)
-    link = shim / "batchd"
     package = Path(__file__).resolve().parents[1]  # the batchd package, not batchd/pool
-    if not link.is_symlink() or link.resolve() != package:
-        tmp = shim / f".batchd-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(package, target_is_directory=True)
-        tmp.replace(link)
-    return shim
+    return _linking(runtime_dir / "pylib", {"batchd": package})
+
+
+def cortex_pythonpath(runtime_dir: Path) -> Path:
+    """A folder holding only links to batchd's ``cortex`` and ``cortex_internal`` modules
+    (batchd/worker/cortex_path), put on the path of the APIs that ask for them."""
+    modules = Path(__file__).resolve().parents[1] / "worker" / "cortex_path"
+    return _linking(runtime_dir / "cortexlib", {name: modules / name for name in CORTEX_MODULES})
+
+
+CORTEX_MODULES = ("cortex", "cortex_internal")
+
+
+def _linking(folder: Path, links: Mapping[str, Path]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in links.items():
+        link = folder / name
+        if not link.is_symlink() or link.resolve() != target:
+            tmp = folder / f".{name}-{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(target, target_is_directory=True)
+            tmp.replace(link)
+    return folder

@@ -67,6 +67,8 @@ class Driver:
             started = worker.workspace
             while True:
                 message = await handle.receive()
+                if isinstance(message, (Report, Completed)) and message.metrics is not None:
+                    self.jobs.metrics.handler_recorded(run.job.api_name, message.metrics)
                 await self._until_stored(partial(self._on_message, run, worker, message), run)
                 if started is not None and isinstance(message, Report) and message.token:
                     # It reports on its first grant, so its first batch has begun: copying

@@ -28,18 +28,18 @@ expects by their ``op``.
                                                           (token 0, no batches) answers a `more`
                                                           when nothing could be leased.
     w>d  progress     token: int, done: [success],        Outcomes of grant `token` so far: every
-                      failed: [failure], more?: true      PROGRESS_FLUSH_SECONDS, at once after a
-                                                          failure or REPORT_FLUSH_BYTES of
+                      failed: [failure], more?: true,     PROGRESS_FLUSH_SECONDS, at once after a
+                      metrics?: {}                        failure or REPORT_FLUSH_BYTES of
                                                           results. `more` (halfway through a grant
                                                           of PREFETCH_MIN_BATCHES or more) asks for
                                                           the next grant; the daemon always
                                                           answers it, with batches or EMPTY_GRANT.
     w>d  next         token: int, done: [success],        The last outcomes of grant `token`,
-                      failed: [failure]                   which is over; asks for the next grant.
+                      failed: [failure], metrics?: {}     which is over; asks for the next grant.
     d>w  complete     status: {}                          Run on_job_complete(status): the job's
                                                           status as GET returns it.
     w>d  completed    ok: bool, error?: str,              on_job_complete returned (ok), or raised
-                      traceback?: str                     (with error and traceback).
+                      traceback?: str, metrics?: {}       (with error and traceback).
     d>w  exit         -                                   Exit 0.
 
 An outcome (in `done` and `failed`) is one batch of the grant:
@@ -50,6 +50,9 @@ An outcome (in `done` and `failed`) is one batch of the grant:
               "error": str, "traceback": str | null}  not be sent
 
 A duration is in seconds, and always a float: JSON keeps the point of 1.0.
+
+``metrics`` is what the handler recorded with ``metrics_client`` since the worker's last
+report (batchd.wire.metrics has its shape); it is left out when there is none.
 
 The worker builds them with ``success()`` and ``failure()``; the daemon reads them, once,
 as ``Success`` and ``Failed`` tuples (``Report.successes()``, ``Report.failures()``).
@@ -246,6 +249,8 @@ class Completed(_Record):
     # Set when on_job_complete raised (not ok).
     error: str | None = None
     traceback: str | None = None
+    # What the handler recorded (batchd.wire.metrics); None: nothing.
+    metrics: dict[str, Any] | None = None
 
 
 def success(seq: int, duration: float, result: Any = None) -> list[Any]:
@@ -294,6 +299,8 @@ class Report(_Record):
     # Outcomes as on the wire (see success() and failure()); checked by decode.
     done: list[list[Any]]
     failed: list[dict[str, Any]]
+    # What the handler recorded (batchd.wire.metrics); None: nothing.
+    metrics: dict[str, Any] | None = None
 
     def _check(self) -> None:
         # A worker runs a handler's code, which can reach the channel: all is checked.

@@ -67,6 +67,7 @@ from batchd.worker.loading import (
     load_handler_class,
 )
 from batchd.worker.log import logger
+from batchd.worker.metrics_client import MetricsClient
 
 
 class UnsendableResult(ValueError):
@@ -129,6 +130,8 @@ class Worker:
         self.max_result_bytes: int | None = None
         # Bytes of results handled and not yet reported.
         self.unreported_bytes = 0
+        # What the handler records goes with the next report or `completed`.
+        self.metrics = MetricsClient()
 
     def start(self, init: Init) -> bool:
         sys.path.insert(0, os.getcwd())
@@ -137,7 +140,10 @@ class Worker:
         try:
             handler_class = load_handler_class(init.handler_path)
             self.handler = call_with_declared(
-                handler_class, config=init.config, job_spec=init.job_spec
+                handler_class,
+                config=init.config,
+                job_spec=init.job_spec,
+                metrics_client=self.metrics,
             )
             handle_batch = getattr(self.handler, "handle_batch", None)
             if not callable(handle_batch):
@@ -196,14 +202,14 @@ class Worker:
         daemon always answers, with batches or an empty grant: the pipe never runs dry.
         Returns what came instead of that answer, for the caller to act on."""
         token, batches = grant.token, grant.batches
-        send, handle = self.channel.send_frame, self.handle
+        send, handle, metrics = self.channel.send_frame, self.handle, self.metrics.take
         done: list[list[Any]] = []
         failed: list[dict[str, Any]] = []
         flushed = time.monotonic()
         halfway = len(batches) // 2 if len(batches) >= PREFETCH_MIN_BATCHES else -1
         for index, (seq, payload) in enumerate(batches):
             if index == halfway:
-                send(Progress(token, done, failed, more=True).encode())
+                send(Progress(token, done, failed, metrics(), more=True).encode())
                 done, failed, self.unreported_bytes = [], [], 0
             handle(seq, payload, done, failed)
             now = time.monotonic()
@@ -213,18 +219,18 @@ class Worker:
                 # Large results go at once: a report must stay far below the frame limit.
                 or self.unreported_bytes >= REPORT_FLUSH_BYTES
             ):
-                send(Progress(token, done, failed).encode())
+                send(Progress(token, done, failed, metrics()).encode())
                 done, failed, flushed, self.unreported_bytes = [], [], now, 0
         self.unreported_bytes = 0
         if halfway < 0:
-            send(Next(token, done, failed).encode())
+            send(Next(token, done, failed, metrics()).encode())
             return None
         answer = self.receive()
         if isinstance(answer, Batches) and not answer.batches:
-            send(Next(token, done, failed).encode())
+            send(Next(token, done, failed, metrics()).encode())
             return None
         # The next grant (or an order to stop) is here: report this one's last outcomes.
-        send(Progress(token, done, failed).encode())
+        send(Progress(token, done, failed, metrics()).encode())
         return answer
 
     def complete(self, status: dict[str, Any]) -> Completed:
@@ -235,11 +241,14 @@ class Worker:
                 hook(status) if takes_status else hook()
         except Exception as exc:
             logger.error("on_job_complete failed", exc_info=exc)
-            return Completed(False, **describe_exception(exc))
-        return Completed(True)
+            return Completed(False, **describe_exception(exc), metrics=self.metrics.take())
+        return Completed(True, metrics=self.metrics.take())
 
     def serve(self) -> None:
-        self.channel.send_frame(_FIRST_ASK)
+        # What __init__ recorded goes with the first ask.
+        recorded = self.metrics.take()
+        first_ask = _FIRST_ASK if recorded is None else Next(0, [], [], recorded).encode()
+        self.channel.send_frame(first_ask)
         order: Order | None = None
         while True:
             if order is None:
@@ -253,7 +262,7 @@ class Worker:
             order = None
 
 
-def take_launch(channel: BlockingChannel) -> None:
+def take_launch(channel: BlockingChannel) -> str:
     """A spare worker, started before its job: take the job's directory and environment
     (its own descriptors kept), as if it had been started with them."""
     launch = Launch.decode(channel.recv())
@@ -275,17 +284,36 @@ def take_launch(channel: BlockingChannel) -> None:
     if "tempfile" in sys.modules:
         # TMPDIR has changed (the worker's own workspace): look it up again.
         sys.modules["tempfile"].tempdir = None  # type: ignore[attr-defined]
+    return started_in
+
+
+def settle_pythonpath(started_in: str) -> None:
+    """Relative PYTHONPATH entries (an API's python_path) name folders of the project:
+    Python resolved them against the folder it started in, which for a spare was not the
+    project. Resolve them against the project, in sys.path and for the handler's children."""
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if all(os.path.isabs(entry) for entry in entries if entry):
+        return
+    here = os.getcwd()
+    for entry in entries:
+        if entry and not os.path.isabs(entry):
+            stale = os.path.abspath(os.path.join(started_in, entry))
+            if stale in sys.path and started_in != here:
+                sys.path[sys.path.index(stale)] = os.path.abspath(entry)
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(e) if e else e for e in entries)
 
 
 def main() -> int:
     die_with_parent()
     sock = socket.socket(fileno=int(os.environ[ENV_WORKER_FD]))
     channel = BlockingChannel(sock)
+    started_in = os.getcwd()
     if os.environ.get(ENV_SPARE):
         try:
-            take_launch(channel)
+            started_in = take_launch(channel)
         except ChannelClosed:
             return 0
+    settle_pythonpath(started_in)
     join_cgroup()
     start_group_guard()
     bound_memory()

@@ -1,0 +1,2 @@
+"""Cortex's serving library: only ``log`` (``logger``), which Cortex's docs tell handlers
+to import."""
