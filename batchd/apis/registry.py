@@ -16,6 +16,7 @@ from typing import Any
 from batchd import constants
 from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
+from batchd.apis.model_paths import check_model_paths
 from batchd.apis.spec import ApiSpec
 from batchd.config import DaemonConfig
 from batchd.errors import DomainError, NotFound
@@ -24,6 +25,7 @@ from batchd.scheduler.allocator import LaunchRefused
 from batchd.store import views
 from batchd.store.records import ApiRecord, JobRecord
 from batchd.store.roles import Store
+from batchd.worker.models import ENV_MODELS
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
 SNAPSHOT_KEY = "snapshot"
@@ -119,6 +121,8 @@ class ApiRegistry:
             latest = await self.store.get_api(name)
             if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
                 return latest, False
+            # Whatever `check` says: a model path that holds no model serves nothing.
+            await asyncio.to_thread(check_model_paths, project.spec.handler, incoming)
             if check and project.spec.handler.path is not None:
                 await check_handler_imports(
                     project.spec.handler.python or sys.executable,
@@ -266,6 +270,14 @@ class ApiRegistry:
         env = self._api_env(job.api_name, spec, api.dotenv)
         env[constants.ENV_JOB_ID] = job.job_id
         env[constants.ENV_WORKER_SLOT] = str(slot)
+        if spec.handler.models is not None:
+            env[ENV_MODELS] = json.dumps(
+                {
+                    "type": spec.handler.type,
+                    "models": spec.handler.models.model_dump(),
+                    "gpus": spec.compute.gpu,
+                }
+            )
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,
@@ -303,7 +315,8 @@ class ApiRegistry:
             )
         }
         return {
-            "handler_path": handler["path"],
+            # Empty: a model API's built-in handler.
+            "handler_path": handler["path"] or "",
             "config": deep_merge(handler.get("config", {}), job.config),
             "job_spec": job_spec,
         }
