@@ -119,7 +119,10 @@ def model_versions(runtime: str, root: Path) -> dict[int, Path]:
     if single is not None:
         return {1: single}
     entries = _entries(root)
-    numbered = [entry for entry in entries if entry.name.isdigit() and entry.is_dir()]
+    numbered = sorted(
+        (entry for entry in entries if entry.name.isdigit() and entry.is_dir()),
+        key=lambda entry: int(entry.name),
+    )
     if not numbered or len(numbered) != len(entries):
         raise ValueError(f"expected {_what(runtime)}, or integer version folders that hold one")
     versions: dict[int, Path] = {}
