@@ -7,6 +7,7 @@ API's own interpreter.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,13 @@ class OnnxClient(ModelClient):
             self.providers = [CUDA_PROVIDER, CPU_PROVIDER]
 
     def _load(self, found: FoundModel, version: int, path: Path) -> OnnxModel:
-        session = self._onnxruntime.InferenceSession(str(path), providers=self.providers)
+        options = self._onnxruntime.SessionOptions()
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit():
+            # onnxruntime's own pool takes every core by default: with several workers on
+            # a box, [handler] env = {OMP_NUM_THREADS = "1"} keeps one core each.
+            options.intra_op_num_threads = int(threads)
+        session = self._onnxruntime.InferenceSession(str(path), options, providers=self.providers)
         ran_on = session.get_providers()
         if self.providers[0] == CUDA_PROVIDER and ran_on[:1] != [CUDA_PROVIDER]:
             # onnxruntime falls back to the CPU with only a warning when CUDA fails to load.
