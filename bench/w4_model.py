@@ -1,4 +1,4 @@
-"""W4 a real model: an ONNX MLP of about 4 million parameters, batch_size 64, 2 workers.
+"""W4 a real model: an ONNX MLP of about 6.4 million parameters, batch_size 64, 2 workers.
 
 batchd serves it with the built-in handler (no handler.py) from the model venv's
 interpreter (``make .venv-models/.installed``), the model read in place from outside the
@@ -32,7 +32,7 @@ from bench.common import (
 )
 
 KEY = "W4"
-TITLE = "W4 a real model (ONNX MLP, 4M parameters, on the CPU)"
+TITLE = "W4 a real model (ONNX MLP, 6.4M parameters, on the CPU)"
 BATCH_SIZE = 64
 MODEL_PYTHON = REPO / ".venv-models" / "bin" / "python"
 MLP = Path(__file__).resolve().parent / "models" / "mlp.py"
@@ -113,7 +113,7 @@ def run(ctx: Context) -> Result:
     result = Result(
         KEY,
         TITLE,
-        f"{n:,} items of 64 floats, batch_size {BATCH_SIZE}, an ONNX MLP 64-1536-1536-1024-10 "
+        f"{n:,} items of 64 floats, batch_size {BATCH_SIZE}, an ONNX MLP 64-2048-2048-1024-10 "
         f"({parameters:,} parameters) through the built-in handler, {WORKERS} workers, "
         "onnxruntime on the CPU, one thread each. Limit: the same model in a plain loop, "
         f"one process per core ({WORKERS}). Both timed end to end.",

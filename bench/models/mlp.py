@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-# input 64 -> 1536 -> 1536 -> 1024 -> 10 classes: about 4.0 million parameters.
-LAYERS = [64, 1536, 1536, 1024, 10]
+# input 64 -> 2048 -> 2048 -> 1024 -> 10 classes: about 6.4 million parameters.
+LAYERS = [64, 2048, 2048, 1024, 10]
 
 
 def make(out: str) -> None:

@@ -4,6 +4,7 @@ checked value for value against the same model run directly (make_models.py)."""
 from __future__ import annotations
 
 import shutil
+import sys
 from typing import Any
 
 import pytest
@@ -210,3 +211,25 @@ def test_model_paths_are_checked_at_deploy(
     assert "leaves the project" in outside.message
     assert daemon.client.list_apis() == []
     shutil.rmtree(empty)
+
+
+def test_a_model_api_under_an_interpreter_without_its_runtime_says_so(
+    daemon: Daemon, model_project: ModelProject
+) -> None:
+    """The daemon's own interpreter has no onnxruntime (nor needs the model venv)."""
+    project = model_project(
+        "noruntime",
+        "onnx",
+        'path = "model.onnx"',
+        sys.executable,
+        files={"model.onnx": b"never read"},
+    )
+    daemon.client.deploy(project)
+    status, _ = run_job(
+        daemon, "noruntime", {"workers": 1, "item_list": {"items": [[1]], "batch_size": 1}}
+    )
+    assert status["status"] == "worker_error"
+    assert (
+        f"this onnx API needs onnxruntime in its interpreter, {sys.executable}, which lacks it"
+        in status["error"]
+    )

@@ -4,6 +4,7 @@ until the client imports its runtime)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,20 @@ def model_clients(settings_json: str) -> dict[str, Any]:
     models: dict[str, Any] = settings["models"]
     found = discover(runtime, models, Path.cwd())
     client: ModelClient
-    if runtime == "onnx":
-        from batchd.worker.models.onnx import OnnxClient
+    try:
+        if runtime == "onnx":
+            from batchd.worker.models.onnx import OnnxClient
 
-        client = OnnxClient(found, models.get("cache_size"), settings.get("gpus", 0))
-    else:
-        from batchd.worker.models.tensorflow import TensorFlowClient
+            client = OnnxClient(found, models.get("cache_size"), settings.get("gpus", 0))
+        else:
+            from batchd.worker.models.tensorflow import TensorFlowClient
 
-        client = TensorFlowClient(found, models.get("cache_size"), settings.get("gpus", 0))
+            client = TensorFlowClient(found, models.get("cache_size"), settings.get("gpus", 0))
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"this {runtime} API needs {exc.name} in its interpreter, {sys.executable}, which "
+            "lacks it: set [handler] python to one that has it (with numpy)",
+            name=exc.name,
+        ) from exc
     client.load_initial()
     return {f"{runtime}_client": client}
