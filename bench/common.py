@@ -62,7 +62,7 @@ class Sizes:
     peer_tasks: int = 2_000
     driver_batches: int = 100_000
     w3_seconds: float = 20.0
-    # W4: batches of 64 rows through an ONNX MLP (about 30 ms of one core each).
+    # W4: batches of 64 rows through an ONNX MLP (about 40 ms of one core each).
     w4_batches: int = 600
 
 
