@@ -4,6 +4,8 @@ TensorFlow takes seconds to import: two worker starts in all."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import Daemon
 from tests.models.conftest import ModelProject, Models
 from tests.models.test_models_onnx import close, run_job
@@ -98,3 +100,25 @@ def test_tensorflow_builtin_handler_takes_items_keyed_by_input_name(
     entries = results[0] + results[1]
     assert all(list(entry) == ["y"] for entry in entries)
     assert close([entry["y"] for entry in entries], tensorflow_models.answer("tensorflow/linear/1"))
+
+
+def test_a_gpu_api_under_tensorflow_cpu_fails_at_init(
+    make_daemon: Any, model_project: ModelProject, model_python: str, tensorflow_models: Models
+) -> None:
+    """The worker is handed GPU 0 ("gpus = [0]": none to detect here); tensorflow-cpu sees
+    no GPU, and the worker refuses rather than run on the CPU."""
+    daemon = make_daemon(gpus=[0])
+    project = model_project(
+        "tfgpu",
+        "tensorflow",
+        f'path = "{tensorflow_models.root / "tensorflow/linear"}"',
+        model_python,
+        extra="[compute]\ngpu = 1",
+    )
+    daemon.client.deploy(project)
+    status, _ = run_job(
+        daemon, "tfgpu", {"workers": 1, "item_list": {"items": [[1, 2, 3]], "batch_size": 1}}
+    )
+    assert status["status"] == "worker_error"
+    assert "the API asks for 1 GPU(s) ([compute] gpu), but TensorFlow" in status["error"]
+    assert "sees none (CUDA_VISIBLE_DEVICES='0')" in status["error"]
