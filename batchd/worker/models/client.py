@@ -69,10 +69,9 @@ class ModelClient:
 
     def _get(self, name: str, version: int) -> Any:
         key = (name, version)
-        model = self._loaded.get(key)
-        if model is not None:
+        if key in self._loaded:
             self._loaded.move_to_end(key)
-            return model
+            return self._loaded[key]
         if self._cache_size is not None:
             while len(self._loaded) >= self._cache_size:
                 self._loaded.popitem(last=False)
