@@ -8,15 +8,21 @@ each batch. Both are timed end to end (batchd from the POST to the job's end_tim
 plain loop from starting its processes to their exit): what a user waits for either way.
 onnxruntime gets one thread per process on both sides (OMP_NUM_THREADS=1 for batchd's
 workers), so two processes share the two cores without oversubscribing them.
+
+The CPU both took is reported too: on a shared machine it moves less than time does, and it
+shows what the daemon adds (the items' JSON decoded and encoded at admission and again at
+each lease), where its workers take about as much as the plain loop's processes.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import resource
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from batchd.client import TERMINAL_STATUSES
 from bench.common import (
@@ -26,6 +32,7 @@ from bench.common import (
     Daemon,
     Result,
     Target,
+    cpu_seconds,
     parse_iso,
     progress,
     ratio,
@@ -72,8 +79,15 @@ def _prepare(ctx: Context) -> tuple[Path, Path, int, list[list[float]]]:
     return model, project, int(made.stdout.strip()), items
 
 
-def _plain_loop(model: Path, items_path: Path) -> tuple[float, float]:
-    """Items/s of the plain loop in WORKERS processes: end to end, and in the loop alone."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _plain_loop(model: Path, items_path: Path) -> tuple[float, float, float]:
+    """Items/s of the plain loop in WORKERS processes, end to end and in the loop alone,
+    and the CPU seconds the processes took."""
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -91,7 +105,8 @@ def _plain_loop(model: Path, items_path: Path) -> tuple[float, float]:
     if any(process.returncode for process in processes):
         raise RuntimeError("the W4 plain loop failed")
     done = sum(report["items"] for report in reports)
-    return done / elapsed, done / max(report["seconds"] for report in reports)
+    loop_only = done / max(report["seconds"] for report in reports)
+    return done / elapsed, loop_only, _children_cpu() - cpu_before
 
 
 def run(ctx: Context) -> Result:
@@ -119,12 +134,14 @@ def run(ctx: Context) -> Result:
         f"one process per core ({WORKERS}). Both timed end to end.",
     )
     for attempt in range(1, ctx.runs + 1):
-        limit, loop_only = _plain_loop(model, items_path)
+        limit, loop_only, loop_cpu = _plain_loop(model, items_path)
         result.add("limit: plain loop, end to end", "items/s", limit)
         result.add("plain loop, the loop alone (no start, no model load)", "items/s", loop_only)
         with Daemon(ctx.workdir, "w4") as daemon:
             api = str(daemon.client.deploy(project)["name"])
             daemon.wait_idle()
+            proc = daemon.ps()
+            before, alive_before = proc.cpu_times(), daemon.cpu_of_descendants()
             submitted = time.time()
             job_id = str(daemon.submit(api, body)["job_id"])
             admitted = time.time()
@@ -136,6 +153,9 @@ def run(ctx: Context) -> Result:
             if status["status"] != "succeeded":
                 raise RuntimeError(f"the W4 job ended {status['status']}: {status.get('error')}")
             end = parse_iso(status.get("end_time")) or time.time()
+            daemon.wait_idle()
+            after, alive_after = proc.cpu_times(), daemon.cpu_of_descendants()
+        batchd_cpu = _daemon_cpu(before, after, alive_before, alive_after)
         elapsed = end - submitted
         rate = n / elapsed
         progress(
@@ -148,6 +168,10 @@ def run(ctx: Context) -> Result:
         # The items travel as JSON floats: their admission is part of what batchd costs.
         result.add("admission, POST to 2xx", "s", admitted - submitted, 2)
         result.add("batchd / plain loop", "%", 100 * ratio(rate, limit), 1)
+        # CPU, unlike time, is not taken by whatever else runs on a shared machine.
+        result.add("CPU: plain loop processes", "s", loop_cpu, 2)
+        result.add("CPU: batchd (daemon and workers)", "s", batchd_cpu, 2)
+        result.add("CPU: plain loop / batchd", "%", 100 * ratio(loop_cpu, batchd_cpu), 1)
     result.targets.append(
         Target(
             "W4 batchd / plain loop (one process per core)",
@@ -158,4 +182,25 @@ def run(ctx: Context) -> Result:
             3,
         )
     )
+    result.targets.append(
+        Target(
+            "W4 CPU: plain loop / batchd (daemon and workers)",
+            result.median("CPU: plain loop / batchd") / 100,
+            digits=3,
+        )
+    )
     return result
+
+
+def _daemon_cpu(
+    before: Any, after: Any, alive_before: dict[int, float], alive_after: dict[int, float]
+) -> float:
+    """CPU seconds of the daemon and its workers between two samples: its own, the workers
+    it reaped meanwhile (less what they had spent before), and the live ones' growth."""
+    own = cpu_seconds(after) - cpu_seconds(before)
+    reaped = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    reaped -= sum(cpu for pid, cpu in alive_before.items() if pid not in alive_after)
+    live = sum(cpu - alive_before.get(pid, 0.0) for pid, cpu in alive_after.items())
+    return own + reaped + live
