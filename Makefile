@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+MODELS_VENV := .venv-models
 LISTEN ?= 127.0.0.1:8780
 STATE  ?= .batchd
 WHEELHOUSE ?= dist/wheelhouse
@@ -17,8 +18,16 @@ $(VENV)/.installed: pyproject.toml
 serve: $(VENV)/.installed
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed browser nspawn postgres iproute2
+test: $(VENV)/.installed $(MODELS_VENV)/.installed browser nspawn postgres iproute2
 	$(BIN)/pytest -q
+
+# The model handlers' tests (tests/models/) and bench W4 run their APIs under this
+# interpreter: the runtimes live in an API's own venv, never in the daemon's. Built once;
+# as root or on CI those tests fail without it, elsewhere they skip.
+$(MODELS_VENV)/.installed:
+	$(PYTHON) -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/pip install --quiet tensorflow-cpu onnxruntime onnx numpy
+	touch $@
 
 # The dashboard tests (tests/test_ui.py) drive Debian's Chromium. Best effort: as root with
 # apt, install it when missing; otherwise those tests skip and say why.
@@ -105,7 +114,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed postgres
+bench: $(VENV)/.bench-installed $(MODELS_VENV)/.installed postgres
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # batchd, every runtime dependency and the postgres extra (asyncpg) as wheels, for an
@@ -116,4 +125,4 @@ wheelhouse: $(VENV)/.installed
 	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[postgres]'
 
 clean:
-	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(MODELS_VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -36,6 +36,8 @@ DEFAULT_MAX_PROJECT_BYTES = 32 * 1024 * 1024
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
 _LARGEST_SHOWN = 5
+# The handler types with a built-in handler (batchd.apis.spec.MODEL_HANDLER_TYPES).
+_MODEL_TYPES = ("tensorflow", "onnx")
 
 # Given the text of batchd.toml and of .env (or None), checks them and returns handler.path
 # (None: the API has no handler file of its own).
@@ -179,13 +181,16 @@ def load_toml(text: str) -> dict[str, Any]:
         raise Invalid(f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG) from exc
 
 
-def basic_spec_check(config_text: str, env_text: str | None) -> str:
-    """The client's check: TOML parses, ``name`` and ``[handler] path`` are there."""
+def basic_spec_check(config_text: str, env_text: str | None) -> str | None:
+    """The client's check: TOML parses, ``name`` and ``[handler] path`` are there (a model
+    type's may be left out: the built-in handler)."""
     data = load_toml(config_text)
     if not isinstance(data.get("name"), str):
         raise Invalid(f"{PROJECT_CONFIG} needs a string 'name'", field="name")
     handler = data.get("handler")
     path = handler.get("path") if isinstance(handler, dict) else None
+    if path is None and isinstance(handler, dict) and handler.get("type") in _MODEL_TYPES:
+        return None
     if not isinstance(path, str):
         raise Invalid(
             f"{PROJECT_CONFIG} needs a [handler] table with a string 'path'", "handler.path"

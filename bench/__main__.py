@@ -29,6 +29,7 @@ from bench import (
     w1_drain,
     w2_work,
     w3_spread,
+    w4_model,
 )
 from bench.common import FULL, QUICK, Context, Result, progress
 
@@ -45,6 +46,7 @@ WORKLOADS: list[ModuleType] = [
     scale,
     pg_driver,
     w3_spread,
+    w4_model,
 ]
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -62,6 +62,8 @@ class Sizes:
     peer_tasks: int = 2_000
     driver_batches: int = 100_000
     w3_seconds: float = 20.0
+    # W4: batches of 64 rows through an ONNX MLP (about 40 ms of one core each).
+    w4_batches: int = 600
 
 
 FULL = Sizes()
@@ -80,6 +82,7 @@ QUICK = Sizes(
     peer_tasks=200,
     driver_batches=5_000,
     w3_seconds=2.0,
+    w4_batches=40,
 )
 
 

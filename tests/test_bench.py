@@ -15,7 +15,7 @@ import pytest
 from tests import pg
 from tests.conftest import REPO
 
-WORKLOADS = ["W1", "W1-100", "sync", "W2", "admission", "latency", "memory", "status"]
+WORKLOADS = ["W1", "W1-100", "sync", "W2", "admission", "latency", "memory", "status", "W4"]
 # The scale section: on PostgreSQL, each with a note and no figures where it is missing.
 SCALE = ["pg-drain", "drivers", "W3"]
 
@@ -47,7 +47,11 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     assert sorted(sections) == sorted(WORKLOADS + SCALE)
     postgres = pg._unavailable() is None
     assert "## Scale: PostgreSQL" in report
+    models = (REPO / ".venv-models" / "bin" / "python").exists()
     for key, text in sections.items():
+        if key == "W4" and not models:
+            assert "The model venv is missing" in text
+            continue
         if key in SCALE and not postgres:
             assert "PostgreSQL is not installed" in text, key
             continue
@@ -67,6 +71,6 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     # The header row, then one pass bar each for W1 drain, W1/huey (with huey), sync, W2,
     # admission x2, latency, memory x2 (queued, large input) and status; on PostgreSQL, the
     # node's drain, W3 at 1, 2 and 3 nodes and (with procrastinate) the node against it;
-    # met or not, but always a figure.
-    assert len(marks) - 1 == 9 + huey + 4 * postgres + peer
+    # with the model venv, W4; met or not, but always a figure.
+    assert len(marks) - 1 == 9 + huey + 4 * postgres + peer + models
     assert set(marks[1:]) <= {"met", "NOT met"}

@@ -16,6 +16,7 @@ from typing import Any
 from batchd import constants
 from batchd.apis.archive import DeployedProject, remove_snapshot, unpack_project
 from batchd.apis.handler_check import check_handler_imports
+from batchd.apis.model_paths import check_model_paths
 from batchd.apis.spec import ApiSpec
 from batchd.apis.venvs import Progress, VenvStore, requirements_of
 from batchd.config import DaemonConfig
@@ -25,6 +26,7 @@ from batchd.scheduler.allocator import LaunchRefused
 from batchd.store import views
 from batchd.store.records import ApiRecord, JobRecord
 from batchd.store.roles import Store
+from batchd.worker.models import ENV_MODELS
 
 # The key in a stored spec that names the snapshot folder under <state>/apis/<name>/.
 SNAPSHOT_KEY = "snapshot"
@@ -156,6 +158,8 @@ class ApiRegistry:
                 venv = await self.venvs.ensure(requirements, incoming, progress)
                 # Until deploy() ends, this daemon's sweeps keep it: no version names it yet.
                 self._deploying[incoming] = venv
+            # Whatever `check` says: a model path that holds no model serves nothing.
+            await asyncio.to_thread(check_model_paths, project.spec.handler, incoming)
             if check and handler.path is not None:
                 await check_handler_imports(
                     self._python(handler.python, venv),
@@ -351,6 +355,14 @@ class ApiRegistry:
         env = self._api_env(job.api_name, spec, api.dotenv)
         env[constants.ENV_JOB_ID] = job.job_id
         env[constants.ENV_WORKER_SLOT] = str(slot)
+        if spec.handler.models is not None:
+            env[ENV_MODELS] = json.dumps(
+                {
+                    "type": spec.handler.type,
+                    "models": spec.handler.models.model_dump(),
+                    "gpus": spec.compute.gpu,
+                }
+            )
         return WorkerLaunch(
             slot=slot,
             job_id=job.job_id,
@@ -388,7 +400,8 @@ class ApiRegistry:
             )
         }
         return {
-            "handler_path": handler["path"],
+            # Empty: a model API's built-in handler.
+            "handler_path": handler["path"] or "",
             "config": deep_merge(handler.get("config", {}), job.config),
             "job_spec": job_spec,
         }

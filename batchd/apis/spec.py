@@ -36,6 +36,24 @@ HandlerType = Literal["python", "tensorflow", "onnx"]
 MODEL_HANDLER_TYPES = ("tensorflow", "onnx")
 
 
+def _model_path(path: str | None) -> str | None:
+    """A model's path: inside the project (relative) or anywhere on the box (absolute)."""
+    if path is None:
+        return None
+    if "://" in path:
+        raise ValueError(
+            f"{path!r}: only local model paths are supported (s3:// is not yet): "
+            "download the model onto this machine and give its absolute path"
+        )
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() and ".." in pure.parts:
+        raise ValueError(
+            f"{path!r} leaves the project: give a path inside it, or an absolute path for a "
+            "model elsewhere on this machine (it is then read in place, not uploaded)"
+        )
+    return path if pure.is_absolute() else pure.as_posix()
+
+
 class ModelPathSpec(BaseModel):
     """One named model of `[handler.models] paths` (Cortex's `models.paths[*]`)."""
 
@@ -44,6 +62,8 @@ class ModelPathSpec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     path: str = Field(min_length=1)
     signature_key: str | None = None
+
+    _local_path = field_validator("path")(_model_path)
 
 
 class ModelsSpec(BaseModel):
@@ -59,6 +79,8 @@ class ModelsSpec(BaseModel):
     signature_key: str | None = None
     # How many models one worker keeps loaded (least recently used are evicted); None: all.
     cache_size: int | None = Field(default=None, ge=1, strict=True)
+
+    _local_paths = field_validator("path", "dir")(_model_path)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelsSpec:
@@ -124,8 +146,6 @@ class HandlerSpec(BaseModel):
                 raise ValueError("models is for the tensorflow and onnx handler types")
         elif self.models is None:
             raise ValueError(f"a {self.type} handler needs [handler.models]")
-        else:
-            raise ValueError(f"the {self.type} handler type is not supported yet")
         return self
 
     @field_validator("config")

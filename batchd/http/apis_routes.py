@@ -43,6 +43,7 @@ def api_summary(api: ApiRecord) -> schemas.ApiSummary:
         created_at=_time(api.created_at),
         endpoint=f"/batch/{api.name}",
         handler=schemas.HandlerSummary(
+            type=handler.get("type", "python"),
             path=handler["path"],
             batch_timeout=handler.get("batch_timeout"),
             config=handler.get("config", {}),

@@ -106,7 +106,8 @@ class PruneReport(_Response):
 
 
 class HandlerSummary(_Response):
-    path: str
+    type: str = "python"
+    path: str | None = Field(description="None: a model API's built-in handler")
     batch_timeout: float | None = None
     config: dict[str, Any]
     python: str | None = None

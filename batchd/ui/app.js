@@ -540,7 +540,7 @@
             ["latest version", String(api.version)],
             ["deployed", `${fmtTime(api.created_at)} (${fmtAgo(api.created_at)})`],
             ["endpoint", api.endpoint],
-            ["handler", handler.path],
+            ["handler", handler.path || `built-in ${handler.type} handler`],
             ["python", handler.python || "the daemon's"],
             ["environment", (handler.env || []).join(", ") || "-"],
             ["GPUs per worker", String(api.compute.gpu || 0)],

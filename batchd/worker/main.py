@@ -68,6 +68,7 @@ from batchd.worker.loading import (
 )
 from batchd.worker.log import logger
 from batchd.worker.metrics_client import MetricsClient
+from batchd.worker.models import ENV_MODELS
 
 
 class UnsendableResult(ValueError):
@@ -138,12 +139,17 @@ class Worker:
         self.job_id = init.job_id
         self.max_result_bytes = init.max_result_bytes
         try:
-            handler_class = load_handler_class(init.handler_path)
+            models = os.environ.get(ENV_MODELS)
+            clients = _model_clients(models) if models else {}
+            handler_class = (
+                load_handler_class(init.handler_path) if init.handler_path else _builtin_handler()
+            )
             self.handler = call_with_declared(
                 handler_class,
                 config=init.config,
                 job_spec=init.job_spec,
                 metrics_client=self.metrics,
+                **clients,
             )
             handle_batch = getattr(self.handler, "handle_batch", None)
             if not callable(handle_batch):
@@ -260,6 +266,19 @@ class Worker:
                 return
             self.channel.send_frame(self.complete(order.status).encode())
             order = None
+
+
+def _model_clients(settings_json: str) -> dict[str, Any]:
+    # Here, not at the top: a python handler's worker never loads the model clients.
+    from batchd.worker.models.setup import model_clients
+
+    return model_clients(settings_json)
+
+
+def _builtin_handler() -> type:
+    from batchd.worker.models.builtin import BuiltinHandler
+
+    return BuiltinHandler
 
 
 def take_launch(channel: BlockingChannel) -> str:
