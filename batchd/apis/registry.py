@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,18 @@ from batchd.store.roles import Store
 SNAPSHOT_KEY = "snapshot"
 INCOMING = ".incoming"
 DIGEST_KEY = "digest"
+# The config file a version was deployed with when the client named one (`--config`), so
+# that a node unpacking its stored archive reads the same file.
+CONFIG_KEY = "config_file"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One API of a deploy: its version, whether that is new, and the translation's warnings."""
+
+    record: ApiRecord
+    new: bool
+    warnings: tuple[str, ...]
 
 
 def snapshot_digest(root: Path, spec: dict[str, Any], dotenv: dict[str, str]) -> str:
@@ -87,31 +101,63 @@ class ApiRegistry:
         if (self.root / INCOMING).exists():
             remove_snapshot(self.root / INCOMING)
 
-    async def deploy(self, archive: bytes, check: bool = True) -> tuple[ApiRecord, bool]:
-        """Unpack an uploaded project into a new snapshot and record it as the next version.
+    async def deploy(
+        self,
+        archive: bytes,
+        check: bool = True,
+        config: str | None = None,
+        name: str | None = None,
+    ) -> list[Deployment]:
+        """Unpack an uploaded project into a new snapshot and record it as the next version
+        of each API its config defines (a cortex.yaml may define several; `name` keeps one),
+        in the file's order: a refused API leaves the ones before it deployed.
 
-        Returns the version and whether it is new: deploying exactly what the latest
-        version already holds changes nothing (so restarts with --deploy add no versions).
-        With `check`, the Handler must import (under the API's interpreter and env) first;
-        a project whose Handler does not import leaves no version behind (422).
+        Deploying exactly what an API's latest version already holds changes nothing for it
+        (so restarts with --deploy add no versions). With `check`, the Handler must import
+        (under the API's interpreter and env) first; a project whose Handler does not import
+        leaves no version behind (422).
         """
         incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
         project = await asyncio.to_thread(
-            unpack_project, archive, incoming, self.config.max_project_size
+            unpack_project, archive, incoming, self.config.max_project_size, config, name
         )
+        deployments: list[Deployment] = []
         try:
-            return await self._record(project, incoming, archive, check)
+            for index, api in enumerate(project.apis):
+                # Each API gets a snapshot of its own; the last one takes the unpacked folder.
+                last = index == len(project.apis) - 1
+                folder = incoming if last else await asyncio.to_thread(self._copy, incoming)
+                try:
+                    record, new = await self._record(
+                        api.spec, project, folder, archive, check, config is not None
+                    )
+                finally:
+                    if not last and folder.exists():
+                        await asyncio.to_thread(remove_snapshot, folder)
+                deployments.append(Deployment(record, new, api.warnings))
         finally:
             if incoming.exists():
                 await asyncio.to_thread(remove_snapshot, incoming)
+        return deployments
+
+    def _copy(self, snapshot: Path) -> Path:
+        copy = self.root / INCOMING / secrets.token_hex(8)
+        shutil.copytree(snapshot, copy, symlinks=True)
+        return copy
 
     async def _record(
-        self, project: DeployedProject, incoming: Path, archive: bytes, check: bool
+        self,
+        api_spec: ApiSpec,
+        project: DeployedProject,
+        incoming: Path,
+        archive: bytes,
+        check: bool,
+        named_config: bool,
     ) -> tuple[ApiRecord, bool]:
-        name = project.spec.name
+        name = api_spec.name
         digest = await asyncio.to_thread(
-            snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
+            snapshot_digest, incoming, api_spec.model_dump(), project.dotenv
         )
         # Under the lock, the latest version cannot change between the comparison and the
         # new row: N identical deploys at once make one version.
@@ -119,23 +165,25 @@ class ApiRegistry:
             latest = await self.store.get_api(name)
             if latest is not None and latest.spec.get(DIGEST_KEY) == digest:
                 return latest, False
-            if check and project.spec.handler.path is not None:
+            if check and api_spec.handler.path is not None:
                 await check_handler_imports(
-                    project.spec.handler.python or sys.executable,
+                    api_spec.handler.python or sys.executable,
                     incoming,
-                    project.spec.handler.path,
-                    self._api_env(name, project.spec, project.dotenv),
+                    api_spec.handler.path,
+                    self._api_env(name, api_spec, project.dotenv),
                     self.config.handler_check_timeout,
                 )
             snapshot = f"{secrets.token_hex(6)}"
             # The snapshot is in place before the row that names it: a crash in between
             # leaves an unused folder, never a version without its files.
             _into_place(incoming, self.root / name / snapshot)
-            spec = project.spec.model_dump()
+            spec = api_spec.model_dump()
             spec[SNAPSHOT_KEY] = snapshot
             spec["files"] = len(project.files)
             spec["size"] = project.size
             spec[DIGEST_KEY] = digest
+            if named_config:
+                spec[CONFIG_KEY] = project.config_file
             # Before the version (where the store keeps archives): a node that lacks this
             # snapshot unpacks it from there. A crash in between leaves an archive no
             # version names, dropped with the API.
@@ -238,7 +286,12 @@ class ApiRegistry:
         try:
             try:
                 project = await asyncio.to_thread(
-                    unpack_project, archive, incoming, self.config.max_project_size
+                    unpack_project,
+                    archive,
+                    incoming,
+                    self.config.max_project_size,
+                    api.spec.get(CONFIG_KEY),
+                    api.name,
                 )
             except DomainError as exc:
                 raise LaunchRefused(

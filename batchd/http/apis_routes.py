@@ -56,9 +56,21 @@ async def deploy(request: web.Request) -> web.Response:
     config = services.config
     check = bool_query(request, "check", default=True)
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
-    api, new = await services.registry.deploy(archive, check=check)
-    deployed = schemas.Deployed(**dict(api_summary(api)), unchanged=not new)
-    return web.json_response(deployed.body(), status=201 if new else 200)
+    deployments = await services.registry.deploy(
+        archive,
+        check=check,
+        config=request.query.get("config"),
+        name=request.query.get("name"),
+    )
+    answers = [
+        schemas.Deployed(
+            **dict(api_summary(d.record)), unchanged=not d.new, warnings=list(d.warnings)
+        )
+        for d in deployments
+    ]
+    # One API answers as it always has; a file of several answers {"apis": [...]}.
+    body = answers[0].body() if len(answers) == 1 else schemas.DeployedApis(apis=answers).body()
+    return web.json_response(body, status=201 if any(d.new for d in deployments) else 200)
 
 
 async def list_apis(request: web.Request) -> web.Response:

@@ -139,6 +139,17 @@ class Deployed(ApiSummary):
     unchanged: bool = Field(
         description="true when the upload was the same as the latest version, which stays latest"
     )
+    warnings: list[str] = Field(
+        description="what the deploy accepted but does not honour, such as a cortex.yaml key "
+        "with no meaning on one machine (`compute.cpu is ignored: ...`); empty when none"
+    )
+
+
+class DeployedApis(_Response):
+    apis: list[Deployed] = Field(
+        description="each API of a config file that defines several (a cortex.yaml list), "
+        "in the file's order"
+    )
 
 
 class ApiVersion(_Response):

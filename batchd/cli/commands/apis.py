@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from batchd.cli.commands import client_of
@@ -12,11 +13,16 @@ from batchd.cli.render import ago, dash, print_json, print_table, size_text
 
 def deploy(args: argparse.Namespace) -> int:
     try:
-        api = client_of(args).deploy(args.project, check=args.check)
+        answer = client_of(args).deploy(
+            args.project, check=args.check, config=args.config, name=args.name
+        )
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename or args.project}: {exc.strerror}") from None
-    unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
-    print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
+    for api in answer.get("apis", [answer]):
+        unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
+        print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
+        for warning in api.get("warnings", []):
+            print(f"warning: {api['name']}: {warning}", file=sys.stderr)
     return 0
 
 
