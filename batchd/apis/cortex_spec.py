@@ -236,7 +236,10 @@ class _Api:
         return translated
 
     def _check_python_path(self, python_path: str) -> None:
-        folder = PurePosixPath(python_path).as_posix()
+        pure = PurePosixPath(python_path)
+        if pure.is_absolute() or ".." in pure.parts:
+            return  # refused by the spec, which says why
+        folder = pure.as_posix()
         if folder != "." and not any(name.startswith(f"{folder}/") for name in self.project_files):
             raise self.fail(
                 "handler.python_path",

@@ -23,7 +23,7 @@ import yaml
 from batchd.apis.archive import unpack_project
 from batchd.apis.registry import CONFIG_KEY, DIGEST_KEY, snapshot_digest
 from batchd.apis.spec import ApiSpec, pack_project
-from batchd.packing import ENV_FILE, PROJECT_CONFIG, is_cortex_config
+from batchd.packing import CORTEX_CONFIGS, ENV_FILE, PROJECT_CONFIG, is_cortex_config
 
 
 class NotRebuilt(Exception):
@@ -39,6 +39,9 @@ def rebuilt_archive(snapshot: Path, spec: dict[str, Any], dotenv: dict[str, str]
         shutil.copytree(snapshot, project, symlinks=True)
         project.chmod(0o700)
         config = spec.get(CONFIG_KEY)
+        # TOML has no null, which a handler config from a cortex.yaml may hold.
+        if config is None and _holds_null(spec["handler"].get("config")):
+            config = CORTEX_CONFIGS[0]
         config_text = (
             cortex_yaml(spec) if config and is_cortex_config(config) else project_toml(spec)
         )
@@ -89,6 +92,14 @@ def cortex_yaml(spec: dict[str, Any]) -> str:
         "compute": _without_none(spec.get("compute", {})),
     }
     return yaml.safe_dump([api], sort_keys=False)
+
+
+def _holds_null(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_null(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_null(item) for item in value)
+    return value is None
 
 
 def _without_none(value: Any) -> Any:

@@ -134,7 +134,8 @@ class HandlerSpec(BaseModel):
     @field_validator("config")
     @classmethod
     def _json_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        # TOML has dates, times, inf and nan; the config travels as JSON, which has none.
+        # TOML and YAML have dates, times, inf and nan; the config travels as JSON, which
+        # has none (YAML's null is JSON's).
         where = _not_json_at(config)
         if where is not None:
             raise ValueError(f"{where} is not a JSON value (a date, a time, inf or nan)")
@@ -226,7 +227,7 @@ def min_memory_problem(text: str, size: int) -> str | None:
 def _json_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, str | int | bool)
+    return value is None or isinstance(value, str | int | bool)
 
 
 def _not_json_at(value: Any) -> str | None:
