@@ -38,6 +38,8 @@ ENV_FILE = ".env"
 DEFAULT_MAX_PROJECT_BYTES = 32 * 1024 * 1024
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A config file named with --config: a plain file name at the top of the project.
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 _COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
 _LARGEST_SHOWN = 5
 
@@ -71,9 +73,10 @@ def choose_config(present: Callable[[str], bool], given: str | None, where: str)
     else cortex.yaml or cortex.yml. `present` says whether a top-level file exists in
     `where` (named in the error when none does)."""
     if given is not None:
-        if not given or "/" in given or given in (".", "..") or given in IGNORE_FILES:
+        if not CONFIG_NAME.fullmatch(given):
             raise Invalid(
-                f"config {given!r} must name a file at the top of the project folder",
+                f"config {given!r} must name a file at the top of the project folder "
+                "(letters, digits, '.', '_' and '-', not starting with '.')",
                 field="config",
             )
         if not present(given):

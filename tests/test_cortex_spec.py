@@ -699,9 +699,10 @@ def test_config_names_another_file_and_workers_start_from_its_archive(
     job = daemon.client.submit("dev-api", {"item_list": {"items": [1, 2], "batch_size": 2}})
     assert wait_job(daemon.client, "dev-api", job["job_id"])["status"] == "succeeded"
     assert [r["result"] for r in daemon.client.results("dev-api", job["job_id"])] == [1003]
-    with pytest.raises(BatchdError) as caught:
-        daemon.client.deploy(root, config="nope.yaml")
-    assert (caught.value.status, caught.value.field) == (422, "config")
+    for config in ("nope.yaml", "../sum/dev.yaml", ".env"):
+        with pytest.raises(BatchdError) as caught:
+            daemon.client.deploy(root, config=config)
+        assert (caught.value.status, caught.value.field) == (422, "config")
 
 
 def test_cortexignore_applies_on_the_server_too(daemon: Daemon, tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ from batchd.packing import PROJECT_CONFIG, parse_dotenv
 
 MAX_API_NAME_LENGTH = 42
 
-_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+API_NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+_API_NAME = re.compile(API_NAME_PATTERN)
 
 
 HandlerType = Literal["python", "tensorflow", "onnx"]

@@ -15,7 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from batchd import packing
 from batchd.admission.job_body import JobSubmission
+from batchd.apis.spec import API_NAME_PATTERN, MAX_API_NAME_LENGTH
 from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
@@ -97,14 +99,14 @@ CHECK = Param(
 CONFIG = Param(
     "config",
     "query",
-    {"type": "string", "minLength": 1},
+    {"type": "string", "pattern": f"^{packing.CONFIG_NAME.pattern}$"},
     "the project's config file, at the top of the archive: batchd.toml (TOML) or a Cortex "
     "file (.yaml or .yml). Default: batchd.toml, else cortex.yaml, else cortex.yml",
 )
 DEPLOY_NAME = Param(
     "name",
     "query",
-    {"type": "string", "minLength": 1},
+    {"type": "string", "pattern": f"^{API_NAME_PATTERN}$", "maxLength": MAX_API_NAME_LENGTH},
     "deploy only the API of this name from a config file that defines several (422 on "
     "`name` when it defines none of that name)",
 )
