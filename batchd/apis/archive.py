@@ -102,9 +102,7 @@ def unpack_project(
             for m in members.values()
             if not m.isdir() and m.name != config_file and not skipped(m.name, ignore)
         ]
-        apis = _named(
-            project_apis(config_file, config_text, {m.name for m in selected}), name, config_file
-        )
+        apis = project_apis(config_file, config_text, {m.name for m in selected}, name)
         dotenv = parse_dotenv(env_text or "")
         sizes = _written_sizes(selected)
         check_size(sizes, max_bytes)
@@ -119,16 +117,6 @@ def unpack_project(
         size=sum(sizes.values()),
         config_file=config_file,
     )
-
-
-def _named(apis: list[ProjectApi], name: str | None, config_file: str) -> list[ProjectApi]:
-    if name is None:
-        return apis
-    chosen = [api for api in apis if api.spec.name == name]
-    if not chosen:
-        defined = ", ".join(repr(api.spec.name) for api in apis)
-        raise Invalid(f"{config_file} defines no API {name!r} (only {defined})", field="name")
-    return chosen
 
 
 class _CappedReads:

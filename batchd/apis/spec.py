@@ -317,14 +317,23 @@ def _spec_error(exc: ValidationError) -> Invalid:
 
 
 def project_apis(
-    config_name: str, config_text: str, project_files: Collection[str]
+    config_name: str, config_text: str, project_files: Collection[str], name: str | None = None
 ) -> list[ProjectApi]:
-    """The APIs a config file defines: batchd.toml's one, or a Cortex file's (YAML)."""
+    """The APIs a config file defines (batchd.toml's one, or a Cortex file's), or only the
+    one called `name`."""
     if packing.is_cortex_config(config_name):
         from batchd.apis.cortex_spec import translate_cortex_config
 
-        return translate_cortex_config(config_text, config_name, project_files)
-    return [ProjectApi(parse_api_spec(config_text))]
+        apis = translate_cortex_config(config_text, config_name, project_files)
+    else:
+        apis = [ProjectApi(parse_api_spec(config_text))]
+    if name is None:
+        return apis
+    chosen = [api for api in apis if api.spec.name == name]
+    if not chosen:
+        defined = ", ".join(repr(api.spec.name) for api in apis)
+        raise Invalid(f"{config_name} defines no API {name!r} (only {defined})", field="name")
+    return chosen
 
 
 def _full_spec_check(
