@@ -376,6 +376,19 @@ def test_values_are_checked_and_the_error_names_the_key(
             "expected <block end>, but found '<block mapping start>'",
         ),
         ("- {}\n---\n- {}\n", "cortex.yaml line 2: not valid YAML: but found another document"),
+        ("[" * 2000 + "]" * 2000, "cortex.yaml is nested too deeply"),
+        (
+            "- " + "[" * 70 + "]" * 70 + "\n",
+            "cortex.yaml line 1: the document is over 100000 values (aliases expanded) or 64 "
+            "levels deep",
+        ),
+        (
+            "".join(
+                f"- &a{i} [{', '.join([f'*a{i - 1}' if i else '1'] * 10)}]\n" for i in range(9)
+            ),
+            "cortex.yaml line 1: the document is over 100000 values (aliases expanded) or 64 "
+            "levels deep",
+        ),
     ],
 )
 def test_a_file_that_is_not_a_list_of_apis_is_refused_with_its_line(

@@ -73,6 +73,10 @@ _DEFAULT_DEPENDENCY_FILES = {
 # Where a batchd spec key came from in cortex.yaml, where the names differ.
 _CORTEX_FIELD = {"handler.requirements": "handler.dependencies.pip"}
 _NAME_RULE = " (batchd's rule for API names)"
+# Bounds on a config document: a billion laughs of aliases, or nesting past the recursion
+# limit, would otherwise cost the daemon its CPU or a 500.
+_MAX_NODES = 100_000
+_MAX_DEPTH = 64
 
 
 def translate_cortex_config(
@@ -83,9 +87,13 @@ def translate_cortex_config(
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
+        if root is not None:
+            _check_shape(root, file_name)
         document = None if root is None else loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise Invalid(_yaml_problem(exc, file_name), file_name) from None
+    except RecursionError:
+        raise Invalid(f"{file_name} is nested too deeply", file_name) from None
     finally:
         loader.dispose()
     if isinstance(document, dict):
@@ -107,6 +115,28 @@ def translate_cortex_config(
             line = _line(root.value[index], ["name"])
             raise Invalid(f"{file_name} line {line}: name {name!r} appears twice", "name")
     return apis
+
+
+def _check_shape(root: yaml.Node, file_name: str) -> None:
+    """Refuse a document whose aliases expand past any config's size, or nested deeper than
+    a config is: the spec is walked and dumped to JSON whole, aliases expanded."""
+    seen = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES or depth > _MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise Invalid(
+                f"{file_name} line {line}: the document is over {_MAX_NODES} values (aliases "
+                f"expanded) or {_MAX_DEPTH} levels deep",
+                file_name,
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def _yaml_problem(exc: yaml.YAMLError, file_name: str) -> str:
