@@ -86,34 +86,45 @@ class Client:
         project_dir: str | Path,
         max_bytes: int | None = None,
         check: bool = True,
+        config: str | Path | None = None,
+        name: str | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Pack and upload a project folder; returns the API summary (name, version, files).
+        """Pack and upload a project folder; returns the API summary (name, version, files,
+        ``warnings``), or ``{"apis": [summary, ...]}`` when its config defines several.
 
-        What the server would refuse (no batchd.toml, no handler file, over `max_bytes`) is
-        refused here first; an unreadable folder raises OSError. With `check` (the default)
-        the daemon imports the Handler before recording the version, and a Handler that
-        does not import is a BatchdError 422 holding its traceback. A project with a
-        requirements.txt gets its venv built first; `progress` is called with each line
-        pip writes meanwhile. The call waits as long as the daemon builds (no timeout).
+        The config is batchd.toml, else cortex.yaml or cortex.yml (a Cortex project, which
+        the daemon translates), or `config`: a file at the top of the folder. `name` deploys
+        only that API of a config that defines several. What the server would refuse (no
+        config, no handler file, over `max_bytes`) is refused here first where it can be;
+        an unreadable folder raises OSError. With `check` (the default) the daemon imports
+        the Handler before recording the version, and a Handler that does not import is a
+        BatchdError 422 holding its traceback. A project with a requirements.txt gets its
+        venv built first; `progress` is called with each line pip writes meanwhile. The call
+        waits as long as the daemon builds (no timeout).
         """
         from batchd import packing
         from batchd.errors import DomainError
         from batchd.http.errors import status_of
 
+        root = Path(project_dir)
+        config_name = None if config is None else _config_name(root, Path(config))
         limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes
         try:
-            archive = packing.pack_project(Path(project_dir), limit)
+            archive = packing.pack_project(root, limit, config=config_name)
         except DomainError as exc:
             raise BatchdError(status_of(exc), exc.message, exc.field) from None
-        query = None if check else {"check": "false"}
+        query = {} if check else {"check": "false"}
+        query.update(
+            {key: value for key, value in (("config", config_name), ("name", name)) if value}
+        )
         accept = "application/json" if progress is None else DEPLOY_PROGRESS_TYPE
         response = self._open(
             "POST",
             "/apis",
             body=archive,
             content_type="application/gzip",
-            query=query,
+            query=query or None,
             accept=accept,
             timeout=None,
         )
@@ -362,6 +373,13 @@ _OPENER = urllib.request.build_opener(_UnixSocketHandler())
 
 def _endpoint(api_name: str) -> str:
     return f"/batch/{_quote(api_name)}"
+
+
+def _config_name(root: Path, config: Path) -> str:
+    """A config file named as a path inside `root` (or its name alone) as its name there."""
+    if len(config.parts) > 1 and config.resolve().parent == root.resolve():
+        return config.name
+    return str(config)
 
 
 def _quote(segment: str) -> str:

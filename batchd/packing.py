@@ -17,7 +17,7 @@ import re
 import stat
 import tarfile
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -27,21 +27,27 @@ if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
 PROJECT_CONFIG = "batchd.toml"
+# A Cortex project's config, used when there is no batchd.toml (the server translates it).
+CORTEX_CONFIGS = ("cortex.yaml", "cortex.yml")
 IGNORE_FILE = ".batchdignore"
+CORTEX_IGNORE_FILE = ".cortexignore"
+# The ignore files in order of precedence: only the first present one applies.
+IGNORE_FILES = (IGNORE_FILE, CORTEX_IGNORE_FILE)
 ENV_FILE = ".env"
-CONTROL_FILES = (PROJECT_CONFIG, ENV_FILE, IGNORE_FILE)
 # Cortex's project limit; the daemon's `max_project_size` is what really counts.
 DEFAULT_MAX_PROJECT_BYTES = 32 * 1024 * 1024
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A config file named with --config: a plain file name at the top of the project.
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 _COMPILED_SUFFIXES = (".pyc", ".pyo", ".pyd")
 _LARGEST_SHOWN = 5
 # The handler types with a built-in handler (batchd.apis.spec.MODEL_HANDLER_TYPES).
 _MODEL_TYPES = ("tensorflow", "onnx")
 
-# Given the text of batchd.toml and of .env (or None), checks them and returns handler.path
-# (None: the API has no handler file of its own).
-SpecCheck = Callable[[str, str | None], str | None]
+# Given the config file's name and text, the text of .env (or None) and the project's files,
+# checks them and returns the handler files the APIs need.
+SpecCheck = Callable[[str, str, str | None, Collection[str]], list[str]]
 
 
 # --- what belongs in a project --------------------------------------------------------------
@@ -60,13 +66,39 @@ def is_excluded(relpath: str) -> bool:
     )
 
 
-def compile_ignore(text: str) -> GitIgnoreSpec:
+def is_cortex_config(name: str) -> bool:
+    return name.endswith((".yaml", ".yml"))
+
+
+def choose_config(present: Callable[[str], bool], given: str | None, where: str) -> str:
+    """The project's config file: `given` (a file at the project's top), else batchd.toml,
+    else cortex.yaml or cortex.yml. `present` says whether a top-level file exists in
+    `where` (named in the error when none does)."""
+    if given is not None:
+        if not CONFIG_NAME.fullmatch(given):
+            raise Invalid(
+                f"config {given!r} must name a file at the top of the project folder "
+                "(letters, digits, '.', '_' and '-', not starting with '.')",
+                field="config",
+            )
+        if not present(given):
+            raise Invalid(f"the project has no config file {given!r}", field="config")
+        return given
+    for name in (PROJECT_CONFIG, *CORTEX_CONFIGS):
+        if present(name):
+            return name
+    raise Invalid(
+        f"{where} has no {PROJECT_CONFIG}, {' or '.join(CORTEX_CONFIGS)}", field=PROJECT_CONFIG
+    )
+
+
+def compile_ignore(text: str, name: str = IGNORE_FILE) -> GitIgnoreSpec:
     from pathspec import GitIgnoreSpec
 
     try:
         return GitIgnoreSpec.from_lines(text.splitlines())
     except ValueError as exc:
-        raise Invalid(f"{IGNORE_FILE}: {exc}", field=IGNORE_FILE) from exc
+        raise Invalid(f"{name}: {exc}", field=name) from exc
 
 
 def parents(name: str) -> list[str]:
@@ -96,13 +128,14 @@ def pathspec_available() -> bool:
 
 
 def _client_ignore(root: Path) -> tuple[GitIgnoreSpec | None, bool]:
-    """The compiled .batchdignore, and whether it was applied (False: present, no pathspec)."""
-    path = root / IGNORE_FILE
-    if not path.is_file():
+    """The compiled .batchdignore (else .cortexignore), and whether it was applied (False:
+    present, no pathspec)."""
+    name = next((name for name in IGNORE_FILES if (root / name).is_file()), None)
+    if name is None:
         return None, True
     if not pathspec_available():
         return None, False
-    return compile_ignore(decode(path.read_bytes(), IGNORE_FILE)), True
+    return compile_ignore(decode((root / name).read_bytes(), name), name), True
 
 
 def project_files(root: Path) -> list[tuple[str, Path]]:
@@ -181,23 +214,28 @@ def load_toml(text: str) -> dict[str, Any]:
         raise Invalid(f"{PROJECT_CONFIG} is not valid TOML: {exc}", field=PROJECT_CONFIG) from exc
 
 
-def basic_spec_check(config_text: str, env_text: str | None) -> str | None:
+def basic_spec_check(
+    config_name: str, config_text: str, env_text: str | None, project_files: Collection[str]
+) -> list[str]:
     """The client's check: TOML parses, ``name`` and ``[handler] path`` are there (a model
-    type's may be left out: the built-in handler)."""
+    type's may be left out: the built-in handler). A Cortex config (YAML, which the standard
+    library cannot read) is left to the server."""
+    if env_text is not None:
+        parse_dotenv(env_text)
+    if is_cortex_config(config_name):
+        return []
     data = load_toml(config_text)
     if not isinstance(data.get("name"), str):
         raise Invalid(f"{PROJECT_CONFIG} needs a string 'name'", field="name")
     handler = data.get("handler")
     path = handler.get("path") if isinstance(handler, dict) else None
     if path is None and isinstance(handler, dict) and handler.get("type") in _MODEL_TYPES:
-        return None
+        return []
     if not isinstance(path, str):
         raise Invalid(
             f"{PROJECT_CONFIG} needs a [handler] table with a string 'path'", "handler.path"
         )
-    if env_text is not None:
-        parse_dotenv(env_text)
-    return PurePosixPath(path).as_posix()
+    return [PurePosixPath(path).as_posix()]
 
 
 def check_size(sizes: Mapping[str, int], max_bytes: int) -> None:
@@ -232,26 +270,36 @@ def pack_project(
     root: Path,
     max_bytes: int = DEFAULT_MAX_PROJECT_BYTES,
     check_spec: SpecCheck = basic_spec_check,
+    config: str | None = None,
 ) -> bytes:
-    """The project under `root` as a tar.gz; Invalid or TooLarge for what the server refuses."""
+    """The project under `root` as a tar.gz; Invalid or TooLarge for what the server refuses.
+
+    Its config is `config` (a file at the top of `root`), else batchd.toml, else cortex.yaml
+    or cortex.yml: the server, told the same `config`, picks the same one."""
+    config_name = choose_config(lambda name: (root / name).is_file(), config, str(root))
     controls = {
-        name: (root / name).read_bytes() for name in CONTROL_FILES if (root / name).is_file()
+        name: (root / name).read_bytes()
+        for name in (config_name, ENV_FILE, *IGNORE_FILES)
+        if (root / name).is_file()
     }
-    if PROJECT_CONFIG not in controls:
-        raise Invalid(f"{root} has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
     env = controls.get(ENV_FILE)
-    handler_path = check_spec(
-        decode(controls[PROJECT_CONFIG], PROJECT_CONFIG),
-        None if env is None else decode(env, ENV_FILE),
-    )
     ignore, applied = _client_ignore(root)
-    files = _project_files(root, ignore)
-    if handler_path is not None and handler_path not in {relpath for relpath, _ in files}:
-        raise Invalid(
-            f"handler.path {handler_path!r} is not among the project files "
-            f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
-            field="handler.path",
-        )
+    # The config is a control file, never a project file (as Cortex left its cortex.yaml out).
+    files = [pair for pair in _project_files(root, ignore) if pair[0] != config_name]
+    relpaths = {relpath for relpath, _ in files}
+    handler_paths = check_spec(
+        config_name,
+        decode(controls[config_name], config_name),
+        None if env is None else decode(env, ENV_FILE),
+        relpaths,
+    )
+    for handler_path in handler_paths:
+        if handler_path not in relpaths:
+            raise Invalid(
+                f"handler.path {handler_path!r} is not among the project files "
+                f"(missing, or excluded by {' or '.join(IGNORE_FILES)} or the built-in rules)",
+                field="handler.path",
+            )
     if applied:
         check_size({relpath: _packed_size(path) for relpath, path in files}, max_bytes)
     return _tar_gz(controls, files)

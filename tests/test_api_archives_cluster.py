@@ -178,8 +178,9 @@ async def test_two_first_uses_at_once_on_one_node_unpack_it_once(
         node_a = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "a")), store)
         node_b = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "b")), store)
         archive = await asyncio.to_thread(pack_project, _project(make_project))
-        api, new = await node_a.deploy(archive, check=False)
-        assert new
+        (deployed,) = await node_a.deploy(archive, check=False)
+        api = deployed.record
+        assert deployed.new
         # Both find the folder missing and wait for the API's lock: the second must find
         # the first's snapshot, not unpack again onto it.
         one, two = await asyncio.gather(node_b.snapshot_here(api), node_b.snapshot_here(api))
@@ -210,7 +211,7 @@ async def test_a_first_use_does_not_wait_for_a_deploy_of_the_same_api(
         node_a = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "a")), store)
         node_b = ApiRegistry(DaemonConfig(state_dir=str(tmp_path / "b")), store)
         first = await asyncio.to_thread(pack_project, _project(make_project))
-        api, _ = await node_a.deploy(first, check=False)
+        api = (await node_a.deploy(first, check=False))[0].record
         second = await asyncio.to_thread(
             pack_project,
             make_project("words", held, files={"words/suffix.txt": "v2\n", ".env": "A=1\n"}),
@@ -224,8 +225,8 @@ async def test_a_first_use_does_not_wait_for_a_deploy_of_the_same_api(
         assert (folder / "words" / "suffix.txt").read_text() == "stored\n"
         assert not deploying.done()
         gate.touch()
-        (deployed, new) = await deploying
-        assert (deployed.version, new) == (2, True)
+        (deployed,) = await deploying
+        assert (deployed.record.version, deployed.new) == (2, True)
     finally:
         gate.touch()
         await store.close()

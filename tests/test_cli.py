@@ -246,7 +246,9 @@ def test_deploy_relative_dir(daemon: Daemon) -> None:
 
 def test_deploy_of_a_folder_without_a_project(daemon: Daemon, tmp_path: Path) -> None:
     err = failed(batchd(daemon.url, "deploy", str(tmp_path)))
-    assert err == f"error: {tmp_path} has no batchd.toml (field: batchd.toml)\n"
+    assert err == (
+        f"error: {tmp_path} has no batchd.toml, cortex.yaml or cortex.yml (field: batchd.toml)\n"
+    )
     assert daemon.client.list_apis() == []
 
 

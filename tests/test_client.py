@@ -323,7 +323,7 @@ def test_deploy_refused_before_uploading(daemon: Daemon, tmp_path: Path) -> None
     empty.mkdir()
     missing = raised(lambda: client.deploy(empty))
     assert (missing.status, missing.field) == (422, "batchd.toml")
-    assert missing.message == f"{empty} has no batchd.toml"
+    assert missing.message == f"{empty} has no batchd.toml, cortex.yaml or cortex.yml"
 
     project = tmp_path / "project"
     project.mkdir()

@@ -635,7 +635,7 @@ def test_archive_without_batchd_toml_is_422(snapshots: Path) -> None:
     assert (status_of(error), error.field, error.message) == (
         422,
         "batchd.toml",
-        "archive has no batchd.toml",
+        "archive has no batchd.toml, cortex.yaml or cortex.yml",
     )
 
 

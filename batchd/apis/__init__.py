@@ -1,4 +1,5 @@
-"""Deployed APIs, server side: the project spec (``spec``: ``batchd.toml`` validated in full),
+"""Deployed APIs, server side: the project spec (``spec``: ``batchd.toml`` validated in full;
+``cortex_spec``: a Cortex ``cortex.yaml`` translated into it),
 unpacking an uploaded archive into a read-only snapshot (``archive``), the import check at
 deploy (``handler_check``), each API's venv of its requirements.txt (``venvs``) and the
 registry of APIs and their versions (``registry``).

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchd.apis.spec import ApiSpec, parse_api_spec
+from batchd.apis.spec import ApiSpec, ProjectApi, project_apis
 from batchd.errors import BadRequest, Invalid, TooLarge
 from batchd.packing import (
-    CONTROL_FILES,
-    IGNORE_FILE,
-    PROJECT_CONFIG,
+    ENV_FILE,
+    IGNORE_FILES,
     check_size,
+    choose_config,
     compile_ignore,
     decode,
     human_size,
@@ -70,26 +70,52 @@ _SPECIAL_KINDS = {
 
 @dataclass(frozen=True)
 class DeployedProject:
-    spec: ApiSpec
+    # The APIs of the config file (batchd.toml defines one), in its order.
+    apis: tuple[ProjectApi, ...]
     dotenv: dict[str, str]
     files: list[str]
     size: int
+    # The config file the APIs came from, left out of the snapshot.
+    config_file: str
+
+    @property
+    def spec(self) -> ApiSpec:
+        """The API of a project that defines one, as batchd.toml always does."""
+        if len(self.apis) != 1:
+            raise ValueError(f"{self.config_file} defines {len(self.apis)} APIs, not one")
+        return self.apis[0].spec
 
 
-def unpack_project(archive: bytes, dest: Path, max_bytes: int) -> DeployedProject:
+def unpack_project(
+    archive: bytes, dest: Path, max_bytes: int, config: str | None = None, name: str | None = None
+) -> DeployedProject:
+    """Check `archive` and write its project files to `dest`. Its config is `config` (as
+    :func:`batchd.packing.choose_config` picks it); `name` keeps only the API of that name."""
     if dest.exists():
         raise FileExistsError(dest)
     with _open_archive(archive) as tar:
         members = _scan(tar)
         _check_tree(members)
-        spec, dotenv, ignore = _read_controls(tar, members)
-        selected = [m for m in members.values() if not m.isdir() and not skipped(m.name, ignore)]
+        config_file, config_text, env_text, ignore = _read_controls(tar, members, config)
+        selected = [
+            m
+            for m in members.values()
+            if not m.isdir() and m.name != config_file and not skipped(m.name, ignore)
+        ]
+        apis = project_apis(config_file, config_text, {m.name for m in selected}, name)
+        dotenv = parse_dotenv(env_text or "")
         sizes = _written_sizes(selected)
         check_size(sizes, max_bytes)
-        _check_python(spec.handler.python)
-        _write_snapshot(tar, selected, spec.handler.path, dest)
+        for api in apis:
+            _check_python(api.spec.handler.python)
+        handler_paths = [a.spec.handler.path for a in apis if a.spec.handler.path is not None]
+        _write_snapshot(tar, selected, handler_paths, dest)
     return DeployedProject(
-        spec=spec, dotenv=dotenv, files=sorted(m.name for m in selected), size=sum(sizes.values())
+        apis=tuple(apis),
+        dotenv=dotenv,
+        files=sorted(m.name for m in selected),
+        size=sum(sizes.values()),
+        config_file=config_file,
     )
 
 
@@ -278,15 +304,17 @@ def _check_hardlink(member: tarfile.TarInfo, members: Mapping[str, tarfile.TarIn
 
 
 def _read_controls(
-    tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo]
-) -> tuple[ApiSpec, dict[str, str], GitIgnoreSpec | None]:
-    config_text, env_text, ignore_text = (
-        _read_control(tar, members, name) for name in CONTROL_FILES
-    )
-    if config_text is None:
-        raise Invalid(f"archive has no {PROJECT_CONFIG}", field=PROJECT_CONFIG)
-    ignore = None if ignore_text is None else compile_ignore(ignore_text)
-    return parse_api_spec(config_text), parse_dotenv(env_text or ""), ignore
+    tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo], config: str | None
+) -> tuple[str, str, str | None, GitIgnoreSpec | None]:
+    """The config file's name and text, the .env text and the ignore file that applies."""
+    config_file = choose_config(lambda name: name in members, config, "archive")
+    config_text = _read_control(tar, members, config_file)
+    assert config_text is not None
+    env_text = _read_control(tar, members, ENV_FILE)
+    ignore_file = next((name for name in IGNORE_FILES if name in members), None)
+    ignore_text = None if ignore_file is None else _read_control(tar, members, ignore_file)
+    ignore = None if ignore_text is None else compile_ignore(ignore_text, str(ignore_file))
+    return config_file, config_text, env_text, ignore
 
 
 def _read_control(
@@ -331,7 +359,7 @@ def _check_python(python: str | None) -> None:
 def _write_snapshot(
     tar: tarfile.TarFile,
     selected: Iterable[tarfile.TarInfo],
-    handler_path: str | None,
+    handler_paths: Iterable[str],
     dest: Path,
 ) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -340,12 +368,14 @@ def _write_snapshot(
     try:
         for member in selected:
             _extract(tar, member, staging)
-        if handler_path is not None and not (staging / handler_path).is_file():
-            raise Invalid(
-                f"handler.path {handler_path!r} is not a file in the uploaded project "
-                f"(missing, or excluded by {IGNORE_FILE} or the built-in rules)",
-                field="handler.path",
-            )
+        for handler_path in handler_paths:
+            if not (staging / handler_path).is_file():
+                raise Invalid(
+                    f"handler.path {handler_path!r} is not a file in the uploaded project "
+                    f"(missing, or excluded by {' or '.join(IGNORE_FILES)} or the built-in "
+                    "rules)",
+                    field="handler.path",
+                )
         _make_read_only(staging)
         os.rename(staging, dest)
     except BaseException:

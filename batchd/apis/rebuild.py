@@ -4,7 +4,9 @@ A SQLite daemon keeps no archive of what was uploaded: only the snapshot folder 
 project's files) and the version's row (its spec and .env). ``batchd migrate`` rebuilds
 an archive from the two, for a database that keeps each version's archive so that any
 node can unpack it; such a node checks what it unpacks against the version's digest, so
-the rebuilt archive is checked the same way here first.
+the rebuilt archive is checked the same way here first. A version deployed from a config
+file named with ``--config`` gets that file again, under its name (a cortex.yaml made from
+the spec, when it was one), since nodes unpack its archive with that name.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from batchd.apis.archive import unpack_project
-from batchd.apis.registry import DIGEST_KEY, snapshot_digest
+from batchd.apis.registry import CONFIG_KEY, DIGEST_KEY, snapshot_digest
 from batchd.apis.spec import ApiSpec, pack_project
-from batchd.packing import ENV_FILE, PROJECT_CONFIG
+from batchd.packing import CORTEX_CONFIGS, ENV_FILE, PROJECT_CONFIG, is_cortex_config
 
 
 class NotRebuilt(Exception):
@@ -34,12 +38,21 @@ def rebuilt_archive(snapshot: Path, spec: dict[str, Any], dotenv: dict[str, str]
         # The snapshot is read-only: the copy is not, so that the project files go in.
         shutil.copytree(snapshot, project, symlinks=True)
         project.chmod(0o700)
-        (project / PROJECT_CONFIG).write_text(project_toml(spec), encoding="utf-8")
+        config = spec.get(CONFIG_KEY)
+        # TOML has no null, which a handler config from a cortex.yaml may hold.
+        if config is None and _holds_null(spec["handler"].get("config")):
+            config = CORTEX_CONFIGS[0]
+        config_text = (
+            cortex_yaml(spec) if config and is_cortex_config(config) else project_toml(spec)
+        )
+        (project / (config or PROJECT_CONFIG)).write_text(config_text, encoding="utf-8")
         if dotenv:
             (project / ENV_FILE).write_text(dotenv_text(dotenv), encoding="utf-8")
         # Checked against the daemon's size limit when deployed: none applies again.
-        archive = pack_project(project, sys.maxsize)
-        unpacked = unpack_project(archive, Path(scratch) / "unpacked", sys.maxsize)
+        archive = pack_project(project, sys.maxsize, config)
+        unpacked = unpack_project(
+            archive, Path(scratch) / "unpacked", sys.maxsize, config, spec["name"]
+        )
         digest = snapshot_digest(
             Path(scratch) / "unpacked", unpacked.spec.model_dump(), unpacked.dotenv
         )
@@ -56,6 +69,45 @@ def project_toml(spec: dict[str, Any]) -> str:
         for key in ApiSpec.model_fields
         if spec.get(key) is not None
     )
+
+
+def cortex_yaml(spec: dict[str, Any]) -> str:
+    """A cortex.yaml whose translation is `spec` (one translated from a cortex.yaml: it
+    holds only what cortex.yaml can say)."""
+    handler = spec["handler"]
+    cortex_handler = {
+        key: handler[key]
+        for key in ("type", "path", "python_path", "config", "env")
+        if handler.get(key) is not None
+    }
+    if handler.get("models") is not None:
+        # Unset model keys are None in the spec, and absent in a cortex.yaml.
+        cortex_handler["models"] = _without_none(handler["models"])
+    if handler.get("requirements") is not None:
+        cortex_handler["dependencies"] = {"pip": handler["requirements"]}
+    api = {
+        "name": spec["name"],
+        "kind": "BatchAPI",
+        "handler": cortex_handler,
+        "compute": _without_none(spec.get("compute", {})),
+    }
+    return yaml.safe_dump([api], sort_keys=False)
+
+
+def _holds_null(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_null(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_null(item) for item in value)
+    return value is None
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
 
 
 def _toml_value(value: Any) -> str:

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ INCOMING = ".incoming"
 DIGEST_KEY = "digest"
 # The key of the venv (under [deploy] venv_dir) a version's workers run in; absent: none.
 VENV_KEY = "venv"
+# The config file a version was deployed with when the client named one (`--config`), so
+# that a node unpacking its stored archive reads the same file.
+CONFIG_KEY = "config_file"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One API of a deploy: its version, whether that is new, and what the deploy ignored
+    (the translation's warnings, requirements left uninstalled)."""
+
+    record: ApiRecord
+    new: bool
+    warnings: tuple[str, ...]
 
 
 def snapshot_digest(root: Path, spec: dict[str, Any], dotenv: dict[str, str]) -> str:
@@ -100,43 +115,71 @@ class ApiRegistry:
         self,
         archive: bytes,
         check: bool = True,
+        config: str | None = None,
+        name: str | None = None,
         progress: Progress | None = None,
-        warnings: list[str] | None = None,
-    ) -> tuple[ApiRecord, bool]:
-        """Unpack an uploaded project into a new snapshot and record it as the next version.
+    ) -> list[Deployment]:
+        """Unpack an uploaded project into a new snapshot and record it as the next version
+        of each API its config defines (a cortex.yaml may define several; `name` keeps one),
+        in the file's order: a refused API leaves the ones before it deployed.
 
-        Returns the version and whether it is new: deploying exactly what the latest
-        version already holds changes nothing (so restarts with --deploy add no versions).
-        With `check`, the Handler must import (under the API's interpreter and env) first;
-        a project whose Handler does not import leaves no version behind (422). A project
-        with requirements gets its venv first (pip's lines go to `progress`); a pip that
-        fails is a 422 too. What the deploy ignored is appended to `warnings`.
+        Deploying exactly what an API's latest version already holds changes nothing for it
+        (so restarts with --deploy add no versions). With `check`, the Handler must import
+        (under the API's interpreter and env) first; a project whose Handler does not import
+        leaves no version behind (422). A project with requirements gets its venv first
+        (pip's lines go to `progress`); a pip that fails is a 422 too.
         """
         incoming = self.root / INCOMING / secrets.token_hex(8)
         incoming.parent.mkdir(parents=True, exist_ok=True)
         project = await asyncio.to_thread(
-            unpack_project, archive, incoming, self.config.max_project_size
+            unpack_project, archive, incoming, self.config.max_project_size, config, name
         )
+        deployments: list[Deployment] = []
         try:
-            return await self._record(
-                project, incoming, archive, check, progress, [] if warnings is None else warnings
-            )
+            for index, api in enumerate(project.apis):
+                # Each API gets a snapshot of its own; the last one takes the unpacked folder.
+                last = index == len(project.apis) - 1
+                folder = incoming if last else await asyncio.to_thread(self._copy, incoming)
+                warnings = list(api.warnings)
+                try:
+                    record, new = await self._record(
+                        api.spec,
+                        project,
+                        folder,
+                        archive,
+                        check,
+                        config is not None,
+                        progress,
+                        warnings,
+                    )
+                finally:
+                    self._deploying.pop(folder, None)
+                    if not last and folder.exists():
+                        await asyncio.to_thread(remove_snapshot, folder)
+                deployments.append(Deployment(record, new, tuple(warnings)))
         finally:
-            self._deploying.pop(incoming, None)
             if incoming.exists():
                 await asyncio.to_thread(remove_snapshot, incoming)
+        return deployments
+
+    def _copy(self, snapshot: Path) -> Path:
+        copy = self.root / INCOMING / secrets.token_hex(8)
+        shutil.copytree(snapshot, copy, symlinks=True)
+        return copy
 
     async def _record(
         self,
+        api_spec: ApiSpec,
         project: DeployedProject,
         incoming: Path,
         archive: bytes,
         check: bool,
+        named_config: bool,
         progress: Progress | None,
         warnings: list[str],
     ) -> tuple[ApiRecord, bool]:
-        name = project.spec.name
-        handler = project.spec.handler
+        name = api_spec.name
+        handler = api_spec.handler
         requirements = await asyncio.to_thread(requirements_of, incoming, handler)
         if requirements is not None and handler.python is not None:
             warnings.append(
@@ -145,7 +188,7 @@ class ApiRegistry:
             )
             requirements = None
         digest = await asyncio.to_thread(
-            snapshot_digest, incoming, project.spec.model_dump(), project.dotenv
+            snapshot_digest, incoming, api_spec.model_dump(), project.dotenv
         )
         # Under the lock, the latest version cannot change between the comparison and the
         # new row: N identical deploys at once make one version.
@@ -159,26 +202,28 @@ class ApiRegistry:
                 # Until deploy() ends, this daemon's sweeps keep it: no version names it yet.
                 self._deploying[incoming] = venv
             # Whatever `check` says: a model path that holds no model serves nothing.
-            await asyncio.to_thread(check_model_paths, project.spec.handler, incoming)
+            await asyncio.to_thread(check_model_paths, handler, incoming)
             if check and handler.path is not None:
                 await check_handler_imports(
                     self._python(handler.python, venv),
                     incoming,
                     handler.path,
-                    self._api_env(name, project.spec, project.dotenv),
+                    self._api_env(name, api_spec, project.dotenv),
                     self.config.handler_check_timeout,
                 )
             snapshot = f"{secrets.token_hex(6)}"
             # The snapshot is in place before the row that names it: a crash in between
             # leaves an unused folder, never a version without its files.
             _into_place(incoming, self.root / name / snapshot)
-            spec = project.spec.model_dump()
+            spec = api_spec.model_dump()
             spec[SNAPSHOT_KEY] = snapshot
             spec["files"] = len(project.files)
             spec["size"] = project.size
             spec[DIGEST_KEY] = digest
             if venv is not None:
                 spec[VENV_KEY] = venv
+            if named_config:
+                spec[CONFIG_KEY] = project.config_file
             # Before the version (where the store keeps archives): a node that lacks this
             # snapshot unpacks it from there. A crash in between leaves an archive no
             # version names, dropped with the API.
@@ -326,7 +371,12 @@ class ApiRegistry:
         try:
             try:
                 project = await asyncio.to_thread(
-                    unpack_project, archive, incoming, self.config.max_project_size
+                    unpack_project,
+                    archive,
+                    incoming,
+                    self.config.max_project_size,
+                    api.spec.get(CONFIG_KEY),
+                    api.name,
                 )
             except DomainError as exc:
                 raise LaunchRefused(

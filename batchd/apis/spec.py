@@ -1,7 +1,8 @@
 """A Handler project's spec: ``batchd.toml`` as :class:`ApiSpec`, validated in full.
 
 The client packs with :func:`batchd.packing.basic_spec_check` (standard library only); the
-server, and ``batchd serve --deploy``, check the whole spec here with pydantic.
+server, and ``batchd serve --deploy``, check the whole spec here with pydantic, and
+translate a Cortex ``cortex.yaml`` with :mod:`batchd.apis.cortex_spec`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -28,7 +31,8 @@ from batchd.packing import PROJECT_CONFIG, parse_dotenv
 
 MAX_API_NAME_LENGTH = 42
 
-_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+API_NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+_API_NAME = re.compile(API_NAME_PATTERN)
 
 
 HandlerType = Literal["python", "tensorflow", "onnx"]
@@ -151,7 +155,8 @@ class HandlerSpec(BaseModel):
     @field_validator("config")
     @classmethod
     def _json_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        # TOML has dates, times, inf and nan; the config travels as JSON, which has none.
+        # TOML and YAML have dates, times, inf and nan; the config travels as JSON, which
+        # has none (YAML's null is JSON's).
         where = _not_json_at(config)
         if where is not None:
             raise ValueError(f"{where} is not a JSON value (a date, a time, inf or nan)")
@@ -201,19 +206,25 @@ class ComputeSpec(BaseModel):
         return None if self.disk is None else parse_byte_count(self.disk)
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+# K, M, G, T and their Ki, Mi, Gi, Ti spellings are all powers of 1024 here (case does not
+# matter, a B may follow): batchd.toml has always read "8G" so. cortex.yaml's Kubernetes
+# quantities, where G is 1000**3, are read by batchd.apis.cortex_spec.
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])I?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MAX_MEMORY_BYTES = 2**63 - 1
+_MIN_MEMORY_BYTES = 16 * 1024**2
 
 
 def parse_byte_count(text: str) -> int:
-    """ "8G", "512M", "1.5GiB", "1048576" -> bytes (powers of 1024), at least 1."""
+    """ "8G", "512M", "1.5GiB", "200Mi", "1048576" -> bytes (powers of 1024), at least 1."""
     match = _SIZE.match(text)
     if match is None:
-        raise ValueError(f"not a size: {text!r} (use e.g. 512M or 8G)")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M, 200Mi or 8G)")
+    unit = match.group(2)
+    size = int(float(match.group(1)) * _UNITS[unit.upper() if unit else None])
     if size < 1:
         raise ValueError(f"{text!r} is not a positive size")
-    if size > _MAX_SIZE:
+    if size > MAX_MEMORY_BYTES:
         raise ValueError(f"{text!r} is over the largest size, 8E")
     return size
 
@@ -221,21 +232,23 @@ def parse_byte_count(text: str) -> int:
 def parse_size(text: str) -> int:
     """A memory bound: a size as parse_byte_count reads it, at least 16M."""
     size = parse_byte_count(text)
-    if size < 16 * 1024**2:
-        raise ValueError(f"{text!r} is below the 16M a Python worker needs")
-    # Memory limits (RLIMIT_AS, cgroups) are signed 64-bit numbers.
-    if size > _MAX_SIZE:
-        raise ValueError(f"{text!r} is over the largest memory bound, 8E")
+    problem = min_memory_problem(text, size)
+    if problem is not None:
+        raise ValueError(problem)
     return size
 
 
-_MAX_SIZE = 2**63 - 1
+def min_memory_problem(text: str, size: int) -> str | None:
+    """Why `size` bytes (written `text`) cannot bound a worker's memory; None if it can."""
+    if size < _MIN_MEMORY_BYTES:
+        return f"{text!r} is below the 16M a Python worker needs"
+    return None
 
 
 def _json_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, str | int | bool)
+    return value is None or isinstance(value, str | int | bool)
 
 
 def _not_json_at(value: Any) -> str | None:
@@ -287,6 +300,14 @@ def _api_name_problem(name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ProjectApi:
+    """One API that a project's config file defines, and what its translation warns of."""
+
+    spec: ApiSpec
+    warnings: tuple[str, ...] = ()
+
+
 def validate_api_name(name: str) -> str:
     problem = _api_name_problem(name)
     if problem is not None:
@@ -315,13 +336,35 @@ def _spec_error(exc: ValidationError) -> Invalid:
     return Invalid(message, field=where or PROJECT_CONFIG)
 
 
-def _full_spec_check(config_text: str, env_text: str | None) -> str | None:
-    spec = parse_api_spec(config_text)
+def project_apis(
+    config_name: str, config_text: str, project_files: Collection[str], name: str | None = None
+) -> list[ProjectApi]:
+    """The APIs a config file defines (batchd.toml's one, or a Cortex file's), or only the
+    one called `name`."""
+    if packing.is_cortex_config(config_name):
+        from batchd.apis.cortex_spec import translate_cortex_config
+
+        apis = translate_cortex_config(config_text, config_name, project_files)
+    else:
+        apis = [ProjectApi(parse_api_spec(config_text))]
+    if name is None:
+        return apis
+    chosen = [api for api in apis if api.spec.name == name]
+    if not chosen:
+        defined = ", ".join(repr(api.spec.name) for api in apis)
+        raise Invalid(f"{config_name} defines no API {name!r} (only {defined})", field="name")
+    return chosen
+
+
+def _full_spec_check(
+    config_name: str, config_text: str, env_text: str | None, project_files: Collection[str]
+) -> list[str]:
+    apis = project_apis(config_name, config_text, project_files)
     if env_text is not None:
         parse_dotenv(env_text)
-    return spec.handler.path
+    return [api.spec.handler.path for api in apis if api.spec.handler.path is not None]
 
 
-def pack_project(root: Path, max_bytes: int) -> bytes:
+def pack_project(root: Path, max_bytes: int, config: str | None = None) -> bytes:
     """:func:`batchd.packing.pack_project` with the server's full spec validation first."""
-    return packing.pack_project(root, max_bytes, check_spec=_full_spec_check)
+    return packing.pack_project(root, max_bytes, check_spec=_full_spec_check, config=config)

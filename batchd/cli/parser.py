@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = command("deploy", apis.deploy, "deploy a Handler project folder")
     deploy.add_argument("project", type=Path, metavar="DIR")
     deploy.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the config file in DIR (default: batchd.toml, else cortex.yaml or cortex.yml)",
+    )
+    deploy.add_argument(
+        "--name", metavar="API", help="deploy only this API of a config that defines several"
+    )
+    deploy.add_argument(
         "--no-check",
         dest="check",
         action="store_false",

@@ -254,16 +254,17 @@ async def _start_site(runner: web.AppRunner, config: DaemonConfig) -> None:
 async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: Path) -> None:
     try:
         archive = await asyncio.to_thread(pack_project, directory, config.max_project_size)
-        warnings: list[str] = []
-        api, new = await registry.deploy(archive, warnings=warnings)
+        deployments = await registry.deploy(archive)
     except DomainError as exc:
         raise SystemExit(f"cannot deploy {directory}: {exc.message}") from exc
-    for warning in warnings:
-        log.warning(warning, extra={"api": api.name, "path": str(directory)})
-    log.info(
-        "deployed" if new else "deployed: unchanged",
-        extra={"api": api.name, "version": api.version, "path": str(directory)},
-    )
+    for deployed in deployments:
+        where = {"api": deployed.record.name, "path": str(directory)}
+        log.info(
+            "deployed" if deployed.new else "deployed: unchanged",
+            extra={**where, "version": deployed.record.version},
+        )
+        for warning in deployed.warnings:
+            log.warning(warning, extra=where)
 
 
 def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Any
 
 from aiohttp import web
 
+from batchd.apis.registry import Deployment
 from batchd.errors import DomainError
 from batchd.http import schemas
 from batchd.http.app import services_of
@@ -72,20 +74,33 @@ async def deploy(request: web.Request) -> web.StreamResponse:
     config = services.config
     check = bool_query(request, "check", default=True)
     archive = await read_body(request, config.max_request_size, config.request_read_timeout)
-    warnings: list[str] = []
+    options: dict[str, Any] = {
+        "check": check,
+        "config": request.query.get("config"),
+        "name": request.query.get("name"),
+    }
     if PROGRESS_TYPE in request.headers.get("Accept", ""):
-        return await _deploy_with_progress(request, archive, check, warnings)
-    api, new = await services.registry.deploy(archive, check=check, warnings=warnings)
-    return web.json_response(_deployed(api, new, warnings), status=201 if new else 200)
+        return await _deploy_with_progress(request, archive, options)
+    deployments = await services.registry.deploy(archive, **options)
+    status, body = _deployed(deployments)
+    return web.json_response(body, status=status)
 
 
-def _deployed(api: ApiRecord, new: bool, warnings: list[str]) -> dict[str, object]:
-    summary = dict(api_summary(api))
-    return schemas.Deployed(**summary, unchanged=not new, warnings=warnings).body()
+def _deployed(deployments: list[Deployment]) -> tuple[int, dict[str, object]]:
+    """The status and answer of a deploy: one API answers as it always has, a file of
+    several answers {"apis": [...]}."""
+    answers = [
+        schemas.Deployed(
+            **dict(api_summary(d.record)), unchanged=not d.new, warnings=list(d.warnings)
+        )
+        for d in deployments
+    ]
+    body = answers[0].body() if len(answers) == 1 else schemas.DeployedApis(apis=answers).body()
+    return (201 if any(d.new for d in deployments) else 200), body
 
 
 async def _deploy_with_progress(
-    request: web.Request, archive: bytes, check: bool, warnings: list[str]
+    request: web.Request, archive: bytes, options: dict[str, Any]
 ) -> web.StreamResponse:
     lines: asyncio.Queue[str] = asyncio.Queue(PROGRESS_BACKLOG)
 
@@ -94,18 +109,13 @@ async def _deploy_with_progress(
             lines.put_nowait(line)
 
     registry = services_of(request).registry
-    deploying = asyncio.ensure_future(
-        registry.deploy(archive, check=check, progress=progress, warnings=warnings)
-    )
+    deploying = asyncio.ensure_future(registry.deploy(archive, progress=progress, **options))
     response = web.StreamResponse(headers={"Content-Type": PROGRESS_TYPE})
     relay = asyncio.ensure_future(_relay(request, response, lines))
     try:
         # Shielded: a client that goes away does not cut a venv's build short.
-        api, new = await asyncio.shield(deploying)
-        outcome: dict[str, object] = {
-            "status": 201 if new else 200,
-            "result": _deployed(api, new, warnings),
-        }
+        status, body = _deployed(await asyncio.shield(deploying))
+        outcome: dict[str, object] = {"status": status, "result": body}
     except DomainError as exc:
         outcome = {"status": status_of(exc), **error_body(exc.message, exc.field)}
     except Exception:

@@ -15,7 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from batchd import packing
 from batchd.admission.job_body import JobSubmission
+from batchd.apis.spec import API_NAME_PATTERN, MAX_API_NAME_LENGTH
 from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
@@ -94,6 +96,20 @@ CHECK = Param(
     {"type": "boolean", "default": True},
     "import the Handler once before recording the version (422 with its traceback if it fails)",
 )
+CONFIG = Param(
+    "config",
+    "query",
+    {"type": "string", "pattern": f"^{packing.CONFIG_NAME.pattern}$"},
+    "the project's config file, at the top of the archive: batchd.toml (TOML) or a Cortex "
+    "file (.yaml or .yml). Default: batchd.toml, else cortex.yaml, else cortex.yml",
+)
+DEPLOY_NAME = Param(
+    "name",
+    "query",
+    {"type": "string", "pattern": f"^{API_NAME_PATTERN}$", "maxLength": MAX_API_NAME_LENGTH},
+    "deploy only the API of this name from a config file that defines several (422 on "
+    "`name` when it defines none of that name)",
+)
 BEFORE = Param(
     "before",
     "query",
@@ -164,11 +180,21 @@ OPERATIONS: tuple[Operation, ...] = (
         "apis",
         "Deploy a project: a tar or tar.gz archive, as `batchd deploy` sends",
         {
-            201: ("a new version was deployed", Body((schemas.Deployed,))),
-            200: ("the content is the same as the latest version's", Body((schemas.Deployed,))),
+            201: (
+                "a new version was deployed (of at least one API, for a file of several)",
+                Body((schemas.Deployed, schemas.DeployedApis)),
+            ),
+            200: (
+                "the content is the same as the latest version's (of every API)",
+                Body((schemas.Deployed, schemas.DeployedApis)),
+            ),
         },
         errors=(400, 403, 408, 413, 415, 422),
-        params=(CHECK,),
+        params=(CHECK, CONFIG, DEPLOY_NAME),
+        description="The config file defines one API (batchd.toml, or a cortex.yaml with one) "
+        "and the answer is that API's version; a cortex.yaml that defines several deploys "
+        'each, in order, and answers `{"apis": [...]}` (one entry each). `warnings` lists '
+        "the cortex.yaml keys accepted without meaning here.",
         request=Body(
             media_types=_ARCHIVES,
             raw_schema={"type": "string", "contentMediaType": "application/x-tar"},

@@ -142,8 +142,16 @@ class Deployed(ApiSummary):
     )
     warnings: list[str] = Field(
         default_factory=list,
-        description="what the deploy ignored, such as requirements not installed because "
-        "[handler] python is set",
+        description="what the deploy accepted but does not honour, such as a cortex.yaml key "
+        "with no meaning on one machine (`compute.cpu is ignored: ...`) or requirements not "
+        "installed because [handler] python is set; empty when none",
+    )
+
+
+class DeployedApis(_Response):
+    apis: list[Deployed] = Field(
+        description="each API of a config file that defines several (a cortex.yaml list), "
+        "in the file's order"
     )
 
 

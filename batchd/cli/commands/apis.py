@@ -15,13 +15,16 @@ def deploy(args: argparse.Namespace) -> int:
     try:
         # pip's lines while the API's venv is built, where someone watches.
         progress = _show_progress if sys.stderr.isatty() else None
-        api = client_of(args).deploy(args.project, check=args.check, progress=progress)
+        answer = client_of(args).deploy(
+            args.project, check=args.check, config=args.config, name=args.name, progress=progress
+        )
     except OSError as exc:
         raise CliError(f"cannot read {exc.filename or args.project}: {exc.strerror}") from None
-    unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
-    for warning in api.get("warnings") or []:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
+    for api in answer.get("apis", [answer]):
+        unchanged = " (unchanged: same as the latest version)" if api.get("unchanged") else ""
+        print(f"deployed {api['name']} version {api['version']} ({api['files']} files){unchanged}")
+        for warning in api.get("warnings", []):
+            print(f"warning: {api['name']}: {warning}", file=sys.stderr)
     return 0
 
 
