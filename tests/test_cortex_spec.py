@@ -135,20 +135,27 @@ def test_several_apis_in_order() -> None:
     ]
 
 
-def test_models_translate_for_the_model_types_which_are_not_supported_yet() -> None:
+def test_models_translate_for_the_model_types() -> None:
+    models = "models:\n  paths:\n    - {name: a, path: models/a, signature_key: serve}\n"
+    spec = one(with_keys("handler", models).replace("type: python", "type: tensorflow")).spec
+    assert spec.handler.type == "tensorflow"
+    assert spec.handler.models is not None and spec.handler.models.paths is not None
+    (model,) = spec.handler.models.paths
+    assert (model.name, model.path, model.signature_key) == ("a", "models/a", "serve")
+
+
+def test_s3_model_paths_are_refused_naming_the_path() -> None:
     error = refused(
         with_keys("handler", "models:\n  paths:\n    - {name: a, path: s3://b/a}\n").replace(
             "type: python", "type: tensorflow"
         )
     )
-    assert (error.field, error.message) == (
-        "handler",
-        "cortex.yaml line 3: handler: the tensorflow handler type is not supported yet",
-    )
+    assert error.field == "handler.models.paths.0.path"
+    assert "s3://b/a" in error.message
 
 
 def test_models_with_a_python_handler_are_refused_as_cortex_did() -> None:
-    error = refused(with_keys("handler", "models: {path: s3://b/m}\n"))
+    error = refused(with_keys("handler", "models: {path: models/m}\n"))
     assert error.field == "handler"
     assert "models is for the tensorflow and onnx handler types" in error.message
 
@@ -740,8 +747,10 @@ def test_cortexignore_applies_on_the_server_too(daemon: Daemon, tmp_path: Path) 
         ),
         (
             BASE.replace("type: python", "type: tensorflow") + "    models: {path: s3://b/m}\n",
-            "handler",
-            "cortex.yaml line 3: handler: the tensorflow handler type is not supported yet",
+            "handler.models.path",
+            "cortex.yaml line 6: handler.models.path: 's3://b/m': only local model paths are "
+            "supported (s3:// is not yet): download the model onto this machine and give its "
+            "absolute path",
         ),
     ],
 )
