@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+# The model test venv builds the classifier's ONNX model (it has the onnx package).
+from tests.models.conftest import model_python
+
+__all__ = ["model_python"]
+
 
 @pytest.fixture(scope="session")
 def shared_venv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
