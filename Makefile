@@ -122,7 +122,7 @@ bench: $(VENV)/.bench-installed $(MODELS_VENV)/.installed postgres
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd
 wheelhouse: $(VENV)/.installed
 	rm -rf $(WHEELHOUSE)
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[postgres]'
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[postgres,s3]'
 
 clean:
 	rm -rf $(VENV) $(MODELS_VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -35,6 +35,8 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
         "batchd/store/postgres/sql/leases.sql",
     } <= members
     assert any(name.startswith("asyncpg-") for name in wheels), wheels
+    # boto3 too: the s3 extra, and the venv of every API deployed from a cortex.yaml.
+    assert any(name.startswith("boto3-") for name in wheels), wheels
     venv = tmp_path / "offline-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # --no-index: nothing may come from a package index, only from the wheelhouse.
@@ -45,7 +47,7 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
             "--no-index",
             "--find-links",
             str(wheelhouse),
-            "batchd[postgres]",
+            "batchd[postgres,s3]",
         ],
         capture_output=True,
         text=True,
@@ -57,7 +59,7 @@ def test_offline_install_from_the_wheelhouse_alone(tmp_path: Path) -> None:
             str(venv / "bin" / "python"),
             "-c",
             "import aiohttp, aiosqlite, pydantic, pathspec, pythonjsonlogger, batchd.daemon.run; "
-            "import batchd.store.postgres.store; "
+            "import batchd.store.postgres.store, boto3; "
             "print('ok')",
         ],
         capture_output=True,

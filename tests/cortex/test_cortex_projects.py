@@ -63,6 +63,14 @@ def copy_project(name: str, dest: Path, s3_env: dict[str, str]) -> Path:
     return root
 
 
+def start_daemon(make_daemon: Callable[..., Daemon], s3_server: Any, venv_dir: Path) -> Daemon:
+    """A daemon that reads s3:// inputs from the local server and shares the session's venvs."""
+    daemon = make_daemon(start=False, s3=s3_server.config, deploy={"venv_dir": str(venv_dir)})
+    daemon.env.update(s3_server.env)
+    daemon.start()
+    return daemon
+
+
 def deploy_with_cli(daemon: Daemon, project: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "batchd", "deploy", str(project), "--url", daemon.url],
@@ -91,11 +99,7 @@ def test_sum_project_deploys_and_runs_unchanged(
     s3.put_object(Bucket="numbers", Key="in/skip.gif", Body="not json")
 
     project = copy_project("sum", tmp_path, s3_server.env)
-    daemon = make_daemon(
-        start=False, s3=s3_server.config, deploy={"venv_dir": str(shared_venv_dir)}
-    )
-    daemon.env.update(s3_server.env)
-    daemon.start()
+    daemon = start_daemon(make_daemon, s3_server, shared_venv_dir)
     deployed = deploy_with_cli(daemon, project)
     assert deployed.returncode == 0, deployed.stderr
     assert "summing-api" in deployed.stdout
@@ -160,11 +164,7 @@ def test_classifier_project_with_requirements_metrics_and_cortex_modules(
     project = copy_project("classifier", tmp_path, s3_server.env)
     # Over the 32 MiB project limit unless .cortexignore leaves it out.
     (project / "weights.bin").write_bytes(b"\0" * (40 * 1024 * 1024))
-    daemon = make_daemon(
-        start=False, s3=s3_server.config, deploy={"venv_dir": str(shared_venv_dir)}
-    )
-    daemon.env.update(s3_server.env)
-    daemon.start()
+    daemon = start_daemon(make_daemon, s3_server, shared_venv_dir)
     deployed = deploy_with_cli(daemon, project)
     assert deployed.returncode == 0, deployed.stderr
     for ignored in ("compute.cpu", "networking", "handler.log_level", "handler.shm_size"):
