@@ -117,8 +117,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench: $(VENV)/.bench-installed $(MODELS_VENV)/.installed postgres
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# batchd, every runtime dependency and the postgres extra (asyncpg) as wheels, for an
-# offline install (`batchd[postgres]` for a queue on PostgreSQL):
+# batchd, every runtime dependency and the postgres and s3 extras (asyncpg, boto3) as
+# wheels, for an offline install (`batchd[postgres]` for a queue on PostgreSQL,
+# `batchd[s3]` for s3:// inputs; boto3 is also what a cortex.yaml API's venv adds):
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd
 wheelhouse: $(VENV)/.installed
 	rm -rf $(WHEELHOUSE)
