@@ -89,6 +89,7 @@ class Client:
         config: str | Path | None = None,
         name: str | None = None,
         progress: Callable[[str], None] | None = None,
+        config_text: bytes | None = None,
     ) -> dict[str, Any]:
         """Pack and upload a project folder; returns the API summary (name, version, files,
         ``warnings``), or ``{"apis": [summary, ...]}`` when its config defines several.
@@ -101,17 +102,21 @@ class Client:
         the Handler before recording the version, and a Handler that does not import is a
         BatchdError 422 holding its traceback. A project with a requirements.txt gets its
         venv built first; `progress` is called with each line pip writes meanwhile. The call
-        waits as long as the daemon builds (no timeout).
+        waits as long as the daemon builds (no timeout). `config_text` is a config given in
+        code, sent as `config` (default batchd.toml) in place of the folder's config files.
         """
         from batchd import packing
         from batchd.errors import DomainError
         from batchd.http.errors import status_of
 
         root = Path(project_dir)
-        config_name = None if config is None else _config_name(root, Path(config))
+        if config_text is not None:
+            config_name: str | None = packing.PROJECT_CONFIG if config is None else str(config)
+        else:
+            config_name = None if config is None else _config_name(root, Path(config))
         limit = packing.DEFAULT_MAX_PROJECT_BYTES if max_bytes is None else max_bytes
         try:
-            archive = packing.pack_project(root, limit, config=config_name)
+            archive = packing.pack_project(root, limit, config=config_name, config_text=config_text)
         except DomainError as exc:
             raise BatchdError(status_of(exc), exc.message, exc.field) from None
         query = {} if check else {"check": "false"}

@@ -271,21 +271,31 @@ def pack_project(
     max_bytes: int = DEFAULT_MAX_PROJECT_BYTES,
     check_spec: SpecCheck = basic_spec_check,
     config: str | None = None,
+    config_text: bytes | None = None,
 ) -> bytes:
     """The project under `root` as a tar.gz; Invalid or TooLarge for what the server refuses.
 
     Its config is `config` (a file at the top of `root`), else batchd.toml, else cortex.yaml
-    or cortex.yml: the server, told the same `config`, picks the same one."""
-    config_name = choose_config(lambda name: (root / name).is_file(), config, str(root))
-    controls = {
-        name: (root / name).read_bytes()
-        for name in (config_name, ENV_FILE, *IGNORE_FILES)
+    or cortex.yml: the server, told the same `config`, picks the same one. `config_text` is
+    a config given in code (as Cortex's client took a spec) in place of any file: it goes
+    in as `config` (batchd.toml by default), and the folder's own config files stay out."""
+    if config_text is None:
+        config_name = choose_config(lambda name: (root / name).is_file(), config, str(root))
+        config_text = (root / config_name).read_bytes()
+        left_out = {config_name}
+    else:
+        config_name = choose_config(lambda _: True, config or PROJECT_CONFIG, str(root))
+        left_out = {config_name, PROJECT_CONFIG, *CORTEX_CONFIGS}
+    controls = {config_name: config_text}
+    controls.update(
+        (name, (root / name).read_bytes())
+        for name in (ENV_FILE, *IGNORE_FILES)
         if (root / name).is_file()
-    }
+    )
     env = controls.get(ENV_FILE)
     ignore, applied = _client_ignore(root)
     # The config is a control file, never a project file (as Cortex left its cortex.yaml out).
-    files = [pair for pair in _project_files(root, ignore) if pair[0] != config_name]
+    files = [pair for pair in _project_files(root, ignore) if pair[0] not in left_out]
     relpaths = {relpath for relpath, _ in files}
     handler_paths = check_spec(
         config_name,

@@ -208,3 +208,49 @@ def test_python_path_puts_a_project_folder_on_the_path(
     assert second["pid"] == spare
     assert second["answer"] == 42 and second["child"] == "42"
     assert second["helper"] == f"{second['cwd']}/src/helper.py"
+
+
+DEPLOYER = """
+import cortex
+
+class Handler:
+    def handle_batch(self, payload):
+        spec = {
+            "name": "deployed",
+            "kind": "BatchAPI",
+            "handler": {"type": "python", "path": "handler.py", "config": {"k": 2}},
+            "compute": {"cpu": 1, "mem": "200Mi"},
+        }
+        return cortex.client().deploy(spec, project_dir=payload[0])
+"""
+
+DOUBLER = """
+class Handler:
+    def __init__(self, config):
+        self.k = config["k"]
+
+    def handle_batch(self, payload):
+        return payload[0] * self.k
+"""
+
+
+def test_cortex_client_deploys_a_spec_given_in_code(
+    daemon: Daemon, make_project: Project, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "handler.py").write_text(DOUBLER)
+    # Stale config files in the folder: the spec given to deploy() replaces them.
+    (target / "cortex.yaml").write_text("- name: stale\n")
+    (target / "batchd.toml").write_text("name = 'stale'\n")
+    (target / ".cortexignore").write_text("notes.txt\n")
+    (target / "notes.txt").write_text("left out\n")
+    daemon.client.deploy(make_project("deployer", DEPLOYER, extra_toml=CORTEX))
+    _, (answer,) = run(daemon, "deployer", [str(target)])
+    assert answer["api"]["spec"]["name"] == "deployed"
+    assert answer["api"]["endpoint"] == f"{daemon.url}/batch/deployed"
+    assert "compute.cpu" in answer["message"]
+    assert daemon.client.get_api("deployed")["files"] == 1  # handler.py alone
+    assert [api["name"] for api in daemon.client.list_apis()] == ["deployed", "deployer"]
+    _, results = run(daemon, "deployed", [21])
+    assert results == [42]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from batchd.apis.spec import ComputeSpec, parse_size
-from batchd.pool.memlimit import MemoryLimiter
+from batchd.pool.memlimit import V1_GROUP_PREFIX, MemoryLimiter
 from tests.conftest import Daemon, wait_job
 
 
@@ -60,3 +62,28 @@ def test_worker_over_its_mem_is_oom_killed_in_its_cgroup(
     base = MemoryLimiter().base
     assert base is not None
     assert not list(base.glob("batchd-worker-*"))
+
+
+@pytest.mark.skipif(
+    not MemoryLimiter().uses_cgroups, reason="no writable cgroup v1 memory hierarchy here"
+)
+def test_a_daemon_removes_worker_groups_orphaned_by_a_killed_daemon(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    base = MemoryLimiter().base
+    assert base is not None
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = base / f"{V1_GROUP_PREFIX}{dead.pid}-dead"
+    # A group whose worker lives (this test's own pid stands in for it) is in use.
+    in_use = base / f"{V1_GROUP_PREFIX}{os.getpid()}-live"
+    orphan.mkdir()
+    in_use.mkdir()
+    try:
+        make_daemon()
+        assert not orphan.exists()
+        assert in_use.exists()
+    finally:
+        for group in (orphan, in_use):
+            if group.exists():
+                group.rmdir()

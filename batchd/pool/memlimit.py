@@ -33,6 +33,8 @@ from batchd.pool import cgroups
 log = logging.getLogger("batchd.memlimit")
 
 _V1_ROOT = Path("/sys/fs/cgroup/memory")
+# A worker's v1 group is <prefix><worker pid>-<random>.
+V1_GROUP_PREFIX = "batchd-worker-"
 _RELEASE_TRIES = 250
 
 MODE_V2 = "cgroup v2"
@@ -102,6 +104,8 @@ class MemoryLimiter:
                 v1 = _writable_v1_base()
                 mode = MODE_V1 if v1 else MODE_NONE
                 choice = Choice(mode, reason, v1_base=v1)
+        if choice.v1_base is not None:
+            _remove_orphaned_v1_groups(choice.v1_base)
         return cls(base=choice.v1_base, choice=choice)
 
     @property
@@ -133,7 +137,7 @@ class MemoryLimiter:
             return self._attach_v2(pid, group)
         if limit is None or self.base is None:
             return None
-        group = self.base / f"batchd-worker-{pid}-{secrets.token_hex(2)}"
+        group = self.base / f"{V1_GROUP_PREFIX}{pid}-{secrets.token_hex(2)}"
         try:
             group.mkdir()
             (group / "memory.limit_in_bytes").write_text(str(limit))
@@ -217,6 +221,18 @@ async def _release_v2(group: Path) -> None:
             log.warning("worker cgroup still busy; left in place", extra={"cgroup": str(group)})
             return
         await asyncio.sleep(CGROUP_EMPTY_POLL_SECONDS)
+
+
+def _remove_orphaned_v1_groups(base: Path) -> None:
+    """Empty worker groups whose worker is gone: a daemon killed with -9 never removed
+    them, and no other daemon would. A group still in use keeps a live worker (its pid is
+    in its name), and rmdir refuses a group with a process in it anyway."""
+    for group in base.glob(f"{V1_GROUP_PREFIX}*"):
+        pid = group.name.removeprefix(V1_GROUP_PREFIX).partition("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                log.info("removed an orphaned worker cgroup", extra={"cgroup": str(group)})
 
 
 def _v1_unusable() -> str:

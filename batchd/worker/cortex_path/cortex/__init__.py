@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from batchd.client import BatchdError
@@ -26,10 +25,6 @@ from .exceptions import CortexBinaryException
 
 # The config file a packed project carries; JSON is YAML, so the daemon reads it as one.
 CORTEX_CONFIG = "cortex.yaml"
-# Project files the spec replaces: the daemon would read them before the spec.
-_REPLACED = frozenset({CORTEX_CONFIG, "cortex.yml", "batchd.toml"})
-# Control files that go with a project as they are (batchd.packing's and Cortex's).
-_KEPT_CONTROLS = (".env", ".batchdignore", ".cortexignore")
 # What batchd's API summary holds beside the spec.
 _NOT_SPEC = frozenset({"endpoint", "versions", "unchanged", "warnings"})
 # Jobs get_api shows, as Cortex's did.
@@ -82,20 +77,11 @@ class Client:
         """Deploy `project_dir` as the API `api_spec` describes (one Cortex API spec, as in
         a cortex.yaml). The daemon answers once the API is ready, so `wait` changes
         nothing; an existing API always gets the new version (`force`)."""
-        from batchd import packing
-
         if project_dir is None:
             raise ValueError("`project_dir` is required: batchd deploys a project folder")
-        root = Path(project_dir)
-        controls = {
-            name: (root / name).read_bytes() for name in _KEPT_CONTROLS if (root / name).is_file()
-        }
-        controls[CORTEX_CONFIG] = json.dumps([dict(api_spec)]).encode()
-        files = packing.project_files(root)
-        archive = packing._tar_gz(controls, [(n, p) for n, p in files if n not in _REPLACED])
-        deployed: dict[str, Any] = self._batchd._json(
-            "POST", "/apis", body=archive, content_type="application/gzip"
-        )
+        # The spec replaces the folder's own config files, as Cortex's client took it.
+        spec = json.dumps([dict(api_spec)]).encode()
+        deployed = self._batchd.deploy(project_dir, config=CORTEX_CONFIG, config_text=spec)
         # One spec, one API (a config of several is answered as {"apis": [...]}).
         api = deployed["apis"][0] if "apis" in deployed else deployed
         name = api["name"]
