@@ -14,8 +14,9 @@ import pytest
 
 from batchd.admission.job_body import parse_submission
 from batchd.admission.planning import plan_batches
-from batchd.admission.s3_files import _refusal
+from batchd.admission.s3_files import S3Objects, _refusal
 from batchd.client import BatchdError, Client
+from batchd.config import S3Config
 from batchd.errors import DomainError, Forbidden, Invalid
 from testkit.launcher import Daemon, free_port
 from tests.conftest import wait_job
@@ -322,6 +323,21 @@ def test_s3_error_codes_become_refusals(code: str, kind: type[DomainError], said
         f"cannot read s3://b/k: {said}",
         "delimited_files.s3_paths[0]",
     )
+
+
+def test_a_bad_aws_config_is_a_refusal_naming_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3 reads the profile when the client is made, before any request.
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    objects = S3Objects(S3Config(endpoint_url="http://127.0.0.1:9"))
+    field = "file_path_lister.paths[0]"
+    with pytest.raises(Invalid) as listing:
+        list(objects.list("s3://b/k", field))
+    with pytest.raises(Invalid) as opening:
+        objects.open("s3://b/k", field)
+    for caught in (listing, opening):
+        assert caught.value.field == field
+        assert caught.value.message.startswith("cannot read s3://b/k: ")
+        assert "no-such-profile" in caught.value.message
 
 
 # --- local paths: the same prefix rule --------------------------------------------------------
