@@ -340,6 +340,17 @@ def test_a_bad_aws_config_is_a_refusal_naming_the_path(monkeypatch: pytest.Monke
         assert "no-such-profile" in caught.value.message
 
 
+def test_a_bad_aws_endpoint_url_is_a_refusal_naming_the_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # [s3] endpoint_url is checked at start; the environment's is seen by boto3 only.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://a b")
+    with pytest.raises(Invalid) as caught:
+        list(S3Objects(S3Config()).list("s3://b/k", "delimited_files.paths[0]"))
+    assert caught.value.field == "delimited_files.paths[0]"
+    assert caught.value.message.startswith("the daemon's S3 endpoint cannot be used: ")
+
+
 # --- local paths: the same prefix rule --------------------------------------------------------
 
 

@@ -94,12 +94,17 @@ class S3Objects:
                 read_timeout=60,
                 retries={"mode": "standard", "max_attempts": 3},
             )
-            self._client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self._config.endpoint_url,
-                region_name=self._config.region,
-                config=settings,
-            )
+            try:
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=self._config.endpoint_url,
+                    region_name=self._config.region,
+                    config=settings,
+                )
+            except ValueError as exc:
+                # botocore's plain ValueError for an endpoint it cannot use: [s3] endpoint_url
+                # is checked at start, but $AWS_ENDPOINT_URL or a profile's is not.
+                raise Invalid(f"the daemon's S3 endpoint cannot be used: {exc}", field) from exc
         return self._client
 
 
