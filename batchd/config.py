@@ -8,6 +8,7 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -67,7 +68,17 @@ class S3Config(BaseModel):
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"https?://[^/?#\s]+", value):
+        if value is None:
+            return value
+        # Whole, and its host and port parsed here: boto3 raises a plain ValueError on
+        # "http://a b" or "http://[::1" only when a job's s3:// path makes the client.
+        try:
+            # .port raises ValueError on a port that is not a number.
+            whole = re.fullmatch(r"https?://[^/?#\s]+(?:[/?#]\S*)?", value) is not None
+            valid = whole and urlsplit(value).port != 0
+        except ValueError:
+            valid = False
+        if not valid:
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value
 

@@ -224,8 +224,14 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
 def test_s3_table_keys_are_checked(tmp_path: Path) -> None:
     path = write(tmp_path, '[s3]\nendpoint = "http://x"\n')
     assert error_of(path) == f"{path}: s3.endpoint: unknown key"
-    path = write(tmp_path, '[s3]\nendpoint_url = "127.0.0.1:9000"\n')
-    assert "s3.endpoint_url: Value error, must be an http:// or https:// URL" in error_of(path)
+    # Each of these made every s3:// job a 500 (boto3's ValueError) or a 422 blaming the path.
+    for bad in ["127.0.0.1:9000", "http://a b", "http://[::1", "http://x:port", "http://x:0"]:
+        path = write(tmp_path, f'[s3]\nendpoint_url = "{bad}"\n')
+        said = error_of(path)
+        assert "s3.endpoint_url: Value error, must be an http:// or https:// URL" in said, bad
+    for good in ["http://[::1]:9000", "https://s3.example.com/base", "http://minio:9000"]:
+        path = write(tmp_path, f'[s3]\nendpoint_url = "{good}"\n')
+        assert load_config(path).s3.endpoint_url == good
 
 
 def test_unknown_table_is_named(tmp_path: Path) -> None:

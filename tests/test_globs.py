@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -310,6 +311,23 @@ def test_the_dfa_cap_keeps_answers_exact() -> None:
     for _ in range(200):
         path = "".join(rng.choices("ab", k=rng.randint(10, 40)))
         assert glob.match(path) is (reference.fullmatch(path) is not None), path
+
+
+def test_a_hostile_pattern_is_held_in_bounded_memory() -> None:
+    # Each path of `**a` then 4,000 `?` reaches ~1,000 new DFA states of hundreds of NFA
+    # nodes each: kept (or kept alive through their moves), 12 paths took ~200 MB, and
+    # the paths of one listing gigabytes. The caps keep it to tens of MB, answers exact.
+    glob = compile_glob("**a" + "?" * 4000)
+    rng = random.Random(3)
+    paths = ["".join(rng.choices("ab", k=1000)) for _ in range(12)]
+    tracemalloc.start()
+    try:
+        assert not any(glob.match(path) for path in paths)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 * 1024 * 1024
+    assert glob.match("a" + "b" * 4000) and not glob.match("b" + "a" + "b" * 3999)
 
 
 def test_path_selected_without_filters_selects_everything() -> None:

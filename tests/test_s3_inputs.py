@@ -4,6 +4,7 @@ server mode, tests/s3server.py) through a real daemon whose ``[s3] endpoint_url`
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,9 @@ import pytest
 
 from batchd.admission.job_body import parse_submission
 from batchd.admission.planning import plan_batches
-from batchd.admission.s3_files import _refusal
+from batchd.admission.s3_files import S3Objects, _refusal
 from batchd.client import BatchdError, Client
+from batchd.config import S3Config
 from batchd.errors import DomainError, Forbidden, Invalid
 from testkit.launcher import Daemon, free_port
 from tests.conftest import wait_job
@@ -324,6 +326,32 @@ def test_s3_error_codes_become_refusals(code: str, kind: type[DomainError], said
     )
 
 
+def test_a_bad_aws_config_is_a_refusal_naming_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3 reads the profile when the client is made, before any request.
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    objects = S3Objects(S3Config(endpoint_url="http://127.0.0.1:9"))
+    field = "file_path_lister.paths[0]"
+    with pytest.raises(Invalid) as listing:
+        list(objects.list("s3://b/k", field))
+    with pytest.raises(Invalid) as opening:
+        objects.open("s3://b/k", field)
+    for caught in (listing, opening):
+        assert caught.value.field == field
+        assert caught.value.message.startswith("cannot read s3://b/k: ")
+        assert "no-such-profile" in caught.value.message
+
+
+def test_a_bad_aws_endpoint_url_is_a_refusal_naming_the_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # [s3] endpoint_url is checked at start; the environment's is seen by boto3 only.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://a b")
+    with pytest.raises(Invalid) as caught:
+        list(S3Objects(S3Config()).list("s3://b/k", "delimited_files.paths[0]"))
+    assert caught.value.field == "delimited_files.paths[0]"
+    assert caught.value.message.startswith("the daemon's S3 endpoint cannot be used: ")
+
+
 # --- local paths: the same prefix rule --------------------------------------------------------
 
 
@@ -371,3 +399,39 @@ def test_a_local_prefix_stays_inside_input_roots(tmp_path: Path) -> None:
     with pytest.raises(Forbidden) as caught:
         local_plan(root, [f"{tmp_path}/root-"])
     assert caught.value.field == "file_path_lister.paths[0]"
+    # A link the prefix selects is refused as a walk's is; one it does not select is not
+    # looked at.
+    (root / "d").mkdir()
+    (root / "d" / "in.txt").write_text("in")
+    (root / "d" / "link").symlink_to(tmp_path)
+    with pytest.raises(Forbidden) as caught:
+        local_plan(root, [f"{root}/d/li"])
+    assert caught.value.message == f"{root}/d/link links outside the daemon's input_roots"
+    assert local_plan(root, [f"{root}/d/i"]) == [f"{root}/d/in.txt"]
+
+
+def test_a_local_prefix_at_the_bottom_of_a_2000_deep_tree(tmp_path: Path) -> None:
+    # Built a folder at a time, relative: no call is given the whole path until the job.
+    # 2,000 deep, or as deep as PATH_MAX (4,096) allows below a long tmp_path.
+    depth = min(2000, (4080 - len(str(tmp_path))) // 2)
+    top = os.open(tmp_path, os.O_RDONLY)
+    try:
+        here = top
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=here)
+            below = os.open("a", os.O_RDONLY, dir_fd=here)
+            if here != top:
+                os.close(here)
+            here = below
+        os.close(os.open("img_1", os.O_WRONLY | os.O_CREAT, dir_fd=here))
+        os.close(here)
+    finally:
+        os.close(top)
+    deep = str(tmp_path) + "/a" * depth
+    assert local_plan(tmp_path, [f"{deep}/im"]) == [f"{deep}/img_1"]
+    # Past PATH_MAX the path is refused, naming it, rather than failing the daemon.
+    too_deep = str(tmp_path) + "/a" * 2100 + "/im"
+    with pytest.raises(Invalid) as caught:
+        local_plan(tmp_path, [too_deep])
+    assert caught.value.field == "file_path_lister.paths[0]"
+    assert caught.value.message.endswith("cannot be read: File name too long")

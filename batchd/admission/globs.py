@@ -13,8 +13,10 @@ which gobwas closes at the end and then often mis-matches or panics on, is an er
 
 Patterns come from users and are matched in the daemon, so no regex engine that backtracks
 runs them: a pattern becomes an NFA, matched through a DFA built lazily one move at a time.
-Every path costs one step a character; the DFA's size is capped, and past the cap a step
-is an NFA step instead (polynomial, never exponential).
+Every path costs one step a character; the DFA's size is capped (in states, in the NFA
+nodes they hold and in moves), and past the cap a step is an NFA step instead (polynomial,
+never exponential) whose state is forgotten once used, so a hostile pattern such as
+``**a`` then 4,000 ``?`` costs time but no more memory than the caps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from dataclasses import dataclass
 # paths at PATH_MAX), and an NFA step costs up to the pattern's length.
 MAX_PATTERN_CHARS = 4096
 _MAX_STATES = 10_000
+# The NFA nodes all kept states hold together: a state of a long pattern may hold thousands
+# (``**a`` then 4,000 ``?``), and 10,000 such states would take gigabytes.
+_MAX_STATE_NODES = 1_000_000
 _MAX_MOVES = 500_000
 _MAX_FOLDERS = 4096
 # `{` nests no deeper than this (the NFA is built recursively).
@@ -276,6 +281,7 @@ class Glob:
         self.pattern = pattern
         self._nfa, start = _build_nfa(_Parser(pattern).parse())
         self._states: dict[frozenset[int], _State] = {}
+        self._state_nodes = 0
         self._moves = 0
         self._start = self._state(self._nfa.closure([start]))
         self._dead = self._state(frozenset())
@@ -292,9 +298,11 @@ class Glob:
         state = self._folders.get(folder)
         if state is None:
             state = self._run(self._start, folder)
-            if len(self._folders) >= _MAX_FOLDERS:
-                self._folders.clear()
-            self._folders[folder] = state
+            # Only a kept state is remembered: one past the caps must not stay alive.
+            if self._kept(state):
+                if len(self._folders) >= _MAX_FOLDERS:
+                    self._folders.clear()
+                self._folders[folder] = state
         return self._run(state, path[cut:]).accepting
 
     def _run(self, state: _State, text: str) -> _State:
@@ -310,18 +318,28 @@ class Glob:
 
     def _move(self, state: _State, char: str) -> _State:
         after = self._state(self._nfa.step(state.nodes, char))
-        if self._moves < _MAX_MOVES:
+        # A move is kept between kept states only: a forgotten state reached from a kept
+        # one would otherwise stay alive through the move, and past the caps every step
+        # would keep one.
+        if self._moves < _MAX_MOVES and self._kept(state) and self._kept(after):
             self._moves += 1
             state.moves[char] = after
         return after
+
+    def _kept(self, state: _State) -> bool:
+        return self._states.get(state.nodes) is state
 
     def _state(self, nodes: frozenset[int]) -> _State:
         state = self._states.get(nodes)
         if state is None:
             state = _State(nodes)
-            # Past the cap a state is used once and forgotten, so memory stays bounded.
-            if len(self._states) < _MAX_STATES:
+            # Past the caps a state is used once and forgotten, so memory stays bounded.
+            if (
+                len(self._states) < _MAX_STATES
+                and self._state_nodes + len(nodes) <= _MAX_STATE_NODES
+            ):
                 self._states[nodes] = state
+                self._state_nodes += len(nodes)
         return state
 
 

@@ -60,9 +60,11 @@ class S3Objects:
         """The ``s3://bucket/key`` URL of each object whose key starts with ``url``'s key,
         in key order; folder markers (keys ending in ``/``) are skipped, as Cortex did."""
         bucket, prefix = split_s3_url(url, field)
-        client = self._connect(field)
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        # Making the client reads the daemon's AWS config: a bad one (AWS_PROFILE naming
+        # no profile, say) is a refusal naming the path too.
         with _s3_errors(url, field):
+            client = self._connect(field)
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for entry in page.get("Contents", ()):
                     key = entry["Key"]
@@ -72,9 +74,8 @@ class S3Objects:
     def open(self, url: str, field: str) -> BinaryIO:
         """The object at ``url``, buffered, so ``readline(limit)`` reads a line at a time."""
         bucket, key = split_s3_url(url, field)
-        client = self._connect(field)
         with _s3_errors(url, field):
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._connect(field).get_object(Bucket=bucket, Key=key)["Body"]
         return io.BufferedReader(_ObjectStream(body, url, field), _READ_CHUNK_BYTES)
 
     def _connect(self, field: str) -> S3Client:
@@ -93,12 +94,17 @@ class S3Objects:
                 read_timeout=60,
                 retries={"mode": "standard", "max_attempts": 3},
             )
-            self._client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self._config.endpoint_url,
-                region_name=self._config.region,
-                config=settings,
-            )
+            try:
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=self._config.endpoint_url,
+                    region_name=self._config.region,
+                    config=settings,
+                )
+            except ValueError as exc:
+                # botocore's plain ValueError for an endpoint it cannot use: [s3] endpoint_url
+                # is checked at start, but $AWS_ENDPOINT_URL or a profile's is not.
+                raise Invalid(f"the daemon's S3 endpoint cannot be used: {exc}", field) from exc
         return self._client
 
 
