@@ -368,6 +368,9 @@ def test_the_sweep_keeps_what_a_live_state_dir_uses(tmp_path: Path) -> None:
     assert sorted(removed) == ["crashed", "gone-user", "unused"]
     assert _venvs(root) == {"used", "shared"}
     assert (root / "used" / USERS_DIR).is_dir()
+    # A deploy that began to use it after `in_use` was read: kept, and still marked.
+    assert mine.sweep(set(), deploying=lambda: ["used"]) == []
+    assert len(os.listdir(root / "used" / USERS_DIR)) == 1
     assert mine.sweep(set()) == ["used"]
     assert os.listdir(root / "shared" / USERS_DIR) == ["theirs"]
 
