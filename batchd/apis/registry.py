@@ -200,7 +200,7 @@ class ApiRegistry:
                 self._deploying[incoming] = requirements.key()
                 venv = await self.venvs.ensure(requirements, incoming, progress)
             # Whatever `check` says: a model path that holds no model serves nothing.
-            await asyncio.to_thread(check_model_paths, handler, incoming)
+            await asyncio.to_thread(check_model_paths, handler, incoming, project.config_file)
             if check and handler.path is not None:
                 await check_handler_imports(
                     self._python(handler.python, venv),
