@@ -383,7 +383,11 @@ def test_values_are_checked_and_the_error_names_the_key(
             "expected <block end>, but found '<block mapping start>'",
         ),
         ("- {}\n---\n- {}\n", "cortex.yaml line 2: not valid YAML: but found another document"),
-        ("[" * 2000 + "]" * 2000, "cortex.yaml is nested too deeply"),
+        (
+            "[" * 2000 + "]" * 2000,
+            "cortex.yaml line 1: the document is over 100000 values (aliases expanded) or 64 "
+            "levels deep",
+        ),
         (
             "- " + "[" * 70 + "]" * 70 + "\n",
             "cortex.yaml line 1: the document is over 100000 values (aliases expanded) or 64 "
@@ -403,6 +407,13 @@ def test_a_file_that_is_not_a_list_of_apis_is_refused_with_its_line(
 ) -> None:
     error = refused(text)
     assert (error.field, error.message) == ("cortex.yaml", message)
+
+
+def test_a_huge_document_is_refused_where_it_passes_the_bound() -> None:
+    # At the 100,001st value as it is read (the 99,995th item, line 99,997): the rest of a
+    # 1 MiB list is never composed into nodes, which would cost seconds and hundreds of MB.
+    error = refused("- name: a\n  items:\n" + "  - 0\n" * 110_000)
+    assert error.message.startswith("cortex.yaml line 99997: the document is over 100000")
 
 
 # --- quantities -----------------------------------------------------------------------------
@@ -679,6 +690,8 @@ def test_a_cortex_file_of_two_apis_deploys_both_and_their_jobs_run(
         ("summing-api", 1),
         ("offset-api", 2),
     ]
+    # No unpacked folder or per-API copy is left behind, unchanged APIs or not.
+    assert list((daemon.state_dir / "apis" / ".incoming").iterdir()) == []
 
 
 def test_name_deploys_one_api_of_the_file(daemon: Daemon, tmp_path: Path) -> None:

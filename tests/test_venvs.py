@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import pty
 import secrets
 import subprocess
 import sys
+import time
+import urllib.parse
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ from batchd.apis.venvs import (
 from batchd.client import BatchdError, Client
 from batchd.config import DeploySettings
 from batchd.errors import Invalid
+from batchd.packing import pack_project
 from testkit.launcher import Daemon
 from tests import pg
 from tests.conftest import wait_job
@@ -323,6 +327,36 @@ def test_batchd_deploy_shows_pips_lines_on_a_terminal(
     assert lines[-1] == "  the venv is ready"
 
 
+def test_a_client_gone_mid_progress_leaves_the_deploy_to_finish(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], offline: dict[str, Any]
+) -> None:
+    daemon = make_daemon(**offline)
+    project = _project(make_project, "orphaned", f"# {secrets.token_hex(8)}\ntinypkg==1.0\n")
+    archive = pack_project(project)
+    url = urllib.parse.urlsplit(daemon.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    connection.request(
+        "POST",
+        "/apis",
+        body=archive,
+        headers={"Content-Type": "application/gzip", "Accept": "application/x-ndjson"},
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.readline()) == {"progress": "creating a venv for requirements.txt"}
+    # Gone while pip runs: the build is not cut short, and the version is recorded.
+    connection.close()
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(BatchdError):
+            api = daemon.client.get_api("orphaned")
+            break
+        assert time.monotonic() < deadline, "the deploy did not finish without its client"
+        time.sleep(0.2)
+    assert api["version"] == 1
+    assert _run(daemon.client, "orphaned")["value"] == 1
+
+
 # -- without a daemon ----------------------------------------------------------------------
 
 
@@ -368,6 +402,9 @@ def test_the_sweep_keeps_what_a_live_state_dir_uses(tmp_path: Path) -> None:
     assert sorted(removed) == ["crashed", "gone-user", "unused"]
     assert _venvs(root) == {"used", "shared"}
     assert (root / "used" / USERS_DIR).is_dir()
+    # A deploy that began to use it after `in_use` was read: kept, and still marked.
+    assert mine.sweep(set(), deploying=lambda: ["used"]) == []
+    assert len(os.listdir(root / "used" / USERS_DIR)) == 1
     assert mine.sweep(set()) == ["used"]
     assert os.listdir(root / "shared" / USERS_DIR) == ["theirs"]
 

@@ -84,7 +84,7 @@ def translate_cortex_config(
 ) -> list[ProjectApi]:
     """Every API of a Cortex config file, in order. `project_files` are the snapshot's files,
     for the dependency files Cortex used when present; Invalid names the file, line and key."""
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text, file_name)
     try:
         root = loader.get_single_node()
         if root is not None:
@@ -92,8 +92,6 @@ def translate_cortex_config(
         document = None if root is None else loader.construct_document(root)
     except yaml.YAMLError as exc:
         raise Invalid(_yaml_problem(exc, file_name), file_name) from None
-    except RecursionError:
-        raise Invalid(f"{file_name} is nested too deeply", file_name) from None
     finally:
         loader.dispose()
     if isinstance(document, dict):
@@ -117,6 +115,37 @@ def translate_cortex_config(
     return apis
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that stops at the bounds while it composes: a 1 MiB flat list would
+    otherwise cost seconds of CPU and hundreds of MB as nodes before any check, and deep
+    nesting the composer's recursion."""
+
+    def __init__(self, text: str, file_name: str) -> None:
+        super().__init__(text)
+        self._file_name = file_name
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._nodes += 1
+        self._depth += 1
+        try:
+            if self._nodes > _MAX_NODES or self._depth > _MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _too_big(self._file_name, event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_big(file_name: str, line: int) -> Invalid:
+    return Invalid(
+        f"{file_name} line {line}: the document is over {_MAX_NODES} values (aliases "
+        f"expanded) or {_MAX_DEPTH} levels deep",
+        file_name,
+    )
+
+
 def _check_shape(root: yaml.Node, file_name: str) -> None:
     """Refuse a document whose aliases expand past any config's size, or nested deeper than
     a config is: the spec is walked and dumped to JSON whole, aliases expanded."""
@@ -126,12 +155,7 @@ def _check_shape(root: yaml.Node, file_name: str) -> None:
         node, depth = stack.pop()
         seen += 1
         if seen > _MAX_NODES or depth > _MAX_DEPTH:
-            line = node.start_mark.line + 1
-            raise Invalid(
-                f"{file_name} line {line}: the document is over {_MAX_NODES} values (aliases "
-                f"expanded) or {_MAX_DEPTH} levels deep",
-                file_name,
-            )
+            raise _too_big(file_name, node.start_mark.line + 1)
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, depth + 1) for child in node.value)
         elif isinstance(node, yaml.MappingNode):

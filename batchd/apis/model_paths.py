@@ -11,14 +11,18 @@ from pathlib import Path
 
 from batchd.apis.spec import HandlerSpec
 from batchd.errors import Invalid
+from batchd.packing import PROJECT_CONFIG
 from batchd.worker.models.discovery import ModelLayoutError, discover
 
 
-def check_model_paths(handler: HandlerSpec, snapshot: Path) -> None:
-    """Raise Invalid (a 422 naming the setting) unless each configured path holds a model."""
+def check_model_paths(
+    handler: HandlerSpec, snapshot: Path, config_file: str = PROJECT_CONFIG
+) -> None:
+    """Raise Invalid (a 422 naming the setting, in `config_file`, the deploy's batchd.toml
+    or cortex.yaml) unless each configured path holds a model."""
     if handler.models is None:
         return
     try:
         discover(handler.type, handler.models.model_dump(), snapshot)
     except ModelLayoutError as exc:
-        raise Invalid(f"batchd.toml: {exc}", field=exc.field) from None
+        raise Invalid(f"{config_file}: {exc}", field=exc.field) from None

@@ -137,15 +137,13 @@ class ApiRegistry:
         deployments: list[Deployment] = []
         try:
             for index, api in enumerate(project.apis):
-                # Each API gets a snapshot of its own; the last one takes the unpacked folder.
-                last = index == len(project.apis) - 1
-                folder = incoming if last else await asyncio.to_thread(self._copy, incoming)
                 warnings = list(api.warnings)
                 try:
                     record, new = await self._record(
                         api.spec,
                         project,
-                        folder,
+                        incoming,
+                        index == len(project.apis) - 1,
                         archive,
                         check,
                         config is not None,
@@ -153,9 +151,7 @@ class ApiRegistry:
                         warnings,
                     )
                 finally:
-                    self._deploying.pop(folder, None)
-                    if not last and folder.exists():
-                        await asyncio.to_thread(remove_snapshot, folder)
+                    self._deploying.pop(incoming, None)
                 deployments.append(Deployment(record, new, tuple(warnings)))
         finally:
             if incoming.exists():
@@ -172,6 +168,7 @@ class ApiRegistry:
         api_spec: ApiSpec,
         project: DeployedProject,
         incoming: Path,
+        last: bool,
         archive: bytes,
         check: bool,
         named_config: bool,
@@ -198,11 +195,12 @@ class ApiRegistry:
                 return latest, False
             venv = None
             if requirements is not None:
+                # From before its build until deploy() ends, this daemon's sweeps keep it:
+                # no version names it yet.
+                self._deploying[incoming] = requirements.key()
                 venv = await self.venvs.ensure(requirements, incoming, progress)
-                # Until deploy() ends, this daemon's sweeps keep it: no version names it yet.
-                self._deploying[incoming] = venv
             # Whatever `check` says: a model path that holds no model serves nothing.
-            await asyncio.to_thread(check_model_paths, handler, incoming)
+            await asyncio.to_thread(check_model_paths, handler, incoming, project.config_file)
             if check and handler.path is not None:
                 await check_handler_imports(
                     self._python(handler.python, venv),
@@ -212,9 +210,13 @@ class ApiRegistry:
                     self.config.handler_check_timeout,
                 )
             snapshot = f"{secrets.token_hex(6)}"
+            # Each new version gets a snapshot of its own: the last API of the file takes
+            # the unpacked (read-only) folder, the others a copy, made only now that the
+            # checks passed and the version is new (an unchanged redeploy copies nothing).
+            folder = incoming if last else await asyncio.to_thread(self._copy, incoming)
             # The snapshot is in place before the row that names it: a crash in between
             # leaves an unused folder, never a version without its files.
-            _into_place(incoming, self.root / name / snapshot)
+            _into_place(folder, self.root / name / snapshot)
             spec = api_spec.model_dump()
             spec[SNAPSHOT_KEY] = snapshot
             spec["files"] = len(project.files)
@@ -273,13 +275,17 @@ class ApiRegistry:
     async def sweep_venvs(self) -> list[str]:
         """Remove the venvs no live version uses (here, or on a daemon sharing the
         folder); the keys removed. After a delete, and once at start."""
-        in_use = set(self._deploying.values()) | {
+        in_use = {
             str(record.spec[VENV_KEY])
             for api in await self.store.list_apis()
             for record in await self.store.api_versions(api.name)
             if record.spec.get(VENV_KEY)
         }
-        return await asyncio.to_thread(self.venvs.sweep, in_use)
+        # Read from the sweep's thread, under each key's lock: a list() of a dict of str is
+        # taken whole under the GIL.
+        return await asyncio.to_thread(
+            self.venvs.sweep, in_use, lambda: list(self._deploying.values())
+        )
 
     def _python(self, python: str | None, venv: str | None) -> str:
         """[handler] python, else the venv's, else the daemon's own interpreter."""

@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -232,9 +232,13 @@ class VenvStore:
         if not mark.is_file():
             mark.write_text(self._state_dir)
 
-    def sweep(self, in_use: set[str]) -> list[str]:
+    def sweep(
+        self, in_use: set[str], deploying: Callable[[], Collection[str]] = tuple
+    ) -> list[str]:
         """Mark the venvs this state dir uses; remove those no live state dir marks
-        (and builds cut off by a crash). Blocking: run it in a thread. Returns the keys
+        (and builds cut off by a crash). `deploying` gives the keys of deploys under way,
+        asked again under each key's lock: `in_use` was read before this ran, and a deploy
+        may have begun to use a venv since. Blocking: run it in a thread. Returns the keys
         removed."""
         if not self.root.is_dir():
             return []
@@ -247,10 +251,12 @@ class VenvStore:
                 if self.ready(key):
                     self._mark_used(key)
                 continue
-            (folder / USERS_DIR / self._user).unlink(missing_ok=True)
             with self._lock_now(key) as locked:
                 # Held elsewhere: a build or a deploy of this key is under way.
-                if locked and not _live_users(folder / USERS_DIR):
+                if not locked or key in deploying():
+                    continue
+                (folder / USERS_DIR / self._user).unlink(missing_ok=True)
+                if not _live_users(folder / USERS_DIR):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(key)
         return removed

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from batchd.apis.model_paths import check_model_paths
+from batchd.apis.spec import HandlerSpec
+from batchd.errors import Invalid
 from batchd.worker.models.client import ModelClient, ModelNotFound
 from batchd.worker.models.discovery import (
     DEFAULT_MODEL_NAME,
@@ -75,6 +78,15 @@ def test_discover_names_models_and_the_setting_of_a_bad_path(tmp_path: Path) -> 
         discover("onnx", paths, tmp_path)
     assert caught.value.field == "handler.models.paths.1.path"
     assert caught.value.message == "'nowhere' does not exist"
+
+    # The deploy's 422 names the config file it was read from (a cortex.yaml too).
+    handler = HandlerSpec.model_validate({"type": "onnx", "models": paths})
+    with pytest.raises(Invalid) as refused:
+        check_model_paths(handler, tmp_path, "cortex.yaml")
+    assert refused.value.field == "handler.models.paths.1.path"
+    assert refused.value.message == (
+        "cortex.yaml: handler.models.paths.1.path: 'nowhere' does not exist"
+    )
 
 
 class FakeClient(ModelClient):
