@@ -427,11 +427,29 @@ def test_a_local_prefix_at_the_bottom_of_a_2000_deep_tree(tmp_path: Path) -> Non
         os.close(here)
     finally:
         os.close(top)
-    deep = str(tmp_path) + "/a" * depth
-    assert local_plan(tmp_path, [f"{deep}/im"]) == [f"{deep}/img_1"]
-    # Past PATH_MAX the path is refused, naming it, rather than failing the daemon.
-    too_deep = str(tmp_path) + "/a" * 2100 + "/im"
-    with pytest.raises(Invalid) as caught:
-        local_plan(tmp_path, [too_deep])
-    assert caught.value.field == "file_path_lister.paths[0]"
-    assert caught.value.message.endswith("cannot be read: File name too long")
+    try:
+        deep = str(tmp_path) + "/a" * depth
+        assert local_plan(tmp_path, [f"{deep}/im"]) == [f"{deep}/img_1"]
+        # Past PATH_MAX the path is refused, naming it, rather than failing the daemon.
+        too_deep = str(tmp_path) + "/a" * 2100 + "/im"
+        with pytest.raises(Invalid) as caught:
+            local_plan(tmp_path, [too_deep])
+        assert caught.value.field == "file_path_lister.paths[0]"
+        assert caught.value.message.endswith("cannot be read: File name too long")
+    finally:
+        _remove_chain(tmp_path, depth, "img_1")
+
+
+def _remove_chain(top: Path, depth: int, leaf: str) -> None:
+    """Remove top/a/a/.../leaf a folder at a time: shutil.rmtree (pytest's cleanup of old
+    temp dirs included) recurses once per level and fails on a tree this deep."""
+    fds = [os.open(top, os.O_RDONLY)]
+    try:
+        for _ in range(depth):
+            fds.append(os.open("a", os.O_RDONLY, dir_fd=fds[-1]))
+        os.unlink(leaf, dir_fd=fds[-1])
+        for parent in reversed(fds[:-1]):
+            os.rmdir("a", dir_fd=parent)
+    finally:
+        for fd in fds:
+            os.close(fd)
