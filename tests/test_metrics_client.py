@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 from batchd.observe.handler_metrics import HandlerMetrics
 from batchd.wire import framing
 from batchd.wire.messages import Completed, Next, from_worker
-from batchd.wire.metrics import BUCKETS, label_name, metric_name, read_metrics
+from batchd.wire.metrics import BUCKETS, MAX_TAGS, label_name, metric_name, read_metrics
 from batchd.worker.metrics_client import MetricsClient
 from tests.conftest import Daemon, wait_for, wait_job
 from tests.test_metrics import scrape, value
@@ -51,6 +51,8 @@ def through_channel(payload: dict[str, Any] | None) -> dict[str, Any] | None:
         ("a:b", "a_b"),
         ("", None),
         ("x" * 201, None),
+        ("x" * 200, "x" * 200),
+        ("9" * 200, None),  # "_" and 200 digits: over the limit the daemon checks
         (None, None),
         (7, None),
     ],
@@ -132,12 +134,23 @@ def test_bad_recordings_never_raise_and_are_counted() -> None:
     client.gauge("n", 1, tags={"k": "v" * 1001})
     client.gauge("n", 1, tags=BadTags(k="v"))
     client.gauge("n", 1, tags=["not", "a", "mapping"])  # type: ignore[arg-type]
+    client.gauge("n", 1, tags={f"k{index}": "v" for index in range(MAX_TAGS + 1)})
+    client.increment("big", 1e308)
+    client.increment("big", 1e308)  # the sum would be inf
+    client.histogram("big", 1e308)
+    client.histogram("big", 1e308)
+    client.gauge("9" * 200, 1)
+    client.gauge("n", 1, tags={"9" * 200: "v"})
     client.gauge("ok", 1, tags={"k": 5})  # a value that is not text is its str()
     taken = through_channel(client.take())
     assert taken is not None
     read = read_metrics(taken)
-    assert read.invalid == 16
-    assert [(r.name, r.tags) for r in read.series] == [("ok", (("k", "5"),))]
+    assert read.invalid == 21
+    assert [(r.name, r.tags) for r in read.series] == [
+        ("big", ()),
+        ("big", ()),
+        ("ok", (("k", "5"),)),
+    ]
 
 
 def test_series_past_the_cap_are_dropped_and_counted_in_the_worker() -> None:
@@ -172,6 +185,16 @@ def test_completed_carries_metrics_and_leaves_them_out_when_none() -> None:
         {"series": [["h", "x", [], [1, 1.0, [1]]]]},
         {"series": [["c", "x", []]]},
         {"series": [["g", "x", [], 10**400]]},
+        # What would reach prometheus_client and raise there (the daemon's own failure,
+        # not charged to the worker), or break every later scrape, or stay in memory:
+        {"dropped": -1},
+        {"invalid": 10**400},
+        {"series": [["c", "x", [], -1]]},
+        {"series": [["h", "x", [], [1, 1.0, [10**400] + [0] * len(BUCKETS)]]]},
+        {"series": [["c", "x", [["k", "\ud800"]], 1]]},
+        {"series": [["c", "x", [["k", "v" * 1001]], 1]]},
+        {"series": [["c", "x" * 201, [], 1]]},
+        {"series": [["c", "x", [[f"k{index}", "v"] for index in range(MAX_TAGS + 1)], 1]]},
     ],
 )
 def test_metrics_a_worker_could_not_have_sent_break_the_channel(payload: dict[str, Any]) -> None:

@@ -258,7 +258,13 @@ class Driver:
             if action is policy.Idle.RUN_HOOK:
                 # Taken here before the claim's await: no other idle worker takes it too.
                 run.completing = worker
-                if await self.store.claim_hook(run.job_id) is HookClaim.CLAIMED:
+                try:
+                    claim = await self.store.claim_hook(run.job_id)
+                except BaseException:
+                    # The store failed (an outage: the message is retried): not taken.
+                    run.completing = None
+                    raise
+                if claim is HookClaim.CLAIMED:
                     await self._hook.run(run, worker, counts)
                     return
                 # Another node runs it (or ran it, and was lost: see cluster.Membership).

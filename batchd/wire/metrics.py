@@ -10,7 +10,8 @@ the daemon (batchd.observe.handler_metrics) reads it with :func:`read_metrics`:
           value), "h" (histogram: value is [count, sum, [count per bucket of BUCKETS,
           then +Inf]], not cumulative)
     name  a Prometheus name without the prefix, already sanitised (metric_name)
-    tags  [[key, value], ...] sorted by key; keys are label names (label_name)
+    tags  [[key, value], ...] sorted by key; keys are label names (label_name), at most
+          MAX_TAGS, values UTF-8 text of MAX_TAG_VALUE_LENGTH characters at most
     dropped   recordings the worker dropped: over SERIES_MAX series since its last report
     invalid   recordings the worker refused: a name, tag or value it could not use
 """
@@ -32,6 +33,10 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
 RESERVED_LABELS = frozenset({"api_name", "le", "quantile", "job", "instance"})
 MAX_NAME_LENGTH = 200
 MAX_TAG_VALUE_LENGTH = 1000
+# Tags one recording may have (what a daemon keeps per series stays bounded).
+MAX_TAGS = 32
+# A count on the wire (dropped, invalid, a histogram's): what a float holds exactly.
+MAX_COUNT = 2**53
 KINDS = frozenset({"c", "g", "h"})
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
@@ -44,7 +49,10 @@ def metric_name(raw: object) -> str | None:
     if type(raw) is not str or not raw or len(raw) > MAX_NAME_LENGTH:
         return None
     name = _NOT_NAME.sub("_", raw)
-    return f"_{name}" if name[0].isdigit() else name
+    if name[0].isdigit():
+        # One character more: the daemon takes no name over MAX_NAME_LENGTH either.
+        name = f"_{name}"
+    return name if len(name) <= MAX_NAME_LENGTH else None
 
 
 def label_name(raw: object) -> str | None:
@@ -76,8 +84,8 @@ def read_metrics(payload: Mapping[str, Any]) -> WorkerMetrics:
     have sent (a handler can write to the channel)."""
     series = payload.get("series", [])
     dropped, invalid = payload.get("dropped", 0), payload.get("invalid", 0)
-    if type(series) is not list or type(dropped) is not int or type(invalid) is not int:
-        raise BadFrame("metrics without a list of series and int counts")
+    if type(series) is not list or not _is_count(dropped) or not _is_count(invalid):
+        raise BadFrame("metrics without a list of series and counts (ints, 0 or more)")
     return WorkerMetrics([_recorded(entry) for entry in series], dropped, invalid)
 
 
@@ -85,26 +93,30 @@ def _recorded(entry: Any) -> Recorded:
     if type(entry) is not list or len(entry) != 4:
         raise BadFrame(f"a metric sent as {_shown(entry)}")
     kind, name, tags, value = entry
-    if kind not in KINDS or type(name) is not str or not _NAME.fullmatch(name):
+    if kind not in KINDS or type(name) is not str or not _is_name(name):
         raise BadFrame(f"a metric sent as {_shown(entry)}")
-    if type(tags) is not list or not all(_is_tag(tag) for tag in tags):
+    if type(tags) is not list or len(tags) > MAX_TAGS or not all(_is_tag(tag) for tag in tags):
         raise BadFrame(f"a metric with tags {_shown(tags)}")
     pairs = tuple((key, item) for key, item in tags)
     if kind != "h":
-        if not is_number(value):
+        if not is_number(value) or (kind == "c" and value < 0):
             raise BadFrame(f"a metric value {_shown(value)}")
         return Recorded(kind, name, pairs, float(value))
     if not (
         type(value) is list
         and len(value) == 3
-        and type(value[0]) is int
+        and _is_count(value[0])
         and is_number(value[1])
         and type(value[2]) is list
         and len(value[2]) == len(BUCKETS) + 1
-        and all(type(count) is int and count >= 0 for count in value[2])
+        and all(_is_count(count) for count in value[2])
     ):
         raise BadFrame(f"a histogram value {_shown(value)}")
     return Recorded(kind, name, pairs, (value[0], float(value[1]), value[2]))
+
+
+def _is_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and _NAME.fullmatch(name) is not None
 
 
 def _is_tag(tag: Any) -> bool:
@@ -114,7 +126,22 @@ def _is_tag(tag: Any) -> bool:
         and type(tag[0]) is str
         and type(tag[1]) is str
         and label_name(tag[0]) == tag[0]
+        and len(tag[1]) <= MAX_TAG_VALUE_LENGTH
+        and _is_utf8(tag[1])
     )
+
+
+def _is_utf8(text: str) -> bool:
+    """JSON can carry a lone surrogate (``"\\ud800"``); the exposition, UTF-8, cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_COUNT
 
 
 def is_number(value: Any) -> bool:

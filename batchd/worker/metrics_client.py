@@ -21,6 +21,7 @@ from typing import Any
 from batchd.wire.metrics import (
     BUCKETS,
     MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
     SERIES_MAX,
     is_number,
     label_name,
@@ -51,10 +52,16 @@ class MetricsClient:
     ) -> None:
         """Add `value` (0 or more) to the counter `metric`."""
         key = self._key("c", metric, value, tags)
-        if key is not None and value >= 0:
-            self._pending[key] = self._pending.get(key, 0) + value
-        elif key is not None:
+        if key is None:
+            return
+        if value < 0:
             self._refuse(f"a negative increment ({value!r}): a counter only goes up", metric)
+            return
+        total = self._pending.get(key, 0) + value
+        if not is_number(total):
+            self._refuse("an increment that would make the sum infinite", metric)
+            return
+        self._pending[key] = total
 
     def gauge(self, metric: str, value: float, tags: Mapping[str, str] | None = None) -> None:
         """Set the gauge `metric` to `value`."""
@@ -68,6 +75,9 @@ class MetricsClient:
         if key is None:
             return
         observed = self._pending.get(key)
+        if observed is not None and not is_number(observed[1] + value):
+            self._refuse("an observation that would make the sum infinite", metric)
+            return
         if observed is None:
             observed = self._pending[key] = [0, 0.0, [0] * (len(BUCKETS) + 1)]
         observed[0] += 1
@@ -133,6 +143,8 @@ class MetricsClient:
             return None
 
     def _tags(self, tags: Mapping[str, str]) -> Tags:
+        if len(tags) > MAX_TAGS:
+            raise ValueError(f"over {MAX_TAGS} tags")
         pairs = []
         for raw_key, raw_value in tags.items():
             key = self._sanitised(raw_key, label_name)

@@ -50,6 +50,8 @@ def test_integer_subfolders_are_versions_and_a_bare_model_is_version_1(tmp_path:
         ("tensorflow", ["1/saved_model.pb", "2/variables/x"], "version 2 does not hold"),
         ("onnx", ["1/a.onnx", "1/b.onnx"], "holds 2 .onnx files"),
         ("onnx", ["model.txt"], "expected one .onnx file"),
+        # A digit to str.isdigit, but no int: no version folder.
+        ("tensorflow", ["1/saved_model.pb", "\u00b2/saved_model.pb"], "or integer version"),
     ],
 )
 def test_a_folder_that_is_no_model_says_why(

@@ -120,7 +120,8 @@ def model_versions(runtime: str, root: Path) -> dict[int, Path]:
         return {1: single}
     entries = _entries(root)
     numbered = sorted(
-        (entry for entry in entries if entry.name.isdigit() and entry.is_dir()),
+        # isascii: "\u00b2" (superscript two) is a digit to isdigit, but no int.
+        (entry for entry in entries if _is_version(entry.name) and entry.is_dir()),
         key=lambda entry: int(entry.name),
     )
     if not numbered or len(numbered) != len(entries):
@@ -142,6 +143,10 @@ def _one_model(runtime: str, folder: Path) -> Path | None:
     if len(files) > 1:
         raise ValueError(f"{folder.name} holds {len(files)} .onnx files where one was expected")
     return files[0] if files and files[0].is_file() else None
+
+
+def _is_version(name: str) -> bool:
+    return name.isascii() and name.isdigit()
 
 
 def _what(runtime: str) -> str:
