@@ -31,8 +31,7 @@ from batchd.packing import PROJECT_CONFIG, parse_dotenv
 
 MAX_API_NAME_LENGTH = 42
 
-API_NAME_PATTERN = r"[a-z]([-a-z0-9]*[a-z0-9])?"
-_API_NAME = re.compile(API_NAME_PATTERN)
+_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 HandlerType = Literal["python", "tensorflow", "onnx"]
