@@ -140,11 +140,20 @@ def recovery(cluster: Cluster, lost_node: str, keys: set[str], since: float) -> 
 
 
 def late_outcomes_refused(
-    cluster: Cluster, job_id: str, node: str, since: float
+    cluster: Cluster, job_id: str, node: str, since: float, running: set[str]
 ) -> tuple[set[str], dict[str, dict[str, Any]]]:
-    """Batches `node`'s workers finished after `since` (cut off from the queue by then):
-    none of their results may be the one kept."""
-    late = {e.key for e in cluster.side.done_by(node, after=since) if e.key.startswith(job_id)}
+    """Batches `node`'s workers finished after `since` (cut off from the queue by then),
+    and those of `running` (what while_running caught) they finished at all: none of
+    their results may be the one kept.
+
+    A worker stamps its "done" line before writing it, so a line stamped just before
+    `since` can land after while_running read the file: that batch counts as running,
+    and its outcome reached the pipe only after the cut, yet its stamp is not "after"."""
+    late = {
+        e.key
+        for e in cluster.side.done_by(node)
+        if e.key.startswith(job_id) and (e.t > since or e.key in running)
+    }
     results = cluster.results(job_id)
     accepted = sorted(key for key in late if results[key]["node"] == node)
     assert not accepted, f"{node}'s late outcomes were kept for {accepted}"

@@ -134,7 +134,7 @@ def test_sigstop_past_node_timeout(
     figures["recovery_s"] = recovery(cluster, "node-b", running, frozen)
     check_exact(cluster, job_id, final, total, ["node-a", "node-c"], figures)
     assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
-    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
+    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen, running)
     figures["late_outcomes_refused"] = len(late)
     # Its workers ran on while it was stopped: what they were running came back late.
     assert running <= late, (running, late)
@@ -173,7 +173,7 @@ def test_sigstop_inside_a_transaction(
     final = wait_ended(cluster, job_id, figures, ["node-a", "node-c"], size(30, 60))
     figures["ended_after_stop_s"] = round(time.time() - frozen, 1)
     check_exact(cluster, job_id, final, total, ["node-a", "node-c"], figures)
-    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen)
+    late, before = late_outcomes_refused(cluster, job_id, "node-b", frozen, running)
     figures["late_outcomes_refused"] = len(late)
     assert running <= late, (running, late)
 
@@ -248,7 +248,7 @@ def test_network_partition_of_one_node(
         figures["recovery_s"] = recovery(cluster, "node-c", running, cut)
         check_exact(cluster, job_id, final, total, ["node-a", "node-b"], figures)
         assert NODE_TIMEOUT - HEARTBEAT <= figures["recovery_s"] < LEASE_TIMEOUT
-        late, before = late_outcomes_refused(cluster, job_id, "node-c", cut)
+        late, before = late_outcomes_refused(cluster, job_id, "node-c", cut, running)
         figures["late_outcomes_refused"] = len(late)
         assert running <= late, (running, late)
     finally:
