@@ -500,6 +500,45 @@ def test_failing_completion_hook_is_reported(worker_in: Any) -> None:
     assert worker.finish()[0] == 0
 
 
+def test_a_failed_batch_traceback_starts_at_the_handler(worker_in: Any) -> None:
+    """The stored traceback and the logged one begin at handle_batch's frame, go on into
+    the function it called, and carry no frame of batchd's worker."""
+    worker = worker_in(
+        """
+        import json
+
+
+        def parse(text):
+            return json.loads(text)
+
+
+        class Handler:
+            def handle_batch(self, payload):
+                return parse(payload[0])
+        """
+    )
+    assert worker.init()["op"] == "ready"
+    worker.channel.recv()
+    worker.channel.send(grant(9, (1, ["{not json"])))
+    (failed,) = outcomes(worker.channel, 9)[1]
+    assert failed["error"].startswith("JSONDecodeError: Expecting property name")
+    lines = failed["traceback"].splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1].startswith('  File "') and 'handler.py", line' in lines[1]
+    assert lines[1].endswith(", in handle_batch")
+    assert any(line.endswith(", in parse") for line in lines)
+    # The library the handler called keeps its frames; only the worker's go.
+    assert any("json" in line and "decoder.py" in line for line in lines)
+    worker_dir = str(REPO / "batchd" / "worker")
+    assert worker_dir not in failed["traceback"] and "batchd/worker" not in failed["traceback"]
+    worker.channel.send({"op": "exit"})
+    returncode, logged = worker.finish()
+    assert returncode == 0
+    logged_trace = logged.split("handle_batch failed\n", 1)[1]
+    assert logged_trace.startswith("Traceback (most recent call last):\n")
+    assert "batchd/worker" not in logged_trace and ", in handle_batch" in logged_trace
+
+
 @pytest.mark.parametrize(
     ("source", "error"),
     [

@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from batchd.wire.textsafe import escape_surrogates
@@ -65,7 +66,35 @@ def load_handler_class(handler_path: str) -> type:
     return handler_class
 
 
+# Not resolved: workers import batchd through a link, and frames carry the linked path.
+_WORKER_DIR = Path(__file__).parent
+_OWN_FILES = (str(_WORKER_DIR), "<frozen importlib")
+# Built-in model handlers live under the worker: their frames are the handler's.
+_BUILTIN_HANDLERS = str(_WORKER_DIR / "models")
+
+
+def handler_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from the first frame that is not batchd's worker or importlib's."""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(_OWN_FILES) or name.startswith(_BUILTIN_HANDLERS):
+            break
+        tb = tb.tb_next
+    return tb
+
+
+def drop_own_frames(exc: BaseException) -> BaseException:
+    """`exc` with its traceback starting at the handler's frame, so what users read (the
+    stored error, the log) shows their code, not the worker calling it. An exception
+    raised by the worker itself keeps its whole traceback: that is a batchd bug to read."""
+    trimmed = handler_frames(exc.__traceback__)
+    if trimmed is not None:
+        exc.__traceback__ = trimmed
+    return exc
+
+
 def describe_exception(exc: BaseException) -> dict[str, str]:
+    drop_own_frames(exc)
     # A message may hold text decoded with surrogateescape: escaped, it can be sent.
     return {
         "error": escape_surrogates(f"{type(exc).__name__}: {exc}"),

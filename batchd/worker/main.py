@@ -64,6 +64,7 @@ from batchd.worker.loading import (
     call_with_declared,
     declared_caller,
     describe_exception,
+    drop_own_frames,
     load_handler_class,
 )
 from batchd.worker.log import logger
@@ -158,7 +159,7 @@ class Worker:
         except MemoryError:
             os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
-            logger.error("Handler failed to initialise", exc_info=exc)
+            logger.error("Handler failed to initialise", exc_info=drop_own_frames(exc))
             self.channel.send_frame(InitFailed(**describe_exception(exc)).encode())
             return False
         has_on_complete = callable(getattr(self.handler, "on_job_complete", None))
@@ -195,7 +196,7 @@ class Worker:
             # Over [compute] mem: this process cannot be trusted to go on.
             os._exit(WORKER_EXIT_OUT_OF_MEMORY)
         except Exception as exc:
-            logger.error("handle_batch failed", exc_info=exc)
+            logger.error("handle_batch failed", exc_info=drop_own_frames(exc))
             failed.append(failure(seq, time.monotonic() - started, **describe_exception(exc)))
         finally:
             labels.pop("batchID", None)
@@ -246,7 +247,7 @@ class Worker:
                 takes_status = len(inspect.signature(hook).parameters) > 0
                 hook(status) if takes_status else hook()
         except Exception as exc:
-            logger.error("on_job_complete failed", exc_info=exc)
+            logger.error("on_job_complete failed", exc_info=drop_own_frames(exc))
             return Completed(False, **describe_exception(exc), metrics=self.metrics.take())
         return Completed(True, metrics=self.metrics.take())
 

@@ -11,26 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from pathlib import Path
-from types import TracebackType
 
-from batchd.worker.loading import load_handler_class
+from batchd.worker.loading import handler_frames, load_handler_class
 
 # The daemon reads the report after this line; the handler may have printed before it.
 REPORT_MARKER = "--- batchd: the Handler could not be imported ---"
 # Exit codes: imported, or not (with the report on stderr).
 EXIT_IMPORTED = 0
 EXIT_NOT_IMPORTED = 1
-
-# Not resolved: workers import batchd through a link, and frames carry the linked path.
-_OWN_FILES = (str(Path(__file__).parent), "<frozen importlib")
-
-
-def _handler_frames(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback from the first frame that is not batchd's loader or importlib's."""
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_FILES):
-        tb = tb.tb_next
-    return tb
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +30,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit too: a handler that exits on import is broken.
-        report = traceback.format_exception(type(exc), exc, _handler_frames(exc.__traceback__))
+        report = traceback.format_exception(type(exc), exc, handler_frames(exc.__traceback__))
         sys.stderr.write(f"\n{REPORT_MARKER}\n{''.join(report)}")
         sys.stderr.flush()
         return EXIT_NOT_IMPORTED
