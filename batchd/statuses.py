@@ -18,6 +18,10 @@ class JobStatus(StrEnum):
     WORKER_OOM = "worker_oom"
     TIMED_OUT = "timed_out"
     STOPPED = "stopped"
+    # batchd's extension of Cortex's vocabulary: an unfinished job whose leasing is paused
+    # (the job's own pause or its API's). Shown, never stored: the stored status stays
+    # pending or running under a pause flag (see SHOWN_ONLY_STATUSES).
+    PAUSED = "paused"
     # Cortex's vocabulary that batchd never sets (see CORTEX_ONLY_STATUSES).
     ENQUEUING = "enqueuing"
     ENQUEUE_FAILED = "enqueue_failed"
@@ -31,7 +35,9 @@ class JobStatus(StrEnum):
 # In this order: the jobs_active partial index of the SQLite schema lists them so, and a
 # query's IN-list must be the same for SQLite to use that index.
 ACTIVE_STATUSES: tuple[JobStatus, ...] = (JobStatus.PENDING, JobStatus.ENQUEUING, JobStatus.RUNNING)
-_ACTIVE = frozenset(ACTIVE_STATUSES)
+# Shown to users, never stored: what a job's row holds is one of ACTIVE_STATUSES.
+SHOWN_ONLY_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.PAUSED})
+_ACTIVE = frozenset(ACTIVE_STATUSES) | SHOWN_ONLY_STATUSES
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(s for s in JobStatus if s not in _ACTIVE)
 
 # Statuses Cortex had and batchd never sets: a submission is split and stored in one

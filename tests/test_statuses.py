@@ -13,14 +13,19 @@ from batchd.statuses import (
     ACTIVE_STATUSES,
     CORTEX_ONLY_STATUSES,
     REACHABLE_STATUSES,
+    SHOWN_ONLY_STATUSES,
     TERMINAL_STATUSES,
     JobStatus,
 )
 
 
-def test_every_status_is_active_or_terminal() -> None:
-    assert set(ACTIVE_STATUSES) | TERMINAL_STATUSES == set(JobStatus)
+def test_every_status_is_active_shown_only_or_terminal() -> None:
+    # `paused` is batchd's extension: shown for an unfinished job, never stored.
+    assert {str(s) for s in SHOWN_ONLY_STATUSES} == {"paused"}
+    assert set(ACTIVE_STATUSES) | SHOWN_ONLY_STATUSES | TERMINAL_STATUSES == set(JobStatus)
     assert not set(ACTIVE_STATUSES) & TERMINAL_STATUSES
+    assert not SHOWN_ONLY_STATUSES & (set(ACTIVE_STATUSES) | TERMINAL_STATUSES)
+    assert not JobStatus.PAUSED.terminal and JobStatus.PAUSED in REACHABLE_STATUSES
     assert [str(s) for s in ACTIVE_STATUSES] == ["pending", "enqueuing", "running"]
     assert all(status.terminal for status in TERMINAL_STATUSES)
     assert not any(status.terminal for status in ACTIVE_STATUSES)

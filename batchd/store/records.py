@@ -74,6 +74,11 @@ def encode_payload(value: Any) -> bytes:
     return _PAYLOAD_ENCODER.encode(value).encode()
 
 
+# A job's pause flags: paused itself, or by its API (both may hold).
+PAUSED_BY_JOB = 1
+PAUSED_BY_API = 2
+
+
 @dataclass(frozen=True)
 class JobRecord:
     job_id: str
@@ -94,6 +99,28 @@ class JobRecord:
     retry_of: str | None
     batch_timeout: float | None
     pruned_at: float | None = None
+    # Who paused it (PAUSED_BY_JOB, PAUSED_BY_API flags; 0: not paused), since when,
+    # and for how long before: its timeout does not run while it is paused.
+    paused: int = 0
+    paused_at: float | None = None
+    paused_seconds: float = 0.0
+
+    @property
+    def shown_status(self) -> JobStatus:
+        """The status users see: `paused` while an unfinished job is paused."""
+        if self.paused and not self.status.terminal:
+            return JobStatus.PAUSED
+        return self.status
+
+    def deadline(self) -> float | None:
+        """When the job times out (wall clock), the time it spent paused not counted;
+        None without a timeout. While paused, it moves on with the clock."""
+        if self.timeout is None:
+            return None
+        paused = self.paused_seconds
+        if self.paused_at is not None:
+            paused += max(0.0, time.time() - self.paused_at)
+        return self.created_at + self.timeout + paused
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,20 @@ class OutcomeStore(Protocol):
         """Re-queued, or dead out of attempts; None for a stale token."""
 
 
+class PauseStore(Protocol):
+    """Pausing leasing: a paused job's leased batches finish, and nothing more of it is
+    leased until it is resumed (see :mod:`batchd.store.pauses`)."""
+
+    async def pause_job(self, job_id: str, paused: bool) -> bool:
+        """Set or clear the job's own pause; False: no unfinished job has the id."""
+
+    async def pause_api(self, name: str, paused: bool) -> list[str]:
+        """Pause or resume the API's unfinished jobs and the ones admitted until it is
+        resumed; the ids of the unfinished ones."""
+
+    async def paused_apis(self) -> list[str]: ...
+
+
 class ReadStore(Protocol):
     """Jobs, their counts, pages of their results and dead letters, metric counts."""
 
@@ -190,6 +204,7 @@ class Store(
     JobStore,
     LeaseStore,
     OutcomeStore,
+    PauseStore,
     ReadStore,
     RetentionStore,
     Protocol,

@@ -44,6 +44,10 @@ def batch_range(key: int) -> tuple[int, int]:
     return first, first | SEQ_MASK
 
 
+# How many columns ``{job_columns}`` has: the counts of a listing row follow them.
+JOB_COLUMN_COUNT = 21
+
+
 def job_record(row: Row) -> JobRecord:
     """A row of ``{job_columns}``."""
     return JobRecord(
@@ -66,6 +70,9 @@ def job_record(row: Row) -> JobRecord:
         retry_of=row[15],
         batch_timeout=row[16],
         pruned_at=row[17],
+        paused=row[18],
+        paused_at=row[19],
+        paused_seconds=row[20],
     )
 
 

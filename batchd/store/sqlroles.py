@@ -27,6 +27,7 @@ from batchd.store.records import (
     Result,
 )
 from batchd.store.rows import (
+    JOB_COLUMN_COUNT,
     SEQ_BITS,
     SEQ_MASK,
     ChunkCache,
@@ -309,7 +310,7 @@ class SqlReads(SqlCore[Any, Any]):
             return []
         sql = self._sql.active_jobs_page if active_only else self._sql.jobs_page
         rows = await self._rows(self._r, sql, *self._page_params(api_names, before), limit)
-        return [ListedJob(job_record(row), batch_counts(row[18:])) for row in rows]
+        return [ListedJob(job_record(row), batch_counts(row[JOB_COLUMN_COUNT:])) for row in rows]
 
     async def metric_counts(self) -> MetricCounts:
         """Jobs by status, and the queued and leased batches of unfinished jobs by API."""

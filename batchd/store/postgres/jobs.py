@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from batchd.store.chunks import BatchChunks
 from batchd.store.postgres.core import PostgresCore
@@ -19,7 +20,9 @@ class PostgresJobs(PostgresCore):
         if not isinstance(batches, BatchChunks):
             batches = BatchChunks.of(batches)
         async with self._transaction() as db:
+            await self._lock_api_pause(db, job.api_name, shared=True)
             key = await db.fetchval(SQL.insert_job, *new_job_values(job))
+            await db.execute(SQL.paused_by_api, key)
             first, _ = batch_range(key)
             numbered = NumberedChunks(first, batches.chunks)
             await db.executemany(SQL.insert_chunk, numbered)
@@ -55,6 +58,12 @@ class PostgresJobs(PostgresCore):
                 # Every node acts on a stop or a timeout at once, not at its next poll.
                 await db.execute(SQL.notify_jobs, job_id)
             return moved is not None
+
+    async def _lock_api_pause(self, db: Any, name: str, shared: bool) -> None:
+        await db.execute(SQL.api_pause_lock_shared if shared else SQL.api_pause_lock, name)
+
+    async def _job_changed(self, db: Any, job_id: str) -> None:
+        await db.execute(SQL.notify_jobs, job_id)
 
     async def set_has_on_complete(self, job_id: str, value: bool) -> None:
         async with self._transaction() as db:

@@ -9,6 +9,7 @@ from batchd.store.postgres.nodes import PostgresNodes
 from batchd.store.postgres.outcomes import PostgresOutcomes
 from batchd.store.postgres.reads import PostgresReads
 from batchd.store.postgres.retention import PostgresRetention
+from batchd.store.pauses import SqlPauses
 from batchd.store.sqlroles import SqlApis
 
 
@@ -20,6 +21,7 @@ class PostgresStore(
     PostgresReads,
     PostgresRetention,
     SqlApis,
+    SqlPauses,
 ):
     # Several daemons share the database: a version's project goes with it (see SqlApis).
     _keeps_archives = True

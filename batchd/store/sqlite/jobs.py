@@ -33,6 +33,7 @@ class SqliteJobs(SqliteCore):
             if numbered.batches != total:
                 raise ValueError(f"the chunks hold {numbered.batches} batches, not {total}")
             await self._exec(db, SQL.set_batch_count, total, key)
+            await self._exec(db, SQL.paused_by_api, key)
             # Read back inside the transaction: the reader may not see the commit yet.
             (row,) = await self._rows(db, SQL.job_by_key, key)
         self._keys[job.job_id] = key

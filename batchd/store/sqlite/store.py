@@ -11,11 +11,19 @@ from batchd.store.sqlite.nodes import SqliteNodes
 from batchd.store.sqlite.outcomes import SqliteOutcomes
 from batchd.store.sqlite.reads import SqliteReads
 from batchd.store.sqlite.retention import SqliteRetention
+from batchd.store.pauses import SqlPauses
 from batchd.store.sqlroles import SqlApis
 
 
 class SqliteStore(
-    SqliteNodes, SqliteJobs, SqliteLeases, SqliteOutcomes, SqliteReads, SqliteRetention, SqlApis
+    SqliteNodes,
+    SqliteJobs,
+    SqliteLeases,
+    SqliteOutcomes,
+    SqliteReads,
+    SqliteRetention,
+    SqlApis,
+    SqlPauses,
 ):
     # Typed here: the roles' own __init__ pass their arguments on untyped.
     def __init__(

@@ -68,6 +68,13 @@ async def test_an_upgraded_database_has_the_schema_of_a_fresh_one(tmp_path: Path
     assert {"jobs", "batches", "failures", "chunks", "apis", "batches_queued"} <= set(schema(fresh))
 
 
+def undo_schema_4(conn: sqlite3.Connection) -> None:
+    """Take a database of this schema back to before the pauses (schema 4)."""
+    for column in ("paused", "paused_at", "paused_seconds"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    conn.execute("DROP TABLE paused_apis")
+
+
 async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     store = SqliteStore(path)
@@ -90,6 +97,7 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}_count")
     conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
     conn.execute("ALTER TABLE jobs DROP COLUMN materialized")
+    undo_schema_4(conn)
     conn.execute("DROP TABLE chunks")
     conn.execute("DROP INDEX batches_queued")
     conn.execute("DROP INDEX batches_dead")
@@ -124,6 +132,7 @@ async def test_a_schema_2_database_gets_its_chunks_renumbered(tmp_path: Path) ->
     ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id")]
     for index, id_ in enumerate(ids):
         conn.execute("UPDATE chunks SET id = ? WHERE id = ?", ((id_ >> 32 << 32) + index, id_))
+    undo_schema_4(conn)
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()

@@ -1,6 +1,7 @@
 -- Leasing batches to workers, renewing, releasing and expiring the leases.
 
 -- name: lease_queued
+-- A paused job leases nothing: its flag is on the row this reads anyway, no query more.
 -- Batches that have a row and wait (re-queued after a failure or a release), oldest
 -- first; rows another transaction is leasing are skipped, not waited for.
 UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = $1,
@@ -8,13 +9,14 @@ UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = $1,
 WHERE id IN (
     SELECT id FROM batches WHERE state = 'queued' AND id BETWEEN $3 AND $4 ORDER BY id
     LIMIT $5 FOR UPDATE SKIP LOCKED
-) AND EXISTS (SELECT 1 FROM jobs WHERE key = $6 AND status = 'running')
+) AND EXISTS (SELECT 1 FROM jobs WHERE key = $6 AND status = 'running' AND paused = 0)
 RETURNING id, attempts, payload
 
 -- name: materialized_batches
 -- How far the job's batches have rows; the rest are only in its chunks. The row stays
 -- locked to the commit: one transaction at a time gives a job's batches their rows.
-SELECT materialized, total_batch_count FROM jobs WHERE key = $1 AND status = 'running'
+SELECT materialized, total_batch_count FROM jobs
+WHERE key = $1 AND status = 'running' AND paused = 0
 FOR NO KEY UPDATE
 
 -- name: chunk_holding

@@ -26,7 +26,7 @@ WHERE key = ?
 -- name: job_columns
 job_id, api_name, api_version, kind, status, workers, config, timeout, max_receive_count,
 priority, total_batch_count, created_at, end_time, error, has_on_complete, retry_of,
-batch_timeout, pruned_at
+batch_timeout, pruned_at, paused, paused_at, paused_seconds
 
 -- name: count_columns
 queued_count, leased_count, succeeded_count, dead_count, failure_count, duration_sum

@@ -1,17 +1,19 @@
 -- Leasing batches to workers, renewing, releasing and expiring the leases.
 
 -- name: lease_queued
+-- A paused job leases nothing: its flag is on the row this reads anyway, no query more.
 -- Batches that have a row and wait (re-queued after a failure or a release), oldest first.
 UPDATE batches SET state = 'leased', attempts = attempts + 1, lease_token = ?,
     lease_expires_at = ?
 WHERE id IN (
     SELECT id FROM batches WHERE state = 'queued' AND id BETWEEN ? AND ? ORDER BY id LIMIT ?
-) AND EXISTS (SELECT 1 FROM jobs WHERE key = ? AND status = 'running')
+) AND EXISTS (SELECT 1 FROM jobs WHERE key = ? AND status = 'running' AND paused = 0)
 RETURNING id, attempts, payload
 
 -- name: materialized_batches
 -- How far the job's batches have rows; the rest are only in its chunks.
-SELECT materialized, total_batch_count FROM jobs WHERE key = ? AND status = 'running'
+SELECT materialized, total_batch_count FROM jobs
+WHERE key = ? AND status = 'running' AND paused = 0
 
 -- name: chunk_holding
 -- The chunk holding a batch: the last one that starts before it.

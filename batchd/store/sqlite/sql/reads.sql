@@ -24,7 +24,10 @@ ORDER BY job_id DESC LIMIT ?3
 SELECT {count_columns} FROM jobs WHERE key = ?
 
 -- name: jobs_by_status
-SELECT status, count(*) FROM jobs GROUP BY status
+-- A paused job is counted as shown: `paused`, not the status it holds under the pause.
+SELECT CASE WHEN paused != 0 AND status IN ({active_statuses}) THEN 'paused' ELSE status END,
+    count(*)
+FROM jobs GROUP BY 1
 
 -- name: queue_depth
 SELECT api_name, queued_count, leased_count FROM jobs WHERE status IN ({active_statuses})
