@@ -33,6 +33,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/apis", list_apis)
     app.router.add_get("/apis/{name}", get_api)
     app.router.add_delete("/apis/{name}", delete_api)
+    app.router.add_post("/apis/{name}/pause", pause_api)
+    app.router.add_post("/apis/{name}/resume", resume_api)
 
 
 def api_summary(api: ApiRecord) -> schemas.ApiSummary:
@@ -164,6 +166,7 @@ async def get_api(request: web.Request) -> web.Response:
         versions=[
             schemas.ApiVersion(version=v.version, created_at=_time(v.created_at)) for v in versions
         ],
+        paused=api.name in await services.store.paused_apis(),
     )
     return web.json_response(detail.body())
 
@@ -173,3 +176,21 @@ async def delete_api(request: web.Request) -> web.Response:
     stopped = await services_of(request).admission.delete_api(name)
     deleted = schemas.DeletedApi(message=f"deleted API {name}", stopped_jobs=stopped)
     return web.json_response(deleted.body())
+
+
+async def pause_api(request: web.Request) -> web.Response:
+    return await _paused(request, paused=True)
+
+
+async def resume_api(request: web.Request) -> web.Response:
+    return await _paused(request, paused=False)
+
+
+async def _paused(request: web.Request, paused: bool) -> web.Response:
+    """Pausing a paused API (or resuming a running one) changes nothing and answers 200."""
+    services = services_of(request)
+    api = await services.registry.require(request.match_info["name"])
+    job_ids = await services.scheduler.pause_api(api.name, paused)
+    verb = "paused" if paused else "resumed"
+    body = schemas.PausedApi(message=f"{verb} API {api.name}", paused=paused, jobs=job_ids)
+    return web.json_response(body.body())

@@ -34,6 +34,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/batch/{api}", submit)
     app.router.add_get("/batch/{api}", get_jobs)
     app.router.add_delete("/batch/{api}", stop)
+    app.router.add_post("/batch/{api}/pause", pause)
+    app.router.add_post("/batch/{api}/resume", resume)
     app.router.add_get("/batch/{api}/results", results)
     app.router.add_get("/batch/{api}/failed", failed)
     app.router.add_post("/batch/{api}/retry", retry)
@@ -116,6 +118,24 @@ async def stop(request: web.Request) -> web.Response:
     api_name, job_id = await _job_named(request)
     job = await services.admission.stop(api_name, job_id)
     return web.json_response(schemas.Message(message=f"stopped job {job.job_id}").body())
+
+
+async def pause(request: web.Request) -> web.Response:
+    return await _paused(request, paused=True)
+
+
+async def resume(request: web.Request) -> web.Response:
+    return await _paused(request, paused=False)
+
+
+async def _paused(request: web.Request, paused: bool) -> web.Response:
+    """The job's status after the pause (or resume); pausing a paused job changes nothing
+    and answers 200, a job that has ended 409."""
+    services = services_of(request)
+    api_name, job_id = await _job_named(request)
+    job = await services.admission.find_job(api_name, job_id)
+    job = await services.scheduler.pause_job(job.job_id, paused)
+    return web.json_response(await _status(services, job))
 
 
 async def results(request: web.Request) -> web.StreamResponse:

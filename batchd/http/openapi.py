@@ -44,7 +44,8 @@ ERROR_TEXT = {
     404: "The API is not deployed (`field: api`) or the job does not exist for it "
     "(`field: jobID`).",
     408: "The request body did not arrive within `request_read_timeout`.",
-    409: "Conflict: the job has already ended, or it has no dead-lettered batches.",
+    409: "Conflict: the job has already ended (to stop, pause or resume), or it has no "
+    "dead-lettered batches.",
     410: "The job's batches, results and log were pruned (`retention_days`).",
     413: (
         "Too large: the body, the project, the archive, one batch or the number of batches "
@@ -232,6 +233,26 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
+        "/apis/{name}/pause",
+        "pauseApi",
+        "apis",
+        "Pause leasing for the API's jobs, and for those submitted until it is resumed",
+        {200: ("paused", Body((schemas.PausedApi,)))},
+        errors=(403, 404),
+        params=(API_NAME,),
+    ),
+    Operation(
+        "post",
+        "/apis/{name}/resume",
+        "resumeApi",
+        "apis",
+        "Resume leasing for the API's jobs (a job paused on its own stays paused)",
+        {200: ("resumed", Body((schemas.PausedApi,)))},
+        errors=(403, 404),
+        params=(API_NAME,),
+    ),
+    Operation(
+        "post",
         "/batch/{api}",
         "submitJob",
         "jobs",
@@ -309,6 +330,26 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "Stop a job",
         {200: ("stopped", Body((schemas.Message,)))},
+        errors=(400, 403, 404, 409),
+        params=(API, JOB_ID),
+    ),
+    Operation(
+        "post",
+        "/batch/{api}/pause",
+        "pauseJob",
+        "jobs",
+        "Pause a job: its leased batches finish, nothing more is leased; status `paused`",
+        {200: ("the job's status", Body((schemas.JobStatusDocument,)))},
+        errors=(400, 403, 404, 409),
+        params=(API, JOB_ID),
+    ),
+    Operation(
+        "post",
+        "/batch/{api}/resume",
+        "resumeJob",
+        "jobs",
+        "Resume a paused job (while its API is paused, it stays paused)",
+        {200: ("the job's status", Body((schemas.JobStatusDocument,)))},
         errors=(400, 403, 404, 409),
         params=(API, JOB_ID),
     ),

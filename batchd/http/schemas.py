@@ -162,6 +162,15 @@ class ApiVersion(_Response):
 
 class ApiDetail(ApiSummary):
     versions: list[ApiVersion]
+    paused: bool = Field(
+        default=False, description="leasing is paused for its jobs (POST /apis/{name}/pause)"
+    )
+
+
+class PausedApi(_Response):
+    message: str
+    paused: bool
+    jobs: list[str] = Field(description="ids of the unfinished jobs the pause or resume reached")
 
 
 class ApiList(_Response):

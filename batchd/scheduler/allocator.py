@@ -74,7 +74,8 @@ class Allocator:
                     jobs.retire(run)
                 continue
             job = run.job
-            if job.timeout is not None and time.time() >= job.created_at + job.timeout:
+            deadline = job.deadline()
+            if deadline is not None and time.time() >= deadline:
                 await jobs.finish(run, JobStatus.TIMED_OUT, f"timed out after {job.timeout:g}s")
                 continue
             if free <= 0 and not run.workers and job.status is JobStatus.PENDING:
@@ -110,6 +111,7 @@ class Allocator:
             counts=counts,
             hook_running=run.completing is not None or run.hook_elsewhere,
             has_on_complete=run.job.has_on_complete,
+            paused=bool(run.job.paused),
         )
         if wanted is None:
             await self.jobs.conclude(run, counts)

@@ -23,7 +23,7 @@ from batchd import constants
 from batchd.scheduler import policy
 from batchd.scheduler.jobs import Jobs
 from batchd.scheduler.state import JobRun
-from batchd.store.records import Expired, HookClaim
+from batchd.store.records import Expired, HookClaim, JobRecord
 
 log = logging.getLogger("batchd.cluster")
 
@@ -139,6 +139,10 @@ class Membership:
                     await self.jobs.finish(run, stored.status)
             elif run.hook_elsewhere and not run.workers:
                 await self._check_hook(run)
+            elif paused_changed(run.job, active[run.job_id]):
+                # Paused or resumed on another node: this one follows.
+                run.job = active[run.job_id]
+                self.jobs.wake()
 
     async def _check_hook(self, run: JobRun) -> None:
         """The node running the job's on_job_complete was lost: the job ends here."""
@@ -150,3 +154,7 @@ class Membership:
             policy.final_status(counts),
             "on_job_complete was running on a node that was lost; it is not run again",
         )
+
+
+def paused_changed(known: JobRecord, stored: JobRecord) -> bool:
+    return (known.paused, known.paused_seconds) != (stored.paused, stored.paused_seconds)

@@ -163,6 +163,34 @@ class Scheduler:
             return
         await self._jobs.finish(run, JobStatus.STOPPED)
 
+    async def pause_job(self, job_id: str, paused: bool) -> JobRecord:
+        """Pause (or resume) the job's leasing; pausing a paused job changes nothing."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", "jobID")
+        if job.status.terminal or not await self.store.pause_job(job_id, paused):
+            ended = await self.store.get_job(job_id)
+            status = ended.status if ended is not None else job.status
+            raise Conflict(f"job {job_id} has already ended ({status})", "jobID")
+        return await self._follow_pause(job_id)
+
+    async def pause_api(self, api_name: str, paused: bool) -> list[str]:
+        """Pause (or resume) the API's jobs, and those submitted until it is resumed."""
+        job_ids = await self.store.pause_api(api_name, paused)
+        for job_id in job_ids:
+            await self._follow_pause(job_id)
+        return job_ids
+
+    async def _follow_pause(self, job_id: str) -> JobRecord:
+        job = await self.store.get_job(job_id)
+        assert job is not None
+        run = self._jobs.runs.get(job_id)
+        if run is not None and not run.finished:
+            run.job = job
+        # A resumed job's parked workers are served at the next pass.
+        self.wake()
+        return job
+
     async def stop_api_jobs(self, api_name: str) -> list[str]:
         runs = [
             r for r in self._jobs.runs.values() if r.job.api_name == api_name and not r.finished

@@ -218,7 +218,7 @@ class Driver:
         recycle = self.config.max_batches_per_worker
         held = len(worker.leases)
         stopping = run.finished or self.jobs.draining or worker.exit_requested
-        if not policy.may_lease(
+        if run.job.paused or not policy.may_lease(
             stopping=stopping, recycle=recycle, batches_done=worker.batches_done, held=held
         ):
             return False
@@ -254,6 +254,7 @@ class Driver:
                 counts=counts,
                 hook_free=run.completing is None and not (run.hook_done or run.hook_elsewhere),
                 has_on_complete=worker.has_on_complete,
+                paused=bool(run.job.paused),
             )
             if action is policy.Idle.RUN_HOOK:
                 # Taken here before the claim's await: no other idle worker takes it too.

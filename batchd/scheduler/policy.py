@@ -26,9 +26,14 @@ def wanted_workers(
     counts: BatchCounts,
     hook_running: bool,
     has_on_complete: bool | None,
+    paused: bool = False,
 ) -> int | None:
     """How many workers a job wants: `workers` is what it asked for, `live` how many it has;
-    `has_on_complete` is None until a worker said. None: the job is done and ends now."""
+    `has_on_complete` is None until a worker said. None: the job is done and ends now.
+    A paused job starts no worker for its queued batches; its last batches ending still
+    end it."""
+    if counts.queued > 0 and paused:
+        return live
     if counts.queued > 0:
         # More workers than queued batches would only start up to find nothing to do.
         return min(workers, live + counts.queued)
@@ -109,14 +114,21 @@ def idle_before_counts(*, stopping: bool, recycle: int | None, batches_done: int
 
 
 def idle_after_counts(
-    *, stopping: bool, counts: BatchCounts, hook_free: bool, has_on_complete: bool
+    *,
+    stopping: bool,
+    counts: BatchCounts,
+    hook_free: bool,
+    has_on_complete: bool,
+    paused: bool = False,
 ) -> Idle:
     """What an idle worker does, given the job's counts. `hook_free`: nobody runs or ran
-    on_job_complete; `has_on_complete`: this worker's handler has one."""
+    on_job_complete; `has_on_complete`: this worker's handler has one; `paused`: the job's
+    leasing is paused."""
     if stopping:
         return Idle.EXIT
     if counts.queued > 0:
-        return Idle.RETRY
+        # Paused: it waits for the resume's wake, not retrying at once.
+        return Idle.WAIT if paused else Idle.RETRY
     if counts.leased > 0:
         return Idle.WAIT
     if hook_free and has_on_complete:

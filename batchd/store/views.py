@@ -46,7 +46,7 @@ def job_status(
 ) -> dict[str, Any]:
     status = job_spec(job)
     status.update(
-        status=str(job.status),
+        status=str(job.shown_status),
         end_time=iso_time(job.end_time),
         batches_in_queue=counts.queued,
         batch_metrics={

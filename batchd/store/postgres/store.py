@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from batchd.store.pauses import SqlPauses
 from batchd.store.postgres.core import OnCommit
 from batchd.store.postgres.jobs import PostgresJobs
 from batchd.store.postgres.leases import PostgresLeases
@@ -9,7 +10,6 @@ from batchd.store.postgres.nodes import PostgresNodes
 from batchd.store.postgres.outcomes import PostgresOutcomes
 from batchd.store.postgres.reads import PostgresReads
 from batchd.store.postgres.retention import PostgresRetention
-from batchd.store.pauses import SqlPauses
 from batchd.store.sqlroles import SqlApis
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from batchd.store.pauses import SqlPauses
 from batchd.store.sqlite.core import OnCommit
 from batchd.store.sqlite.jobs import SqliteJobs
 from batchd.store.sqlite.leases import SqliteLeases
@@ -11,7 +12,6 @@ from batchd.store.sqlite.nodes import SqliteNodes
 from batchd.store.sqlite.outcomes import SqliteOutcomes
 from batchd.store.sqlite.reads import SqliteReads
 from batchd.store.sqlite.retention import SqliteRetention
-from batchd.store.pauses import SqlPauses
 from batchd.store.sqlroles import SqlApis
 
 
