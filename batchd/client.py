@@ -199,6 +199,28 @@ class Client:
         answer: dict[str, Any] = self._json("DELETE", _endpoint(api_name), query={"jobID": job_id})
         return answer
 
+    def pause_job(self, api_name: str, job_id: str) -> dict[str, Any]:
+        """Pause a job: its leased batches finish, nothing more is leased (409 if it has
+        ended). Returns its status, ``paused``."""
+        return self._pause(f"{_endpoint(api_name)}/pause", {"jobID": job_id})
+
+    def resume_job(self, api_name: str, job_id: str) -> dict[str, Any]:
+        """Resume a paused job; returns its status."""
+        return self._pause(f"{_endpoint(api_name)}/resume", {"jobID": job_id})
+
+    def pause_api(self, name: str) -> dict[str, Any]:
+        """Pause every job of the API, and those submitted until it is resumed:
+        ``{"message", "paused", "jobs"}``."""
+        return self._pause(f"/apis/{_quote(name)}/pause", None)
+
+    def resume_api(self, name: str) -> dict[str, Any]:
+        """Resume the API's jobs (one paused on its own stays paused)."""
+        return self._pause(f"/apis/{_quote(name)}/resume", None)
+
+    def _pause(self, path: str, query: dict[str, str] | None) -> dict[str, Any]:
+        answer: dict[str, Any] = self._json("POST", path, query=query)
+        return answer
+
     def status(self) -> dict[str, Any]:
         """The daemon: version, workers, GPUs, disk use of the state dir."""
         status: dict[str, Any] = self._json("GET", "/status")

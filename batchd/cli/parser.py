@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd.cli.commands import apis, daemon, jobs, migrate
+from batchd.cli.commands import apis, daemon, jobs, migrate, pause
 from batchd.client import DEFAULT_URL
 from batchd.constants import ENV_TOKEN, ENV_URL
 
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = command("delete", apis.delete, "stop an API's jobs and remove it")
     delete.add_argument("api", metavar="API")
+    for name, run, what in (
+        ("pause-api", pause.pause_api, "pause an API's jobs, and the ones submitted to it"),
+        ("resume-api", pause.resume_api, "resume a paused API's jobs"),
+    ):
+        command(name, run, what).add_argument("api", metavar="API")
 
     submit = command(
         "submit", jobs.submit, "submit a job: a JSON body from FILE or stdin, or --items-file"
@@ -153,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, run, what in (
         ("stop", jobs.stop, "stop a job"),
+        ("pause", pause.pause, "pause a job: its leased batches finish, nothing more starts"),
+        ("resume", pause.resume, "resume a paused job"),
         ("retry", jobs.retry, "submit a job's dead-lettered batches again, as a new job"),
         ("results", jobs.results, "print a job's results as JSON lines"),
         ("failed", jobs.failed, "list a job's dead-lettered batches"),
