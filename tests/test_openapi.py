@@ -244,6 +244,8 @@ def live_schema(secured: Daemon, make_project: Callable[..., Path]) -> Any:
     wait_job(client, "flaky", flaky["job_id"])
     # Running until stopped: for DELETE /batch/{api}.
     sleeping = client.submit("flaky", {"item_list": {"items": ["sleep"], "batch_size": 1}})
+    # Another, unfinished for the whole run: for POST /batch/{api}/pause and /resume.
+    pausable = client.submit("flaky", {"item_list": {"items": ["sleep"], "batch_size": 1}})
     jobs = [done["job_id"], flaky["job_id"]]
     config = schemathesis.Config.from_dict(
         {
@@ -264,8 +266,12 @@ def live_schema(secured: Daemon, make_project: Callable[..., Path]) -> Any:
             },
             "operations": [
                 {
-                    "include-path-regex": "^/batch/[{]api[}]/",
+                    "include-path-regex": "^/batch/[{]api[}]/(?!pause$|resume$)",
                     "parameters": {"query.jobID": flaky["job_id"]},
+                },
+                {
+                    "include-path-regex": "^/batch/[{]api[}]/(pause|resume)$",
+                    "parameters": {"query.jobID": pausable["job_id"]},
                 },
                 {
                     "include-name": "GET /batch/{api}",
