@@ -27,7 +27,12 @@ def test_a_hook_claim_the_store_failed_leaves_the_hook_free_for_the_retry() -> N
     driver.jobs = SimpleNamespace(draining=False)  # type: ignore[assignment]
     driver.store = FailingClaimStore()  # type: ignore[assignment]
     run: Any = SimpleNamespace(
-        job_id="job", finished=False, completing=None, hook_done=False, hook_elsewhere=False
+        job_id="job",
+        job=SimpleNamespace(paused=0),
+        finished=False,
+        completing=None,
+        hook_done=False,
+        hook_elsewhere=False,
     )
     worker: Any = SimpleNamespace(exit_requested=False, batches_done=3, has_on_complete=True)
     with pytest.raises(DatabaseUnavailable):

@@ -61,6 +61,34 @@ def test_wanted_workers(
     )
 
 
+def test_a_paused_job_wants_no_worker_more_and_still_ends() -> None:
+    def wanted(live: int, batches: BatchCounts) -> int | None:
+        return policy.wanted_workers(
+            workers=4,
+            live=live,
+            counts=batches,
+            hook_running=False,
+            has_on_complete=False,
+            paused=True,
+        )
+
+    assert wanted(0, counts(queued=5)) == 0
+    assert wanted(2, counts(queued=5, leased=1)) == 2
+    # Its last batches done while paused: nothing holds it open.
+    assert wanted(0, counts(succeeded=5)) is None
+
+
+def test_an_idle_worker_of_a_paused_job_waits_for_the_resume() -> None:
+    def idle(batches: BatchCounts) -> Idle:
+        return policy.idle_after_counts(
+            stopping=False, counts=batches, hook_free=True, has_on_complete=True, paused=True
+        )
+
+    assert idle(counts(queued=3)) is Idle.WAIT
+    assert idle(counts(leased=1)) is Idle.WAIT
+    assert idle(counts(succeeded=3)) is Idle.RUN_HOOK
+
+
 # -- grants --------------------------------------------------------------------------------
 
 
