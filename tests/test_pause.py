@@ -12,6 +12,7 @@ import pytest
 
 from batchd.client import BatchdError, Client
 from batchd.constants import SCHEDULER_IDLE_INTERVAL
+from tests import pg
 from tests.conftest import Daemon, wait_for, wait_job
 
 Project = Callable[..., Path]
@@ -159,3 +160,63 @@ def test_pause_requests_that_name_nothing_are_refused(daemon: Daemon) -> None:
     for query, status in (("", 400), ("?jobID=no-such-job", 404), ("?jobID=", 400)):
         error = refused(lambda q=query: client._json("POST", f"/batch/hello/pause{q}"))  # type: ignore[misc]
         assert (error.status, error.field) == (status, "jobID")
+
+
+SLOW_HANDLER = """
+import os, time
+
+class Handler:
+    def handle_batch(self, payload, batch_id):
+        with open(os.environ["CALLS"], "a") as calls:
+            calls.write(batch_id + "\\n")
+        time.sleep(0.1)
+        return payload[0]
+"""
+
+
+def test_a_pause_given_to_one_node_stops_leasing_on_every_node(
+    make_daemon: Callable[..., Daemon],
+    make_project: Project,
+    postgres_cluster: pg.Cluster,
+    tmp_path: Path,
+) -> None:
+    calls = tmp_path / "calls"
+    project = make_project("slow", SLOW_HANDLER, extra_toml=f'[handler.env]\nCALLS = "{calls}"\n')
+    with postgres_cluster.fresh_schema() as dsn:
+        first, second = (
+            make_daemon(database=dsn, node_name=f"node-{i}", node_timeout=5.0, max_workers=2)
+            for i in range(2)
+        )
+        first.client.deploy(project)
+        body = {"workers": 4, "item_list": {"items": list(range(40)), "batch_size": 1}}
+        job_id = first.client.submit("slow", body)["job_id"]
+
+        def status(daemon: Daemon) -> dict[str, Any]:
+            found: dict[str, Any] = daemon.client.get_job("slow", job_id)["job_status"]
+            return found
+
+        wait_for(
+            lambda: status(second)["batch_metrics"]["succeeded"] >= 4, what="the job under way"
+        )
+        assert second.client.pause_job("slow", job_id)["status"] == "paused"
+        wait_for(
+            lambda: status(first)["batch_metrics"]["in_progress"] == 0,
+            what="the batches in hand on both nodes to finish",
+        )
+        stopped_at = status(first)["batch_metrics"]["succeeded"]
+        assert stopped_at < 40
+        until = time.monotonic() + 2.5 * SCHEDULER_IDLE_INTERVAL
+        while time.monotonic() < until:
+            for daemon in (first, second):
+                seen = status(daemon)
+                assert seen["status"] == "paused"
+                assert seen["batch_metrics"]["succeeded"] == stopped_at
+                assert seen["batch_metrics"]["in_progress"] == 0
+            assert len(calls.read_text().split()) == stopped_at
+            time.sleep(0.05)
+
+        assert first.client.resume_job("slow", job_id)["status"] == "running"
+        final = wait_job(second.client, "slow", job_id)
+        assert (final["status"], final["batch_metrics"]["succeeded"]) == ("succeeded", 40)
+        assert sorted(r["result"] for r in first.client.results("slow", job_id)) == list(range(40))
+        assert len(calls.read_text().split()) == 40
