@@ -14,6 +14,8 @@ from batchd.client import BatchdError, Client
 from batchd.constants import SCHEDULER_IDLE_INTERVAL
 from tests import pg
 from tests.conftest import Daemon, wait_for, wait_job
+from tests.test_cli import batchd
+from tests.test_metrics import by_label, scrape
 
 Project = Callable[..., Path]
 
@@ -85,6 +87,8 @@ def test_a_paused_job_finishes_its_batches_in_hand_then_waits_for_the_resume(
     assert in_hand >= 1
     # Pausing again changes nothing.
     assert client.pause_job("counted", job_id)["status"] == "paused"
+    jobs = by_label(scrape(daemon), "batchd_jobs", "status")
+    assert (jobs["paused"], jobs["running"]) == (1, 0)
     api.gate.touch()
     wait_for(
         lambda: api.status(job_id)["batch_metrics"]["succeeded"] == in_hand,
@@ -122,6 +126,9 @@ def test_a_paused_api_holds_new_jobs_past_their_timeout_until_resumed(
     client = daemon.client
     api = Counted(client, make_project, tmp_path, "held")
     api.gate.touch()
+    # From the command line: `batchd pause-api`.
+    said = batchd(daemon.url, "pause-api", "held")
+    assert (said.returncode, said.stdout) == (0, "paused API held (0 unfinished jobs)\n")
     assert client.pause_api("held") == {"message": "paused API held", "paused": True, "jobs": []}
     assert client.get_api("held")["paused"] is True
 
@@ -134,16 +141,23 @@ def test_a_paused_api_holds_new_jobs_past_their_timeout_until_resumed(
     assert api.status(timed)["status"] == "stopped"
 
     held = api.submit([4, 5])
-    assert client.pause_job("held", held)["status"] == "paused"
+    said = batchd(daemon.url, "pause", "held", held)
+    assert (said.returncode, said.stdout) == (0, f"paused job {held} (status paused)\n")
     resumed = client.resume_api("held")
     assert (resumed["paused"], resumed["jobs"]) == (False, [held])
     assert client.get_api("held")["paused"] is False
     # Its own pause holds after its API's is lifted.
     assert api.status(held)["status"] == "paused" and api.call_count() == 0
-    client.resume_job("held", held)
+    # Paused since its admission, it had not started: it is pending again, until a worker
+    # of it starts.
+    said = batchd(daemon.url, "resume", "held", held)
+    assert (said.returncode, said.stdout) == (0, f"resumed job {held} (status pending)\n")
     final = wait_job(client, "held", held)
     assert (final["status"], final["batch_metrics"]["succeeded"]) == ("succeeded", 2)
     assert sorted(r["result"] for r in client.results("held", held)) == [4, 5]
+    said = batchd(daemon.url, "resume", "held", held)
+    assert (said.returncode, said.stdout) == (1, "")
+    assert said.stderr == f"error: job {held} has already ended (succeeded) (field: jobID)\n"
 
 
 def test_pause_requests_that_name_nothing_are_refused(daemon: Daemon) -> None:
