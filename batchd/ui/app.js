@@ -498,8 +498,11 @@
     const submit = h("button", { type: "submit", class: "primary", id: "submit-job", text: "Submit job" });
     const form = h("form", { id: "submit-form" }, body, h("div", { class: "actions" }, submit, submitError));
     const jobs = jobPager(page, `/batch/${encodeURIComponent(name)}`, {}, "no jobs yet", "api-jobs");
+    const pauseNote = h("span", { class: "muted", id: "api-pause-note" });
+    const pause = pauseToggle("api-pause-button", "API", `/apis/${encodeURIComponent(name)}`, undefined, pauseNote);
     main.append(
       h("h1", null, "API ", h("code", { text: name })),
+      h("div", { class: "actions" }, pause.el, pauseNote),
       h("div", { class: "columns" }, summary, h("div", null, h("h2", { text: "Handler config" }), config)),
       h("h2", { text: "Versions" }),
       versions,
@@ -528,6 +531,7 @@
     });
     page.poll(async () => {
       const api = await call("GET", `/apis/${encodeURIComponent(name)}`, { signal: page.signal });
+      pause.set(api.paused === true);
       const key = JSON.stringify(api);
       if (key === shown) return;
       shown = key;
@@ -562,6 +566,31 @@
     }, STATUS_POLL_MS);
   }
 
+  // Pause/Resume of a job's or an API's leasing: POST <path>/pause or <path>/resume.
+  function pauseToggle(id, noun, path, query, note) {
+    const button = h("button", { type: "button", id, hidden: true });
+    let paused = false;
+    const set = (value) => {
+      paused = value;
+      button.textContent = `${paused ? "Resume" : "Pause"} ${noun}`;
+      button.hidden = false;
+    };
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const answer = await call("POST", `${path}/${paused ? "resume" : "pause"}`, { query });
+        // A job answers its status; an API {message, paused, jobs}.
+        set(answer.status ? answer.status === "paused" : answer.paused);
+        note.textContent = answer.message || `${noun} ${answer.status}`;
+      } catch (error) {
+        note.textContent = error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return { el: button, set, hide: () => { button.hidden = true; } };
+  }
+
   // One job: status, metrics, live progress, throughput, failed batches, log.
   function jobPage(page, main, apiName, jobId) {
     const base = `/batch/${encodeURIComponent(apiName)}`;
@@ -581,6 +610,7 @@
       text: "Download results",
     });
     const actionNote = h("span", { class: "muted", id: "action-note" });
+    const pause = pauseToggle("pause-button", "job", base, { jobID: jobId }, actionNote);
     const facts = h("div", { class: "card", id: "job-facts" });
     const workerBox = h("div", { class: "card", id: "job-workers" });
     const errorBox = h("pre", { class: "error-text", id: "job-error", hidden: true });
@@ -601,7 +631,7 @@
     main.append(
       title,
       subtitle,
-      h("div", { class: "actions" }, results, stop, actionNote),
+      h("div", { class: "actions" }, results, pause.el, stop, actionNote),
       h("div", { class: "card" }, bar.el, line),
       errorBox,
       h("div", { class: "columns" }, h("div", null, h("h2", { text: "Batches and settings" }), facts), h("div", null, h("h2", { text: "Workers" }), workerBox)),
@@ -683,6 +713,8 @@
         h("span", { id: "job-eta", text: `ETA ${etaOf(job, rate)}` }),
       );
       stop.hidden = !isActive(job);
+      if (isActive(job)) pause.set(job.status === "paused");
+      else pause.hide();
       errorBox.hidden = !job.error;
       errorBox.textContent = job.error || "";
       const wc = job.worker_counts;
