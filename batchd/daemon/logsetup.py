@@ -78,11 +78,9 @@ def _value_text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str, log_format: LogFormat = "auto") -> Literal["human", "json"]:
-    """Log to stdout in the chosen format; returns the one picked."""
-    chosen = resolve_format(log_format, sys.stdout)
+def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
     handler = logging.StreamHandler(sys.stdout)
-    if chosen == "human":
+    if resolve_format(log_format, sys.stdout) == "human":
         handler.setFormatter(HumanFormatter())
     else:
         handler.setFormatter(
@@ -96,4 +94,3 @@ def configure_logging(level: str, log_format: LogFormat = "auto") -> Literal["hu
     root.setLevel(level.upper())
     # aiohttp's access log repeats what the request handlers already tell.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    return chosen
