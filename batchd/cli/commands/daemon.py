@@ -48,17 +48,19 @@ def check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config_file)
         check_exposure(config)
-        token_notes = [_token_note(config.token_file, "token_file")]
-        token_notes.append(_token_note(config.read_only_token_file, "read_only_token_file"))
+        token_files = {
+            "token_file": config.token_file,
+            "read_only_token_file": config.read_only_token_file,
+        }
+        notes = [_token_note(path, key) for key, path in token_files.items()]
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     state = config.state_path
     print(f"{args.config_file}: ok (listen {config.listen}, state_dir {state})")
     print(f"state dir: {state} ({_state_dir_source(config.model_fields_set)})")
-    for note in token_notes:
-        if note:
-            print(note)
+    for note in filter(None, notes):
+        print(note)
     # As seen from this process: run it the way the daemon runs (its unit) to see the
     # daemon's view; a login shell's cgroup is not delegated.
     print(f"worker memory limits: {memlimit.choose().describe()}")
