@@ -1,0 +1,409 @@
+"""contrib/: the Grafana dashboard and the Prometheus alert rules against a real daemon.
+
+Every metric their PromQL names must exist on a real daemon's ``/metrics`` (after a job
+with a success, a failure and handler metrics), the dashboard must be a Grafana import
+file whose panels all query something, and promtool must accept the rules and pass their
+unit tests (contrib/prometheus/batchd-alerts.test.yml). `make promtool` installs promtool;
+as root or on CI its tests fail without it, elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from testkit.launcher import Daemon, close_all
+from tests.conftest import DEFAULT_TEST_CONFIG, REPO, wait_job
+
+DASHBOARD = REPO / "contrib" / "grafana" / "batchd.json"
+RULES = REPO / "contrib" / "prometheus" / "batchd-alerts.yml"
+RULE_TESTS = REPO / "contrib" / "prometheus" / "batchd-alerts.test.yml"
+
+# Series Prometheus makes itself: no exporter has them.
+PROMETHEUS_MADE = frozenset({"up"})
+
+# PromQL's keywords and aggregation operators: identifiers that are not metric names
+# (an aggregation may stand before `by (...)`, away from its parenthesis).
+PROMQL_WORDS = frozenset(
+    {
+        *("and", "or", "unless", "by", "without", "on", "ignoring", "group_left"),
+        *("group_right", "bool", "offset", "atan2", "inf", "nan"),
+        *("sum", "min", "max", "avg", "group", "stddev", "stdvar", "count"),
+        *("count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"),
+    }
+)
+_GRAFANA_VARIABLE = re.compile(r"\$\{?\w+\}?[\w:]*")  # with a name suffix: ${var}_bucket
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_SELECTOR = re.compile(r"\{[^{}]*\}")
+_NAME_MATCHER = re.compile(r'__name__\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_IDENTIFIER = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()")
+_LABEL_VALUES = re.compile(r"\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*", re.S)
+
+# The handler metrics the daemon's test job records, as the dashboard's variables list them.
+HANDLER_VARIABLES = {
+    "handler_counter": ["batchd_handler_items_total"],
+    "handler_gauge": ["batchd_handler_loaded"],
+    "handler_histogram": ["batchd_handler_latency"],
+}
+
+HANDLER = """
+class Handler:
+    def __init__(self, config, metrics_client):
+        self.metrics = metrics_client
+
+    def handle_batch(self, payload):
+        self.metrics.increment("items", value=len(payload))
+        self.metrics.gauge("loaded", value=1)
+        self.metrics.histogram("latency", value=0.2)
+        if payload == ["bad"]:
+            raise ValueError("bad batch")
+        return payload
+"""
+
+
+@dataclass
+class PromQL:
+    """What one PromQL expression reads: metric names, and the `__name__` matchers of
+    each selector that names its metrics by matchers (operator, value)."""
+
+    names: set[str]
+    name_matchers: list[list[tuple[str, str]]]
+
+
+def read_promql(expr: str) -> PromQL:
+    """The metric names `expr` uses. Grafana's variables ($api, ${name}_bucket) are
+    dropped with any name text glued to them; label names go with the matchers, the
+    `by (...)` lists and the ranges they sit in; what is left is a name unless it is a
+    function (followed by a parenthesis) or a PromQL word."""
+    expr = _GRAFANA_VARIABLE.sub("", expr)
+    matchers = []
+    for selector in _SELECTOR.findall(expr):
+        found = _NAME_MATCHER.findall(selector)
+        if found:
+            matchers.append(found)
+    bare = _STRING.sub('""', expr)
+    bare = _SELECTOR.sub(" ", bare)
+    bare = _RANGE.sub(" ", bare)
+    bare = _LABEL_LIST.sub(" ", bare)
+    names = {name for name in _IDENTIFIER.findall(bare) if name not in PROMQL_WORDS}
+    return PromQL(names, matchers)
+
+
+def selects(matchers: list[tuple[str, str]], name: str) -> bool:
+    """Whether a series called `name` passes every `__name__` matcher of one selector."""
+    for operator, value in matchers:
+        passed = {
+            "=": name == value,
+            "!=": name != value,
+            "=~": re.fullmatch(value, name) is not None,
+            "!~": re.fullmatch(value, name) is None,
+        }[operator]
+        if not passed:
+            return False
+    return True
+
+
+def variable_selector(query: str) -> tuple[str, str] | None:
+    """The series selector and the label of a Grafana `label_values(selector, label)`."""
+    match = _LABEL_VALUES.fullmatch(query)
+    return (match["selector"], match["label"]) if match else None
+
+
+def series_names(text: str) -> set[str]:
+    """The series names a scrape of `text` gives Prometheus: every family's, even one
+    without samples yet (a per-API counter before the first event), suffixes included."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_sum", "_count"),
+            "summary": ("", "_sum", "_count"),
+        }.get(family.type, ("",))
+        names |= {family.name + suffix for suffix in suffixes}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def dashboard_panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, those inside collapsed rows too."""
+    for panel in board["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_expressions(board: dict[str, Any]) -> list[str]:
+    return [
+        target["expr"] for panel in dashboard_panels(board) for target in panel.get("targets", [])
+    ]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+# -- the PromQL reader -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            "histogram_quantile(0.95, sum by (le, api) (rate(batchd_batch_duration_seconds_bucket"
+            '{instance=~"$instance", api=~"$api"}[$__rate_interval])))',
+            {"batchd_batch_duration_seconds_bucket"},
+        ),
+        (
+            "sum by (instance, api) (batchd_queue_depth) > 0\nunless on (instance, api)\n"
+            "sum by (instance, api) (rate(batchd_batches_succeeded_total[30m])) > 0",
+            {"batchd_queue_depth", "batchd_batches_succeeded_total"},
+        ),
+        (
+            'batchd_jobs{status=~"a|b"} - batchd_jobs{status=~"a|b"} offset 15m > 0',
+            {"batchd_jobs"},
+        ),
+        (
+            "predict_linear(avail_bytes[1h], 4 * 3600) < 0 and avail_bytes / size_bytes < 0.25",
+            {"avail_bytes", "size_bytes"},
+        ),
+        ("sum(a) without (le) / on (instance) group_left (api) b * 1e3", {"a", "b"}),
+        ('up{job="batchd"} == 0', {"up"}),
+        ("min (x) by (job)", {"x"}),
+        ('sum by (api_name) (rate(${handler_counter}{api_name=~"$api"}[5m]))', set()),
+        ('histogram_quantile(0.5, rate(${handler_histogram}_bucket{a="by (x) rate"}[5m]))', set()),
+        ('label_values({__name__=~"a_.+", job="sum(b)"}, __name__)', set()),
+    ],
+)
+def test_read_promql_finds_the_metric_names(expr: str, names: set[str]) -> None:
+    query = variable_selector(expr)
+    assert read_promql(query[0] if query is not None else expr).names == names
+
+
+def test_read_promql_finds_name_matchers_per_selector() -> None:
+    read = read_promql('{__name__=~"a_.+_total", __name__!~"a_(b|c)_total", job="x"} + {y="z"}')
+    assert read.names == set()
+    assert read.name_matchers == [[("=~", "a_.+_total"), ("!~", "a_(b|c)_total")]]
+    assert selects(read.name_matchers[0], "a_d_total")
+    assert not selects(read.name_matchers[0], "a_b_total")
+    assert not selects(read.name_matchers[0], "a_d")
+
+
+# -- the dashboard and the rules, as files -----------------------------------------------
+
+
+def test_dashboard_is_a_grafana_import_file_whose_panels_all_query_prometheus() -> None:
+    board = dashboard()
+    assert [entry["name"] for entry in board["__inputs"]] == ["DS_PROMETHEUS"]
+    assert board["__inputs"][0]["pluginId"] == "prometheus"
+    assert board["uid"] == "batchd" and board["schemaVersion"] >= 36
+    panels = list(dashboard_panels(board))
+    queried = [panel for panel in panels if panel["type"] != "row"]
+    assert len(queried) >= 20
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    for panel in queried:
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["datasource"] == panel["datasource"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    assert set(variables) == {"instance", "api", *HANDLER_VARIABLES}
+    for name in HANDLER_VARIABLES:
+        assert [panel["repeat"] for panel in queried if panel.get("repeat") == name] == [name]
+
+
+def test_every_alert_has_for_severity_summary_and_description_and_a_unit_test() -> None:
+    rules = alert_rules()
+    fired = {
+        case["alertname"]
+        for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in group["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert {rule["alert"] for rule in rules} == fired
+    for rule in rules:
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert {rule["alert"] for rule in rules} >= {
+        "BatchdDown",
+        "BatchdBatchesFailing",
+        "BatchdJobsFailed",
+        "BatchdQueueNotDraining",
+        "BatchdWorkersRestarting",
+        "BatchdStateDiskFillingUp",
+    }
+
+
+# -- against a real daemon ---------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    text: str
+    state_dir: Path
+
+
+@pytest.fixture(scope="module")
+def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
+    """One daemon's /metrics after a job with a success, a failure and handler metrics."""
+    root = tmp_path_factory.mktemp("contrib")
+    project = root / "project"
+    project.mkdir()
+    (project / "handler.py").write_text(HANDLER)
+    (project / "batchd.toml").write_text('name = "ops"\n[handler]\npath = "handler.py"\n')
+    daemon = Daemon(
+        state_dir=root / "state",
+        config_path=root / "batchd.toml",
+        config=DEFAULT_TEST_CONFIG,
+        log_path=root / "daemon.log",
+    )
+    try:
+        daemon.start()
+        client = daemon.client
+        client.deploy(project)
+        job = client.submit(
+            "ops", {"max_receive_count": 1, "item_list": {"items": ["a", "bad"], "batch_size": 1}}
+        )
+        assert wait_job(client, "ops", job["job_id"])["status"] == "completed_with_failures"
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=30) as response:
+            yield Scrape(response.read().decode(), daemon.state_dir)
+    finally:
+        close_all([daemon])
+
+
+def variable_values(board: dict[str, Any], exposed: set[str]) -> dict[str, list[str]]:
+    """What each dashboard variable that lists metric names would offer, on `exposed`."""
+    values = {}
+    for variable in board["templating"]["list"]:
+        query = variable_selector(variable["definition"])
+        assert query is not None, variable["name"]
+        selector, label = query
+        if label != "__name__":
+            continue
+        (matchers,) = read_promql(selector).name_matchers
+        regex = variable["regex"].strip("/")
+        found = []
+        for name in sorted(exposed):
+            if selects(matchers, name):
+                match = re.fullmatch(regex, name) if regex else None
+                found.append(match[1] if match else name)
+        values[variable["name"]] = found
+    return values
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scrape) -> None:
+    exposed = series_names(scrape.text)
+    board = dashboard()
+    values = variable_values(board, exposed)
+    assert values == HANDLER_VARIABLES
+    expressions = [*dashboard_expressions(board), *(rule["expr"] for rule in alert_rules())]
+    # A repeated panel's query names its metric by a variable: read it with each value.
+    for name, listed in values.items():
+        expressions = [
+            expanded
+            for expr in expressions
+            for expanded in (
+                [re.sub(rf"\$\{{{name}\}}|\${name}\b", value, expr) for value in listed]
+                if name in expr
+                else [expr]
+            )
+        ]
+    used = set()
+    for expr in expressions:
+        read = read_promql(expr)
+        used |= read.names
+        for matchers in read.name_matchers:
+            assert any(selects(matchers, name) for name in exposed), (expr, matchers)
+    for variable in board["templating"]["list"]:
+        query = variable_selector(variable["definition"])
+        assert query is not None, variable["name"]
+        used |= read_promql(query[0]).names
+    assert used - exposed - PROMETHEUS_MADE == set()
+    # The metrics each part is about are really read (the reader found them).
+    assert {
+        "batchd_jobs",
+        "batchd_queue_depth",
+        "batchd_batches_succeeded_total",
+        "batchd_batches_failed_total",
+        "batchd_batch_duration_seconds_bucket",
+        "batchd_workers",
+        "batchd_max_workers",
+        "batchd_worker_restarts_total",
+        "batchd_worker_oom_kills_total",
+        "batchd_state_filesystem_avail_bytes",
+        "batchd_state_filesystem_size_bytes",
+        "batchd_handler_items_total",
+        "batchd_handler_loaded",
+        "batchd_handler_latency_bucket",
+        "up",
+    } <= used
+
+
+def test_metrics_tell_the_state_dirs_filesystem_size_and_free_space(scrape: Scrape) -> None:
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(scrape.text)
+        for sample in family.samples
+    }
+    stat = os.statvfs(scrape.state_dir)
+    assert samples["batchd_state_filesystem_size_bytes"] == stat.f_blocks * stat.f_frsize
+    # Others write to this disk meanwhile: free space agrees within 1% of its size.
+    available = samples["batchd_state_filesystem_avail_bytes"]
+    assert abs(available - stat.f_bavail * stat.f_frsize) < 0.01 * stat.f_blocks * stat.f_frsize
+    assert 0 < available < samples["batchd_state_filesystem_size_bytes"]
+
+
+# -- promtool ----------------------------------------------------------------------------
+
+
+def promtool() -> str:
+    """promtool's path. Skips (saying why) when it is missing, except as root or on CI,
+    where it fails: there `make promtool` installs it."""
+    found = shutil.which("promtool")
+    if found is None:
+        reason = "promtool is missing: run `make promtool` as root (apt-get install prometheus)"
+        if os.geteuid() == 0 or os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def test_promtool_checks_the_rules() -> None:
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in done.stdout
+
+
+def test_promtool_unit_tests_fire_each_alert() -> None:
+    done = subprocess.run(
+        [promtool(), "test", "rules", RULE_TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=RULE_TESTS.parent,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
