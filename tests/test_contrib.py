@@ -1,10 +1,11 @@
 """contrib/: the Grafana dashboard and the Prometheus alert rules against a real daemon.
 
-Every metric their PromQL names must exist on a real daemon's ``/metrics`` (after a job
-with a success, a failure and handler metrics), the dashboard must be a Grafana import
-file whose panels all query something, and promtool must accept the rules and pass their
-unit tests (contrib/prometheus/batchd-alerts.test.yml). `make promtool` installs promtool;
-as root or on CI its tests fail without it, elsewhere they skip.
+Every metric their PromQL names must exist on a real daemon's ``/metrics`` (scraped while
+a job runs and after jobs with a success, a failure and handler metrics), with the labels
+their selectors and groupings use; the dashboard must be a Grafana import file whose
+panels all query something; promtool must parse every dashboard query, accept the rules
+and pass their unit tests (contrib/prometheus/batchd-alerts.test.yml). `make promtool`
+installs promtool; as root or on CI its tests fail without it, elsewhere they skip.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import re
 import shutil
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.launcher import Daemon, close_all
-from tests.conftest import DEFAULT_TEST_CONFIG, REPO, wait_job
+from tests.conftest import DEFAULT_TEST_CONFIG, REPO, wait_for, wait_job
 
 DASHBOARD = REPO / "contrib" / "grafana" / "batchd.json"
 RULES = REPO / "contrib" / "prometheus" / "batchd-alerts.yml"
@@ -60,10 +62,14 @@ HANDLER_VARIABLES = {
     "handler_histogram": ["batchd_handler_latency"],
 }
 
+# Fails the batch ["bad"]; holds the batch ["hold"] until the file `release` exists.
 HANDLER = """
+import os, time
+
 class Handler:
     def __init__(self, config, metrics_client):
         self.metrics = metrics_client
+        self.release = config["release"]
 
     def handle_batch(self, payload):
         self.metrics.increment("items", value=len(payload))
@@ -71,8 +77,25 @@ class Handler:
         self.metrics.histogram("latency", value=0.2)
         if payload == ["bad"]:
             raise ValueError("bad batch")
+        while payload == ["hold"] and not os.path.exists(self.release):
+            time.sleep(0.01)
         return payload
 """
+
+# Labels Prometheus adds to every series it scrapes.
+TARGET_LABELS = frozenset({"instance", "job"})
+# Families with no series on the test daemon (no GPU, nothing dropped): their labels
+# cannot be checked against a sample.
+NO_SERIES = frozenset(
+    {
+        "batchd_gpu_workers",
+        "batchd_job_log_lines_dropped_total",
+        "batchd_handler_series_dropped_total",
+        "batchd_handler_metrics_invalid_total",
+    }
+)
+_SELECTOR_WITH_NAME = re.compile(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*(\{[^{}]*\})")
+_MATCHER_LABEL = re.compile(r'(\w+)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"')
 
 
 @dataclass
@@ -123,11 +146,11 @@ def variable_selector(query: str) -> tuple[str, str] | None:
     return (match["selector"], match["label"]) if match else None
 
 
-def series_names(text: str) -> set[str]:
-    """The series names a scrape of `text` gives Prometheus: every family's, even one
-    without samples yet (a per-API counter before the first event), suffixes included."""
+def series_names(families: Iterable[Metric]) -> set[str]:
+    """The series names scrapes give Prometheus: every family's, even one without samples
+    yet (a per-API counter before the first event), suffixes included."""
     names = set()
-    for family in text_string_to_metric_families(text):
+    for family in families:
         suffixes = {
             "counter": ("_total",),
             "histogram": ("_bucket", "_sum", "_count"),
@@ -260,34 +283,54 @@ def test_every_alert_has_for_severity_summary_and_description_and_a_unit_test() 
 
 @dataclass
 class Scrape:
-    text: str
+    """Two scrapes of one daemon: while a batch was out with a worker, and after."""
+
+    during: str
+    after: str
     state_dir: Path
+
+    def families(self) -> Iterator[Metric]:
+        for text in (self.during, self.after):
+            yield from text_string_to_metric_families(text)
 
 
 @pytest.fixture(scope="module")
 def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
-    """One daemon's /metrics after a job with a success, a failure and handler metrics."""
+    """One daemon's /metrics during and after jobs with a success, a failure and handler
+    metrics: a job (a success, a failure) finishes, then another holds a batch."""
     root = tmp_path_factory.mktemp("contrib")
     project = root / "project"
     project.mkdir()
     (project / "handler.py").write_text(HANDLER)
-    (project / "batchd.toml").write_text('name = "ops"\n[handler]\npath = "handler.py"\n')
+    release = root / "release"
+    (project / "batchd.toml").write_text(
+        f'name = "ops"\n[handler]\npath = "handler.py"\nconfig = {{ release = "{release}" }}\n'
+    )
     daemon = Daemon(
         state_dir=root / "state",
         config_path=root / "batchd.toml",
         config=DEFAULT_TEST_CONFIG,
         log_path=root / "daemon.log",
     )
+
+    def metrics(containing: str = "") -> str | None:
+        with urllib.request.urlopen(daemon.url + "/metrics", timeout=30) as response:
+            text = str(response.read().decode())
+        return text if containing in text else None
+
     try:
         daemon.start()
         client = daemon.client
         client.deploy(project)
-        job = client.submit(
-            "ops", {"max_receive_count": 1, "item_list": {"items": ["a", "bad"], "batch_size": 1}}
-        )
+        items = {"max_receive_count": 1, "item_list": {"items": ["a", "bad"], "batch_size": 1}}
+        job = client.submit("ops", items)
         assert wait_job(client, "ops", job["job_id"])["status"] == "completed_with_failures"
-        with urllib.request.urlopen(daemon.url + "/metrics", timeout=30) as response:
-            yield Scrape(response.read().decode(), daemon.state_dir)
+        held = client.submit("ops", {"item_list": {"items": ["hold"], "batch_size": 1}})
+        leased = 'batchd_queue_depth{api="ops",state="leased"} 1.0'
+        during = wait_for(lambda: metrics(leased), what=leased)
+        release.touch()
+        assert wait_job(client, "ops", held["job_id"])["status"] == "succeeded"
+        yield Scrape(during, metrics() or "", daemon.state_dir)
     finally:
         close_all([daemon])
 
@@ -312,13 +355,8 @@ def variable_values(board: dict[str, Any], exposed: set[str]) -> dict[str, list[
     return values
 
 
-def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scrape) -> None:
-    exposed = series_names(scrape.text)
-    board = dashboard()
-    values = variable_values(board, exposed)
-    assert values == HANDLER_VARIABLES
-    expressions = [*dashboard_expressions(board), *(rule["expr"] for rule in alert_rules())]
-    # A repeated panel's query names its metric by a variable: read it with each value.
+def expand(expressions: list[str], values: dict[str, list[str]]) -> list[str]:
+    """A repeated panel's query names its metric by a variable: one query per value."""
     for name, listed in values.items():
         expressions = [
             expanded
@@ -329,6 +367,19 @@ def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scr
                 else [expr]
             )
         ]
+    return expressions
+
+
+def all_expressions() -> list[str]:
+    return [*dashboard_expressions(dashboard()), *(rule["expr"] for rule in alert_rules())]
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scrape) -> None:
+    exposed = series_names(scrape.families())
+    board = dashboard()
+    values = variable_values(board, exposed)
+    assert values == HANDLER_VARIABLES
+    expressions = expand(all_expressions(), values)
     used = set()
     for expr in expressions:
         read = read_promql(expr)
@@ -360,10 +411,35 @@ def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scr
     } <= used
 
 
+def test_every_label_the_dashboard_and_the_alerts_use_is_on_its_metric(scrape: Scrape) -> None:
+    """A selector's labels are its metric's (api on batchd's, api_name on the handlers'),
+    and a by/on/without list names labels of a metric the expression reads."""
+    labels: dict[str, set[str]] = {}
+    for family in scrape.families():
+        for sample in family.samples:
+            labels.setdefault(sample.name, set(TARGET_LABELS)).update(sample.labels)
+    checked = set()
+    for expr in expand(all_expressions(), HANDLER_VARIABLES):
+        expr = _GRAFANA_VARIABLE.sub("", expr.replace("$__rate_interval", "5m"))
+        read = set()
+        for name, matchers in _SELECTOR_WITH_NAME.findall(expr):
+            if name in PROMETHEUS_MADE or name in NO_SERIES:
+                continue
+            assert name in labels, (expr, name)
+            assert set(_MATCHER_LABEL.findall(matchers)) <= labels[name], (expr, name)
+            read |= labels[name]
+            checked.add(name)
+        bare = _SELECTOR.sub(" ", _STRING.sub('""', expr))
+        for listed in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^()]*)\)", bare):
+            grouped = {label.strip() for label in listed.split(",") if label.strip()}
+            assert grouped <= read | TARGET_LABELS | {"le"} or not read, (expr, grouped)
+    assert {"batchd_queue_depth", "batchd_workers", "batchd_handler_items_total"} <= checked
+
+
 def test_metrics_tell_the_state_dirs_filesystem_size_and_free_space(scrape: Scrape) -> None:
     samples = {
         sample.name: sample.value
-        for family in text_string_to_metric_families(scrape.text)
+        for family in text_string_to_metric_families(scrape.after)
         for sample in family.samples
     }
     stat = os.statvfs(scrape.state_dir)
@@ -407,3 +483,26 @@ def test_promtool_unit_tests_fire_each_alert() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """With Grafana's variables filled in as it would, every panel's and variable's query
+    is a recording rule that promtool must parse."""
+    board = dashboard()
+    queries = expand(dashboard_expressions(board), HANDLER_VARIABLES)
+    for variable in board["templating"]["list"]:
+        query = variable_selector(variable["definition"])
+        assert query is not None, variable["name"]
+        queries.append(query[0])
+    filled = [
+        re.sub(r"\$\{?(\w+)\}?", lambda m: "5m" if m[1] == "__rate_interval" else ".*", query)
+        for query in queries
+    ]
+    rules = [{"record": f"dashboard:query{index}", "expr": q} for index, q in enumerate(filled)]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
