@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.launcher import Daemon, close_all
+from tests import promql
 from tests.conftest import DEFAULT_TEST_CONFIG, REPO, wait_for, wait_job
 
 DASHBOARD = REPO / "contrib" / "grafana" / "batchd.json"
@@ -35,25 +36,6 @@ RULE_TESTS = REPO / "contrib" / "prometheus" / "batchd-alerts.test.yml"
 
 # Series Prometheus makes itself: no exporter has them.
 PROMETHEUS_MADE = frozenset({"up"})
-
-# PromQL's keywords and aggregation operators: identifiers that are not metric names
-# (an aggregation may stand before `by (...)`, away from its parenthesis).
-PROMQL_WORDS = frozenset(
-    {
-        *("and", "or", "unless", "by", "without", "on", "ignoring", "group_left"),
-        *("group_right", "bool", "offset", "atan2", "inf", "nan"),
-        *("sum", "min", "max", "avg", "group", "stddev", "stdvar", "count"),
-        *("count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"),
-    }
-)
-_GRAFANA_VARIABLE = re.compile(r"\$\{?\w+\}?[\w:]*")  # with a name suffix: ${var}_bucket
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_SELECTOR = re.compile(r"\{[^{}]*\}")
-_NAME_MATCHER = re.compile(r'__name__\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
-_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_RANGE = re.compile(r"\[[^\]]*\]")
-_IDENTIFIER = re.compile(r"(?<![\w.:])[A-Za-z_:][\w:]*(?![\w:])(?!\s*\()")
-_LABEL_VALUES = re.compile(r"\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*", re.S)
 
 # The handler metrics the daemon's test job records, as the dashboard's variables list them.
 HANDLER_VARIABLES = {
@@ -94,71 +76,6 @@ NO_SERIES = frozenset(
         "batchd_handler_metrics_invalid_total",
     }
 )
-_SELECTOR_WITH_NAME = re.compile(r"(?<![\w:])([A-Za-z_:][\w:]*)\s*(\{[^{}]*\})")
-_MATCHER_LABEL = re.compile(r'(\w+)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"')
-
-
-@dataclass
-class PromQL:
-    """What one PromQL expression reads: metric names, and the `__name__` matchers of
-    each selector that names its metrics by matchers (operator, value)."""
-
-    names: set[str]
-    name_matchers: list[list[tuple[str, str]]]
-
-
-def read_promql(expr: str) -> PromQL:
-    """The metric names `expr` uses. Grafana's variables ($api, ${name}_bucket) are
-    dropped with any name text glued to them; label names go with the matchers, the
-    `by (...)` lists and the ranges they sit in; what is left is a name unless it is a
-    function (followed by a parenthesis) or a PromQL word."""
-    expr = _GRAFANA_VARIABLE.sub("", expr)
-    matchers = []
-    for selector in _SELECTOR.findall(expr):
-        found = _NAME_MATCHER.findall(selector)
-        if found:
-            matchers.append(found)
-    bare = _STRING.sub('""', expr)
-    bare = _SELECTOR.sub(" ", bare)
-    bare = _RANGE.sub(" ", bare)
-    bare = _LABEL_LIST.sub(" ", bare)
-    names = {name for name in _IDENTIFIER.findall(bare) if name not in PROMQL_WORDS}
-    return PromQL(names, matchers)
-
-
-def selects(matchers: list[tuple[str, str]], name: str) -> bool:
-    """Whether a series called `name` passes every `__name__` matcher of one selector."""
-    for operator, value in matchers:
-        passed = {
-            "=": name == value,
-            "!=": name != value,
-            "=~": re.fullmatch(value, name) is not None,
-            "!~": re.fullmatch(value, name) is None,
-        }[operator]
-        if not passed:
-            return False
-    return True
-
-
-def variable_selector(query: str) -> tuple[str, str] | None:
-    """The series selector and the label of a Grafana `label_values(selector, label)`."""
-    match = _LABEL_VALUES.fullmatch(query)
-    return (match["selector"], match["label"]) if match else None
-
-
-def series_names(families: Iterable[Metric]) -> set[str]:
-    """The series names scrapes give Prometheus: every family's, even one without samples
-    yet (a per-API counter before the first event), suffixes included."""
-    names = set()
-    for family in families:
-        suffixes = {
-            "counter": ("_total",),
-            "histogram": ("_bucket", "_sum", "_count"),
-            "summary": ("", "_sum", "_count"),
-        }.get(family.type, ("",))
-        names |= {family.name + suffix for suffix in suffixes}
-        names |= {sample.name for sample in family.samples}
-    return names
 
 
 def dashboard() -> dict[str, Any]:
@@ -184,52 +101,6 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-# -- the PromQL reader -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("expr", "names"),
-    [
-        (
-            "histogram_quantile(0.95, sum by (le, api) (rate(batchd_batch_duration_seconds_bucket"
-            '{instance=~"$instance", api=~"$api"}[$__rate_interval])))',
-            {"batchd_batch_duration_seconds_bucket"},
-        ),
-        (
-            "sum by (instance, api) (batchd_queue_depth) > 0\nunless on (instance, api)\n"
-            "sum by (instance, api) (rate(batchd_batches_succeeded_total[30m])) > 0",
-            {"batchd_queue_depth", "batchd_batches_succeeded_total"},
-        ),
-        (
-            'batchd_jobs{status=~"a|b"} - batchd_jobs{status=~"a|b"} offset 15m > 0',
-            {"batchd_jobs"},
-        ),
-        (
-            "predict_linear(avail_bytes[1h], 4 * 3600) < 0 and avail_bytes / size_bytes < 0.25",
-            {"avail_bytes", "size_bytes"},
-        ),
-        ("sum(a) without (le) / on (instance) group_left (api) b * 1e3", {"a", "b"}),
-        ('up{job="batchd"} == 0', {"up"}),
-        ("min (x) by (job)", {"x"}),
-        ('sum by (api_name) (rate(${handler_counter}{api_name=~"$api"}[5m]))', set()),
-        ('histogram_quantile(0.5, rate(${handler_histogram}_bucket{a="by (x) rate"}[5m]))', set()),
-        ('label_values({__name__=~"a_.+", job="sum(b)"}, __name__)', set()),
-    ],
-)
-def test_read_promql_finds_the_metric_names(expr: str, names: set[str]) -> None:
-    query = variable_selector(expr)
-    assert read_promql(query[0] if query is not None else expr).names == names
-
-
-def test_read_promql_finds_name_matchers_per_selector() -> None:
-    read = read_promql('{__name__=~"a_.+_total", __name__!~"a_(b|c)_total", job="x"} + {y="z"}')
-    assert read.names == set()
-    assert read.name_matchers == [[("=~", "a_.+_total"), ("!~", "a_(b|c)_total")]]
-    assert selects(read.name_matchers[0], "a_d_total")
-    assert not selects(read.name_matchers[0], "a_b_total")
-    assert not selects(read.name_matchers[0], "a_d")
-
-
 # -- the dashboard and the rules, as files -----------------------------------------------
 
 
@@ -251,6 +122,10 @@ def test_dashboard_is_a_grafana_import_file_whose_panels_all_query_prometheus() 
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
     variables = {variable["name"]: variable for variable in board["templating"]["list"]}
     assert set(variables) == {"instance", "api", *HANDLER_VARIABLES}
+    for variable in variables.values():
+        # Grafana runs `query`; `definition` is what its editor shows, and what is checked.
+        assert variable["query"]["query"] == variable["definition"], variable["name"]
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     for name in HANDLER_VARIABLES:
         assert [panel["repeat"] for panel in queried if panel.get("repeat") == name] == [name]
 
@@ -339,16 +214,16 @@ def variable_values(board: dict[str, Any], exposed: set[str]) -> dict[str, list[
     """What each dashboard variable that lists metric names would offer, on `exposed`."""
     values = {}
     for variable in board["templating"]["list"]:
-        query = variable_selector(variable["definition"])
+        query = promql.label_values(variable["definition"])
         assert query is not None, variable["name"]
         selector, label = query
         if label != "__name__":
             continue
-        (matchers,) = read_promql(selector).name_matchers
+        (matchers,) = promql.read(selector).name_matchers
         regex = variable["regex"].strip("/")
         found = []
         for name in sorted(exposed):
-            if selects(matchers, name):
+            if promql.selects(matchers, name):
                 match = re.fullmatch(regex, name) if regex else None
                 found.append(match[1] if match else name)
         values[variable["name"]] = found
@@ -375,21 +250,21 @@ def all_expressions() -> list[str]:
 
 
 def test_every_metric_the_dashboard_and_the_alerts_use_is_on_metrics(scrape: Scrape) -> None:
-    exposed = series_names(scrape.families())
+    exposed = promql.series_names(scrape.families())
     board = dashboard()
     values = variable_values(board, exposed)
     assert values == HANDLER_VARIABLES
     expressions = expand(all_expressions(), values)
     used = set()
     for expr in expressions:
-        read = read_promql(expr)
+        read = promql.read(expr)
         used |= read.names
         for matchers in read.name_matchers:
-            assert any(selects(matchers, name) for name in exposed), (expr, matchers)
+            assert any(promql.selects(matchers, name) for name in exposed), (expr, matchers)
     for variable in board["templating"]["list"]:
-        query = variable_selector(variable["definition"])
+        query = promql.label_values(variable["definition"])
         assert query is not None, variable["name"]
-        used |= read_promql(query[0]).names
+        used |= promql.read(query[0]).names
     assert used - exposed - PROMETHEUS_MADE == set()
     # The metrics each part is about are really read (the reader found them).
     assert {
@@ -420,19 +295,17 @@ def test_every_label_the_dashboard_and_the_alerts_use_is_on_its_metric(scrape: S
             labels.setdefault(sample.name, set(TARGET_LABELS)).update(sample.labels)
     checked = set()
     for expr in expand(all_expressions(), HANDLER_VARIABLES):
-        expr = _GRAFANA_VARIABLE.sub("", expr.replace("$__rate_interval", "5m"))
-        read = set()
-        for name, matchers in _SELECTOR_WITH_NAME.findall(expr):
+        read = promql.read(expr)
+        reads = set()
+        for name, matched in read.selectors:
             if name in PROMETHEUS_MADE or name in NO_SERIES:
                 continue
             assert name in labels, (expr, name)
-            assert set(_MATCHER_LABEL.findall(matchers)) <= labels[name], (expr, name)
-            read |= labels[name]
+            assert matched <= labels[name], (expr, name)
+            reads |= labels[name]
             checked.add(name)
-        bare = _SELECTOR.sub(" ", _STRING.sub('""', expr))
-        for listed in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^()]*)\)", bare):
-            grouped = {label.strip() for label in listed.split(",") if label.strip()}
-            assert grouped <= read | TARGET_LABELS | {"le"} or not read, (expr, grouped)
+        for grouped in read.groupings:
+            assert grouped <= reads | {"le"} or not reads, (expr, grouped)
     assert {"batchd_queue_depth", "batchd_workers", "batchd_handler_items_total"} <= checked
 
 
@@ -491,7 +364,7 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     board = dashboard()
     queries = expand(dashboard_expressions(board), HANDLER_VARIABLES)
     for variable in board["templating"]["list"]:
-        query = variable_selector(variable["definition"])
+        query = promql.label_values(variable["definition"])
         assert query is not None, variable["name"]
         queries.append(query[0])
     filled = [
