@@ -12,7 +12,11 @@ WHEELHOUSE ?= dist/wheelhouse
 # Every package, pinned: installs take their versions from here, so a venv or a wheelhouse
 # built on another day holds the same ones. `make lock` writes it again.
 CONSTRAINTS := constraints.txt
-PIP_INSTALL = $(BIN)/pip install --quiet --constraint $(CONSTRAINTS)
+# setuptools prints a 10-line notice on every editable install ("Editable installation.
+# Please be careful with folders ..."): information, not a problem, so it is hidden; any
+# other warning still shows.
+PIP_INSTALL = PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install --quiet \
+	--constraint $(CONSTRAINTS)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
