@@ -13,7 +13,7 @@ from aiohttp import web
 from batchd.apis.registry import Deployment
 from batchd.errors import DomainError
 from batchd.http import schemas
-from batchd.http.app import services_of
+from batchd.http.app import json_response, services_of
 from batchd.http.body import ARCHIVE_CONTENT_TYPES, bool_query, read_body, require_content_type
 from batchd.http.errors import error_body, status_of
 from batchd.store.records import ApiRecord
@@ -85,7 +85,7 @@ async def deploy(request: web.Request) -> web.StreamResponse:
         return await _deploy_with_progress(request, archive, options)
     deployments = await services.registry.deploy(archive, **options)
     status, body = _deployed(deployments)
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 def _deployed(deployments: list[Deployment]) -> tuple[int, dict[str, object]]:
@@ -153,7 +153,7 @@ def _line(record: dict[str, object]) -> bytes:
 
 async def list_apis(request: web.Request) -> web.Response:
     apis = await services_of(request).store.list_apis()
-    return web.json_response(schemas.ApiList(apis=[api_summary(api) for api in apis]).body())
+    return json_response(schemas.ApiList(apis=[api_summary(api) for api in apis]).body())
 
 
 async def get_api(request: web.Request) -> web.Response:
@@ -168,14 +168,14 @@ async def get_api(request: web.Request) -> web.Response:
         ],
         paused=api.name in await services.store.paused_apis(),
     )
-    return web.json_response(detail.body())
+    return json_response(detail.body())
 
 
 async def delete_api(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     stopped = await services_of(request).admission.delete_api(name)
     deleted = schemas.DeletedApi(message=f"deleted API {name}", stopped_jobs=stopped)
-    return web.json_response(deleted.body())
+    return json_response(deleted.body())
 
 
 async def pause_api(request: web.Request) -> web.Response:
@@ -193,4 +193,4 @@ async def _paused(request: web.Request, paused: bool) -> web.Response:
     job_ids = await services.scheduler.pause_api(api.name, paused)
     verb = "paused" if paused else "resumed"
     body = schemas.PausedApi(message=f"{verb} API {api.name}", paused=paused, jobs=job_ids)
-    return web.json_response(body.body())
+    return json_response(body.body())
