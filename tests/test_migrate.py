@@ -27,6 +27,7 @@ from batchd.cli.main import main
 from batchd.client import BatchdError, Client
 from batchd.constants import DB_FILENAME, SCHEMA_VERSION
 from batchd.store.postgres.store import PostgresStore
+from batchd.store.records import PAUSED_BY_API
 from batchd.store.rows import SEQ_BITS
 from batchd.store.sqlite.store import SqliteStore
 from testkit.launcher import Daemon
@@ -153,6 +154,8 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
     tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1"
     assert query(dsn, tables, schema_of(dsn)) == [(0,)]
 
+    # Paused, the API and so its job: the pause moves with them.
+    assert client.pause_api("m")["jobs"] == [job_id]
     # Killed mid-job: "hold" (and whatever its grant held) is leased, the tail never was.
     daemon.kill()
     phase_one = calls.read_text().splitlines()
@@ -186,6 +189,8 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
     )
     assert key != old_key
     assert status == "running"
+    assert query(dsn, "SELECT paused FROM jobs") == [(PAUSED_BY_API,)]
+    assert query(dsn, "SELECT name FROM paused_apis") == [("m",)]
     assert counters == [total - 4, 0, 3, 1, 1]
     assert HOLD_SEQ <= materialized < total
     ((seconds, of_rows),) = query(
@@ -222,6 +227,8 @@ def test_a_half_done_job_moves_to_postgresql_and_finishes_there(
     on_postgres = make_daemon(database=dsn)
     client = on_postgres.client
     assert client.get_api("m")["versions"] == versions_before
+    assert client.get_job("m", job_id)["job_status"]["status"] == "paused"
+    assert client.resume_api("m")["jobs"] == [job_id]
     status = wait_job(client, "m", job_id)
     assert status["status"] == "completed_with_failures"
     metrics = status["batch_metrics"]

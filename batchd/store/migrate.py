@@ -87,7 +87,7 @@ async def migrate(source: Path, dsn: str, archive_of: ArchiveOf) -> Moved:
         try:
             async with target.transaction():
                 await _refuse_overlap(target, moved)
-                moved.archive_bytes = await _copy_apis(target, versions, archive_of)
+                moved.archive_bytes = await _copy_apis(target, sqlite, versions, archive_of)
                 await _copy_jobs(target, sqlite, jobs, moved)
         finally:
             await target.close()
@@ -146,10 +146,20 @@ def _columns(names: str) -> list[str]:
     return [name.strip() for name in names.split(",")]
 
 
-async def _copy_apis(target: asyncpg.Connection, versions: list[Any], archive_of: ArchiveOf) -> int:
-    """Copy every version; the bytes of the live ones' archives."""
+async def _copy_apis(
+    target: asyncpg.Connection,
+    sqlite: sqlite3.Connection,
+    versions: list[Any],
+    archive_of: ArchiveOf,
+) -> int:
+    """Copy every version and the APIs' pauses; the bytes of the live ones' archives."""
     await target.copy_records_to_table(
         "apis", records=versions, columns=_columns(PG_SQL.migrated_api_columns)
+    )
+    await target.copy_records_to_table(
+        "paused_apis",
+        records=sqlite.execute(SQLITE_SQL.migrated_paused_apis).fetchall(),
+        columns=_columns(PG_SQL.migrated_paused_api_columns),
     )
     archive_bytes = 0
     for row in versions:

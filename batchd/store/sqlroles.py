@@ -89,6 +89,8 @@ class SqlApis(SqlCore[Any, Any]):
     async def delete_api(self, name: str) -> bool:
         async with self._transaction() as db:
             deleted = await self._exec(db, self._sql.delete_api, time.time(), name) > 0
+            # Its pause goes with it: deployed again, it starts afresh.
+            await self._exec(db, self._sql.resume_api, name)
             if self._keeps_archives:
                 # Its archives go too, unless an unfinished job of it may still need one.
                 await self._exec(db, self._sql.prune_api_archives, name)

@@ -100,3 +100,12 @@ async def test_paused_jobs_are_counted_as_paused(store: Store) -> None:
     await store.pause_job(job_id, True)
     by_status = (await store.metric_counts()).jobs_by_status
     assert (by_status.get("paused"), by_status.get("running")) == (1, 1)
+
+
+async def test_a_deleted_api_takes_its_pause_with_it(store: Store) -> None:
+    await store.add_api_version("short-lived", {"digest": "d"}, {})
+    await store.pause_api("short-lived", True)
+    assert await store.delete_api("short-lived")
+    assert await store.paused_apis() == []
+    job = await store.create_job(new_job(api="short-lived"), payloads(1))
+    assert job.paused == 0

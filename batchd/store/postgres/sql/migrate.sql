@@ -18,8 +18,11 @@ name, version, spec, dotenv, created_at, deleted_at
 -- name: migrated_job_columns
 key, job_id, api_name, api_version, kind, status, workers, config, timeout, batch_timeout,
 max_receive_count, priority, total_batch_count, created_at, end_time, error,
-has_on_complete, retry_of, pruned_at, materialized, queued_count, leased_count,
-succeeded_count, dead_count, failure_count, duration_sum
+has_on_complete, retry_of, pruned_at, materialized, paused, paused_at, paused_seconds,
+queued_count, leased_count, succeeded_count, dead_count, failure_count, duration_sum
+
+-- name: migrated_paused_api_columns
+name, paused_at
 
 -- name: migrated_batch_columns
 id, state, attempts, lease_token, lease_expires_at, duration, payload, result

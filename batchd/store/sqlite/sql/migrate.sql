@@ -16,8 +16,12 @@ SELECT name, version, spec, dotenv, created_at, deleted_at FROM apis ORDER BY na
 -- The unfinished jobs, with what their rows tell of their counters (`batch_tally`).
 SELECT key, job_id, api_name, api_version, kind, status, workers, config, timeout,
     batch_timeout, max_receive_count, priority, total_batch_count, created_at, end_time,
-    CAST(error AS BLOB), has_on_complete, retry_of, pruned_at, materialized
+    CAST(error AS BLOB), has_on_complete, retry_of, pruned_at, materialized, paused, paused_at,
+    paused_seconds
 FROM jobs WHERE status IN ({active_statuses}) ORDER BY key
+
+-- name: migrated_paused_apis
+SELECT name, paused_at FROM paused_apis ORDER BY name
 
 -- name: finished_job_count
 SELECT count(*) FROM jobs WHERE status NOT IN ({active_statuses})
