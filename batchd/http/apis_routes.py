@@ -33,8 +33,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/apis", list_apis)
     app.router.add_get("/apis/{name}", get_api)
     app.router.add_delete("/apis/{name}", delete_api)
-    app.router.add_post("/apis/{name}/pause", pause_api)
-    app.router.add_post("/apis/{name}/resume", resume_api)
+    for verb, handler in (("pause", pause_api), ("resume", resume_api)):
+        app.router.add_post(f"/apis/{{name}}/{verb}", handler)
 
 
 def api_summary(api: ApiRecord) -> schemas.ApiSummary:

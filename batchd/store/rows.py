@@ -50,6 +50,7 @@ JOB_COLUMN_COUNT = 21
 
 def job_record(row: Row) -> JobRecord:
     """A row of ``{job_columns}``."""
+    paused, paused_at, paused_seconds = row[18:JOB_COLUMN_COUNT]
     return JobRecord(
         job_id=row[0],
         api_name=row[1],
@@ -70,9 +71,9 @@ def job_record(row: Row) -> JobRecord:
         retry_of=row[15],
         batch_timeout=row[16],
         pruned_at=row[17],
-        paused=row[18],
-        paused_at=row[19],
-        paused_seconds=row[20],
+        paused=paused,
+        paused_at=paused_at,
+        paused_seconds=paused_seconds,
     )
 
 
