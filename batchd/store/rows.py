@@ -50,7 +50,7 @@ JOB_COLUMN_COUNT = 21
 
 def job_record(row: Row) -> JobRecord:
     """A row of ``{job_columns}``."""
-    paused, paused_at, paused_seconds = row[18:JOB_COLUMN_COUNT]
+    paused, paused_at, paused_seconds = row[18], row[19], row[20]
     return JobRecord(
         job_id=row[0],
         api_name=row[1],
