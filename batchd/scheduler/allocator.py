@@ -205,5 +205,8 @@ class Allocator:
                 parked, run.parked = run.parked, []
                 for worker in parked:
                     await worker.request_exit()
+            elif run.job.paused:
+                # Nothing to lease until the resume, which wakes a pass: no queries till then.
+                continue
             else:
                 await self._driver.serve_parked(run)
