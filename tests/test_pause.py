@@ -3,6 +3,7 @@ nothing more is leased until the resume, and the job then completes with every r
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,9 @@ def test_a_paused_api_holds_new_jobs_past_their_timeout_until_resumed(
     timed = api.submit([1, 2, 3], timeout=1)
     expected = {"status": "paused", "succeeded": 0, "in_progress": 0, "batches_in_queue": 3}
     api.unchanged_for(1 + 1.5 * SCHEDULER_IDLE_INTERVAL, timed, expected)
+    # `batchd get` counts it among the API's unfinished jobs.
+    (overview,) = json.loads(batchd(daemon.url, "get", "-o", "json").stdout)
+    assert (overview["name"], overview["running_jobs"]) == ("held", 1)
     # A paused job can be stopped.
     assert client.stop_job("held", timed) == {"message": f"stopped job {timed}"}
     assert api.status(timed)["status"] == "stopped"

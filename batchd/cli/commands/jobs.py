@@ -25,7 +25,7 @@ from batchd.cli.render import (
     print_table,
     watch_progress,
 )
-from batchd.client import ACTIVE_STATUSES, Client
+from batchd.client import TERMINAL_STATUSES, Client
 
 # `batchd get API JOB_ID --watch` exits with the code that says how the job ended.
 WATCH_EXIT_CODES = {
@@ -133,7 +133,7 @@ def show_overview(client: Client, output: str) -> int:
             {
                 "name": api["name"],
                 "version": api["version"],
-                "running_jobs": sum(job["status"] in ACTIVE_STATUSES for job in jobs),
+                "running_jobs": sum(job["status"] not in TERMINAL_STATUSES for job in jobs),
                 "latest_job": None
                 if latest is None
                 else {"job_id": latest["job_id"], "status": latest["status"]},
