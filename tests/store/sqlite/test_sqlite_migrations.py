@@ -90,6 +90,7 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}_count")
     conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
     conn.execute("ALTER TABLE jobs DROP COLUMN materialized")
+    conn.execute("ALTER TABLE batches DROP COLUMN finished_at")
     conn.execute("DROP TABLE chunks")
     conn.execute("DROP INDEX batches_queued")
     conn.execute("DROP INDEX batches_dead")
@@ -124,6 +125,7 @@ async def test_a_schema_2_database_gets_its_chunks_renumbered(tmp_path: Path) ->
     ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id")]
     for index, id_ in enumerate(ids):
         conn.execute("UPDATE chunks SET id = ? WHERE id = ?", ((id_ >> 32 << 32) + index, id_))
+    conn.execute("ALTER TABLE batches DROP COLUMN finished_at")
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()

@@ -22,7 +22,7 @@ has_on_complete, retry_of, pruned_at, materialized, queued_count, leased_count,
 succeeded_count, dead_count, failure_count, duration_sum
 
 -- name: migrated_batch_columns
-id, state, attempts, lease_token, lease_expires_at, duration, payload, result
+id, state, attempts, lease_token, lease_expires_at, duration, payload, result, finished_at
 
 -- name: migrated_chunk_columns
 id, payloads
