@@ -21,7 +21,9 @@ from batchd.apis.spec import MAX_API_NAME_LENGTH
 from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
+from batchd.observe.history import WINDOWS
 from batchd.observe.joblogs import LEVELS
+from batchd.statuses import JobStatus
 
 PATH = "/openapi.json"
 NDJSON = "application/x-ndjson"
@@ -118,6 +120,9 @@ BEFORE = Param(
     {"type": "string", "minLength": 1},
     "paging: the id of the last job of the previous page; older jobs follow",
 )
+
+API_FILTER = Param("api", "query", {"type": "string"}, "only this API's (404 when not deployed)")
+_STATUSES = "|".join(status.value for status in JobStatus)
 
 _JSON = ("application/json",)
 _ARCHIVES = ("application/gzip", "application/x-tar", "application/octet-stream")
@@ -285,7 +290,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "Jobs of every deployed API, newest first",
         {200: ("the jobs", Body((schemas.JobList,)))},
-        errors=(400,),
+        errors=(400, 404),
         params=(
             Param(
                 "active",
@@ -300,6 +305,16 @@ OPERATIONS: tuple[Operation, ...] = (
                 "the most jobs to list",
             ),
             BEFORE,
+            Param(
+                "status",
+                "query",
+                {
+                    "type": "string",
+                    "pattern": f"^(?:{_STATUSES})(?:,(?:{_STATUSES}))*$",
+                },
+                "keep only jobs of these statuses (comma-separated)",
+            ),
+            API_FILTER,
         ),
     ),
     Operation(
@@ -380,6 +395,72 @@ OPERATIONS: tuple[Operation, ...] = (
                 "query",
                 {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                 "only the last N lines of the log (before level and batchID filter them)",
+            ),
+        ),
+    ),
+)
+
+
+OPERATIONS += (
+    Operation(
+        "get",
+        "/history",
+        "getHistory",
+        "daemon",
+        "Recent throughput per API (this daemon's), and the batch-duration histograms",
+        {200: ("the series", Body((schemas.ApiHistory,)))},
+        errors=(400, 404),
+        params=(
+            API_FILTER,
+            Param(
+                "window",
+                "query",
+                {"type": "string", "enum": list(WINDOWS), "default": "1h"},
+                "1h: a bucket per second; 1d: a bucket per minute",
+            ),
+        ),
+        description="Batches succeeded and failed attempts per bucket, counted in memory by "
+        "this daemon since it started: on a shared PostgreSQL queue, each node's own.",
+    ),
+    Operation(
+        "get",
+        "/batch/{api}/history",
+        "getJobHistory",
+        "jobs",
+        "A job's whole history: batches succeeded and failed attempts over time",
+        {200: ("the job's buckets", Body((schemas.JobHistory,)))},
+        errors=(400, 404, 410),
+        params=(API, JOB_ID),
+        description="From the store (every node's work), with a bucket of 1 s for a job of "
+        "up to an hour, longer for longer jobs (at most 3600 buckets).",
+    ),
+    Operation(
+        "get",
+        "/failed",
+        "listFailedBatches",
+        "jobs",
+        "Dead-lettered batches across jobs, newest job first",
+        {200: ("a page of them", Body((schemas.FailedBatchPage,)))},
+        errors=(400, 404),
+        params=(
+            API_FILTER,
+            Param(
+                "q",
+                "query",
+                {"type": "string", "maxLength": 200},
+                "keep those whose last error contains this text (case-sensitive, no wildcards)",
+            ),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                "the most batches to list",
+            ),
+            Param(
+                "cursor",
+                "query",
+                {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
+                "paging: the next_cursor of the previous page",
             ),
         ),
     ),
