@@ -187,6 +187,90 @@ def test_failed_limit_and_log_tail(squares: Daemon, tmp_path: Path) -> None:
         ]
 
 
+def test_history_failed_and_job_filters_refuse_bad_input(squares: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    job_id = squares.client.submit("squares", job_body(gate, [1]))["job_id"]
+    wait_job(squares.client, "squares", job_id)
+    for path, status, field in [
+        ("/history?window=1w", 400, "window"),
+        ("/history?api=nosuch", 404, "api"),
+        ("/failed?api=nosuch", 404, "api"),
+        ("/failed?limit=0", 400, "limit"),
+        ("/failed?limit=501", 400, "limit"),
+        ("/failed?cursor=abc", 400, "cursor"),
+        ("/failed?cursor=-5", 400, "cursor"),
+        (f"/failed?q={'x' * 201}", 400, "q"),
+        ("/jobs?status=bogus", 400, "status"),
+        ("/jobs?status=running,,nope", 400, "status"),
+        ("/jobs?api=nosuch", 404, "api"),
+        (f"/jobs?api=squares&before={job_id}&status=%27", 400, "status"),
+        ("/batch/squares/history", 400, "jobID"),
+        ("/batch/squares/history?jobID=nosuchjob", 404, "jobID"),
+    ]:
+        got, body, _ = get(squares, path)
+        assert got == status, (path, body)
+        assert body["error"]["field"] == field, (path, body)
+    # Wildcards are text: no LIKE pattern reaches the store.
+    assert get(squares, "/failed?q=%25")[1] == {"failed": [], "next_cursor": None}
+    status, body, _ = get(squares, f"/failed?q={'x' * 200}")
+    assert status == 200 and body["failed"] == []
+
+
+def test_a_jobs_history_comes_from_the_store_and_outlives_a_restart(
+    squares: Daemon, tmp_path: Path
+) -> None:
+    client = squares.client
+    gate = tmp_path / "gate"
+    gate.touch()
+    job_id = client.submit("squares", job_body(gate, [1, -2, 3, -4, 5, 6], max_receive_count=2))[
+        "job_id"
+    ]
+    assert wait_job(client, "squares", job_id)["status"] == "completed_with_failures"
+    status, before, _ = get(squares, "/history?api=squares&window=1h")
+    assert status == 200 and before["scope"] == "node" and before["step_seconds"] == 1
+    series = before["apis"]["squares"]
+    assert len(series["succeeded"]) == 3600 and sum(series["succeeded"]) == 4
+    assert sum(series["failed"]) == 4  # two batches, two attempts each
+    day = get(squares, "/history?window=1d")[1]
+    assert day["step_seconds"] == 60 and len(day["apis"]["squares"]["succeeded"]) == 1440
+    assert sum(day["apis"]["squares"]["succeeded"]) == 4
+    durations = before["batch_durations"]["squares"]
+    assert len(durations["counts"]) == len(before["batch_duration_bounds"]) + 1
+    assert sum(durations["counts"]) == 4
+
+    squares.restart()
+    status, history, _ = get(squares, f"/batch/squares/history?jobID={job_id}")
+    assert status == 200, history
+    assert history["job_id"] == job_id and history["step_seconds"] == 1 and history["end_time"]
+    assert sum(bucket[1] for bucket in history["buckets"]) == 4
+    assert sum(bucket[2] for bucket in history["buckets"]) == 4
+    # The in-memory series are this daemon's: they start again empty.
+    after = get(squares, "/history?api=squares")[1]
+    assert sum(after["apis"]["squares"]["succeeded"]) == 0
+
+
+def test_jobs_listed_by_status_and_api(squares: Daemon, tmp_path: Path) -> None:
+    client = squares.client
+    running = client.submit("squares", job_body(tmp_path / "never", [1]))["job_id"]
+    stopped = client.submit("squares", job_body(tmp_path / "never", [1]))["job_id"]
+    client.stop_job("squares", stopped)
+
+    def listed(query: str) -> list[str]:
+        status, body, _ = get(squares, f"/jobs?{query}")
+        assert status == 200, body
+        return [job["job_id"] for job in body["jobs"]]
+
+    assert listed("status=stopped") == [stopped]
+    assert listed("status=running,pending") == [running]
+    assert listed("status=stopped,running,pending&api=squares") == [stopped, running]
+    assert listed("status=stopped&active=true") == []
+    assert listed("status=succeeded") == []
+    assert listed("api=squares&limit=1") == [stopped]
+    assert listed(f"api=squares&before={stopped}") == [running]
+    client.stop_job("squares", running)
+
+
 # -- the page in a browser --------------------------------------------------------------------
 
 
