@@ -453,6 +453,8 @@ def test_login_with_a_token(page: Page, make_daemon: Callable[..., Daemon], tmp_
     login = page.locator("#login")
     expect(login).to_be_visible()
     expect(page.locator("#main")).to_be_empty()
+    # Nothing is live before a login: no green dot.
+    expect(page.locator("#live")).to_be_hidden()
     screenshot(page, "login")
     page.fill("#token", "wrong-token-0123456789")
     page.click("#login-form button")
@@ -463,9 +465,117 @@ def test_login_with_a_token(page: Page, make_daemon: Callable[..., Daemon], tmp_
     expect(login).to_be_hidden()
     expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
     expect(page.locator("#logout")).to_be_visible()
+    expect(page.locator("#live")).to_be_visible()
     # Kept for the tab's session: a reload needs no new login.
     page.reload()
     expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
     expect(login).to_be_hidden()
     page.click("#logout")
     expect(login).to_be_visible()
+    expect(page.locator("#live")).to_be_hidden()
+
+
+def failing_jobs(daemon: Daemon, gate: Path) -> tuple[str, str]:
+    """Two finished jobs with dead letters: [1, -2, 3] then [-5, 6], one attempt each."""
+    gate.touch()
+    client = daemon.client
+    first = client.submit("squares", job_body(gate, [1, -2, 3], max_receive_count=1))["job_id"]
+    second = client.submit("squares", job_body(gate, [-5, 6], max_receive_count=1))["job_id"]
+    for job_id in (first, second):
+        assert wait_job(client, "squares", job_id)["status"] == "completed_with_failures"
+    return first, second
+
+
+def test_charts_draw_a_finished_jobs_history_and_the_apis_throughput(
+    page: Page, squares: Daemon, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    first, _ = failing_jobs(squares, tmp_path / "gate")
+    page.goto(f"{squares.url}/#/job/squares/{first}")
+    chart = page.locator("#throughput-chart")
+    # The whole job, read from the store: every success and failed attempt it had.
+    expect(chart).to_have_attribute("data-succeeded", "2")
+    expect(chart).to_have_attribute("data-failed", "1")
+    expect(chart).to_have_attribute("data-step", "1")
+    expect(chart.locator("polyline")).to_have_count(2)
+    assert int(chart.get_attribute("data-points") or 0) >= 1
+    expect(page.locator("#throughput-note")).to_contain_text("over the whole job")
+    screenshot(page, "job-history")
+
+    page.goto(f"{squares.url}/")
+    overview = page.locator("#history-chart")
+    expect(overview).to_have_attribute("data-succeeded", "3")
+    expect(overview).to_have_attribute("data-failed", "2")
+    expect(overview).to_have_attribute("data-points", "3600")
+    page.click("button[data-window='1d']")
+    expect(overview).to_have_attribute("data-window", "1d")
+    expect(overview).to_have_attribute("data-points", "1440")
+    expect(overview).to_have_attribute("data-succeeded", "3")
+    screenshot(page, "overview-history")
+
+    page.goto(f"{squares.url}/#/api/squares")
+    bars = page.locator("#duration-histogram")
+    expect(bars).to_have_attribute("data-total", "3")
+    expect(bars.locator(".hist-bar")).to_have_count(19)  # 18 bounds and +Inf
+    expect(page.locator("#duration-note")).to_contain_text("3 succeeded batches")
+    screenshot(page, "api-histogram")
+
+
+def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
+    page: Page, squares: Daemon, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    first, second = failing_jobs(squares, tmp_path / "gate")
+    page.goto(f"{squares.url}/#/failed")
+    rows = page.locator("#failed-list tbody tr")
+    # Newest job first.
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_have_attribute("data-batch-id", f"{second}-1")
+    expect(rows.last).to_have_attribute("data-batch-id", f"{first}-2")
+    expect(rows.last).to_contain_text("ValueError: negative input")
+    page.fill("#failed-q", f"batch {first}-2")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-batch-id", f"{first}-2")
+    page.fill("#failed-q", "no such error")
+    expect(page.locator("#failed-list")).to_contain_text("no dead-lettered batch matches")
+    page.fill("#failed-q", "")
+    expect(rows).to_have_count(2)
+    page.select_option("#failed-api", "squares")
+    expect(rows).to_have_count(2)
+    screenshot(page, "failed")
+
+    (tmp_path / "gate.fixed").touch()
+    rows.last.locator(".retry-job").click()
+    link = page.locator("#failed-retry-link")
+    expect(link).to_be_visible()
+    retry_id = link.inner_text()
+    assert retry_id not in (first, second)
+    client = squares.client
+    assert wait_job(client, "squares", retry_id)["status"] == "succeeded"
+    assert client.get_job("squares", retry_id)["job_status"]["retry_of"] == first
+    assert [line["result"] for line in client.results("squares", retry_id)] == [[4]]
+
+    page.goto(f"{squares.url}/")
+    recent = page.locator("#recent-jobs tbody tr")
+    expect(recent).to_have_count(3)
+    page.select_option("#status-filter", "completed_with_failures")
+    expect(recent).to_have_count(2)
+    expect(recent.first).to_have_attribute("data-job-id", second)
+    page.select_option("#status-filter", "succeeded")
+    expect(recent).to_have_count(1)
+    expect(recent.first).to_have_attribute("data-job-id", retry_id)
+    page.select_option("#api-filter", "squares")
+    expect(recent).to_have_count(1)
+    page.select_option("#status-filter", "stopped")
+    expect(page.locator("#recent-jobs")).to_contain_text("no jobs yet")
+    # "13m ago", the rate and the other figures keep to one line however narrow the page.
+    page.select_option("#status-filter", "")
+    expect(recent).to_have_count(3)
+    spacing = recent.first.evaluate(
+        "row => [...row.cells].map(cell => getComputedStyle(cell).whiteSpace)"
+    )
+    # batches, failed, rate, ETA, started, duration
+    assert [spacing[i] for i in (4, 5, 6, 7, 8, 9)] == ["nowrap"] * 6, spacing
+    screenshot(page, "overview-filtered")

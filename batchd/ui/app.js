@@ -364,7 +364,7 @@
     const shown = [...select.options].slice(1).map((o) => o.value);
     if (JSON.stringify(shown) === JSON.stringify(names)) return;
     const chosen = select.value;
-    select.replaceChildren(h("option", { value: "", text: any }), names.map((n) => h("option", { value: n, text: n })));
+    select.replaceChildren(h("option", { value: "", text: any }), ...names.map((n) => h("option", { value: n, text: n })));
     select.value = names.includes(chosen) ? chosen : "";
   }
 
