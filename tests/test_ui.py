@@ -528,6 +528,13 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     from playwright.sync_api import expect
 
     first, second = failing_jobs(squares, tmp_path / "gate")
+    status, one, _ = get(squares, "/failed?limit=1&api=squares")
+    assert status == 200 and [f["batch_id"] for f in one["failed"]] == [f"{second}-1"]
+    rest = get(squares, f"/failed?limit=1&cursor={one['next_cursor']}")[1]
+    assert [f["batch_id"] for f in rest["failed"]] == [f"{first}-2"]
+    assert rest["failed"][0]["error"].startswith("ValueError: negative input")
+    assert "Traceback" in rest["failed"][0]["traceback"] and rest["failed"][0]["attempts"] == 1
+    assert rest["next_cursor"] is None
     page.goto(f"{squares.url}/#/failed")
     rows = page.locator("#failed-list tbody tr")
     # Newest job first.

@@ -23,16 +23,20 @@ window.batchdCharts = (() => {
     let peak = 0;
     for (const line of series) for (const value of line.values) peak = Math.max(peak, value / step);
     const scale = peak || 1;
-    const x = (i) => (count <= 1 ? W : (i / (count - 1)) * W);
+    // Steps: bucket i spans x(i) to x(i + 1), so a job of one bucket still shows.
+    const x = (i) => (i / Math.max(1, count)) * W;
     const y = (rate) => BOTTOM - (rate / scale) * (BOTTOM - TOP);
     const children = [svg("line", { class: "axis", x1: 0, y1: BOTTOM, x2: W, y2: BOTTOM, "vector-effect": "non-scaling-stroke" })];
     for (const line of series) {
       // A line of zeros only is left out, but for the main one (with its area).
       if (!line.values.length || (!line.area && !line.values.some(Boolean))) continue;
-      const coords = line.values.map((value, i) => `${x(i).toFixed(1)},${y(value / step).toFixed(1)}`);
+      const coords = line.values.flatMap((value, i) => {
+        const level = y(value / step).toFixed(1);
+        return [`${x(i).toFixed(1)},${level}`, `${x(i + 1).toFixed(1)},${level}`];
+      });
       if (line.area) {
         const first = x(0).toFixed(1);
-        const last = x(line.values.length - 1).toFixed(1);
+        const last = x(line.values.length).toFixed(1);
         children.push(svg("polygon", { class: "area", points: `${first},${BOTTOM} ${coords.join(" ")} ${last},${BOTTOM}` }));
       }
       children.push(svg("polyline", { class: line.cls, points: coords.join(" "), "vector-effect": "non-scaling-stroke" }));
