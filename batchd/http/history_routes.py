@@ -86,8 +86,8 @@ async def failed_batches(request: web.Request) -> web.Response:
     limit = int_query(
         request, "limit", default=FAILED_PAGE_DEFAULT, minimum=1, maximum=FAILED_PAGE_MAX
     )
-    text = request.query.get("q") or None
-    if text is not None and len(text) > ERROR_FILTER_MAX:
+    text = request.query.get("q", "")
+    if len(text) > ERROR_FILTER_MAX:
         raise BadRequest(f"query parameter q must be at most {ERROR_FILTER_MAX} characters", "q")
     before = int_query(request, "cursor", default=0, minimum=1, maximum=(1 << 63) - 1) or None
     found = await services.store.failed_batches(sorted(names), limit + 1, before, text)

@@ -135,14 +135,10 @@ class ReadStore(Protocol):
         first, from the times the store keeps (cluster-wide on a shared database)."""
 
     async def failed_batches(
-        self,
-        api_names: Sequence[str],
-        limit: int,
-        before: int | None = None,
-        error_contains: str | None = None,
+        self, api_names: Sequence[str], limit: int, before: int | None = None, contains: str = ""
     ) -> list[FailedBatch]:
         """Dead-lettered batches across jobs, newest job first; `before` is the last
-        batch_key of the previous page; `error_contains` filters on the last error."""
+        batch_key of the previous page; `contains` filters on the last error."""
 
 
 class RetentionStore(Protocol):

@@ -32,21 +32,17 @@ class SqlHistory(SqlCore[Any, Any]):
         return [(start, counts[0], counts[1]) for start, counts in sorted(buckets.items())]
 
     async def failed_batches(
-        self,
-        api_names: Sequence[str],
-        limit: int,
-        before: int | None = None,
-        error_contains: str | None = None,
+        self, api_names: Sequence[str], limit: int, before: int | None = None, contains: str = ""
     ) -> list[FailedBatch]:
         """Dead-lettered batches of the APIs, newest job first (then by batch): the page
-        after the batch `before` (a FailedBatch's batch_key); `error_contains` keeps those
+        after the batch `before` (a FailedBatch's batch_key); `contains` keeps those
         whose last error holds that text (case-sensitive)."""
         if not api_names:
             return []
         params = (
             self._array(api_names),
             _ABOVE_EVERY_ID if before is None else before,
-            self._stored_text(error_contains),
+            self._stored_text(contains or None),
             limit,
         )
         rows = await self._rows(self._r, self._sql.failed_batches_page, *params)

@@ -59,12 +59,12 @@ async def test_failed_batches_across_jobs_newest_first_paged_and_filtered(store:
     rest = await store.failed_batches(["a", "b"], 2, before=page[-1].batch_key)
     assert [f.batch_key for f in page + rest] == [f.batch_key for f in listed]
     assert [f.seq for f in await store.failed_batches(["a"], 10)] == [2, 1]
-    narrowed = await store.failed_batches(["a", "b"], 10, error_contains="ValueError")
+    narrowed = await store.failed_batches(["a", "b"], 10, contains="ValueError")
     assert [f.error for f in narrowed] == ["ValueError: y", "ValueError: x"]
     # Text, not a pattern: wildcards and quotes match themselves only.
     for text in ("%", "_", "Value%", "\\", "valueerror"):
-        assert await store.failed_batches(["a", "b"], 10, error_contains=text) == [], text
-    assert [f.seq for f in await store.failed_batches(["a"], 10, error_contains="'k'")] == [2]
+        assert await store.failed_batches(["a", "b"], 10, contains=text) == [], text
+    assert [f.seq for f in await store.failed_batches(["a"], 10, contains="'k'")] == [2]
     assert await store.failed_batches([], 10) == []
 
 
