@@ -10,7 +10,7 @@ from aiohttp import web
 
 from batchd.errors import BadRequest
 from batchd.http import schemas
-from batchd.http.app import services_of
+from batchd.http.app import json_response, services_of
 from batchd.http.body import int_query, required_query
 from batchd.observe.history import WINDOWS
 from batchd.store.records import batch_id
@@ -56,7 +56,7 @@ async def api_history(request: web.Request) -> web.Response:
             if name in names
         },
     )
-    return web.json_response(answer.body())
+    return json_response(answer.body())
 
 
 async def job_history(request: web.Request) -> web.Response:
@@ -75,7 +75,7 @@ async def job_history(request: web.Request) -> web.Response:
         end_time=iso_time(job.end_time),
         buckets=[list(bucket) for bucket in buckets],
     )
-    return web.json_response(answer.body())
+    return json_response(answer.body())
 
 
 async def failed_batches(request: web.Request) -> web.Response:
@@ -107,7 +107,7 @@ async def failed_batches(request: web.Request) -> web.Response:
         ],
         next_cursor=str(page[-1].batch_key) if len(found) > limit else None,
     )
-    return web.json_response(answer.body())
+    return json_response(answer.body())
 
 
 async def api_names(request: web.Request) -> set[str]:
