@@ -835,11 +835,14 @@
 
     // The whole job's history, from the store (GET /batch/<api>/history): polled while the
     // job runs, read once more when it has ended.
+    // A million-batch job's history is a scan of a million rows: the longer it takes, the
+    // less often it is asked for (at most 5% of the time).
     let historyAt = 0;
+    let historyEvery = STATUS_POLL_MS;
     let historyOf = null;
     function drawChart() {
       const ended = !isActive(job);
-      const due = ended ? historyOf !== job.status : performance.now() - historyAt >= STATUS_POLL_MS;
+      const due = ended ? historyOf !== job.status : performance.now() - historyAt >= historyEvery;
       if (!due) return;
       historyAt = performance.now();
       historyOf = ended ? job.status : null;
@@ -849,7 +852,9 @@
     }
 
     async function loadHistory() {
+      const asked = performance.now();
       const answer = await call("GET", `${base}/history`, { query: { jobID: jobId }, signal: page.signal });
+      historyEvery = Math.max(STATUS_POLL_MS, (performance.now() - asked) * 20);
       const from = Date.parse(answer.start_time) / 1000;
       const to = answer.end_time ? Date.parse(answer.end_time) / 1000 : Date.now() / 1000;
       const step = answer.step_seconds;
