@@ -520,6 +520,12 @@ def test_charts_draw_a_finished_jobs_history_and_the_apis_throughput(
     expect(bars.locator(".hist-bar")).to_have_count(19)  # 18 bounds and +Inf
     expect(page.locator("#duration-note")).to_contain_text("3 succeeded batches")
     screenshot(page, "api-histogram")
+    # A daemon gone is no longer shown as live.
+    live = page.locator("#live")
+    expect(live).to_have_text("live")
+    squares.stop()
+    expect(live).to_have_text("offline")
+    expect(live).to_have_class(re.compile(r"\bstale\b"))
 
 
 def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
@@ -552,6 +558,11 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     page.select_option("#failed-api", "squares")
     expect(rows).to_have_count(2)
     screenshot(page, "failed")
+    page.goto(f"{squares.url}/#/api/squares")
+    page.click("#api-failed-link")
+    expect(page).to_have_url(re.compile("#/failed/squares$"))
+    expect(page.locator("#failed-api")).to_have_value("squares")
+    expect(rows).to_have_count(2)
 
     (tmp_path / "gate.fixed").touch()
     rows.last.locator(".retry-job").click()

@@ -461,6 +461,7 @@
     banner.hidden = !text;
     banner.textContent = text || "";
     $("live").classList.toggle("stale", Boolean(text));
+    $("live").textContent = text ? "offline" : "live";
   }
 
   // Overview: the daemon, its APIs, running and pending jobs, workers and GPUs.
