@@ -113,6 +113,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
         metrics_routes,
         openapi,
         ui_routes,
+        workers_routes,
     )
     from batchd.http.auth import auth_middleware
 
@@ -128,6 +129,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     jobs_routes.add_routes(app)
     metrics_routes.add_routes(app)
     ui_routes.add_routes(app)
+    workers_routes.add_routes(app, services.config.nvidia_smi)
     return app
 
 
