@@ -89,7 +89,7 @@ def test_history_keeps_the_newest() -> None:
 def test_compute_apps_and_a_missing_nvidia_smi() -> None:
     listing = "123, 300\n123, 12\nNo running processes found\n456, [N/A]\n"
     assert parse_compute_apps(listing) == {123: 312 * MIB}
-    assert asyncio.run(GpuMemory("no-such-nvidia-smi").by_worker([os.getpid()])) is None
+    assert asyncio.run(GpuMemory().by_worker("no-such-nvidia-smi", [os.getpid()])) is None
 
 
 def test_usage_is_read_from_proc_at_most_once_a_second() -> None:

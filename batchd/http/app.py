@@ -129,7 +129,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     jobs_routes.add_routes(app)
     metrics_routes.add_routes(app)
     ui_routes.add_routes(app)
-    workers_routes.add_routes(app, services.config.nvidia_smi)
+    workers_routes.add_routes(app)
     return app
 
 

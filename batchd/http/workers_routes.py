@@ -15,18 +15,19 @@ USAGE = web.AppKey("worker_usage", UsageSampler)
 GPU_MEMORY = web.AppKey("worker_gpu_memory", GpuMemory)
 
 
-def add_routes(app: web.Application, nvidia_smi: str) -> None:
+def add_routes(app: web.Application) -> None:
     app[USAGE] = UsageSampler()
-    app[GPU_MEMORY] = GpuMemory(nvidia_smi)
+    app[GPU_MEMORY] = GpuMemory()
     app.router.add_get("/workers", workers)
 
 
 async def workers(request: web.Request) -> web.Response:
-    scheduler = services_of(request).scheduler
+    services = services_of(request)
+    scheduler = services.scheduler
     live = scheduler.live_workers()
     pids = [worker.pid for worker in live]
     usage = request.app[USAGE].sample(pids)
-    gpu_memory = await request.app[GPU_MEMORY].by_worker(pids)
+    gpu_memory = await request.app[GPU_MEMORY].by_worker(services.config.nvidia_smi, pids)
     page = schemas.WorkersPage(
         workers=[
             schemas.LiveWorker(

@@ -168,21 +168,17 @@ class GpuMemory:
     """
 
     def __init__(
-        self,
-        nvidia_smi: str,
-        max_age: float = GPU_MEMORY_MAX_AGE,
-        clock: Callable[[], float] = time.monotonic,
+        self, max_age: float = GPU_MEMORY_MAX_AGE, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._nvidia_smi = nvidia_smi
         self._max_age = max_age
         self._clock = clock
         self._read_at = float("-inf")
         self._by_pid: dict[int, int] | None = None
         self._lock = asyncio.Lock()
 
-    async def by_worker(self, workers: Iterable[int]) -> dict[int, int] | None:
+    async def by_worker(self, nvidia_smi: str, workers: Iterable[int]) -> dict[int, int] | None:
         """Bytes of GPU memory by worker pid; None where nvidia-smi is missing or fails."""
-        by_pid = await self._read()
+        by_pid = await self._read(nvidia_smi)
         if by_pid is None:
             return None
         by_worker = dict.fromkeys(workers, 0)
@@ -193,35 +189,36 @@ class GpuMemory:
                 by_worker[owner] += used
         return by_worker
 
-    async def _read(self) -> dict[int, int] | None:
+    async def _read(self, nvidia_smi: str) -> dict[int, int] | None:
         async with self._lock:
             if self._clock() - self._read_at >= self._max_age:
-                self._by_pid = await self._query()
+                self._by_pid = await _query(nvidia_smi)
                 self._read_at = self._clock()
             return self._by_pid
 
-    async def _query(self) -> dict[int, int] | None:
-        program = shutil.which(self._nvidia_smi)
-        if program is None:
-            return None
-        try:
-            process = await asyncio.create_subprocess_exec(
-                program,
-                *GPU_QUERY,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        except OSError:
-            return None
-        try:
-            async with asyncio.timeout(GPU_QUERY_TIMEOUT):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            return None
-        if process.returncode != 0:
-            return None
-        return parse_compute_apps(out.decode(errors="replace"))
+
+async def _query(nvidia_smi: str) -> dict[int, int] | None:
+    program = shutil.which(nvidia_smi)
+    if program is None:
+        return None
+    try:
+        process = await asyncio.create_subprocess_exec(
+            program,
+            *GPU_QUERY,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        async with asyncio.timeout(GPU_QUERY_TIMEOUT):
+            out, _ = await process.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return None
+    if process.returncode != 0:
+        return None
+    return parse_compute_apps(out.decode(errors="replace"))
