@@ -4,6 +4,7 @@ exits with their cause (a crash, an OOM kill), from a real daemon with real work
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
@@ -27,6 +28,7 @@ from batchd.observe.workers import (
 )
 from batchd.pool.exits import ExitCause, exit_cause, signal_name
 from tests.conftest import Daemon, wait_for, wait_job
+from tests.test_cli import batchd
 
 # "crash" exits the worker at once; "hog" eats memory until something stops it; "gate"
 # waits for the file named by the job's config; anything else is echoed.
@@ -206,3 +208,17 @@ def test_worker_exits_and_live_usage(
     )
     (exited,) = events_of(daemon, held["job_id"])
     assert exited["exit_code"] == 0 and exited["restart_in"] is None and exited["pid"] == pid
+
+    # The CLI: both tables, filtered by API; JSON as the daemon answers it.
+    shown = batchd(daemon.url, "workers", "--api", "crashy")
+    assert shown.returncode == 0, shown.stderr
+    assert "no live workers" in shown.stdout
+    (crash_line,) = [
+        line
+        for line in shown.stdout.splitlines()
+        if crashed["job_id"] in line and "crashed" in line
+    ]
+    assert " 7 " in crash_line and "exited with code 7" in crash_line
+    assert "oom" in shown.stdout
+    as_json = json.loads(batchd(daemon.url, "workers", "-o", "json", "--events", "1").stdout)
+    assert as_json["workers"] == [] and len(as_json["events"]) == 1
