@@ -132,10 +132,8 @@ class WorkerExit(_Response):
 
 class WorkersPage(_Response):
     workers: list[LiveWorker] = Field(description="live workers, by job id then slot")
-    events: list[WorkerExit] = Field(
-        description="the last 500 worker exits, newest first; kept in memory, so a restart "
-        "of the daemon forgets them"
-    )
+    # Kept in memory: a restart of the daemon forgets them.
+    events: list[WorkerExit] = Field(description="the last 500 worker exits, newest first")
 
 
 class PruneReport(_Response):
