@@ -168,10 +168,11 @@ async def serve(
         )
         await runner.setup()
         await _start_site(runner, config)
+        # The first status before READY=1: `systemctl start` returns with it shown.
+        status = partial(_status_line, scheduler, store)
+        sent = await notifier.send_status(status)
         notifier.notify("READY=1")
-        reporting = asyncio.create_task(
-            notifier.report_status(partial(_status_line, scheduler, store)), name="systemd-status"
-        )
+        reporting = asyncio.create_task(notifier.report_status(status, sent), name="sd-status")
         log.info(
             "batchd ready",
             extra={

@@ -44,18 +44,24 @@ class Notifier:
     def active(self) -> bool:
         return bool(self._address)
 
-    async def report_status(self, status: Callable[[], Awaitable[str]]) -> None:
-        """Send STATUS=`status()` whenever it changes, looking once per STATUS_INTERVAL."""
+    async def send_status(
+        self, status: Callable[[], Awaitable[str]], sent: str | None = None
+    ) -> str | None:
+        """STATUS=`status()`, unless that is `sent` already; what was sent last."""
         if not self.active:
-            return
-        sent = None
-        while True:
-            with contextlib.suppress(Exception):  # the database down: say it next time
-                text = await status()
-                if text != sent:
-                    self.notify(f"STATUS={text}")
-                    sent = text
+            return None
+        with contextlib.suppress(Exception):  # the database down: said next time
+            text = await status()
+            if text != sent:
+                self.notify(f"STATUS={text}")
+                sent = text
+        return sent
+
+    async def report_status(self, status: Callable[[], Awaitable[str]], sent: str | None) -> None:
+        """Send STATUS= whenever it changes, looking once per STATUS_INTERVAL."""
+        while self.active:
             await asyncio.sleep(STATUS_INTERVAL)
+            sent = await self.send_status(status, sent)
 
     async def watchdog(self) -> None:
         if self.watchdog_interval is None:
