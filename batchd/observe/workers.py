@@ -178,6 +178,9 @@ class GpuMemory:
 
     async def by_worker(self, nvidia_smi: str, workers: Iterable[int]) -> dict[int, int] | None:
         """Bytes of GPU memory by worker pid; None where nvidia-smi is missing or fails."""
+        workers = list(workers)
+        if not workers:
+            return {}  # nobody to ask nvidia-smi about
         by_pid = await self._read(nvidia_smi)
         if by_pid is None:
             return None
