@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="deploy this project folder once the daemon is up (repeatable)",
     )
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "human", "json"),
+        help="human lines, or JSON lines (journald); default auto: human on a terminal",
+    )
     serve.set_defaults(run=daemon.serve)
 
     # --url and --token also work after the command name.

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from batchd.apis.registry import ApiRegistry
 from batchd.apis.spec import pack_project
-from batchd.config import ConfigError, DaemonConfig
+from batchd.config import ConfigError, DaemonConfig, check_exposure
 from batchd.constants import DB_FILENAME
 from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
+from batchd.daemon.logsetup import READY_MESSAGE
 from batchd.daemon.sdnotify import Notifier, status_line
 from batchd.errors import DomainError
 from batchd.http.app import Services, build_app
@@ -68,20 +69,6 @@ def database_error(path: Path, exc: sqlite3.DatabaseError) -> StartError:
             EXIT_STATE_DAMAGED,
         )
     return StartError(f"cannot use the queue database {path}: {exc}", EXIT_START_FAILED)
-
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-def check_exposure(config: DaemonConfig, tokens: Tokens) -> None:
-    """Anyone who can reach the API can run code as batchd: off loopback, demand a token."""
-    if config.unix_socket is not None:
-        return
-    if config.host not in LOOPBACK_HOSTS and tokens.full is None:
-        raise ConfigError(
-            f"listen: refusing to listen on {config.listen} without authentication; "
-            "set token_file (or listen on 127.0.0.1)"
-        )
 
 
 async def serve(
@@ -174,7 +161,7 @@ async def serve(
         notifier.notify("READY=1")
         reporting = asyncio.create_task(notifier.report_status(status, sent), name="sd-status")
         log.info(
-            "batchd ready",
+            READY_MESSAGE,
             extra={
                 "listen": config.listen,
                 "state_dir": str(state),
@@ -291,7 +278,7 @@ async def _deploy_local(registry: ApiRegistry, config: DaemonConfig, directory: 
 def run(config: DaemonConfig, deploy_dirs: Sequence[Path] = ()) -> int:
     try:
         tokens = load_tokens(config)
-        check_exposure(config, tokens)
+        check_exposure(config)
         return _run_loop(serve(config, deploy_dirs, tokens))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -415,7 +415,7 @@ def _build() -> dict[str, Any]:
 
 @functools.cache
 def _encoded() -> bytes:
-    return json.dumps(_build(), separators=(",", ":")).encode()
+    return json.dumps(_build(), separators=(",", ":")).encode() + b"\n"
 
 
 async def serve(request: web.Request) -> web.Response:

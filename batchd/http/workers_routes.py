@@ -7,7 +7,7 @@ import dataclasses
 from aiohttp import web
 
 from batchd.http import schemas
-from batchd.http.app import services_of
+from batchd.http.app import json_response, services_of
 from batchd.observe.workers import GpuMemory, UsageSampler
 from batchd.store.views import iso_time
 
@@ -47,4 +47,4 @@ async def workers(request: web.Request) -> web.Response:
             for event in scheduler.worker_history.newest_first()
         ],
     )
-    return web.json_response(page.body())
+    return json_response(page.body())
