@@ -126,6 +126,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
         metrics_routes,
         openapi,
         ui_routes,
+        workers_routes,
     )
     from batchd.http.auth import auth_middleware
 
@@ -142,6 +143,7 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     history_routes.add_routes(app)
     metrics_routes.add_routes(app)
     ui_routes.add_routes(app)
+    workers_routes.add_routes(app)
     return app
 
 

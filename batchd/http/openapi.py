@@ -171,6 +171,14 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: ("the daemon's status", Body((schemas.StatusPage,)))},
     ),
     Operation(
+        "get",
+        "/workers",
+        "workers",
+        "daemon",
+        "Live workers with their memory and CPU use, and the last worker exits with their cause",
+        {200: ("the workers and their history", Body((schemas.WorkersPage,)))},
+    ),
+    Operation(
         "post",
         "/admin/prune",
         "prune",
