@@ -21,7 +21,6 @@ from batchd.apis.spec import MAX_API_NAME_LENGTH
 from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
-from batchd.observe.history import WINDOWS
 from batchd.observe.joblogs import LEVELS
 from batchd.statuses import JobStatus
 
@@ -409,72 +408,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-OPERATIONS += (
-    Operation(
-        "get",
-        "/history",
-        "getHistory",
-        "daemon",
-        "Recent throughput per API (this daemon's), and the batch-duration histograms",
-        {200: ("the series", Body((schemas.ApiHistory,)))},
-        errors=(400, 404),
-        params=(
-            API_FILTER,
-            Param(
-                "window",
-                "query",
-                {"type": "string", "enum": list(WINDOWS), "default": "1h"},
-                "1h: a bucket per second; 1d: a bucket per minute",
-            ),
-        ),
-        description="Batches succeeded and failed attempts per bucket, counted in memory by "
-        "this daemon since it started: on a shared PostgreSQL queue, each node's own.",
-    ),
-    Operation(
-        "get",
-        "/batch/{api}/history",
-        "getJobHistory",
-        "jobs",
-        "A job's whole history: batches succeeded and failed attempts over time",
-        {200: ("the job's buckets", Body((schemas.JobHistory,)))},
-        errors=(400, 404, 410),
-        params=(API, JOB_ID),
-        description="From the store (every node's work), with a bucket of 1 s for a job of "
-        "up to an hour, longer for longer jobs (at most 3600 buckets).",
-    ),
-    Operation(
-        "get",
-        "/failed",
-        "listFailedBatches",
-        "jobs",
-        "Dead-lettered batches across jobs, newest job first",
-        {200: ("a page of them", Body((schemas.FailedBatchPage,)))},
-        errors=(400, 404),
-        params=(
-            API_FILTER,
-            Param(
-                "q",
-                "query",
-                {"type": "string", "maxLength": 200},
-                "keep those whose last error contains this text (case-sensitive, no wildcards)",
-            ),
-            Param(
-                "limit",
-                "query",
-                {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-                "the most batches to list",
-            ),
-            Param(
-                "cursor",
-                "query",
-                {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
-                "paging: the next_cursor of the previous page",
-            ),
-        ),
-    ),
-)
-
-
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh copy)."""
     return copy.deepcopy(_build())
@@ -483,8 +416,11 @@ def document() -> dict[str, Any]:
 @functools.cache
 def _build() -> dict[str, Any]:
     """Built once: the document depends on nothing but the code."""
+    # Here, not at the top: that table reads the parameters defined above.
+    from batchd.http.openapi_dashboard import DASHBOARD_OPERATIONS
+
     return build_document(
-        OPERATIONS,
+        OPERATIONS + DASHBOARD_OPERATIONS,
         info=INFO,
         tags=TAGS,
         security_schemes=SECURITY_SCHEMES,
