@@ -46,7 +46,7 @@ async def api_history(request: web.Request) -> web.Response:
     answer = schemas.ApiHistory(
         window=window_name,  # type: ignore[arg-type]
         step_seconds=window.step,
-        start=(int(now) // window.step - window.size + 1) * window.step,
+        start=window.start(now),
         scope="node",
         apis=series,
         batch_duration_bounds=bounds,

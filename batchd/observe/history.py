@@ -19,6 +19,10 @@ class Window:
     step: int  # seconds per bucket
     size: int  # buckets kept
 
+    def start(self, now: float) -> int:
+        """The start (Unix seconds) of the window's first bucket, its last holding `now`."""
+        return (int(now) // self.step - self.size + 1) * self.step
+
 
 WINDOWS = {window.name: window for window in (Window("1h", 1, 3600), Window("1d", 60, 1440))}
 
@@ -27,9 +31,10 @@ class Ring:
     """Counts per bucket of `step` seconds, the last `size` buckets: a bucket is found by
     its number modulo `size` and cleared when a later bucket takes its place."""
 
-    __slots__ = ("failed", "size", "stamps", "step", "succeeded")
+    __slots__ = ("failed", "size", "stamps", "step", "succeeded", "window")
 
     def __init__(self, window: Window) -> None:
+        self.window = window
         self.step, self.size = window.step, window.size
         self.stamps = [-1] * window.size
         self.succeeded = [0] * window.size
@@ -54,7 +59,7 @@ class Ring:
             fresh = self.stamps[index] == bucket
             succeeded.append(self.succeeded[index] if fresh else 0)
             failed.append(self.failed[index] if fresh else 0)
-        return (last - self.size + 1) * self.step, succeeded, failed
+        return self.window.start(now), succeeded, failed
 
 
 class History:
