@@ -347,7 +347,7 @@
     return select;
   }
 
-  // The filters above a job list: by status, and (given `apiNames`) by API.
+  // The filters above a job list: by status, and (`withApi`) by API.
   function jobFilters(page, pager, withApi) {
     const status = picker("status-filter", "any status", JOB_STATUSES, (value) => pager.filter({ status: value }).catch(page.report));
     const api = withApi ? picker("api-filter", "every API", [], (value) => pager.filter({ api: value }).catch(page.report)) : null;
@@ -395,7 +395,9 @@
       histogram ? h("div", { class: "card" }, bars, histNote) : null,
     );
     async function load() {
-      const answer = await call("GET", "/history", { query: { window: windowName, api: apiName }, signal: page.signal });
+      const asked = windowName;
+      const answer = await call("GET", "/history", { query: { window: asked, api: apiName }, signal: page.signal });
+      if (asked !== windowName) return; // the other window was picked meanwhile
       const lines = Object.values(answer.apis);
       const sum = (key) => (lines.length ? lines[0][key].map((_, i) => lines.reduce((n, line) => n + line[key][i], 0)) : []);
       const top = charts.drawSeries(chart, answer.step_seconds, [
