@@ -2,8 +2,8 @@
 
 It must import inside any handler's interpreter, so it uses urllib and nothing else; even
 :meth:`Client.deploy` packs with :mod:`batchd.packing`, which is standard library too. A
-bottom module: of batchd it imports only ``constants``, and ``packing`` and ``errors`` when
-it deploys.
+bottom module: of batchd it imports only ``constants``, ``statuses``, ``urls`` and
+``reconnect``, and ``packing`` and ``errors`` when it deploys.
 Inside a worker, ``BATCHD_URL`` points at the daemon that runs it::
 
     import batchd
@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from batchd.constants import DEFAULT_LISTEN, ENV_TOKEN, ENV_URL
+from batchd.reconnect import TRANSIENT_STATUSES, Notify, Outage
+from batchd.reconnect import reconnect_timeout as reconnect_timeout_of
 
 # The status vocabulary, part of the client's API (stdlib only, like the client).
 from batchd.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
 from batchd.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
 
 # Part of the client's API: the URL of a daemon on a Unix socket.
-from batchd.urls import UNIX_SCHEME
+from batchd.urls import UNIX_SCHEME, checked_url
 from batchd.urls import unix_socket_url as unix_socket_url
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
@@ -46,16 +48,38 @@ DEFAULT_POLL_INTERVAL = 0.5
 DEPLOY_PROGRESS_TYPE = "application/x-ndjson"
 JobStatus = dict[str, Any]
 Record = dict[str, Any]
+# What the logs route adds to each record when asked for a cursor (see observe.joblogs).
+LOG_CURSOR_KEY = "log_cursor"
+# Added to "cannot reach" when nothing listens at the URL.
+SERVE_HINT = "is `batchd serve` running?"
 
 
 class BatchdError(Exception):
     """Any failed call: the HTTP status (0 when unreachable), the message and its field."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.message = message
         self.field = field
+        # The answer's Retry-After, in seconds (a 503's).
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """The daemon could not be reached, or could not serve just now: worth waiting out."""
+        return self.status in TRANSIENT_STATUSES
+
+
+class DaemonLost(BatchdError):
+    """A waiting call gave up: the daemon stayed unreachable (or 503) past the reconnect
+    timeout. The message is the last failure's."""
 
 
 class WaitTimeout(BatchdError, TimeoutError):
@@ -67,14 +91,22 @@ class WaitTimeout(BatchdError, TimeoutError):
 
 
 class Client:
-    """One daemon. `url` and `token` default to ``BATCHD_URL`` and ``BATCHD_TOKEN``."""
+    """One daemon. `url` and `token` default to ``BATCHD_URL`` and ``BATCHD_TOKEN``; a URL
+    without an http://, https:// or http+unix:// scheme is a ValueError at once.
+    `reconnect_timeout` (default ``BATCHD_RECONNECT_TIMEOUT``, else 300 s) is how long
+    :meth:`wait` and a followed log wait for a daemon that went away."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect_timeout: float | None = None,
     ) -> None:
-        self.url = (url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+        self.url = checked_url(url or os.environ.get(ENV_URL) or DEFAULT_URL)
         self.token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout_of(reconnect_timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -187,11 +219,15 @@ class Client:
         answer: dict[str, Any] = self._json("GET", _endpoint(api_name), query={"jobID": job_id})
         return answer
 
-    def list_jobs(self, api_name: str, limit: int = 100) -> list[JobStatus]:
-        """The API's jobs' statuses, newest first."""
-        jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query={"limit": str(limit)})[
-            "jobs"
-        ]
+    def list_jobs(
+        self, api_name: str, limit: int = 100, before: str | None = None
+    ) -> list[JobStatus]:
+        """The API's jobs' statuses, newest first; after `before` (a job id) for the next
+        page."""
+        query = {"limit": str(limit)}
+        if before is not None:
+            query["before"] = before
+        jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query=query)["jobs"]
         return jobs
 
     def stop_job(self, api_name: str, job_id: str) -> dict[str, Any]:
@@ -236,19 +272,70 @@ class Client:
         follow: bool = False,
         level: str | None = None,
         batch_id: str | None = None,
+        tail: int | None = None,
+        reconnect_timeout: float | None = None,
+        on_reconnect: Notify | None = None,
     ) -> Iterator[Record]:
-        """The job's log records; with `follow`, new ones as they come until the job ends."""
+        """The job's log records (the last `tail` only, when given); with `follow`, new
+        ones as they come until the job ends. A followed log rides out a daemon restart:
+        it reconnects as :meth:`wait` does and goes on just after the last record it
+        yielded (no record twice, none missed)."""
         query = {"jobID": job_id}
-        if follow:
-            query["follow"] = "true"
-        if level is not None:
-            query["level"] = level
-        if batch_id is not None:
-            query["batchID"] = batch_id
-        # A followed job may stay quiet for hours: no read timeout then.
-        return self._stream(
-            f"{_endpoint(api_name)}/logs", query, timeout=None if follow else self.timeout
-        )
+        for key, value in (("level", level), ("batchID", batch_id), ("tail", tail)):
+            if value is not None:
+                query[key] = str(value)
+        path = f"{_endpoint(api_name)}/logs"
+        if not follow:
+            return self._stream(path, query, timeout=self.timeout)
+        query.update(follow="true", cursor="true")
+        outage = Outage(self._reconnect_timeout(reconnect_timeout), on_reconnect)
+        try:
+            # Opened now, so a 404 is raised by the call, not by the first next().
+            first: http.client.HTTPResponse | None = self._open(
+                "GET", path, query=query, timeout=None
+            )
+        except BatchdError as exc:
+            if not exc.transient:
+                raise
+            first = None
+        return self._follow(api_name, job_id, query, first, outage)
+
+    def _follow(
+        self,
+        api_name: str,
+        job_id: str,
+        query: dict[str, str],
+        response: http.client.HTTPResponse | None,
+        outage: Outage,
+    ) -> Iterator[Record]:
+        path = f"{_endpoint(api_name)}/logs"
+        # Set once the job was seen ended: the stream opened after that is the last one.
+        ended = False
+        while True:
+            try:
+                if response is None:
+                    # A followed job may stay quiet for hours: no read timeout.
+                    response = self._open("GET", path, query=query, timeout=None)
+                    outage.over(backoff_too=False)
+                for record in self._records(response):
+                    if LOG_CURSOR_KEY in record:
+                        query.pop("tail", None)
+                        query["after"] = str(record.pop(LOG_CURSOR_KEY))
+                    outage.tries = 0
+                    yield record
+                response = None
+                if ended:
+                    return
+                # A clean end: the job ended, or the daemon closed the stream to stop.
+                # Once ended, one more read from the cursor takes what came meanwhile.
+                ended = self.get_job(api_name, job_id)["job_status"]["status"] in (
+                    TERMINAL_STATUSES
+                )
+                if not ended:
+                    self._ride_out(outage, BatchdError(503, "the daemon closed the log stream"))
+            except BatchdError as exc:
+                response = None
+                self._ride_out(outage, exc)
 
     def wait(
         self,
@@ -257,15 +344,27 @@ class Client:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | None = None,
         progress: Callable[[JobStatus], object] | None = None,
+        reconnect_timeout: float | None = None,
+        on_reconnect: Notify | None = None,
     ) -> JobStatus:
         """Poll until the job ends and return its final job_status.
 
         `progress` is called with every status polled, the final one included;
-        past `timeout` seconds :class:`WaitTimeout` is raised.
+        past `timeout` seconds :class:`WaitTimeout` is raised. A daemon that cannot be
+        reached or answers 502/503/504 is tried again with a growing delay (after its
+        Retry-After at the earliest), `on_reconnect` told `(reason, seconds left)` before
+        each try and `(None, 0)` once it answers; after `reconnect_timeout` seconds of
+        that (default: the client's) :class:`DaemonLost` is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage = Outage(self._reconnect_timeout(reconnect_timeout), on_reconnect)
         while True:
-            status: JobStatus = self.get_job(api_name, job_id)["job_status"]
+            try:
+                status: JobStatus = self.get_job(api_name, job_id)["job_status"]
+            except BatchdError as exc:
+                self._ride_out(outage, exc)
+                continue
+            outage.over()
             if progress is not None:
                 progress(status)
             if status["status"] in TERMINAL_STATUSES:
@@ -276,6 +375,18 @@ class Client:
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def _reconnect_timeout(self, value: float | None) -> float:
+        return self.reconnect_timeout if value is None else reconnect_timeout_of(value)
+
+    def _ride_out(self, outage: Outage, exc: BatchdError) -> None:
+        """Wait before trying again after `exc`; raise it when it is not worth waiting out,
+        or as :class:`DaemonLost` when the daemon has been gone too long."""
+        if not exc.transient:
+            raise exc
+        if not outage.wait(exc.message, exc.retry_after):
+            gone = f"{outage.timeout:g}s"
+            raise DaemonLost(exc.status, f"gave up after {gone}: {exc.message}") from None
 
     # -- transport ---------------------------------------------------------------------
 
@@ -346,7 +457,11 @@ class Client:
                 ) from None
 
     def _unreachable(self, reason: object) -> BatchdError:
-        return BatchdError(0, f"cannot reach batchd at {self.url}: {reason}")
+        message = f"cannot reach batchd at {self.url}: {reason}"
+        # Nothing listens there (a TCP port, or a Unix socket's path).
+        if isinstance(reason, ConnectionRefusedError | FileNotFoundError):
+            message += f"; {SERVE_HINT} ({ENV_URL}={self.url})"
+        return BatchdError(0, message)
 
 
 class _UnixSocketConnection(http.client.HTTPConnection):
@@ -396,11 +511,21 @@ def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
         raw = exc.read()
     except (OSError, http.client.HTTPException):
         raw = b""
+    retry_after = _seconds(exc.headers.get("Retry-After"))
     try:
         error = json.loads(raw)["error"]
-        return BatchdError(exc.code, str(error["message"]), error.get("field"))
+        return BatchdError(exc.code, str(error["message"]), error.get("field"), retry_after)
     except (ValueError, KeyError, TypeError):
-        return BatchdError(exc.code, raw.decode(errors="replace").strip() or str(exc.reason))
+        message = raw.decode(errors="replace").strip() or str(exc.reason)
+        return BatchdError(exc.code, message, retry_after=retry_after)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After in seconds; its HTTP-date form (never sent by batchd) is ignored."""
+    try:
+        return None if retry_after is None else max(0.0, float(retry_after))
+    except ValueError:
+        return None
 
 
 def client(url: str | None = None, token: str | None = None) -> Client:
