@@ -295,7 +295,7 @@ class Client:
                 "GET", path, query=query, timeout=None
             )
         except BatchdError as exc:
-            if not exc.transient:
+            if not exc.transient or not outage.timeout:
                 raise
             first = None
         return self._follow(api_name, job_id, query, first, outage)
@@ -385,8 +385,8 @@ class Client:
         if not exc.transient:
             raise exc
         if not outage.wait(exc.message, exc.retry_after):
-            gone = f"{outage.timeout:g}s"
-            raise DaemonLost(exc.status, f"gave up after {gone}: {exc.message}") from None
+            waited = f"gave up after {outage.timeout:g}s: " if outage.tries else ""
+            raise DaemonLost(exc.status, waited + exc.message, retry_after=exc.retry_after)
 
     # -- transport ---------------------------------------------------------------------
 

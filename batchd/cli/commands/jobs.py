@@ -70,8 +70,11 @@ DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 def submit(args: argparse.Namespace) -> int:
     if args.wait and args.dry_run:
         raise CliError("--dry-run stores no job to --wait for", EXIT_USAGE)
-    if args.items_file is not None and args.file is not None:
-        raise CliError("give either FILE or --items-file, not both", EXIT_USAGE)
+    if args.items_file is not None:
+        if args.file is not None:
+            raise CliError("give either FILE or --items-file, not both", EXIT_USAGE)
+        if args.batch_size is None:
+            raise CliError("--items-file needs --batch-size", EXIT_USAGE)
     name = args.items_file or args.file or "-"
     raw = read_input(name)
     if args.items_file is not None or is_json_lines(name, raw):
@@ -85,7 +88,7 @@ def submit(args: argparse.Namespace) -> int:
         body = json.dumps(job).encode()
     else:
         if args.batch_size is not None or args.workers is not None:
-            raise CliError("--batch-size and --workers go with items (JSON lines)", EXIT_USAGE)
+            raise CliError("--batch-size and --workers go with --items-file", EXIT_USAGE)
         body = raw
     client = client_of(args)
     spec = client.submit(args.api, body, dry_run=args.dry_run)
