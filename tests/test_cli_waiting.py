@@ -19,7 +19,7 @@ import pytest
 
 from batchd.cli.render import log_line
 from batchd.client import Client, DaemonLost
-from tests.conftest import Daemon
+from testkit.launcher import Daemon
 from tests.test_cli import GATED_HANDLER, cli_env, command, read_until, settle
 
 Project = Callable[..., Path]
