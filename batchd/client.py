@@ -57,19 +57,14 @@ SERVE_HINT = "is `batchd serve` running?"
 class BatchdError(Exception):
     """Any failed call: the HTTP status (0 when unreachable), the message and its field."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        field: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
+    # The answer's Retry-After in seconds (a 503's), set where the answer is read.
+    retry_after: float | None = None
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.message = message
         self.field = field
-        # The answer's Retry-After, in seconds (a 503's).
-        self.retry_after = retry_after
 
     @property
     def transient(self) -> bool:
@@ -386,7 +381,7 @@ class Client:
             raise exc
         if not outage.wait(exc.message, exc.retry_after):
             waited = f"gave up after {outage.timeout:g}s: " if outage.tries else ""
-            raise DaemonLost(exc.status, waited + exc.message, retry_after=exc.retry_after)
+            raise DaemonLost(exc.status, waited + exc.message)
 
     # -- transport ---------------------------------------------------------------------
 
@@ -511,13 +506,13 @@ def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
         raw = exc.read()
     except (OSError, http.client.HTTPException):
         raw = b""
-    retry_after = _seconds(exc.headers.get("Retry-After"))
     try:
         error = json.loads(raw)["error"]
-        return BatchdError(exc.code, str(error["message"]), error.get("field"), retry_after)
+        failure = BatchdError(exc.code, str(error["message"]), error.get("field"))
     except (ValueError, KeyError, TypeError):
-        message = raw.decode(errors="replace").strip() or str(exc.reason)
-        return BatchdError(exc.code, message, retry_after=retry_after)
+        failure = BatchdError(exc.code, raw.decode(errors="replace").strip() or str(exc.reason))
+    failure.retry_after = _seconds(exc.headers.get("Retry-After"))
+    return failure
 
 
 def _seconds(retry_after: str | None) -> float | None:
