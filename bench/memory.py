@@ -25,7 +25,7 @@ MIB = 1024 * 1024
 SETTLE_S = 1.0
 INPUT_LINE_BYTES = 1024
 INPUT_BATCH_SIZE = 100
-# README (delimited_files): a large input is streamed, never held in memory.
+# docs/submitting.md (delimited_files): a large input is streamed, never held in memory.
 INPUT_GROWTH_BOUND_MIB = 256
 
 

@@ -1,7 +1,7 @@
 """The shipped unit under real systemd: Debian 12 booted in a container, driven as an admin.
 
-The install and deploy steps are README's own code blocks ("Install from the wheelhouse"),
-run verbatim inside, so the README cannot drift from what works. The container's network is
+The install and deploy steps are docs/systemd.md's own code blocks ("Install from the wheelhouse"),
+run verbatim inside, so those docs cannot drift from what works. The container's network is
 off: batchd comes from the wheelhouse alone. Needs root and systemd-nspawn (`make nspawn`);
 the first run builds the Debian root (debootstrap, a minute or two) into
 /var/cache/batchd-tests, later runs reuse it.
@@ -28,7 +28,7 @@ from tests.conftest import REPO, wait_for
 # Covers building the root on a fresh machine, which the first test's setup pays for.
 pytestmark = pytest.mark.timeout(720)
 
-README = REPO / "README.md"
+SYSTEMD_DOC = REPO / "docs" / "systemd.md"
 INSIDE = "/root/batchd"  # the admin's folder: the wheelhouse and the repository's files
 URL = "http://127.0.0.1:8780"
 UNIT_WATCHDOG = "30s"
@@ -55,8 +55,8 @@ class Handler:
 def readme_block(marker: str) -> str:
     """The ```sh block that follows `<!-- tests/test_systemd_real.py: MARKER -->`."""
     pattern = rf"<!-- tests/test_systemd_real\.py: {marker} -->\n```sh\n(.*?)```"
-    match = re.search(pattern, README.read_text(), re.DOTALL)
-    assert match, f"README.md has no block marked {marker!r}"
+    match = re.search(pattern, SYSTEMD_DOC.read_text(), re.DOTALL)
+    assert match, f"docs/systemd.md has no block marked {marker!r}"
     return match.group(1)
 
 

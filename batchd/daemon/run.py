@@ -62,7 +62,7 @@ def database_error(path: Path, exc: sqlite3.DatabaseError) -> StartError:
     if code in DAMAGED_DATABASE_ERRORS:
         return StartError(
             f"the queue database {path} is damaged ({exc}); move it aside and restore a "
-            "backup (README: Troubleshooting, a damaged database)",
+            "backup (docs/systemd.md: Troubleshooting, a damaged database)",
             EXIT_STATE_DAMAGED,
         )
     return StartError(f"cannot use the queue database {path}: {exc}", EXIT_START_FAILED)
@@ -201,7 +201,7 @@ async def serve(
 
 async def _job_logs(config: DaemonConfig, database: str | None, state: Path) -> JobLogs:
     """One file per job in the state dir; on a shared database, a table every node reads
-    (README: Job logs)."""
+    (docs/handler.md: Logs)."""
     if database is None:
         return JobLogFiles(state / "logs")
     from batchd.observe.pglogs import PostgresJobLogs

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 
 class Handler:
@@ -12,8 +13,11 @@ class Handler:
         self.greeting = config.get("greeting", "hello")
         self.punctuation = os.environ.get("HELLO_PUNCTUATION", "")
         self.job_id = job_spec["job_id"]
+        # Seconds each batch takes: a job slow enough to watch, or to stop by hand.
+        self.sleep = float(config.get("sleep", 0))
 
     def handle_batch(self, payload, batch_id):
+        time.sleep(self.sleep)
         # The returned value is stored as this batch's result.
         return [f"{self.greeting} {self.labels.get(str(item), item)}{self.punctuation}"
                 for item in payload]

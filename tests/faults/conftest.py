@@ -377,5 +377,5 @@ def memory_events_readable() -> bool:
 
 
 def unexplained_sigkill_error() -> str:
-    """What batchd reports for a SIGKILL it did not send (README: OOM detection)."""
+    """What batchd reports for a SIGKILL it did not send (docs/reliability.md: OOM detection)."""
     return SIGKILL_ERROR if memory_events_readable() else OOM_ERROR

@@ -149,10 +149,11 @@ def test_sigstop_inside_a_transaction(
     schema: str, start_cluster: StartCluster, figures: dict[str, Any]
 ) -> None:
     """14e. Cluster of 3: SIGSTOP of a node inside a transaction holding a jobs row lock
-    Stopped past node_timeout, then SIGCONT. The others commit again within 5 s (README:
-    the server ends the stopped session's transaction, and its lock with it); they sweep
-    it and finish the job (0 lost, exact counts, 1 to max_receive_count calls per batch,
-    on_job_complete once); after SIGCONT nothing it sends changes the job, and it rejoins.
+    Stopped past node_timeout, then SIGCONT. The others commit again within 5 s
+    (docs/several-machines.md: the server ends the stopped session's transaction, and its
+    lock with it); they sweep it and finish the job (0 lost, exact counts, 1 to
+    max_receive_count calls per batch, on_job_complete once); after SIGCONT nothing it
+    sends changes the job, and it rejoins.
     """
     total = size(60, 600)
     cluster = start_cluster([schema] * 3)
@@ -182,7 +183,7 @@ def test_sigstop_inside_a_transaction(
     check_hooks_once(cluster)
 
 
-# README "Several machines": a node stopped mid-transaction holds the others up this long
+# docs/several-machines.md: a node stopped mid-transaction holds the others up this long
 # at most (the server's idle_in_transaction_session_timeout for the daemons' sessions).
 HELD_UP_LIMIT = 5.0
 

@@ -1,8 +1,8 @@
 """Case 8: file_path_lister over a directory holding a file whose name is not UTF-8.
 
 It used to answer 500 (the name could not be encoded into the batch's JSON). batchd
-refuses it with a 422 that names the entry, its bytes escaped (README: file_path_lister);
-excluding the file admits the rest.
+refuses it with a 422 that names the entry, its bytes escaped (docs/submitting.md:
+file_path_lister); excluding the file admits the rest.
 """
 
 from __future__ import annotations
