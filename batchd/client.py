@@ -349,10 +349,11 @@ class Client:
         reached or answers 502/503/504 is tried again with a growing delay (after its
         Retry-After at the earliest), `on_reconnect` told `(reason, seconds left)` before
         each try and `(None, 0)` once it answers; after `reconnect_timeout` seconds of
-        that (default: the client's) :class:`DaemonLost` is raised.
+        that (default: the client's), or at `timeout`, :class:`DaemonLost` is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        outage = Outage(self._reconnect_timeout(reconnect_timeout), on_reconnect)
+        limit = self._reconnect_timeout(reconnect_timeout)
+        outage = Outage(limit, on_reconnect, deadline=deadline)
         while True:
             try:
                 status: JobStatus = self.get_job(api_name, job_id)["job_status"]

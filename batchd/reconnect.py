@@ -51,8 +51,11 @@ class Outage:
         notify: Notify | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float | None = None,
     ) -> None:
         self.timeout = timeout
+        # A `clock` time past which no wait goes, however long the outage has lasted.
+        self.deadline = deadline
         self._notify = notify
         self._sleep = sleep
         self._clock = clock
@@ -66,6 +69,8 @@ class Outage:
         if self.began is None:
             self.began = now
         left = self.timeout - (now - self.began)
+        if self.deadline is not None:
+            left = min(left, self.deadline - now)
         if left <= 0:
             return False
         delay = min(MAX_DELAY, FIRST_DELAY * 2**self.tries)

@@ -60,6 +60,12 @@ def test_retry_after_is_a_floor_and_the_timeout_still_a_ceiling() -> None:
     assert fake.slept == [4, 4, 2]
     assert not outage.wait("busy", retry_after=4)
     assert not Outage(0, sleep=fake.sleep, clock=fake.clock).wait("refused")
+    # A deadline (Client.wait's timeout) cuts the outage short.
+    fake.slept.clear()
+    outage = Outage(10, sleep=fake.sleep, clock=fake.clock, deadline=fake.now + 3)
+    while outage.wait("busy", retry_after=2):
+        pass
+    assert fake.slept == [2, 1]
 
 
 def test_reconnect_timeout_from_the_argument_the_environment_or_the_default(
