@@ -83,6 +83,7 @@ def test_submit_print_job_id_and_wait(served: Daemon, tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (1, "")
     (job_id,) = done.stdout.splitlines()
     assert client.get_job("fussy", job_id)["job_status"]["status"] == "completed_with_failures"
+    assert ok(batchd(served.url, "submit", "hello", "-q", "--dry-run", stdin=job)) == ""
     err = failed(batchd(served.url, "submit", "hello", "--wait", "--dry-run", stdin=job), 2)
     assert err == "error: --dry-run stores no job to --wait for\n"
 

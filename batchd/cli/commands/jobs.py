@@ -93,7 +93,9 @@ def submit(args: argparse.Namespace) -> int:
     client = client_of(args)
     spec = client.submit(args.api, body, dry_run=args.dry_run)
     if args.print_job_id:
-        print(spec["job_id"], flush=True)
+        # A dry run stores no job: -q leaves only its exit code to say it would pass.
+        if not args.dry_run:
+            print(spec["job_id"], flush=True)
     elif not args.wait:
         print_json(spec)
     else:
