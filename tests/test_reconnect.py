@@ -158,15 +158,16 @@ class Terminal(io.StringIO):
 def test_reconnect_notice_redraws_one_line_on_a_terminal() -> None:
     terminal = Terminal()
     with ReconnectNotice(terminal) as notice:
-        notice("cannot reach it; is `batchd serve` running? (BATCHD_URL=x)", 300)
-        notice("cannot reach it", 295.5)
+        refused = "cannot reach batchd at http://h:1: [Errno 111] Connection refused"
+        notice(f"{refused}; is `batchd serve` running? (BATCHD_URL=http://h:1)", 300)
+        notice(refused, 295.5)
         notice(None, 0)
-        notice("503: busy", 12)
+        notice("the queue is busy", 12)
     assert terminal.getvalue() == (
-        "\r\x1b[Kreconnecting… (cannot reach it; giving up in 5m00s)"
-        "\r\x1b[Kreconnecting… (cannot reach it; giving up in 4m55s)"
+        "\r\x1b[Kreconnecting… ([Errno 111] Connection refused; giving up in 5m00s)"
+        "\r\x1b[Kreconnecting… ([Errno 111] Connection refused; giving up in 4m55s)"
         "\r\x1b[K"
-        "\r\x1b[Kreconnecting… (503: busy; giving up in 12.0s)\n"
+        "\r\x1b[Kreconnecting… (the queue is busy; giving up in 12.0s)\n"
     )
     piped = io.StringIO()
     with ReconnectNotice(piped) as notice:

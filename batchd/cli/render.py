@@ -103,7 +103,7 @@ class ReconnectNotice:
                 self.stream.write("\r\x1b[K" if self.terminal else "batchd: reconnected\n")
             self.shown = False
         elif self.terminal:
-            self.stream.write(f"\r\x1b[K{reconnecting(reason, left)}")
+            self.stream.write(f"\r\x1b[K{reconnecting(short_reason(reason), left)}")
         elif not self.shown:
             self.stream.write(f"batchd: {reconnecting(reason, left)}\n")
         if reason is not None:
@@ -117,6 +117,12 @@ class ReconnectNotice:
         if self.shown and self.terminal:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def short_reason(reason: str) -> str:
+    """The cause alone ("[Errno 111] Connection refused"), short enough for a line that
+    is redrawn in place (one that wraps cannot be)."""
+    return reason.rsplit(": ", 1)[-1]
 
 
 def reconnecting(reason: str, left: float) -> str:
@@ -255,7 +261,7 @@ def watch_progress(
             notice(reason, left)
         elif reason is not None:
             # The bar's own line says it: one line, redrawn.
-            text = escape(reconnecting(reason, left))
+            text = escape(reconnecting(short_reason(reason), left))
             progress.update(task, description=f"[yellow]{text}[/]")
 
     def update(status: JobStatus) -> None:
