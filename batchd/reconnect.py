@@ -53,14 +53,12 @@ class Outage:
         clock: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
     ) -> None:
+        self.began: float | None = None
+        self.tries = 0
         self.timeout = timeout
         # A `clock` time past which no wait goes, however long the outage has lasted.
         self.deadline = deadline
-        self._notify = notify
-        self._sleep = sleep
-        self._clock = clock
-        self.began: float | None = None
-        self.tries = 0
+        self._notify, self._sleep, self._clock = notify, sleep, clock
 
     def wait(self, reason: str, retry_after: float | None = None) -> bool:
         """Sleep before the next try; False (at once) when the daemon has been gone for
