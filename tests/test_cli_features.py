@@ -11,6 +11,7 @@ import pty
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -235,7 +236,7 @@ def shtab_env() -> dict[str, str]:
     return env
 
 
-def completions(script: Path, *words: str) -> list[str]:
+def completions(script: Path, *words: str, env: dict[str, str] | None = None) -> list[str]:
     """What bash offers after `words` (the last one being typed), with `script` loaded."""
     line = " ".join(words)
     probe = (
@@ -245,12 +246,14 @@ def completions(script: Path, *words: str) -> list[str]:
         f"_shtab_batchd {words[0]} {words[-1]} {words[-2]}\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["bash", "-c", probe], capture_output=True, text=True, timeout=30, env=env
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
 
-def test_shell_completion(tmp_path: Path) -> None:
+def test_shell_completion(served: Daemon, tmp_path: Path) -> None:
     env = shtab_env()
     script = tmp_path / "batchd.bash"
     script.write_text(ok(batchd(None, "completion", "bash", env=env)))
@@ -260,6 +263,15 @@ def test_shell_completion(tmp_path: Path) -> None:
     assert {"get", "logs", "deploy", "completion"} <= set(completions(script, "batchd", ""))
     assert "--watch" in completions(script, "batchd", "get", "--w")
     assert completions(script, "batchd", "logs", "--ta") == ["--tail"]
+    # API names come from `batchd apis`, asked of the daemon of $BATCHD_URL.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "batchd").write_text(f'#!/bin/sh\nexec {sys.executable} -m batchd "$@"\n')
+    (bin_dir / "batchd").chmod(0o755)
+    shell_env = {**env, "BATCHD_URL": served.url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    assert completions(script, "batchd", "get", "", env=shell_env) == ["fussy", "hello", "picky"]
+    assert completions(script, "batchd", "logs", "pi", env=shell_env) == ["picky"]
+    assert completions(script, "batchd", "stop", "f", env=shell_env) == ["fussy"]
 
     zsh_script = ok(batchd(None, "completion", "zsh", env=env))
     assert zsh_script.startswith("#compdef batchd")

@@ -17,6 +17,18 @@ from batchd.reconnect import DEFAULT_RECONNECT_TIMEOUT, ENV_RECONNECT_TIMEOUT
 DEFAULT_JOBS_SHOWN = 100
 DEFAULT_WATCH_INTERVAL = 0.5
 
+# How the completion script completes an argument (shtab's `.complete`, by shell): API names
+# from `batchd apis` (the daemon of $BATCHD_URL), folders, files.
+_API_NAMES_COMMAND = "batchd apis 2>/dev/null | awk 'NR > 1 {print $1}'"
+API_NAMES = {"bash": "_batchd_api_names", "zsh": f'(${{(f)"$({_API_NAMES_COMMAND})"}})'}
+BASH_PREAMBLE = f"""
+_batchd_api_names() {{
+  compgen -W "$({_API_NAMES_COMMAND})" -- "$1"
+}}
+"""
+FOLDERS = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/"}
+FILES = {"bash": "_shtab_compgen_files", "zsh": "_files"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -77,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     deploy = command("deploy", apis.deploy, "deploy a Handler project folder")
-    deploy.add_argument("project", type=Path, metavar="DIR")
+    completes(deploy.add_argument("project", type=Path, metavar="DIR"), FOLDERS)
     deploy.add_argument(
         "--config",
         metavar="FILE",
@@ -96,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("apis", apis.list_apis, "list the deployed APIs", output)
 
     delete = command("delete", apis.delete, "stop an API's jobs and remove it")
-    delete.add_argument("api", metavar="API")
+    api_argument(delete)
 
     submit = command(
         "submit",
@@ -104,14 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "submit a job: a JSON body from FILE or stdin, or JSON lines of items",
         waiting,
     )
-    submit.add_argument("api", metavar="API")
-    submit.add_argument(
+    api_argument(submit)
+    file = submit.add_argument(
         "file",
         nargs="?",
         metavar="FILE|-",
         help="the job as JSON (default -); a FILE.jsonl (or lines that are each a JSON "
         "value) is items, as --items-file",
     )
+    completes(file, FILES)
     submit.add_argument(
         "--items-file",
         metavar="FILE.jsonl",
@@ -134,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_interval(submit)
 
     get = command("get", jobs.get, "show every API, an API's jobs, or one job", output, waiting)
-    get.add_argument("api", nargs="?", metavar="API")
+    api_argument(get, nargs="?")
     get.add_argument("job_id", nargs="?", metavar="JOB_ID")
     get.add_argument(
         "-w",
@@ -160,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     logs = command("logs", jobs.logs, "print a job's log", output, waiting)
-    logs.add_argument("api", metavar="API")
+    api_argument(logs)
     logs.add_argument("job_id", metavar="JOB_ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
     logs.add_argument("--level", help="only records at this level or above (e.g. WARNING)")
@@ -211,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         parents = (output,) if name in ("results", "failed") else ()
         sub = command(name, run, what, *parents)
-        sub.add_argument("api", metavar="API")
+        api_argument(sub)
         sub.add_argument("job_id", metavar="JOB_ID")
     return parser
 
@@ -232,6 +245,16 @@ def print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
         shtab = importlib.import_module("shtab")
     except ModuleNotFoundError:
         raise CliError("shell completion needs shtab: pip install shtab") from None
-    script: str = shtab.complete(parser, shell=shell)
+    preamble = BASH_PREAMBLE if shell == "bash" else ""
+    script: str = shtab.complete(parser, shell=shell, preamble=preamble)
     print(script, end="")
     return 0
+
+
+def api_argument(command: argparse.ArgumentParser, **options: Any) -> None:
+    completes(command.add_argument("api", metavar="API", **options), API_NAMES)
+
+
+def completes(argument: argparse.Action, how: dict[str, str]) -> None:
+    # shtab reads this attribute; argparse ignores it.
+    setattr(argument, "complete", how)  # noqa: B010
