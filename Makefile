@@ -7,18 +7,36 @@ LISTEN ?= 127.0.0.1:8780
 STATE  ?= .batchd
 WHEELHOUSE ?= dist/wheelhouse
 
-.PHONY: serve test lint typecheck check clean wheelhouse faults bench
+.PHONY: serve test lint typecheck check clean wheelhouse faults bench lock
 
-$(VENV)/.installed: pyproject.toml
+# Every package, pinned: installs take their versions from here, so a venv or a wheelhouse
+# built on another day holds the same ones. `make lock` writes it again.
+CONSTRAINTS := constraints.txt
+# setuptools prints a 10-line notice on every editable install ("Editable installation.
+# Please be careful with folders ..."): information, not a problem, so it is hidden; any
+# other warning still shows.
+PIP_INSTALL = PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install --quiet \
+	--constraint $(CONSTRAINTS)
+
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+
+# What the daemon needs and nothing more (about 80 MB): make serve.
+$(VENV)/.installed-runtime: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PIP_INSTALL) -e .
 	touch $@
 
-serve: $(VENV)/.installed
+# The test and lint tools on top (the dev extra): make test, lint, typecheck. A venv that
+# make serve built is upgraded in place.
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@
+
+serve: $(VENV)/.installed-runtime
 	$(BIN)/batchd serve --listen $(LISTEN) --state-dir $(STATE) --deploy examples/hello
 
-test: $(VENV)/.installed $(MODELS_VENV)/.installed browser nspawn postgres iproute2
+test: $(VENV)/.installed-dev $(MODELS_VENV)/.installed browser nspawn postgres iproute2 promtool
 	$(BIN)/pytest -q
 
 # The model handlers' tests (tests/models/) and bench W4 run their APIs under this
@@ -65,12 +83,27 @@ postgres:
 		|| echo "warning: could not install postgresql-15; the PostgreSQL store's tests will fail"; \
 	fi
 
-lint: $(VENV)/.installed
+# tests/test_contrib.py runs promtool on contrib/prometheus/ (`check rules`, `test rules`).
+# As root with apt, install Debian's `prometheus` when promtool is missing (19 MB download,
+# 96 MB installed; without the node exporter it recommends). Only promtool is wanted: where
+# systemd started the server the package also ships, stop and disable it. Not best effort,
+# as for postgres: as root or on CI those tests fail without promtool; elsewhere they skip.
+.PHONY: promtool
+promtool:
+	@if ! command -v promtool >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; } \
+		&& { [ ! -d /run/systemd/system ] || systemctl disable --now prometheus.service >/dev/null 2>&1 || true; } \
+		|| echo "warning: could not install prometheus (promtool); tests/test_contrib.py will fail"; \
+	fi
+
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check batchd tests bench testkit
 	$(BIN)/ruff format --check batchd tests bench testkit
 	$(BIN)/lint-imports
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 check: lint typecheck test
@@ -78,7 +111,7 @@ check: lint typecheck test
 # The fault-injection suite at full size (kill -9, OOM, hangs, full disk, a million
 # items, three daemons on one PostgreSQL...); rewrites tests/faults/RESULTS.md with the
 # figures. Takes about 11 minutes.
-faults: $(VENV)/.installed vm-tools postgres iproute2
+faults: $(VENV)/.installed-dev vm-tools postgres iproute2
 	BATCHD_FAULTS=full $(BIN)/pytest -q tests/faults
 
 # The cluster partition scenario (tests/faults/test_cluster.py, in make test and make
@@ -110,8 +143,8 @@ vm-tools:
 # scale section on a throwaway PostgreSQL (against procrastinate); rewrites
 # bench/RESULTS.md. Installs the peers first (the `bench` extra). About 14 minutes.
 # BENCH_ARGS passes options: make bench BENCH_ARGS="--only W1,W2 --runs 1" (or --only scale).
-$(VENV)/.bench-installed: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[bench]'
+$(VENV)/.bench-installed: $(VENV)/.installed-dev
+	$(PIP_INSTALL) -e '.[dev,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed $(MODELS_VENV)/.installed postgres
@@ -121,9 +154,24 @@ bench: $(VENV)/.bench-installed $(MODELS_VENV)/.installed postgres
 # wheels, for an offline install (`batchd[postgres]` for a queue on PostgreSQL,
 # `batchd[s3]` for s3:// inputs; boto3 is also what a cortex.yaml API's venv adds):
 #   pip install --no-index --find-links $(WHEELHOUSE) batchd
-wheelhouse: $(VENV)/.installed
+# The versions are constraints.txt's, whatever the day.
+wheelhouse: | $(VENV)/bin/python
 	rm -rf $(WHEELHOUSE)
-	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) '.[postgres,s3]'
+	$(BIN)/pip wheel --quiet --constraint $(CONSTRAINTS) --wheel-dir $(WHEELHOUSE) '.[postgres,s3]'
+
+# Write constraints.txt again: the newest releases that pyproject.toml allows, of the runtime
+# dependencies and of every extra, resolved together in a fresh venv. Run the tests on them
+# before committing it.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet '.[dev,bench,postgres,s3]'
+	{ echo "# Written by make lock from pyproject.toml: every package of batchd and its extras,"; \
+	  echo "# pinned. make serve, make test and make wheelhouse install with --constraint."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude batchd; } > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 clean:
-	rm -rf $(VENV) $(MODELS_VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(MODELS_VENV) $(STATE) build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

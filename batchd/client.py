@@ -213,6 +213,11 @@ class Client(Transport):
         status: dict[str, Any] = self._json("GET", "/status")
         return status
 
+    def workers(self) -> dict[str, Any]:
+        """Live workers with their memory and CPU use, and the last worker exits."""
+        workers: dict[str, Any] = self._json("GET", "/workers")
+        return workers
+
     def prune(self, dry_run: bool = False) -> dict[str, Any]:
         """Prune finished jobs past the retention period (or, dry, list them)."""
         report: dict[str, Any] = self._json(

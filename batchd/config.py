@@ -93,6 +93,8 @@ class DaemonConfig(BaseModel):
     max_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     input_roots: list[str] = []
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: lines for a person on a terminal, JSON under systemd or into a pipe or file.
+    log_format: Literal["auto", "human", "json"] = "auto"
     max_project_size: int = Field(default=32 * 1024 * 1024, ge=1)
     # Disk each worker's workspace (project copy and TMPDIR) may use; [compute] disk wins.
     max_workspace_size: int = Field(default=10 * 1024**3, ge=1)
@@ -241,6 +243,22 @@ class DaemonConfig(BaseModel):
         elif ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def check_exposure(config: DaemonConfig) -> None:
+    """Anyone who can reach the API can run code as batchd: off loopback, demand a token.
+    ``serve`` and ``check-config`` both apply it (a token_file that is set is read, and
+    checked, before serving)."""
+    if config.unix_socket is not None:
+        return
+    if config.host not in LOOPBACK_HOSTS and config.token_file is None:
+        raise ConfigError(
+            f"listen: refusing to listen on {config.listen} without authentication; "
+            "set token_file (or listen on 127.0.0.1)"
+        )
 
 
 def parse_listen(value: str) -> tuple[str, int]:

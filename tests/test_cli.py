@@ -816,7 +816,7 @@ def test_check_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('listen = "nowhere"\nmax_workers = 0\nbogus = 1\n')
     result = batchd(None, "check-config", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert any(line.startswith(f"{bad}: listen:") for line in lines), lines
     assert any(line.startswith(f"{bad}: max_workers:") for line in lines), lines

@@ -117,6 +117,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         max_workers = 3
         input_roots = ["/data", "/mnt/in"]
         log_level = "debug"
+        log_format = "human"
         max_project_size = 1000
         max_workspace_size = 5000
         max_request_size = 2048
@@ -168,6 +169,7 @@ def test_every_key_set_to_something_else(tmp_path: Path) -> None:
         "max_workers": 3,
         "input_roots": ["/data", "/mnt/in"],
         "log_level": "debug",
+        "log_format": "human",
         "max_project_size": 1000,
         "max_workspace_size": 5000,
         "max_request_size": 2048,
@@ -251,6 +253,7 @@ def test_unknown_table_is_named(tmp_path: Path) -> None:
         ("input_roots = [1]", "input_roots.0"),
         ("listen = 8780", "listen"),
         ('log_level = "verbose"', "log_level"),
+        ('log_format = "pretty"', "log_format"),
         ('sqlite_synchronous = "off"', "sqlite_synchronous"),
         ("max_workers = 0", "max_workers"),
         ("lease_timeout = 0", "lease_timeout"),
@@ -432,3 +435,71 @@ def test_serve_with_an_unusable_state_dir_exits_with_a_message(tmp_path: Path) -
 def test_worker_limits_out_of_range_are_refused(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, line + "\n"))
+
+
+def check_config(path: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "STATE_DIRECTORY"}
+    return subprocess.run(
+        [sys.executable, "-m", "batchd", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**environ, "PYTHONPATH": str(REPO), **env},
+    )
+
+
+def test_check_config_refuses_what_serve_refuses_with_its_exit_code(tmp_path: Path) -> None:
+    exposed = write(tmp_path, f'listen = "0.0.0.0:{free_port()}"\n')
+    checked = check_config(exposed, tmp_path)
+    served = run_serve("--config", str(exposed), "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert checked.returncode == served.returncode == 2, (checked.stderr, served.stderr)
+    refusal = "listen: refusing to listen on 0.0.0.0"
+    assert refusal in checked.stderr and refusal in served.stderr
+    assert checked.stdout == ""
+    # A wrong key: the same code too.
+    wrong = write(tmp_path, "max_wokers = 4\n", "wrong.toml")
+    assert check_config(wrong, tmp_path).returncode == 2
+
+
+def test_check_config_reads_the_token_file_as_serve_does(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abc\n")
+    path = write(tmp_path, f'listen = "0.0.0.0:{free_port()}"\ntoken_file = "{token}"\n')
+    short = check_config(path, tmp_path)
+    assert short.returncode == 2 and "shorter than 16 characters" in short.stderr
+    token.write_text("0123456789abcdef0123\n")
+    good = check_config(path, tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith(f"{path}: ok (listen 0.0.0.0:")
+
+
+def test_check_config_does_not_read_a_systemd_credential_it_cannot_see(tmp_path: Path) -> None:
+    credential = "/run/credentials/batchd.service/token"
+    assert not os.path.exists(credential)
+    path = write(tmp_path, f'listen = "0.0.0.0:{free_port()}"\ntoken_file = "{credential}"\n')
+    done = check_config(path, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"token_file: {credential} is a systemd credential" in done.stdout
+
+
+def state_dir_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("state dir: ")]
+    return line
+
+
+def test_check_config_shows_the_state_dir_serve_would_use(tmp_path: Path) -> None:
+    empty = write(tmp_path, "")
+    default = state_dir_line(check_config(empty, tmp_path))
+    assert default.startswith(f"state dir: {tmp_path / '.batchd'} (the default")
+    assert "StateDirectory=batchd makes it /var/lib/batchd" in default
+    # Under the unit, systemd sets STATE_DIRECTORY: serve and check-config use it.
+    unit = state_dir_line(check_config(empty, tmp_path, STATE_DIRECTORY=str(tmp_path / "lib")))
+    assert (
+        unit == f"state dir: {tmp_path / 'lib'} ($STATE_DIRECTORY, from systemd's StateDirectory=)"
+    )
+    # The file's own state_dir wins over both.
+    own = write(tmp_path, 'state_dir = "relative/state"\n', "own.toml")
+    line = state_dir_line(check_config(own, tmp_path, STATE_DIRECTORY=str(tmp_path / "lib")))
+    assert line == f"state dir: {tmp_path / 'relative' / 'state'} (state_dir in the file)"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,23 @@ def test_unit_uses_notify_and_watchdog() -> None:
     assert int(settings["WatchdogSec"]) > 0
     assert int(settings["TimeoutStopSec"]) > 10  # the default worker_stop_grace
     assert "--config /etc/batchd/batchd.toml" in settings["ExecStart"]
+
+
+def test_documentation_points_at_docs_that_pip_installs() -> None:
+    # ExecStart's venv is where pip puts the data files: <venv>/share/doc/batchd/.
+    venv = "/opt/batchd/venv"
+    assert f"ExecStart={venv}/bin/batchd " in UNIT.read_text()
+    uris = [
+        line.removeprefix("Documentation=")
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Documentation=")
+    ]
+    assert uris
+    shipped = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = shipped["data-files"]["share/doc/batchd"]
+    for uri in uris:
+        prefix = f"file://{venv}/share/doc/batchd/"
+        assert uri.startswith(prefix), uri
+        name = uri.removeprefix(prefix)
+        assert any(fnmatch.fnmatch(f"docs/{name}", p) or name == p for p in patterns), uri
+        assert (REPO / "docs" / name).is_file(), uri

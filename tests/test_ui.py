@@ -194,7 +194,7 @@ def test_failed_limit_and_log_tail(squares: Daemon, tmp_path: Path) -> None:
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: run `make browser` as root (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
     sync_api.expect.set_options(timeout=LONG)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

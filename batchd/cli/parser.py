@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd.cli.commands import apis, daemon, jobs, migrate
+from batchd.cli.commands import apis, daemon, jobs, migrate, workers
 from batchd.cli.exits import CliError
 from batchd.client import DEFAULT_URL
 from batchd.constants import ENV_TOKEN, ENV_URL, VERSION
@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="DIR",
         help="deploy this project folder once the daemon is up (repeatable)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "human", "json"),
+        help="human lines, or JSON lines (journald); default auto: human on a terminal",
     )
     serve.set_defaults(run=daemon.serve)
 
@@ -189,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("status", daemon.status, "the daemon: workers, GPUs, disk use", output)
+    live = command("workers", workers.workers, "workers' memory and CPU, and recent exits", output)
+    live.add_argument("--api", metavar="API", help="only this API's workers and exits")
+    live.add_argument(
+        "--events",
+        type=int,
+        default=workers.DEFAULT_EVENTS_SHOWN,
+        metavar="N",
+        help="show the last N exits (default %(default)s; the daemon keeps 500)",
+    )
 
     prune = command("prune", daemon.prune, "prune finished jobs past retention_days", output)
     prune.add_argument("--dry-run", action="store_true", help="only show what would go")

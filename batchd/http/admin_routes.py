@@ -9,7 +9,7 @@ from aiohttp import web
 
 from batchd.constants import VERSION
 from batchd.http import schemas
-from batchd.http.app import services_of
+from batchd.http.app import json_response, services_of
 from batchd.http.body import bool_query
 from batchd.observe.retention import disk_usage
 from batchd.pool.process import WorkerState
@@ -42,10 +42,10 @@ async def status(request: web.Request) -> web.Response:
             for w in snapshot.workers
         ],
     )
-    return web.json_response(page.body())
+    return json_response(page.body())
 
 
 async def prune(request: web.Request) -> web.Response:
     services = services_of(request)
     report = await services.pruner.prune(dry_run=bool_query(request, "dryRun"))
-    return web.json_response(schemas.PruneReport(**dataclasses.asdict(report)).body())
+    return json_response(schemas.PruneReport(**dataclasses.asdict(report)).body())

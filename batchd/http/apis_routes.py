@@ -13,7 +13,7 @@ from aiohttp import web
 from batchd.apis.registry import Deployment
 from batchd.errors import DomainError
 from batchd.http import schemas
-from batchd.http.app import services_of
+from batchd.http.app import json_response, services_of
 from batchd.http.body import ARCHIVE_CONTENT_TYPES, bool_query, read_body, require_content_type
 from batchd.http.errors import error_body, status_of
 from batchd.store.records import ApiRecord
@@ -83,7 +83,7 @@ async def deploy(request: web.Request) -> web.StreamResponse:
         return await _deploy_with_progress(request, archive, options)
     deployments = await services.registry.deploy(archive, **options)
     status, body = _deployed(deployments)
-    return web.json_response(body, status=status)
+    return json_response(body, status=status)
 
 
 def _deployed(deployments: list[Deployment]) -> tuple[int, dict[str, object]]:
@@ -151,7 +151,7 @@ def _line(record: dict[str, object]) -> bytes:
 
 async def list_apis(request: web.Request) -> web.Response:
     apis = await services_of(request).store.list_apis()
-    return web.json_response(schemas.ApiList(apis=[api_summary(api) for api in apis]).body())
+    return json_response(schemas.ApiList(apis=[api_summary(api) for api in apis]).body())
 
 
 async def get_api(request: web.Request) -> web.Response:
@@ -165,11 +165,11 @@ async def get_api(request: web.Request) -> web.Response:
             schemas.ApiVersion(version=v.version, created_at=_time(v.created_at)) for v in versions
         ],
     )
-    return web.json_response(detail.body())
+    return json_response(detail.body())
 
 
 async def delete_api(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     stopped = await services_of(request).admission.delete_api(name)
     deleted = schemas.DeletedApi(message=f"deleted API {name}", stopped_jobs=stopped)
-    return web.json_response(deleted.body())
+    return json_response(deleted.body())

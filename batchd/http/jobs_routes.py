@@ -13,7 +13,7 @@ from batchd.admission.service import DryRun
 from batchd.errors import BadRequest
 from batchd.http import schemas
 from batchd.http.apis_routes import api_summary
-from batchd.http.app import Services, services_of
+from batchd.http.app import Services, json_response, services_of
 from batchd.http.body import (
     JSON_CONTENT_TYPES,
     bool_query,
@@ -63,8 +63,8 @@ async def submit(request: web.Request) -> web.Response:
         )
         if admitted.matched_files is not None:
             report.matched_files = admitted.matched_files
-        return web.json_response(report.body())
-    return web.json_response(views.job_spec(admitted))
+        return json_response(report.body())
+    return json_response(views.job_spec(admitted))
 
 
 async def get_jobs(request: web.Request) -> web.Response:
@@ -73,7 +73,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     job_id = request.query.get("jobID")
     if job_id:
         job = await services.admission.find_job(api.name, job_id)
-        return web.json_response(
+        return json_response(
             {
                 "job_status": await _status(services, job),
                 "endpoint": f"{request.url.origin()}/batch/{api.name}",
@@ -85,7 +85,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=JOB_LIST_DEFAULT, minimum=1, maximum=JOB_LIST_MAX)
     before = await _cursor(services, request, {api.name})
     jobs = await services.store.list_jobs_page([api.name], limit, before)
-    return web.json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
+    return json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
 
 
 async def all_jobs(request: web.Request) -> web.Response:
@@ -96,7 +96,7 @@ async def all_jobs(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=100, minimum=1, maximum=1_000)
     before = await _cursor(services, request, names)
     jobs = await services.store.list_jobs_page(sorted(names), limit, before, active)
-    return web.json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
+    return json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
 
 
 async def _cursor(services: Services, request: web.Request, api_names: set[str]) -> str | None:
@@ -117,7 +117,7 @@ async def stop(request: web.Request) -> web.Response:
     services = services_of(request)
     api_name, job_id = await _job_named(request)
     job = await services.admission.stop(api_name, job_id)
-    return web.json_response(schemas.Message(message=f"stopped job {job.job_id}").body())
+    return json_response(schemas.Message(message=f"stopped job {job.job_id}").body())
 
 
 async def results(request: web.Request) -> web.StreamResponse:
@@ -191,7 +191,7 @@ async def retry(request: web.Request) -> web.Response:
     services = services_of(request)
     api_name, job_id = await _job_named(request)
     job = await services.admission.retry(api_name, job_id, started)
-    return web.json_response(views.job_spec(job))
+    return json_response(views.job_spec(job))
 
 
 async def _target(request: web.Request) -> tuple[Services, JobRecord]:

@@ -18,5 +18,7 @@ def add_routes(app: web.Application) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     services = services_of(request)
-    body = await services.metrics.exposition(services.store, services.scheduler.snapshot)
+    body = await services.metrics.exposition(
+        services.store, services.scheduler.snapshot, services.config.state_path
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

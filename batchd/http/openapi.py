@@ -166,6 +166,14 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: ("the daemon's status", Body((schemas.StatusPage,)))},
     ),
     Operation(
+        "get",
+        "/workers",
+        "workers",
+        "daemon",
+        "Live workers with their memory and CPU use, and the last worker exits with their cause",
+        {200: ("the workers and their history", Body((schemas.WorkersPage,)))},
+    ),
+    Operation(
         "post",
         "/admin/prune",
         "prune",
@@ -419,7 +427,7 @@ def _build() -> dict[str, Any]:
 
 @functools.cache
 def _encoded() -> bytes:
-    return json.dumps(_build(), separators=(",", ":")).encode()
+    return json.dumps(_build(), separators=(",", ":")).encode() + b"\n"
 
 
 async def serve(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from batchd.admission.job_body import SourceKind
+from batchd.pool.exits import ExitCause
 from batchd.pool.process import WorkerState
 from batchd.statuses import REACHABLE_STATUSES
 from batchd.store.records import JobStatus
@@ -92,6 +93,47 @@ class StatusPage(_Response):
     gpus: list[int]
     active_jobs: list[str]
     workers: list[DaemonWorker]
+
+
+class LiveWorker(_Response):
+    api_name: str
+    job_id: str
+    slot: int
+    pid: int
+    state: WorkerState
+    gpus: list[int]
+    batch_id: str | None = Field(description="the batch it is working on; None between batches")
+    started_at: str = Field(description="when it took its job, ISO 8601 UTC")
+    rss_bytes: int | None = Field(description="resident memory, from /proc; None once it is gone")
+    cpu_percent: float | None = Field(
+        description="CPU use since the previous read (at most one a second), in % of one core"
+    )
+    gpu_memory_bytes: int | None = Field(
+        description="GPU memory held by it and the processes it started (nvidia-smi); None "
+        "where nvidia-smi is not on PATH or failed"
+    )
+
+
+class WorkerExit(_Response):
+    time: str = Field(description="ISO 8601 UTC with milliseconds")
+    api_name: str
+    job_id: str
+    slot: int
+    pid: int
+    cause: ExitCause
+    exit_code: int | None = Field(description="None when a signal ended it")
+    signal: str | None = Field(description="the signal that ended it, e.g. SIGKILL")
+    reason: str
+    restart_in: float | None = Field(
+        description="seconds until a replacement starts after this death (the crash "
+        "back-off); None when none is started for it"
+    )
+
+
+class WorkersPage(_Response):
+    workers: list[LiveWorker] = Field(description="live workers, by job id then slot")
+    # Kept in memory: a restart of the daemon forgets them.
+    events: list[WorkerExit] = Field(description="the last 500 worker exits, newest first")
 
 
 class PruneReport(_Response):

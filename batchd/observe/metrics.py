@@ -13,9 +13,11 @@ index; never a job or batch id.
 from __future__ import annotations
 
 import bisect
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -259,12 +261,15 @@ class Metrics:
     # -- scrape ------------------------------------------------------------------------
 
     async def exposition(
-        self, store: Store, scheduler_snapshot: Callable[[], SchedulerSnapshot]
+        self,
+        store: Store,
+        scheduler_snapshot: Callable[[], SchedulerSnapshot],
+        state_dir: Path | None = None,
     ) -> bytes:
         """The text exposition: current state read now, then every metric rendered."""
         counts = await store.metric_counts()
         # No await between taking the snapshot and rendering it: scrapes cannot interleave.
-        self._state.update(counts, scheduler_snapshot())
+        self._state.update(counts, scheduler_snapshot(), _filesystem(state_dir))
         return generate_latest(self.registry)
 
 
@@ -274,9 +279,15 @@ class StateCollector(Collector):
     def __init__(self) -> None:
         self._counts: MetricCounts | None = None
         self._scheduler: SchedulerSnapshot | None = None
+        self._filesystem: tuple[int, int] | None = None
 
-    def update(self, counts: MetricCounts, scheduler: SchedulerSnapshot) -> None:
-        self._counts, self._scheduler = counts, scheduler
+    def update(
+        self,
+        counts: MetricCounts,
+        scheduler: SchedulerSnapshot,
+        filesystem: tuple[int, int] | None = None,
+    ) -> None:
+        self._counts, self._scheduler, self._filesystem = counts, scheduler, filesystem
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("batchd_info", "The running batchd.", labels=["version"])
@@ -302,6 +313,33 @@ class StateCollector(Collector):
             depth.add_metric([api, "leased"], float(counts.leased_by_api.get(api, 0)))
         yield depth
         yield from _worker_families(scheduler)
+        if self._filesystem is not None:
+            yield from _filesystem_families(*self._filesystem)
+
+
+def _filesystem(state_dir: Path | None) -> tuple[int, int] | None:
+    """(bytes available to the daemon, size) of the state dir's filesystem: one statvfs,
+    so a box without node_exporter can still alert on a filling disk."""
+    if state_dir is None:
+        return None
+    try:
+        stat = os.statvfs(state_dir)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+
+
+def _filesystem_families(available: int, size: int) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "batchd_state_filesystem_avail_bytes",
+        "Bytes free for the daemon (not root's reserve) on the state dir's filesystem.",
+        value=available,
+    )
+    yield GaugeMetricFamily(
+        "batchd_state_filesystem_size_bytes",
+        "Size of the state dir's filesystem in bytes.",
+        value=size,
+    )
 
 
 def _worker_families(scheduler: SchedulerSnapshot) -> Iterator[Metric]:

@@ -325,6 +325,10 @@ class SqlReads(SqlCore[Any, Any]):
             leased_by_api={api: totals[1] for api, totals in queue.items()},
         )
 
+    async def queue_depth(self) -> tuple[int, int]:
+        rows = await self._rows(self._r, self._sql.queue_depth)
+        return sum(row[1] for row in rows), sum(row[2] for row in rows)
+
     async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
         async for row in self._pages(job_id, self._sql.dead_letters_page):
             error, traceback = self._loaded_text(row[3]), self._loaded_text(row[4])

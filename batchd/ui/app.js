@@ -932,6 +932,75 @@
     },
   };
 
+  // ------------------------------------------------------- workers (#/workers)
+  // Live workers with their memory and CPU (GET /workers reads /proc at most once a
+  // second, nvidia-smi every 10 s), and the last worker exits with their cause.
+
+  const EXIT_CAUSE_CLASS = { exited: "succeeded", stopped: "stopped", oom: "worker_oom" };
+
+  function workersPage(page, main) {
+    const live = h("div", { id: "live-workers" });
+    const events = h("div", { id: "worker-events" });
+    main.append(
+      h("h1", { text: "Workers" }),
+      h("h2", { text: "Live workers" }),
+      live,
+      h("h2", { text: "Recent exits" }),
+      h("p", { class: "muted note", text: "The last 500 worker exits, newest first; kept in memory, so a restart of the daemon forgets them." }),
+      events,
+    );
+    const jobLink = (row) => h("a", { class: "mono", href: jobHref(row.api_name, row.job_id), text: row.job_id });
+    page.poll(async () => {
+      const answer = await call("GET", "/workers", { signal: page.signal });
+      live.replaceChildren(
+        table(
+          [["API"], ["job"], ["slot", "num"], ["pid", "num"], ["state"], ["GPUs"], ["batch"], ["started"], ["RSS", "num"], ["CPU", "num"], ["GPU memory", "num"]],
+          answer.workers.map((w) =>
+            h(
+              "tr",
+              { "data-pid": w.pid },
+              h("td", null, h("a", { href: apiHref(w.api_name), text: w.api_name })),
+              h("td", null, jobLink(w)),
+              h("td", { class: "num", text: String(w.slot) }),
+              h("td", { class: "num", text: String(w.pid) }),
+              h("td", { text: w.state }),
+              h("td", { text: w.gpus.join(", ") || "-" }),
+              h("td", { class: "mono", text: w.batch_id || "-" }),
+              h("td", { class: "nowrap", text: fmtAgo(w.started_at), title: fmtTime(w.started_at) }),
+              h("td", { class: "num rss", text: fmtBytes(w.rss_bytes) }),
+              h("td", { class: "num cpu", text: w.cpu_percent === null ? "-" : `${w.cpu_percent.toFixed(0)}%` }),
+              h("td", { class: "num gpu-memory", text: fmtBytes(w.gpu_memory_bytes) }),
+            ),
+          ),
+          "no live workers",
+        ),
+      );
+      events.replaceChildren(
+        table(
+          [["when"], ["API"], ["job"], ["slot", "num"], ["pid", "num"], ["cause"], ["exit", "num"], ["restart in", "num"], ["reason"]],
+          answer.events.map((e) =>
+            h(
+              "tr",
+              { "data-cause": e.cause },
+              h("td", { class: "nowrap", text: fmtAgo(e.time), title: fmtTime(e.time) }),
+              h("td", null, h("a", { href: apiHref(e.api_name), text: e.api_name })),
+              h("td", null, jobLink(e)),
+              h("td", { class: "num", text: String(e.slot) }),
+              h("td", { class: "num", text: String(e.pid) }),
+              h("td", null, h("span", { class: `badge ${EXIT_CAUSE_CLASS[e.cause] || "worker_error"}`, text: e.cause.replaceAll("_", " ") })),
+              h("td", { class: "num", text: e.signal || String(e.exit_code) }),
+              h("td", { class: "num", text: e.restart_in === null ? "-" : fmtDuration(e.restart_in) }),
+              h("td", { text: e.reason }),
+            ),
+          ),
+          "no worker exits since the daemon started",
+        ),
+      );
+    });
+  }
+
+  router.routes.push([/^#\/workers$/, workersPage]);
+
   window.addEventListener("hashchange", () => router.render());
   router.render();
 })();
