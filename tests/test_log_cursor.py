@@ -62,6 +62,7 @@ async def test_file_logs_resume_at_a_cursor(tmp_path: Path) -> None:
     ]
     size = await logs.size("j")
     assert await read(logs, "j", start=size) == await read(logs, "j", start=size + 10) == []
+    assert await read(logs, "j", start=2**53) == []
 
 
 @pytest.fixture
@@ -100,6 +101,8 @@ def test_the_logs_route_gives_and_takes_cursors(daemon: Daemon, make_project: Pr
     assert [{k: v for k, v in r.items() if k != CURSOR_KEY} for r in records] == plain
     after = {"jobID": job_id, "after": str(records[0][CURSOR_KEY])}
     assert list(client._stream(path, after, 30)) == plain[1:]
+    # Past any file the filesystem can hold: nothing, not a 500.
+    assert list(client._stream(path, {"jobID": job_id, "after": str(2**53)}, 30)) == []
     with pytest.raises(BatchdError) as refused:
         list(client._stream(path, {**after, "tail": "1"}, 30))
     assert (refused.value.status, refused.value.field) == (400, "after")

@@ -29,7 +29,7 @@ from batchd.store.records import BatchCounts, JobRecord, batch_id
 
 NDJSON = "application/x-ndjson"
 # A log read position (`after`, a record's log_cursor): a byte offset or a row id.
-LOG_POSITION_MAX = 2**62
+LOG_POSITION_MAX = 2**53
 
 
 def add_routes(app: web.Application) -> None:

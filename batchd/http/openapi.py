@@ -398,7 +398,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Param(
                 "after",
                 "query",
-                {"type": "integer", "minimum": 0, "maximum": 2**62},
+                {"type": "integer", "minimum": 0, "maximum": 2**53},
                 "resume at a record's log_cursor (not with tail): after a dropped follow",
             ),
         ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -323,3 +324,8 @@ def _read_from(path: Path, offset: int, size: int = 4 * 1024 * 1024) -> bytes:
             return log.read(size)
     except FileNotFoundError:
         return b""
+    except OSError as exc:
+        # A position past what the filesystem can hold (a made-up `after`): nothing there.
+        if exc.errno == errno.EINVAL:
+            return b""
+        raise
