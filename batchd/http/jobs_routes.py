@@ -28,6 +28,8 @@ from batchd.store import views
 from batchd.store.records import BatchCounts, JobRecord, JobStatus, batch_id
 
 NDJSON = "application/x-ndjson"
+# A log read position (`after`, a record's log_cursor): a byte offset or a row id.
+LOG_POSITION_MAX = 2**53
 
 
 def add_routes(app: web.Application) -> None:
@@ -179,7 +181,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if level is not None and level.upper() not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", "level")
     tail = int_query(request, "tail", default=0, minimum=1, maximum=1_000_000)
-    start = await services.joblogs.tail_start(job.job_id, tail) if tail else 0
+    after = int_query(request, "after", default=-1, minimum=0, maximum=LOG_POSITION_MAX)
+    if tail and after >= 0:
+        raise BadRequest("give tail or after, not both", "after")
+    start = await services.joblogs.tail_start(job.job_id, tail) if tail else max(after, 0)
 
     async def job_ended() -> bool:
         current = await services.store.get_job(job.job_id)
@@ -193,6 +198,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             follow=follow,
             job_ended=job_ended,
             start=start,
+            cursor=bool_query(request, "cursor"),
         ),
     )
     return await _stream(request, lines)

@@ -403,6 +403,18 @@ OPERATIONS: tuple[Operation, ...] = (
                 {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                 "only the last N lines of the log (before level and batchID filter them)",
             ),
+            Param(
+                "cursor",
+                "query",
+                {"type": "boolean", "default": False},
+                "add log_cursor to each record: the position just after it, for `after`",
+            ),
+            Param(
+                "after",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": 2**53},
+                "resume at a record's log_cursor (not with tail): after a dropped follow",
+            ),
         ),
     ),
 )
