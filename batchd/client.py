@@ -2,8 +2,8 @@
 
 It must import inside any handler's interpreter, so it uses urllib and nothing else; even
 :meth:`Client.deploy` packs with :mod:`batchd.packing`, which is standard library too. A
-bottom module: of batchd it imports only ``constants``, and ``packing`` and ``errors`` when
-it deploys.
+bottom module: of batchd it imports only ``constants``, ``statuses``, ``urls``, ``transport``
+and ``reconnect``, and ``packing`` and ``errors`` when it deploys.
 Inside a worker, ``BATCHD_URL`` points at the daemon that runs it::
 
     import batchd
@@ -18,7 +18,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import sys
 import time
 import types
@@ -30,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from batchd.constants import DEFAULT_LISTEN, ENV_TOKEN, ENV_URL
+from batchd.reconnect import Notify, Outage
+from batchd.reconnect import reconnect_timeout as reconnect_timeout_of
 
 # The status vocabulary, part of the client's API (stdlib only, like the client).
 from batchd.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
 from batchd.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
 
-# Part of the client's API: the URL of a daemon on a Unix socket.
-from batchd.urls import UNIX_SCHEME
+# Part of the client's API: its errors, and the URL of a daemon on a Unix socket.
+from batchd.transport import SERVE_HINT as SERVE_HINT
+from batchd.transport import BatchdError as BatchdError
+from batchd.transport import DaemonLost as DaemonLost
+from batchd.transport import Transport
+from batchd.urls import checked_url
 from batchd.urls import unix_socket_url as unix_socket_url
 
 DEFAULT_URL = f"http://{DEFAULT_LISTEN}"
@@ -46,16 +51,8 @@ DEFAULT_POLL_INTERVAL = 0.5
 DEPLOY_PROGRESS_TYPE = "application/x-ndjson"
 JobStatus = dict[str, Any]
 Record = dict[str, Any]
-
-
-class BatchdError(Exception):
-    """Any failed call: the HTTP status (0 when unreachable), the message and its field."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
-        self.message = message
-        self.field = field
+# What the logs route adds to each record when asked for a cursor (see observe.joblogs).
+LOG_CURSOR_KEY = "log_cursor"
 
 
 class WaitTimeout(BatchdError, TimeoutError):
@@ -66,15 +63,23 @@ class WaitTimeout(BatchdError, TimeoutError):
         self.job_status = job_status
 
 
-class Client:
-    """One daemon. `url` and `token` default to ``BATCHD_URL`` and ``BATCHD_TOKEN``."""
+class Client(Transport):
+    """One daemon. `url` and `token` default to ``BATCHD_URL`` and ``BATCHD_TOKEN``; a URL
+    without an http://, https:// or http+unix:// scheme is a ValueError at once.
+    `reconnect_timeout` (default ``BATCHD_RECONNECT_TIMEOUT``, else 300 s) is how long
+    :meth:`wait` and a followed log wait for a daemon that went away."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect_timeout: float | None = None,
     ) -> None:
-        self.url = (url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+        self.url = checked_url(url or os.environ.get(ENV_URL) or DEFAULT_URL)
         self.token = token if token is not None else os.environ.get(ENV_TOKEN) or None
         self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout_of(reconnect_timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -187,11 +192,15 @@ class Client:
         answer: dict[str, Any] = self._json("GET", _endpoint(api_name), query={"jobID": job_id})
         return answer
 
-    def list_jobs(self, api_name: str, limit: int = 100) -> list[JobStatus]:
-        """The API's jobs' statuses, newest first."""
-        jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query={"limit": str(limit)})[
-            "jobs"
-        ]
+    def list_jobs(
+        self, api_name: str, limit: int = 100, before: str | None = None
+    ) -> list[JobStatus]:
+        """The API's jobs' statuses, newest first; after `before` (a job id) for the next
+        page."""
+        query = {"limit": str(limit)}
+        if before is not None:
+            query["before"] = before
+        jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query=query)["jobs"]
         return jobs
 
     def stop_job(self, api_name: str, job_id: str) -> dict[str, Any]:
@@ -226,6 +235,11 @@ class Client:
         status: dict[str, Any] = self._json("GET", "/status")
         return status
 
+    def workers(self) -> dict[str, Any]:
+        """Live workers with their memory and CPU use, and the last worker exits."""
+        workers: dict[str, Any] = self._json("GET", "/workers")
+        return workers
+
     def prune(self, dry_run: bool = False) -> dict[str, Any]:
         """Prune finished jobs past the retention period (or, dry, list them)."""
         report: dict[str, Any] = self._json(
@@ -258,19 +272,70 @@ class Client:
         follow: bool = False,
         level: str | None = None,
         batch_id: str | None = None,
+        tail: int | None = None,
+        reconnect_timeout: float | None = None,
+        on_reconnect: Notify | None = None,
     ) -> Iterator[Record]:
-        """The job's log records; with `follow`, new ones as they come until the job ends."""
+        """The job's log records (the last `tail` only, when given); with `follow`, new
+        ones as they come until the job ends. A followed log rides out a daemon restart:
+        it reconnects as :meth:`wait` does and goes on just after the last record it
+        yielded (no record twice, none missed)."""
         query = {"jobID": job_id}
-        if follow:
-            query["follow"] = "true"
-        if level is not None:
-            query["level"] = level
-        if batch_id is not None:
-            query["batchID"] = batch_id
-        # A followed job may stay quiet for hours: no read timeout then.
-        return self._stream(
-            f"{_endpoint(api_name)}/logs", query, timeout=None if follow else self.timeout
-        )
+        for key, value in (("level", level), ("batchID", batch_id), ("tail", tail)):
+            if value is not None:
+                query[key] = str(value)
+        path = f"{_endpoint(api_name)}/logs"
+        if not follow:
+            return self._stream(path, query, timeout=self.timeout)
+        query.update(follow="true", cursor="true")
+        outage = Outage(self._reconnect_timeout(reconnect_timeout), on_reconnect)
+        try:
+            # Opened now, so a 404 is raised by the call, not by the first next().
+            first: http.client.HTTPResponse | None = self._open(
+                "GET", path, query=query, timeout=None
+            )
+        except BatchdError as exc:
+            if not exc.transient or not outage.timeout:
+                raise
+            first = None
+        return self._follow(api_name, job_id, query, first, outage)
+
+    def _follow(
+        self,
+        api_name: str,
+        job_id: str,
+        query: dict[str, str],
+        response: http.client.HTTPResponse | None,
+        outage: Outage,
+    ) -> Iterator[Record]:
+        path = f"{_endpoint(api_name)}/logs"
+        # Set once the job was seen ended: the stream opened after that is the last one.
+        ended = False
+        while True:
+            try:
+                if response is None:
+                    # A followed job may stay quiet for hours: no read timeout.
+                    response = self._open("GET", path, query=query, timeout=None)
+                    outage.over(backoff_too=False)
+                for record in self._records(response):
+                    if LOG_CURSOR_KEY in record:
+                        query.pop("tail", None)
+                        query["after"] = str(record.pop(LOG_CURSOR_KEY))
+                    outage.tries = 0
+                    yield record
+                response = None
+                if ended:
+                    return
+                # A clean end: the job ended, or the daemon closed the stream to stop.
+                # Once ended, one more read from the cursor takes what came meanwhile.
+                ended = self.get_job(api_name, job_id)["job_status"]["status"] in (
+                    TERMINAL_STATUSES
+                )
+                if not ended:
+                    self._ride_out(outage, BatchdError(503, "the daemon closed the log stream"))
+            except BatchdError as exc:
+                response = None
+                self._ride_out(outage, exc)
 
     def wait(
         self,
@@ -279,15 +344,28 @@ class Client:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | None = None,
         progress: Callable[[JobStatus], object] | None = None,
+        reconnect_timeout: float | None = None,
+        on_reconnect: Notify | None = None,
     ) -> JobStatus:
         """Poll until the job ends and return its final job_status.
 
         `progress` is called with every status polled, the final one included;
-        past `timeout` seconds :class:`WaitTimeout` is raised.
+        past `timeout` seconds :class:`WaitTimeout` is raised. A daemon that cannot be
+        reached or answers 502/503/504 is tried again with a growing delay (after its
+        Retry-After at the earliest), `on_reconnect` told `(reason, seconds left)` before
+        each try and `(None, 0)` once it answers; after `reconnect_timeout` seconds of
+        that (default: the client's), or at `timeout`, :class:`DaemonLost` is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        limit = self._reconnect_timeout(reconnect_timeout)
+        outage = Outage(limit, on_reconnect, deadline=deadline)
         while True:
-            status: JobStatus = self.get_job(api_name, job_id)["job_status"]
+            try:
+                status: JobStatus = self.get_job(api_name, job_id)["job_status"]
+            except BatchdError as exc:
+                self._ride_out(outage, exc)
+                continue
+            outage.over()
             if progress is not None:
                 progress(status)
             if status["status"] in TERMINAL_STATUSES:
@@ -299,103 +377,8 @@ class Client:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
 
-    # -- transport ---------------------------------------------------------------------
-
-    def _open(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        content_type: str | None = None,
-        query: Mapping[str, str] | None = None,
-        *,
-        timeout: float | None,
-        accept: str = "application/json",
-    ) -> http.client.HTTPResponse:
-        url = self.url + path
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(url, data=body, method=method)
-        request.add_header("Accept", accept)
-        if content_type:
-            request.add_header("Content-Type", content_type)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            response: http.client.HTTPResponse = _OPENER.open(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise _error_from(exc) from None
-        except urllib.error.URLError as exc:
-            raise self._unreachable(exc.reason) from None
-        except (OSError, http.client.HTTPException) as exc:
-            # Timeouts and dropped connections: still "cannot reach", never a traceback.
-            raise self._unreachable(exc) from None
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._read_json(self._open(method, path, timeout=self.timeout, **kwargs))
-
-    def _read_json(self, response: http.client.HTTPResponse) -> Any:
-        with response:
-            try:
-                raw = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._unreachable(exc) from None
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise BatchdError(
-                    response.status, f"{self.url} answered with something other than JSON"
-                ) from None
-
-    def _stream(
-        self, path: str, query: Mapping[str, str], timeout: float | None
-    ) -> Iterator[Record]:
-        # Opened now, so a 404 is raised by the call, not by the first next().
-        response = self._open("GET", path, query=query, timeout=timeout)
-        return self._records(response)
-
-    def _records(self, response: http.client.HTTPResponse) -> Iterator[Record]:
-        with response:
-            try:
-                for line in response:
-                    if line.strip():
-                        yield json.loads(line)
-            except (OSError, http.client.HTTPException) as exc:
-                raise BatchdError(
-                    0, f"lost the connection to batchd at {self.url}: {exc}"
-                ) from None
-
-    def _unreachable(self, reason: object) -> BatchdError:
-        return BatchdError(0, f"cannot reach batchd at {self.url}: {reason}")
-
-
-class _UnixSocketConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket; the URL's host is the socket's path, percent-encoded."""
-
-    def __init__(self, host: str, timeout: float | None = None, **_: Any) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = urllib.parse.unquote(host)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
-class _UnixSocketHandler(urllib.request.AbstractHTTPHandler):
-    def unix_socket_open(self, request: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_UnixSocketConnection, request)
-
-
-# urllib finds a scheme's handler method by name: "http+unix_open" for http+unix:// URLs.
-setattr(_UnixSocketHandler, f"{UNIX_SCHEME}_open", _UnixSocketHandler.unix_socket_open)
-setattr(
-    _UnixSocketHandler, f"{UNIX_SCHEME}_request", urllib.request.AbstractHTTPHandler.do_request_
-)
-_OPENER = urllib.request.build_opener(_UnixSocketHandler())
+    def _reconnect_timeout(self, value: float | None) -> float:
+        return self.reconnect_timeout if value is None else reconnect_timeout_of(value)
 
 
 def _endpoint(api_name: str) -> str:
@@ -411,18 +394,6 @@ def _config_name(root: Path, config: Path) -> str:
 
 def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
-
-
-def _error_from(exc: urllib.error.HTTPError) -> BatchdError:
-    try:
-        raw = exc.read()
-    except (OSError, http.client.HTTPException):
-        raw = b""
-    try:
-        error = json.loads(raw)["error"]
-        return BatchdError(exc.code, str(error["message"]), error.get("field"))
-    except (ValueError, KeyError, TypeError):
-        return BatchdError(exc.code, raw.decode(errors="replace").strip() or str(exc.reason))
 
 
 def client(url: str | None = None, token: str | None = None) -> Client:

@@ -15,7 +15,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_STATE_DIR = ".batchd"
 
 DB_FILENAME = "batchd.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Worker pipe framing: a 4-byte big-endian length, then a UTF-8 JSON document.
 FRAME_HEADER_BYTES = 4

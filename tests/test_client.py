@@ -348,7 +348,8 @@ def test_unreachable_daemon_is_status_0() -> None:
         client.list_apis,
         lambda: client.get_job("hello", "1"),
         lambda: client.results("hello", "1"),
-        lambda: client.stream_job_logs("hello", "1", follow=True),
+        # A followed log waits for the daemon up to its reconnect timeout (here none).
+        lambda: client.stream_job_logs("hello", "1", follow=True, reconnect_timeout=0),
         lambda: client.deploy(EXAMPLE),
     ):
         error = raised(call)

@@ -90,6 +90,9 @@ def test_a_paused_job_finishes_its_batches_in_hand_then_waits_for_the_resume(
     assert client.pause_job("counted", job_id)["status"] == "paused"
     jobs = by_label(scrape(daemon), "batchd_jobs", "status")
     assert (jobs["paused"], jobs["running"]) == (1, 0)
+    for status, listed in (("paused", [job_id]), ("running", [])):
+        found = client._json("GET", "/jobs", query={"status": status})["jobs"]
+        assert [job["job_id"] for job in found] == listed
     api.gate.touch()
     wait_for(
         lambda: api.status(job_id)["batch_metrics"]["succeeded"] == in_hand,

@@ -187,6 +187,90 @@ def test_failed_limit_and_log_tail(squares: Daemon, tmp_path: Path) -> None:
         ]
 
 
+def test_history_failed_and_job_filters_refuse_bad_input(squares: Daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    job_id = squares.client.submit("squares", job_body(gate, [1]))["job_id"]
+    wait_job(squares.client, "squares", job_id)
+    for path, status, field in [
+        ("/history?window=1w", 400, "window"),
+        ("/history?api=nosuch", 404, "api"),
+        ("/failed?api=nosuch", 404, "api"),
+        ("/failed?limit=0", 400, "limit"),
+        ("/failed?limit=501", 400, "limit"),
+        ("/failed?cursor=abc", 400, "cursor"),
+        ("/failed?cursor=-5", 400, "cursor"),
+        (f"/failed?q={'x' * 201}", 400, "q"),
+        ("/jobs?status=bogus", 400, "status"),
+        ("/jobs?status=running,,nope", 400, "status"),
+        ("/jobs?api=nosuch", 404, "api"),
+        (f"/jobs?api=squares&before={job_id}&status=%27", 400, "status"),
+        ("/batch/squares/history", 400, "jobID"),
+        ("/batch/squares/history?jobID=nosuchjob", 404, "jobID"),
+    ]:
+        got, body, _ = get(squares, path)
+        assert got == status, (path, body)
+        assert body["error"]["field"] == field, (path, body)
+    # Wildcards are text: no LIKE pattern reaches the store.
+    assert get(squares, "/failed?q=%25")[1] == {"failed": [], "next_cursor": None}
+    status, body, _ = get(squares, f"/failed?q={'x' * 200}")
+    assert status == 200 and body["failed"] == []
+
+
+def test_a_jobs_history_comes_from_the_store_and_outlives_a_restart(
+    squares: Daemon, tmp_path: Path
+) -> None:
+    client = squares.client
+    gate = tmp_path / "gate"
+    gate.touch()
+    job_id = client.submit("squares", job_body(gate, [1, -2, 3, -4, 5, 6], max_receive_count=2))[
+        "job_id"
+    ]
+    assert wait_job(client, "squares", job_id)["status"] == "completed_with_failures"
+    status, before, _ = get(squares, "/history?api=squares&window=1h")
+    assert status == 200 and before["scope"] == "node" and before["step_seconds"] == 1
+    series = before["apis"]["squares"]
+    assert len(series["succeeded"]) == 3600 and sum(series["succeeded"]) == 4
+    assert sum(series["failed"]) == 4  # two batches, two attempts each
+    day = get(squares, "/history?window=1d")[1]
+    assert day["step_seconds"] == 60 and len(day["apis"]["squares"]["succeeded"]) == 1440
+    assert sum(day["apis"]["squares"]["succeeded"]) == 4
+    durations = before["batch_durations"]["squares"]
+    assert len(durations["counts"]) == len(before["batch_duration_bounds"]) + 1
+    assert sum(durations["counts"]) == 4
+
+    squares.restart()
+    status, history, _ = get(squares, f"/batch/squares/history?jobID={job_id}")
+    assert status == 200, history
+    assert history["job_id"] == job_id and history["step_seconds"] == 1 and history["end_time"]
+    assert sum(bucket[1] for bucket in history["buckets"]) == 4
+    assert sum(bucket[2] for bucket in history["buckets"]) == 4
+    # The in-memory series are this daemon's: they start again empty.
+    after = get(squares, "/history?api=squares")[1]
+    assert sum(after["apis"]["squares"]["succeeded"]) == 0
+
+
+def test_jobs_listed_by_status_and_api(squares: Daemon, tmp_path: Path) -> None:
+    client = squares.client
+    running = client.submit("squares", job_body(tmp_path / "never", [1]))["job_id"]
+    stopped = client.submit("squares", job_body(tmp_path / "never", [1]))["job_id"]
+    client.stop_job("squares", stopped)
+
+    def listed(query: str) -> list[str]:
+        status, body, _ = get(squares, f"/jobs?{query}")
+        assert status == 200, body
+        return [job["job_id"] for job in body["jobs"]]
+
+    assert listed("status=stopped") == [stopped]
+    assert listed("status=running,pending") == [running]
+    assert listed("status=stopped,running,pending&api=squares") == [stopped, running]
+    assert listed("status=stopped&active=true") == []
+    assert listed("status=succeeded") == []
+    assert listed("api=squares&limit=1") == [stopped]
+    assert listed(f"api=squares&before={stopped}") == [running]
+    client.stop_job("squares", running)
+
+
 # -- the page in a browser --------------------------------------------------------------------
 
 
@@ -369,6 +453,8 @@ def test_login_with_a_token(page: Page, make_daemon: Callable[..., Daemon], tmp_
     login = page.locator("#login")
     expect(login).to_be_visible()
     expect(page.locator("#main")).to_be_empty()
+    # Nothing is live before a login: no green dot.
+    expect(page.locator("#live")).to_be_hidden()
     screenshot(page, "login")
     page.fill("#token", "wrong-token-0123456789")
     page.click("#login-form button")
@@ -379,9 +465,135 @@ def test_login_with_a_token(page: Page, make_daemon: Callable[..., Daemon], tmp_
     expect(login).to_be_hidden()
     expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
     expect(page.locator("#logout")).to_be_visible()
+    expect(page.locator("#live")).to_be_visible()
     # Kept for the tab's session: a reload needs no new login.
     page.reload()
     expect(page.locator("#apis tr[data-api='hello']")).to_be_visible()
     expect(login).to_be_hidden()
     page.click("#logout")
     expect(login).to_be_visible()
+    expect(page.locator("#live")).to_be_hidden()
+
+
+def failing_jobs(daemon: Daemon, gate: Path) -> tuple[str, str]:
+    """Two finished jobs with dead letters: [1, -2, 3] then [-5, 6], one attempt each."""
+    gate.touch()
+    client = daemon.client
+    first = client.submit("squares", job_body(gate, [1, -2, 3], max_receive_count=1))["job_id"]
+    second = client.submit("squares", job_body(gate, [-5, 6], max_receive_count=1))["job_id"]
+    for job_id in (first, second):
+        assert wait_job(client, "squares", job_id)["status"] == "completed_with_failures"
+    return first, second
+
+
+def test_charts_draw_a_finished_jobs_history_and_the_apis_throughput(
+    page: Page, squares: Daemon, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    first, _ = failing_jobs(squares, tmp_path / "gate")
+    page.goto(f"{squares.url}/#/job/squares/{first}")
+    chart = page.locator("#throughput-chart")
+    # The whole job, read from the store: every success and failed attempt it had.
+    expect(chart).to_have_attribute("data-succeeded", "2")
+    expect(chart).to_have_attribute("data-failed", "1")
+    expect(chart).to_have_attribute("data-step", "1")
+    expect(chart.locator("polyline")).to_have_count(2)
+    assert int(chart.get_attribute("data-points") or 0) >= 1
+    expect(page.locator("#throughput-note")).to_contain_text("over the whole job")
+    screenshot(page, "job-history")
+
+    page.goto(f"{squares.url}/")
+    overview = page.locator("#history-chart")
+    expect(overview).to_have_attribute("data-succeeded", "3")
+    expect(overview).to_have_attribute("data-failed", "2")
+    expect(overview).to_have_attribute("data-points", "3600")
+    page.click("button[data-window='1d']")
+    expect(overview).to_have_attribute("data-window", "1d")
+    expect(overview).to_have_attribute("data-points", "1440")
+    expect(overview).to_have_attribute("data-succeeded", "3")
+    screenshot(page, "overview-history")
+
+    page.goto(f"{squares.url}/#/api/squares")
+    bars = page.locator("#duration-histogram")
+    expect(bars).to_have_attribute("data-total", "3")
+    expect(bars.locator(".hist-bar")).to_have_count(19)  # 18 bounds and +Inf
+    expect(page.locator("#duration-note")).to_contain_text("3 succeeded batches")
+    screenshot(page, "api-histogram")
+    # A daemon gone is no longer shown as live.
+    live = page.locator("#live")
+    expect(live).to_have_text("live")
+    squares.stop()
+    expect(live).to_have_text("offline")
+    expect(live).to_have_class(re.compile(r"\bstale\b"))
+
+
+def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
+    page: Page, squares: Daemon, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    first, second = failing_jobs(squares, tmp_path / "gate")
+    status, one, _ = get(squares, "/failed?limit=1&api=squares")
+    assert status == 200 and [f["batch_id"] for f in one["failed"]] == [f"{second}-1"]
+    rest = get(squares, f"/failed?limit=1&cursor={one['next_cursor']}")[1]
+    assert [f["batch_id"] for f in rest["failed"]] == [f"{first}-2"]
+    assert rest["failed"][0]["error"].startswith("ValueError: negative input")
+    assert "Traceback" in rest["failed"][0]["traceback"] and rest["failed"][0]["attempts"] == 1
+    assert rest["next_cursor"] is None
+    page.goto(f"{squares.url}/#/failed")
+    rows = page.locator("#failed-list tbody tr")
+    # Newest job first.
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_have_attribute("data-batch-id", f"{second}-1")
+    expect(rows.last).to_have_attribute("data-batch-id", f"{first}-2")
+    expect(rows.last).to_contain_text("ValueError: negative input")
+    page.fill("#failed-q", f"batch {first}-2")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-batch-id", f"{first}-2")
+    page.fill("#failed-q", "no such error")
+    expect(page.locator("#failed-list")).to_contain_text("no dead-lettered batch matches")
+    page.fill("#failed-q", "")
+    expect(rows).to_have_count(2)
+    page.select_option("#failed-api", "squares")
+    expect(rows).to_have_count(2)
+    screenshot(page, "failed")
+    page.goto(f"{squares.url}/#/api/squares")
+    page.click("#api-failed-link")
+    expect(page).to_have_url(re.compile("#/failed/squares$"))
+    expect(page.locator("#failed-api")).to_have_value("squares")
+    expect(rows).to_have_count(2)
+
+    (tmp_path / "gate.fixed").touch()
+    rows.last.locator(".retry-job").click()
+    link = page.locator("#failed-retry-link")
+    expect(link).to_be_visible()
+    retry_id = link.inner_text()
+    assert retry_id not in (first, second)
+    client = squares.client
+    assert wait_job(client, "squares", retry_id)["status"] == "succeeded"
+    assert client.get_job("squares", retry_id)["job_status"]["retry_of"] == first
+    assert [line["result"] for line in client.results("squares", retry_id)] == [[4]]
+
+    page.goto(f"{squares.url}/")
+    recent = page.locator("#recent-jobs tbody tr")
+    expect(recent).to_have_count(3)
+    page.select_option("#status-filter", "completed_with_failures")
+    expect(recent).to_have_count(2)
+    expect(recent.first).to_have_attribute("data-job-id", second)
+    page.select_option("#status-filter", "succeeded")
+    expect(recent).to_have_count(1)
+    expect(recent.first).to_have_attribute("data-job-id", retry_id)
+    page.select_option("#api-filter", "squares")
+    expect(recent).to_have_count(1)
+    page.select_option("#status-filter", "stopped")
+    expect(page.locator("#recent-jobs")).to_contain_text("no jobs yet")
+    # "13m ago", the rate and the other figures keep to one line however narrow the page.
+    page.select_option("#status-filter", "")
+    expect(recent).to_have_count(3)
+    spacing = recent.first.evaluate(
+        "row => [...row.cells].map(cell => getComputedStyle(cell).whiteSpace)"
+    )
+    # batches, failed, rate, ETA, started, duration
+    assert [spacing[i] for i in (4, 5, 6, 7, 8, 9)] == ["nowrap"] * 6, spacing
+    screenshot(page, "overview-filtered")

@@ -11,15 +11,35 @@ import sys
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from batchd.client import Client, JobStatus, Record
+from batchd.client import SERVE_HINT, Client, JobStatus, Record
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 # Wide enough that a table written to a pipe or file is never wrapped.
 _UNWRAPPED_WIDTH = 10_000
+
+# How a status is coloured on a terminal (never in a pipe, nor with NO_COLOR set).
+STATUS_STYLES = {
+    "pending": "yellow",
+    "enqueuing": "yellow",
+    "running": "cyan",
+    "paused": "magenta",
+    "succeeded": "green",
+    "completed_with_failures": "yellow",
+    "worker_error": "red",
+    "worker_oom": "red",
+    "timed_out": "red",
+    "enqueue_failed": "red",
+    "unexpected_error": "red",
+    "stopped": "bright_black",
+}
+# The table column, and the key of a key-value listing, whose cells are statuses.
+_STATUS_HEADER = "STATUS"
+_STATUS_KEY = "status"
 
 
 def make_console() -> Console:
@@ -44,13 +64,71 @@ def print_table(header: list[str] | None, rows: Iterable[list[str]]) -> None:
     if header is None:
         table.add_column(style="bold")
         table.add_column()
+    status_column = header.index(_STATUS_HEADER) if header and _STATUS_HEADER in header else None
     for row in rows:
-        table.add_row(*row)
+        if header is None and row[0] == _STATUS_KEY:
+            status_column = 1
+        cells: list[str | Text] = list(row)
+        if status_column is not None:
+            cells[status_column] = styled_status(row[status_column])
+        table.add_row(*cells)
+        if header is None:
+            status_column = None
     console = make_console()
     with console.capture() as captured:
         console.print(table)
     lines = captured.get().splitlines()
     sys.stdout.write("".join(line.rstrip() + "\n" for line in lines))
+
+
+def styled_status(status: str) -> Text:
+    from rich.text import Text
+
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+class ReconnectNotice:
+    """Says on `stream` (stderr) that the daemon is gone and the command reconnects: one
+    line redrawn in place on a terminal; elsewhere a line when it starts and one when the
+    daemon is back. Use it as a context: a line left on a terminal is ended on exit."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty()
+        self.shown = False
+
+    def __call__(self, reason: str | None, left: float) -> None:
+        if reason is None:
+            if self.shown:
+                self.stream.write("\r\x1b[K" if self.terminal else "batchd: reconnected\n")
+            self.shown = False
+        elif self.terminal:
+            self.stream.write(f"\r\x1b[K{reconnecting(short_reason(reason), left)}")
+        elif not self.shown:
+            self.stream.write(f"batchd: {reconnecting(reason, left)}\n")
+        if reason is not None:
+            self.shown = True
+        self.stream.flush()
+
+    def __enter__(self) -> ReconnectNotice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown and self.terminal:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def short_reason(reason: str) -> str:
+    """The cause alone ("[Errno 111] Connection refused"), short enough for a line that
+    is redrawn in place (one that wraps cannot be)."""
+    return reason.rsplit(": ", 1)[-1]
+
+
+def reconnecting(reason: str, left: float) -> str:
+    # The hint is for the final error; a line redrawn while waiting stays short.
+    reason = reason.partition(f"; {SERVE_HINT}")[0]
+    return f"reconnecting… ({reason}; giving up in {format_seconds(left)})"
 
 
 def print_json(value: Any) -> int:
@@ -143,6 +221,7 @@ def watch_progress(
 ) -> JobStatus:
     """A rich progress bar until the job ends: live on a terminal; elsewhere one line
     each time the status or the count of finished batches changes."""
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -175,14 +254,24 @@ def watch_progress(
     )
     task = progress.add_task(job_id, total=None, failed=0, elapsed="")
     shown: tuple[str, int] | None = None
+    notice = ReconnectNotice()
+
+    def reconnect(reason: str | None, left: float) -> None:
+        if not live:
+            notice(reason, left)
+        elif reason is not None:
+            # The bar's own line says it: one line, redrawn.
+            text = escape(reconnecting(short_reason(reason), left))
+            progress.update(task, description=f"[yellow]{text}[/]")
 
     def update(status: JobStatus) -> None:
         nonlocal shown
         metrics = status["batch_metrics"]
         done = int(metrics["succeeded"]) + int(metrics["failed"])
+        style = STATUS_STYLES.get(status["status"], "none")
         progress.update(
             task,
-            description=status["status"],
+            description=f"[{style}]{status['status']}[/]",
             total=status["total_batch_count"] or None,
             completed=done,
             failed=metrics["failed"],
@@ -193,7 +282,9 @@ def watch_progress(
             console.print(progress.make_tasks_table(progress.tasks))
 
     with progress:
-        return client.wait(api, job_id, poll_interval=interval, progress=update)
+        return client.wait(
+            api, job_id, poll_interval=interval, progress=update, on_reconnect=reconnect
+        )
 
 
 def log_line(record: Record) -> str:

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import sys
 from collections.abc import Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,7 +25,7 @@ from batchd.config import ConfigError, DaemonConfig, check_exposure
 from batchd.constants import DB_FILENAME
 from batchd.daemon.fdlimit import connection_cap, raise_open_file_limit
 from batchd.daemon.logsetup import READY_MESSAGE
-from batchd.daemon.sdnotify import Notifier
+from batchd.daemon.sdnotify import Notifier, status_line
 from batchd.errors import DomainError
 from batchd.http.app import Services, build_app
 from batchd.http.auth import Tokens, load_tokens
@@ -36,6 +37,7 @@ from batchd.pool.gpus import detect_gpus
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.scheduler.core import Scheduler
 from batchd.store import DatabaseUnavailable, NodeNameTaken, named_connections, open_store
+from batchd.store.roles import Store
 
 log = logging.getLogger("batchd.daemon")
 
@@ -124,6 +126,7 @@ async def serve(
     runner: GuardedAppRunner | None = None
     watchdog = asyncio.create_task(notifier.watchdog(), name="systemd-watchdog")
     pruning = asyncio.create_task(pruner.run_forever(), name="retention")
+    reporting: asyncio.Task[None] | None = None
     try:
         try:
             # Recovery reads every unfinished job: damage the header hid shows up here.
@@ -152,7 +155,11 @@ async def serve(
         )
         await runner.setup()
         await _start_site(runner, config)
+        # The first status before READY=1: `systemctl start` returns with it shown.
+        status = partial(_status_line, scheduler, store)
+        sent = await notifier.send_status(status)
         notifier.notify("READY=1")
+        reporting = asyncio.create_task(notifier.report_status(status, sent), name="sd-status")
         log.info(
             READY_MESSAGE,
             extra={
@@ -163,7 +170,10 @@ async def serve(
             },
         )
         await stop_requested.wait()
+        reporting.cancel()
+        reporting = None
         notifier.notify("STOPPING=1")
+        notifier.notify("STATUS=stopping: draining workers")
         log.info("stopping: draining workers")
     finally:
         joblogs.close_readers()
@@ -178,12 +188,23 @@ async def serve(
             await store.close()
         watchdog.cancel()
         pruning.cancel()
+        if reporting is not None:
+            reporting.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
     lock.close()
     log.info("batchd stopped")
     return 0
+
+
+async def _status_line(scheduler: Scheduler, store: Store) -> str:
+    """The jobs and workers as the scheduler holds them; the queue from one read."""
+    queued, leased = await store.queue_depth()
+    snapshot = scheduler.snapshot()
+    return status_line(
+        len(snapshot.active_jobs), queued, leased, len(snapshot.workers), snapshot.max_workers
+    )
 
 
 async def _job_logs(config: DaemonConfig, database: str | None, state: Path) -> JobLogs:

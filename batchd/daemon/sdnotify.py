@@ -2,14 +2,20 @@
 
 No library is needed for it. READY=1 is sent once recovery is done and the API
 listens; WATCHDOG=1 from the event loop itself, so a blocked loop stops the pings
-and systemd restarts the daemon; STOPPING=1 when the drain begins.
+and systemd restarts the daemon; STOPPING=1 when the drain begins; STATUS= (what
+`systemctl status` shows) with the jobs, the queue and the workers, when it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import Awaitable, Callable
+
+# STATUS= is sent at most this often (seconds), and only when it changed.
+STATUS_INTERVAL = 1.0
 
 
 class Notifier:
@@ -34,9 +40,42 @@ class Notifier:
                 # systemd gone or socket unreachable: nothing useful to do about it.
                 return
 
+    @property
+    def active(self) -> bool:
+        return bool(self._address)
+
+    async def send_status(
+        self, status: Callable[[], Awaitable[str]], sent: str | None = None
+    ) -> str | None:
+        """STATUS=`status()`, unless that is `sent` already; what was sent last."""
+        if not self.active:
+            return None
+        with contextlib.suppress(Exception):  # the database down: said next time
+            text = await status()
+            if text != sent:
+                self.notify(f"STATUS={text}")
+                sent = text
+        return sent
+
+    async def report_status(self, status: Callable[[], Awaitable[str]], sent: str | None) -> None:
+        """Send STATUS= whenever it changes, looking once per STATUS_INTERVAL."""
+        while self.active:
+            await asyncio.sleep(STATUS_INTERVAL)
+            sent = await self.send_status(status, sent)
+
     async def watchdog(self) -> None:
         if self.watchdog_interval is None:
             return
         while True:
             self.notify("WATCHDOG=1")
             await asyncio.sleep(self.watchdog_interval)
+
+
+def status_line(active_jobs: int, queued: int, leased: int, busy: int, max_workers: int) -> str:
+    """e.g. "3 jobs active, 1,204 batches queued, 4 leased, 4/4 workers busy"."""
+    jobs = "job" if active_jobs == 1 else "jobs"
+    batches = "batch" if queued == 1 else "batches"
+    return (
+        f"{active_jobs:,} {jobs} active, {queued:,} {batches} queued, {leased:,} leased, "
+        f"{busy}/{max_workers} workers busy"
+    )

@@ -121,10 +121,12 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     from batchd.http import (
         admin_routes,
         apis_routes,
+        history_routes,
         jobs_routes,
         metrics_routes,
         openapi,
         ui_routes,
+        workers_routes,
     )
     from batchd.http.auth import auth_middleware
 
@@ -138,8 +140,10 @@ def build_app(services: Services, tokens: Tokens | None = None) -> web.Applicati
     admin_routes.add_routes(app)
     apis_routes.add_routes(app)
     jobs_routes.add_routes(app)
+    history_routes.add_routes(app)
     metrics_routes.add_routes(app)
     ui_routes.add_routes(app)
+    workers_routes.add_routes(app)
     return app
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from batchd.admission.service import DryRun
 from batchd.errors import BadRequest
-from batchd.http import schemas
+from batchd.http import history_routes, schemas
 from batchd.http.apis_routes import api_summary
 from batchd.http.app import Services, json_response, services_of
 from batchd.http.body import (
@@ -25,9 +25,11 @@ from batchd.http.body import (
 from batchd.http.openapi import JOB_LIST_DEFAULT, JOB_LIST_MAX
 from batchd.observe.joblogs import LEVELS, LogRead
 from batchd.store import views
-from batchd.store.records import BatchCounts, JobRecord, batch_id
+from batchd.store.records import BatchCounts, JobRecord, JobStatus, batch_id
 
 NDJSON = "application/x-ndjson"
+# A log read position (`after`, a record's log_cursor): a byte offset or a row id.
+LOG_POSITION_MAX = 2**53
 
 
 def add_routes(app: web.Application) -> None:
@@ -89,14 +91,33 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 
 async def all_jobs(request: web.Request) -> web.Response:
-    """Jobs of every deployed API, newest first; `active=true` keeps pending and running."""
+    """Jobs of every deployed API (or of `api`), newest first; `active=true` keeps pending
+    and running ones, `status=a,b` those of the statuses listed."""
     services = services_of(request)
-    names = {api.name for api in await services.store.list_apis()}
+    names = await history_routes.api_names(request)
     active = bool_query(request, "active")
+    statuses = _statuses(request)
     limit = int_query(request, "limit", default=100, minimum=1, maximum=1_000)
     before = await _cursor(services, request, names)
-    jobs = await services.store.list_jobs_page(sorted(names), limit, before, active)
+    jobs = await services.store.list_jobs_page(sorted(names), limit, before, active, statuses)
     return json_response({"jobs": [_rendered(services, *listed) for listed in jobs]})
+
+
+def _statuses(request: web.Request) -> list[str] | None:
+    """`status`: a comma-separated list of job statuses."""
+    raw = request.query.get("status")
+    if not raw:
+        return None
+    wanted = [part.strip() for part in raw.split(",") if part.strip()]
+    known = {status.value for status in JobStatus}
+    if not wanted or any(status not in known for status in wanted):
+        raise BadRequest(
+            f"status must be a comma-separated list of job statuses ({', '.join(sorted(known))})",
+            "status",
+        )
+    if bool_query(request, "active"):
+        wanted = [status for status in wanted if not JobStatus(status).terminal]
+    return wanted
 
 
 async def _cursor(services: Services, request: web.Request, api_names: set[str]) -> str | None:
@@ -180,7 +201,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if level is not None and level.upper() not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}", "level")
     tail = int_query(request, "tail", default=0, minimum=1, maximum=1_000_000)
-    start = await services.joblogs.tail_start(job.job_id, tail) if tail else 0
+    after = int_query(request, "after", default=-1, minimum=0, maximum=LOG_POSITION_MAX)
+    if tail and after >= 0:
+        raise BadRequest("give tail or after, not both", "after")
+    start = await services.joblogs.tail_start(job.job_id, tail) if tail else max(after, 0)
 
     async def job_ended() -> bool:
         current = await services.store.get_job(job.job_id)
@@ -194,6 +218,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
             follow=follow,
             job_ended=job_ended,
             start=start,
+            cursor=bool_query(request, "cursor"),
         ),
     )
     return await _stream(request, lines)

@@ -22,6 +22,7 @@ from batchd.constants import VERSION
 from batchd.http import schemas
 from batchd.http.openapi_builder import Body, Operation, Param, build_document
 from batchd.observe.joblogs import LEVELS
+from batchd.statuses import JobStatus
 
 PATH = "/openapi.json"
 NDJSON = "application/x-ndjson"
@@ -120,6 +121,9 @@ BEFORE = Param(
     "paging: the id of the last job of the previous page; older jobs follow",
 )
 
+API_FILTER = Param("api", "query", {"type": "string"}, "only this API's (404 when not deployed)")
+_STATUSES = "|".join(status.value for status in JobStatus)
+
 _JSON = ("application/json",)
 _ARCHIVES = ("application/gzip", "application/x-tar", "application/octet-stream")
 
@@ -165,6 +169,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "daemon",
         "The daemon: version, state dir, disk use, workers, GPUs",
         {200: ("the daemon's status", Body((schemas.StatusPage,)))},
+    ),
+    Operation(
+        "get",
+        "/workers",
+        "workers",
+        "daemon",
+        "Live workers with their memory and CPU use, and the last worker exits with their cause",
+        {200: ("the workers and their history", Body((schemas.WorkersPage,)))},
     ),
     Operation(
         "post",
@@ -306,7 +318,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "Jobs of every deployed API, newest first",
         {200: ("the jobs", Body((schemas.JobList,)))},
-        errors=(400,),
+        errors=(400, 404),
         params=(
             Param(
                 "active",
@@ -321,6 +333,16 @@ OPERATIONS: tuple[Operation, ...] = (
                 "the most jobs to list",
             ),
             BEFORE,
+            Param(
+                "status",
+                "query",
+                {
+                    "type": "string",
+                    "pattern": f"^(?:{_STATUSES})(?:,(?:{_STATUSES}))*$",
+                },
+                "keep only jobs of these statuses (comma-separated)",
+            ),
+            API_FILTER,
         ),
     ),
     Operation(
@@ -422,6 +444,18 @@ OPERATIONS: tuple[Operation, ...] = (
                 {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                 "only the last N lines of the log (before level and batchID filter them)",
             ),
+            Param(
+                "cursor",
+                "query",
+                {"type": "boolean", "default": False},
+                "add log_cursor to each record: the position just after it, for `after`",
+            ),
+            Param(
+                "after",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": 2**53},
+                "resume at a record's log_cursor (not with tail): after a dropped follow",
+            ),
         ),
     ),
 )
@@ -435,8 +469,11 @@ def document() -> dict[str, Any]:
 @functools.cache
 def _build() -> dict[str, Any]:
     """Built once: the document depends on nothing but the code."""
+    # Here, not at the top: that table reads the parameters defined above.
+    from batchd.http.openapi_dashboard import DASHBOARD_OPERATIONS
+
     return build_document(
-        OPERATIONS,
+        OPERATIONS + DASHBOARD_OPERATIONS,
         info=INFO,
         tags=TAGS,
         security_schemes=SECURITY_SCHEMES,

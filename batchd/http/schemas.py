@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from batchd.admission.job_body import SourceKind
+from batchd.pool.exits import ExitCause
 from batchd.pool.process import WorkerState
 from batchd.statuses import REACHABLE_STATUSES
 from batchd.store.records import JobStatus
@@ -92,6 +93,47 @@ class StatusPage(_Response):
     gpus: list[int]
     active_jobs: list[str]
     workers: list[DaemonWorker]
+
+
+class LiveWorker(_Response):
+    api_name: str
+    job_id: str
+    slot: int
+    pid: int
+    state: WorkerState
+    gpus: list[int]
+    batch_id: str | None = Field(description="the batch it is working on; None between batches")
+    started_at: str = Field(description="when it took its job, ISO 8601 UTC")
+    rss_bytes: int | None = Field(description="resident memory, from /proc; None once it is gone")
+    cpu_percent: float | None = Field(
+        description="CPU use since the previous read (at most one a second), in % of one core"
+    )
+    gpu_memory_bytes: int | None = Field(
+        description="GPU memory held by it and the processes it started (nvidia-smi); None "
+        "where nvidia-smi is not on PATH or failed"
+    )
+
+
+class WorkerExit(_Response):
+    time: str = Field(description="ISO 8601 UTC with milliseconds")
+    api_name: str
+    job_id: str
+    slot: int
+    pid: int
+    cause: ExitCause
+    exit_code: int | None = Field(description="None when a signal ended it")
+    signal: str | None = Field(description="the signal that ended it, e.g. SIGKILL")
+    reason: str
+    restart_in: float | None = Field(
+        description="seconds until a replacement starts after this death (the crash "
+        "back-off); None when none is started for it"
+    )
+
+
+class WorkersPage(_Response):
+    workers: list[LiveWorker] = Field(description="live workers, by job id then slot")
+    # Kept in memory: a restart of the daemon forgets them.
+    events: list[WorkerExit] = Field(description="the last 500 worker exits, newest first")
 
 
 class PruneReport(_Response):
@@ -284,3 +326,62 @@ class LogRecord(BaseModel):
     stream: Literal["stdout", "stderr"] | None = Field(
         default=None, description="set when the record is a line the handler printed"
     )
+
+
+# --- the dashboard's history and failed batches -------------------------------------------
+
+
+class ThroughputSeries(_Response):
+    succeeded: list[int] = Field(description="batches succeeded per bucket, oldest first")
+    failed: list[int] = Field(description="failed attempts per bucket, oldest first")
+
+
+class DurationHistogram(_Response):
+    counts: list[int] = Field(
+        description="succeeded batches per bucket of `batch_duration_bounds` (not cumulative), "
+        "then those slower than the last bound"
+    )
+    sum: float = Field(description="seconds of all of them")
+
+
+class ApiHistory(_Response):
+    window: Literal["1h", "1d"]
+    step_seconds: int = Field(description="seconds per bucket: 1 (1h) or 60 (1d)")
+    start: int = Field(description="the first bucket's start, Unix seconds")
+    scope: Literal["node"] = Field(
+        description="counted by this daemon since it started (on a shared PostgreSQL queue, "
+        "what this node's workers did)"
+    )
+    apis: dict[str, ThroughputSeries]
+    batch_duration_bounds: list[float] = Field(
+        description="upper bounds (seconds) of the buckets of batchd_batch_duration_seconds"
+    )
+    batch_durations: dict[str, DurationHistogram] = Field(
+        description="by API: the batch-duration histogram /metrics exports, since the start"
+    )
+
+
+class JobHistory(_Response):
+    job_id: str
+    step_seconds: int
+    start_time: str = Field(description="submission time, ISO 8601 UTC with milliseconds")
+    end_time: str | None
+    buckets: list[list[float]] = Field(
+        description="[bucket start (Unix seconds), batches succeeded, failed attempts], oldest "
+        "first; buckets with neither are left out. From the store: every node's work"
+    )
+
+
+class FailedBatchEntry(_Response):
+    batch_id: str
+    job_id: str
+    api_name: str
+    attempts: int
+    error: str | None
+    traceback: str | None
+    failed_at: str | None = Field(description="the last attempt's failure, ISO 8601 UTC")
+
+
+class FailedBatchPage(_Response):
+    failed: list[FailedBatchEntry] = Field(description="newest job first, then by batch")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: no more")

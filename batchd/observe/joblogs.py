@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from batchd.wire.textsafe import escape_surrogates_in
 
 log = logging.getLogger("batchd.joblogs")
 
+# The key a cursor-carrying read (LogRead.cursor) adds to each record.
+CURSOR_KEY = "log_cursor"
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
@@ -51,6 +54,8 @@ class LogRead:
     follow: bool = False
     job_ended: Callable[[], Awaitable[bool]] | None = None
     start: int = 0
+    # Each line carries the position after it (`CURSOR_KEY`), for a reader to resume at.
+    cursor: bool = False
 
     async def ended(self, closing: bool) -> bool:
         """Whether what is in the log now is all this read yields (`closing`: the daemon
@@ -201,6 +206,15 @@ def guarded_writer(
     return write
 
 
+def with_cursor(line: bytes, position: int) -> bytes:
+    """A record line (JSON object, newline) with `position` added as `CURSOR_KEY`: where a
+    read resumes just after it (`start`)."""
+    body = line.rstrip(b"\n")
+    if not body.endswith(b"}") or body == b"{}":
+        return line
+    return body[:-1] + b',"%s":%d}\n' % (CURSOR_KEY.encode(), position)
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
     line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
     try:
@@ -256,15 +270,22 @@ class JobLogFiles:
         `tail_offset`); with `follow`, keep yielding until the job ends."""
         path = self.path(job_id)
         offset = request.start
+        # A position inside a line (a stale or made-up cursor) resumes at the next line.
+        partial = offset > 0 and await asyncio.to_thread(_read_from, path, offset - 1, 1) != b"\n"
         pending = b""
         while True:
             ended = await request.ended(self._closing)
             chunk = await asyncio.to_thread(_read_from, path, offset)
+            # Where `pending` + the first line start in the file.
+            position = offset - len(pending)
             offset += len(chunk)
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                if line and request.selects(line):
-                    yield line + b"\n"
+                position += len(line) + 1
+                if partial:
+                    partial = False
+                elif line and request.selects(line):
+                    yield with_cursor(line, position) if request.cursor else line + b"\n"
             if ended and not chunk:
                 return
             if not chunk:
@@ -296,10 +317,15 @@ def tail_offset(path: Path, lines: int, block: int = 64 * 1024) -> int:
         return 0
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _read_from(path: Path, offset: int, size: int = 4 * 1024 * 1024) -> bytes:
     try:
         with path.open("rb") as log:
             log.seek(offset)
-            return log.read(4 * 1024 * 1024)
+            return log.read(size)
     except FileNotFoundError:
         return b""
+    except OSError as exc:
+        # A position past what the filesystem can hold (a made-up `after`): nothing there.
+        if exc.errno == errno.EINVAL:
+            return b""
+        raise

@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from batchd.constants import VERSION
 from batchd.observe.handler_metrics import HandlerMetrics
+from batchd.observe.history import History
 from batchd.observe.snapshot import SchedulerSnapshot
 from batchd.statuses import REACHABLE_STATUSES
 
@@ -89,6 +90,13 @@ class BulkHistogram:
             counts[where(bounds, value)] += 1
             subtotal += value
         total[0] += subtotal
+
+    def snapshot(self) -> tuple[list[float], dict[str, tuple[list[int], float]]]:
+        """(bucket upper bounds, {label: (count per bucket, +Inf last; sum)}): not
+        cumulative, as a chart draws them."""
+        return list(self._bounds), {
+            label: (list(counts), total[0]) for label, (counts, total) in self._series.items()
+        }
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
@@ -192,6 +200,8 @@ class Metrics:
         self._handler = HandlerMetrics(registry)
         ProcessCollector(registry=registry)
         self._apis: dict[str, _ApiSeries] = {}
+        # Not exported: the dashboard's recent throughput (GET /history).
+        self.history = History()
 
     def _api(self, api: str) -> _ApiSeries:
         series = self._apis.get(api)
@@ -212,6 +222,7 @@ class Metrics:
     def batches_succeeded(self, api: str, successes: Sequence[Success], accepted: int) -> None:
         """A report's successes, `accepted` of them stored (the rest had stale leases)."""
         self._api(api).succeeded.inc(accepted)
+        self.history.record(api, accepted, 0)
         if accepted < len(successes):
             successes = successes[:accepted]
         self.batch_duration.observe_many(api, [success.duration for success in successes])
@@ -222,6 +233,7 @@ class Metrics:
             return
         series = self._api(api)
         series.failed.inc()
+        self.history.record(api, 0, 1)
         if state == "dead":
             series.dead_lettered.inc()
         else:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from batchd.constants import LOG_FOLLOW_POLL_INTERVAL
-from batchd.observe.joblogs import LogRead, Writers, encode_record
+from batchd.observe.joblogs import LogRead, Writers, encode_record, with_cursor
 from batchd.store.postgres.joblogs import JobLogTable
 
 log = logging.getLogger("batchd.joblogs")
@@ -216,9 +216,9 @@ class PostgresJobLogs:
                 # What this node queued before now is read with the rest.
                 await self._stored(READ_FLUSH_TIMEOUT)
             rows = await self.table.lines(job_id, position, READ_ROWS, READ_BYTES)
-            for _, line in rows:
+            for row_id, line in rows:
                 if request.selects(line):
-                    yield line
+                    yield with_cursor(line, row_id + 1) if request.cursor else line
             if rows:
                 position = rows[-1][0] + 1
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from enum import StrEnum
 from pathlib import Path
 
 from batchd import constants
@@ -60,10 +61,55 @@ def describe_exit(returncode: int, oom: bool) -> str:
         return "worker ran out of memory: over its [compute] mem limit (MemoryError)"
     if oom:
         return "worker was killed by the kernel's OOM killer (out of memory)"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = signal_name(returncode)
+    if name is not None:
         return f"worker was killed by {name}"
     return f"worker exited with code {returncode}"
+
+
+class ExitCause(StrEnum):
+    """Why a worker exited, as GET /workers reports it."""
+
+    EXITED = "exited"  # asked to (its job ended, it was recycled, the daemon drains)
+    STOPPED = "stopped"  # killed by the daemon for a reason of its own (stop, drain)
+    INIT_FAILED = "init_failed"  # the Handler could not be loaded or constructed
+    CRASHED = "crashed"  # a non-zero exit code of its own
+    SIGNALED = "signaled"  # a signal the daemon did not send
+    OOM = "oom"  # the OOM killer, its memory cgroup, or a MemoryError over [compute] mem
+    BATCH_TIMEOUT = "batch_timeout"  # killed: a batch ran past batch_timeout
+    DISK_LIMIT = "disk_limit"  # killed: its workspace grew past [compute] disk
+    PROTOCOL_ERROR = "protocol_error"  # killed: it broke the channel's framing
+
+
+def exit_cause(
+    returncode: int,
+    *,
+    oom: bool,
+    killed: bool,
+    ready: bool = False,
+    death_cause: ExitCause | None = None,
+) -> ExitCause:
+    """Why a worker exited: `death_cause` when the daemon killed it for what the batch
+    did, `killed` when for a reason of its own; `ready` once its Handler was constructed
+    (the init-failure exit code is then a handler's own)."""
+    if death_cause is not None:
+        return death_cause
+    if oom:
+        return ExitCause.OOM
+    if killed:
+        return ExitCause.STOPPED
+    if returncode == 0:
+        return ExitCause.EXITED
+    if returncode == constants.WORKER_EXIT_INIT_FAILED and not ready:
+        return ExitCause.INIT_FAILED
+    return ExitCause.SIGNALED if returncode < 0 else ExitCause.CRASHED
+
+
+def signal_name(returncode: int) -> str | None:
+    """The name of the signal that ended a process (a negative return code), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

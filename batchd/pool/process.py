@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,6 +55,8 @@ class WorkerProcess:
     held_seq: Callable[[], int | None] = field(default=lambda: None)
     # The shared word where the worker keeps the sequence number of its current batch.
     progress_fd: int | None = None
+    # When it took its job (epoch): a spare started earlier begins its work here.
+    started_at: float = field(default_factory=time.time)
 
     @property
     def pid(self) -> int:
@@ -174,6 +177,7 @@ def adopt(worker: WorkerProcess, launch: WorkerLaunch, log_read: int, sink: LogS
     worker.slot = launch.slot
     worker.job_id = launch.job_id
     worker.labels = dict(launch.labels)
+    worker.started_at = time.time()
     process = worker.process
     assert process.stdout is not None and process.stderr is not None
     worker.output_tasks = [

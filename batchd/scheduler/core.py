@@ -29,6 +29,7 @@ from batchd.errors import Conflict, NotFound
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
 from batchd.observe.snapshot import SchedulerSnapshot, WorkerSnapshot
+from batchd.observe.workers import LiveWorker, WorkerHistory
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.pool.process import WorkerState
 from batchd.pool.spares import SparePool
@@ -41,6 +42,7 @@ from batchd.scheduler.state import Capacity, JobRun
 from batchd.store import DatabaseUnavailable
 from batchd.store.records import JobRecord, JobStatus
 from batchd.store.roles import Store
+from batchd.wire.ids import batch_id
 
 log = logging.getLogger("batchd.scheduler")
 
@@ -227,6 +229,27 @@ class Scheduler:
                 for w in sorted(runs[job_id].workers, key=lambda w: w.slot)
             ),
         )
+
+    @property
+    def worker_history(self) -> WorkerHistory:
+        return self._jobs.history
+
+    def live_workers(self) -> list[LiveWorker]:
+        """Every live worker, by job id then slot, with the batch it is on."""
+        return [
+            LiveWorker(
+                api_name=run.job.api_name,
+                job_id=run.job_id,
+                slot=w.slot,
+                pid=w.pid,
+                state=str(w.state),
+                gpus=tuple(w.gpus),
+                batch_id=None if (seq := w.held_seq()) is None else batch_id(run.job_id, seq),
+                started_at=w.handle.started_at,
+            )
+            for run in sorted(self._jobs.runs.values(), key=lambda run: run.job_id)
+            for w in sorted(run.workers, key=lambda w: w.slot)
+        ]
 
     # -- leases of live workers are renewed; lost ones expire ---------------------------
 

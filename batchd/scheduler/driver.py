@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from batchd import constants
-from batchd.pool.exits import OomDetector, describe_exit
+from batchd.pool.exits import ExitCause, OomDetector, describe_exit, exit_cause
 from batchd.pool.process import WorkerState
 from batchd.pool.workspace import Workspace, Workspaces
 from batchd.scheduler import policy
@@ -81,6 +81,7 @@ class Driver:
             # The worker's own message broke the channel: charged like a crash (_reap).
             log.warning("worker broke the channel", extra={"jobID": run.job_id, "error": str(exc)})
             worker.death_reason = f"the worker sent {exc}"
+            worker.death_cause = ExitCause.PROTOCOL_ERROR
             handle.signal(signal.SIGKILL)
         except DatabaseUnavailable:
             # The database down where nothing retries (a stop under way, the worker's
@@ -157,6 +158,7 @@ class Driver:
                 await self._idle(run, worker)
         elif isinstance(message, Ready):
             worker.state = WorkerState.RUNNING
+            worker.ready = True
             worker.has_on_complete = message.has_on_complete
             if run.job.has_on_complete is None:
                 await self.store.set_has_on_complete(run.job_id, worker.has_on_complete)
@@ -325,6 +327,9 @@ class Driver:
             with contextlib.suppress(Exception):
                 await self.store.release(run.job_id, held)
         if expected or returncode == constants.WORKER_EXIT_INIT_FAILED:
+            cause = exit_cause(returncode, oom=False, killed=worker.killed, ready=worker.ready)
+            exited = worker.exit_event(run.job, returncode, cause, describe_exit(returncode, False))
+            self.jobs.history.record(exited)
             run.exited_ok += expected and returncode == 0
             run.exited_failed += not (expected and returncode == 0)
             self.jobs.wake()
@@ -342,6 +347,10 @@ class Driver:
             )
         )
         reason = worker.death_reason or over_disk or describe_exit(returncode, oom)
+        death_cause = worker.death_cause or (ExitCause.DISK_LIMIT if over_disk else None)
+        cause = exit_cause(
+            returncode, oom=oom, killed=False, ready=worker.ready, death_cause=death_cause
+        )
         self.jobs.metrics.worker_died(run.job.api_name, oom)
         log.warning(
             "worker died",
@@ -353,6 +362,7 @@ class Driver:
         if policy.counts_toward_crash_loop(worker.death_reason, charged):
             run.deaths += 1
         if run.deaths > self.config.max_worker_restarts:
+            self.jobs.history.record(worker.exit_event(run.job, returncode, cause, reason))
             status = JobStatus.WORKER_OOM if oom else JobStatus.WORKER_ERROR
             await self.jobs.finish(
                 run, status, f"workers died {run.deaths} times in a row; last: {reason}"
@@ -362,6 +372,7 @@ class Driver:
             run.deaths, self.config.restart_backoff, self.config.max_restart_backoff
         )
         run.next_spawn_at = time.monotonic() + delay
+        self.jobs.history.record(worker.exit_event(run.job, returncode, cause, reason, delay))
         self.jobs.spawn_task(self.jobs.wake_at(run.next_spawn_at), "restart-backoff")
         self.jobs.wake()
 
@@ -397,6 +408,7 @@ class Driver:
         def expire() -> None:
             if lease in worker.leases and worker.alive:
                 worker.death_reason = f"batch exceeded its time limit of {limit:g}s"
+                worker.death_cause = ExitCause.BATCH_TIMEOUT
                 worker.handle.signal(signal.SIGKILL)
 
         asyncio.get_running_loop().call_later(limit, expire)

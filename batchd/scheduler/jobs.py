@@ -14,6 +14,7 @@ from batchd import constants
 from batchd.config import DaemonConfig
 from batchd.observe.joblogs import JobLogs
 from batchd.observe.metrics import Metrics
+from batchd.observe.workers import WorkerHistory
 from batchd.scheduler import policy
 from batchd.scheduler.state import JobRun
 from batchd.store import views
@@ -31,6 +32,8 @@ class Jobs:
         self.store = store
         self.metrics = metrics
         self.joblogs = joblogs
+        # Worker exits, for GET /workers (in memory: a restart forgets them).
+        self.history = WorkerHistory()
         self.runs: dict[str, JobRun] = {}
         self.draining = False
         self.woken = asyncio.Event()

@@ -7,8 +7,11 @@ Nothing here is durable: after a restart it is rebuilt from the store.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
+from batchd.observe.workers import WorkerExitEvent
+from batchd.pool.exits import ExitCause, signal_name
 from batchd.pool.memlimit import MemoryLimiter
 from batchd.pool.process import WorkerProcess, WorkerState
 from batchd.pool.workspace import Workspace
@@ -24,6 +27,8 @@ class WorkerRun:
     workspace: Workspace | None = None
     state: WorkerState = WorkerState.INITIALIZING
     has_on_complete: bool = False
+    # It said it was ready: its Handler was loaded and constructed.
+    ready: bool = False
     # Leases handed over and not yet reported on, in the order the worker runs them.
     leases: list[Lease] = field(default_factory=list)
     batches_done: int = 0
@@ -32,6 +37,7 @@ class WorkerRun:
     killed: bool = False
     # Set when the daemon kills the worker for a reason of the batch's own making.
     death_reason: str | None = None
+    death_cause: ExitCause | None = None
     # Its slot among the job's workers over every node (store.claim_worker).
     claim: int | None = None
 
@@ -59,6 +65,27 @@ class WorkerRun:
         if not self.leases:
             return None
         return self.handle.current_seq() or self.leases[0].seq
+
+    def exit_event(
+        self,
+        job: JobRecord,
+        returncode: int,
+        cause: ExitCause,
+        reason: str,
+        restart_in: float | None = None,
+    ) -> WorkerExitEvent:
+        return WorkerExitEvent(
+            time=time.time(),
+            api_name=job.api_name,
+            job_id=job.job_id,
+            slot=self.slot,
+            pid=self.pid,
+            cause=str(cause),
+            exit_code=returncode if returncode >= 0 else None,
+            signal=signal_name(returncode),
+            reason=reason,
+            restart_in=restart_in,
+        )
 
     async def send_batches(self, leases: list[Lease]) -> None:
         self.leases.extend(leases)

@@ -201,3 +201,21 @@ class HookClaim(StrEnum):
 
 # Expired leases, as (job id, seq, the batch's new state).
 Expired = list[tuple[str, int, BatchState]]
+
+
+@dataclass(frozen=True)
+class FailedBatch:
+    """A dead-lettered batch in the listing across jobs, with its last attempt's error."""
+
+    batch_key: int  # the batch's id in the store: a page's cursor
+    api_name: str
+    job_id: str
+    seq: int
+    attempts: int
+    error: str | None
+    traceback: str | None
+    failed_at: float | None
+
+
+# (bucket start, Unix seconds; batches succeeded; failed attempts) of a job's history.
+HistoryBucket = tuple[float, int, int]

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
         BatchState,
         DeadLetter,
         Expired,
+        FailedBatch,
         Failure,
+        HistoryBucket,
         HookClaim,
         JobRecord,
         JobStatus,
@@ -133,13 +135,28 @@ class ReadStore(Protocol):
         limit: int,
         before: str | None = None,
         active_only: bool = False,
+        statuses: Sequence[str] | None = None,
     ) -> list[ListedJob]:
-        """Newest first, with counts; `before` is the last job id of the previous page."""
+        """Newest first, with counts; `before` is the last job id of the previous page;
+        `statuses` keeps the jobs of those statuses only."""
 
     async def counts(self, job_id: str) -> BatchCounts: ...
     async def metric_counts(self) -> MetricCounts: ...
+    async def queue_depth(self) -> tuple[int, int]:
+        """Batches of unfinished jobs queued and leased, over every API (one read of the
+        unfinished jobs' counters: cheap enough for a status line once a second)."""
+
     def results(self, job_id: str) -> AsyncIterator[Result]: ...
     def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]: ...
+    async def job_history(self, job_id: str, bucket_seconds: int) -> list[HistoryBucket]:
+        """The job's successes and failed attempts per bucket of `bucket_seconds`, oldest
+        first, from the times the store keeps (cluster-wide on a shared database)."""
+
+    async def failed_batches(
+        self, api_names: Sequence[str], limit: int, before: int | None = None, contains: str = ""
+    ) -> list[FailedBatch]:
+        """Dead-lettered batches across jobs, newest job first; `before` is the last
+        batch_key of the previous page; `contains` filters on the last error."""
 
 
 class RetentionStore(Protocol):

@@ -299,19 +299,29 @@ class SqlReads(SqlCore[Any, Any]):
         """The API names and the `before` of a jobs page, as the statement binds them."""
         raise NotImplementedError
 
+    def _array(self, values: Sequence[str]) -> Any:
+        """A list of strings as the backend's statements bind one."""
+        raise NotImplementedError
+
     async def list_jobs_page(
         self,
         api_names: Sequence[str],
         limit: int,
         before: str | None = None,
         active_only: bool = False,
+        statuses: Sequence[str] | None = None,
     ) -> list[ListedJob]:
         """Newest first, each with its counts; `before` is the last job id of the previous
-        page (ids sort by age)."""
-        if not api_names:
+        page (ids sort by age); `statuses`, when given, keeps the jobs of those only."""
+        if not api_names or statuses == []:
             return []
-        sql = self._sql.active_jobs_page if active_only else self._sql.jobs_page
-        rows = await self._rows(self._r, sql, *self._page_params(api_names, before), limit)
+        params = [*self._page_params(api_names, before), limit]
+        if statuses is not None:
+            sql = self._sql.status_jobs_page
+            params.append(self._array(statuses))
+        else:
+            sql = self._sql.active_jobs_page if active_only else self._sql.jobs_page
+        rows = await self._rows(self._r, sql, *params)
         return [ListedJob(job_record(row), batch_counts(row[JOB_COLUMN_COUNT:])) for row in rows]
 
     async def metric_counts(self) -> MetricCounts:
@@ -327,6 +337,10 @@ class SqlReads(SqlCore[Any, Any]):
             queued_by_api={api: totals[0] for api, totals in queue.items()},
             leased_by_api={api: totals[1] for api, totals in queue.items()},
         )
+
+    async def queue_depth(self) -> tuple[int, int]:
+        rows = await self._rows(self._r, self._sql.queue_depth)
+        return sum(row[1] for row in rows), sum(row[2] for row in rows)
 
     async def dead_letters(self, job_id: str) -> AsyncIterator[DeadLetter]:
         async for row in self._pages(job_id, self._sql.dead_letters_page):

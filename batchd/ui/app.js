@@ -14,6 +14,11 @@
   const LOG_KEEP = 2000; // lines kept on screen
   const RATE_WINDOW_S = 10;
   const CHART_SPAN_S = 120;
+  const FAILED_PAGE = 25;
+  const ERROR_FILTER_MAX = 200; // as GET /failed takes it
+  // What the job lists can be filtered by (GET /jobs?status=).
+  const JOB_STATUSES = ["pending", "running", "paused", "succeeded", "completed_with_failures", "worker_error", "worker_oom", "timed_out", "stopped"];
+  const charts = window.batchdCharts;
   // A job is active until it ends: its end_time is set with its terminal status, so the
   // page needs no list of statuses of its own.
   const isActive = (job) => job.end_time === null;
@@ -275,7 +280,7 @@
       h("td", { class: "num", text: String(m.failed) }),
       h("td", { class: "num", text: isActive(job) ? fmtRate(rate) : "-" }),
       h("td", { class: "num", text: etaOf(job, rate) }),
-      h("td", { text: fmtAgo(job.start_time), title: fmtTime(job.start_time) }),
+      h("td", { class: "nowrap", text: fmtAgo(job.start_time), title: fmtTime(job.start_time) }),
       h("td", { class: "num", text: fmtDuration(durationOf(job)) }),
     );
   }
@@ -313,10 +318,12 @@
     });
     async function refresh() {
       const before = cursors[cursors.length - 1];
+      const asked = query;
       const answer = await call("GET", path, {
         query: { ...query, limit: PAGE_SIZE + 1, before },
         signal: page.signal,
       });
+      if (asked !== query) return; // the filter changed meanwhile: that answer is stale
       jobs = answer.jobs;
       const shown = jobs.slice(0, PAGE_SIZE);
       holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), emptyText));
@@ -324,7 +331,91 @@
       older.disabled = jobs.length <= PAGE_SIZE;
       where.textContent = `page ${cursors.length + 1}`;
     }
-    return { el, refresh };
+    // A new filter starts again from the first page.
+    function filter(changes) {
+      query = { ...query, ...changes };
+      cursors.length = 0;
+      return refresh();
+    }
+    return { el, refresh, filter };
+  }
+
+  // A <select> of "" (labelled `any`) and `values`; `onchange(value)` on a change.
+  function picker(id, any, values, onchange) {
+    const select = h("select", { id }, h("option", { value: "", text: any }), values.map((v) => h("option", { value: v, text: v.replaceAll("_", " ") })));
+    select.addEventListener("change", () => onchange(select.value));
+    return select;
+  }
+
+  // The filters above a job list: by status, and (`withApi`) by API.
+  function jobFilters(page, pager, withApi) {
+    const status = picker("status-filter", "any status", JOB_STATUSES, (value) => pager.filter({ status: value }).catch(page.report));
+    const api = withApi ? picker("api-filter", "every API", [], (value) => pager.filter({ api: value }).catch(page.report)) : null;
+    return {
+      el: h("div", { class: "actions filters" }, h("label", { class: "muted" }, "Status ", status), api ? h("label", { class: "muted" }, "API ", api) : null),
+      apis(names) {
+        if (api) setChoices(api, "every API", names);
+      },
+    };
+  }
+
+  // Keep a picker's choices in step with what is deployed, the choice made kept.
+  function setChoices(select, any, names) {
+    const shown = [...select.options].slice(1).map((o) => o.value);
+    if (JSON.stringify(shown) === JSON.stringify(names)) return;
+    const chosen = select.value;
+    select.replaceChildren(h("option", { value: "", text: any }), ...names.map((n) => h("option", { value: n, text: n })));
+    select.value = names.includes(chosen) ? chosen : "";
+  }
+
+  // Throughput over the last hour or day (GET /history: this daemon's counts), for every
+  // API together or one; with `histogram`, that API's batch-duration histogram too.
+  function throughputCard(page, apiName, histogram) {
+    const chart = s("svg", { class: "chart", id: "history-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const peak = h("span", { class: "muted", id: "history-peak" });
+    const from = h("span");
+    const windows = h("div", { class: "segmented", role: "group" });
+    let windowName = "1h";
+    for (const [name, label] of [["1h", "last hour"], ["1d", "last day"]]) {
+      const button = h("button", { type: "button", "data-window": name, text: label, "aria-pressed": String(name === windowName) });
+      button.addEventListener("click", () => {
+        windowName = name;
+        for (const other of windows.children) other.setAttribute("aria-pressed", String(other === button));
+        load().catch(page.report);
+      });
+      windows.append(button);
+    }
+    const bars = h("div", { class: "hist", id: "duration-histogram" });
+    const histNote = h("p", { class: "muted note", id: "duration-note" });
+    const el = h(
+      "div",
+      null,
+      h("div", { class: "card" }, h("div", { class: "actions" }, windows, peak), chart, h("div", { class: "chart-axis muted" }, from, h("span", { text: "now" })), h("p", { class: "muted note", text: "Batches per second: succeeded (blue) and failed attempts (red), counted by this daemon since it started." })),
+      histogram ? h("h2", { text: "Batch durations" }) : null,
+      histogram ? h("div", { class: "card" }, bars, histNote) : null,
+    );
+    async function load() {
+      const asked = windowName;
+      const answer = await call("GET", "/history", { query: { window: asked, api: apiName }, signal: page.signal });
+      if (asked !== windowName) return; // the other window was picked meanwhile
+      const lines = Object.values(answer.apis);
+      const sum = (key) => (lines.length ? lines[0][key].map((_, i) => lines.reduce((n, line) => n + line[key][i], 0)) : []);
+      const top = charts.drawSeries(chart, answer.step_seconds, [
+        { name: "succeeded", cls: "line", area: true, values: sum("succeeded") },
+        { name: "failed", cls: "line bad", values: sum("failed") },
+      ]);
+      chart.dataset.window = answer.window;
+      peak.textContent = `peak ${fmtRate(top)}`;
+      from.textContent = windowName === "1h" ? "1 hour ago" : "1 day ago";
+      if (histogram) {
+        const mine = answer.batch_durations[apiName];
+        const counts = mine ? mine.counts : new Array(answer.batch_duration_bounds.length + 1).fill(0);
+        charts.histogram(bars, answer.batch_duration_bounds, counts);
+        const total = counts.reduce((a, b) => a + b, 0);
+        histNote.textContent = total ? `${total} succeeded batches since the daemon started, mean ${fmtDuration(mine.sum / total)} (batchd_batch_duration_seconds)` : "no batch has succeeded since the daemon started";
+      }
+    }
+    return { el, load };
   }
 
   // ---------------------------------------------------------------- pages
@@ -346,6 +437,7 @@
         try {
           if (!document.hidden) await fn();
           setBanner(null);
+          $("live").hidden = false;
         } catch (error) {
           if (!this.alive || error.name === "AbortError") return;
           if (error.status === 401) return; // the login form is showing; it re-renders
@@ -371,6 +463,7 @@
     banner.hidden = !text;
     banner.textContent = text || "";
     $("live").classList.toggle("stale", Boolean(text));
+    $("live").textContent = text ? "offline" : "live";
   }
 
   // Overview: the daemon, its APIs, running and pending jobs, workers and GPUs.
@@ -382,9 +475,13 @@
     const gpus = h("div", { id: "gpus" });
     const apis = h("div", { id: "apis" });
     const recent = jobPager(page, "/jobs", {}, "no jobs yet", "recent-jobs");
+    const filters = jobFilters(page, recent, true);
+    const throughput = throughputCard(page, undefined, false);
     main.append(
       h("h1", { text: "Overview" }),
       cards,
+      h("h2", { text: "Throughput" }),
+      throughput.el,
       h("h2", { text: "Running and pending jobs" }),
       active,
       activeNote,
@@ -392,6 +489,7 @@
       h("h2", { text: "APIs" }),
       apis,
       h("h2", { text: "Recent jobs" }),
+      filters.el,
       recent.el,
     );
     let status = null;
@@ -462,10 +560,12 @@
       renderDaemon();
     });
     page.poll(() => recent.refresh(), STATUS_POLL_MS);
+    page.poll(() => throughput.load(), STATUS_POLL_MS);
     page.poll(async () => {
       status = await call("GET", "/status", { signal: page.signal });
       renderDaemon();
       const answer = await call("GET", "/apis", { signal: page.signal });
+      filters.apis(answer.apis.map((api) => api.name));
       apis.replaceChildren(
         table(
           [["API"], ["version", "num"], ["deployed"], ["GPUs per worker", "num"], ["memory"], ["endpoint"]],
@@ -497,7 +597,9 @@
     const submitError = h("p", { class: "error", id: "submit-error", role: "alert" });
     const submit = h("button", { type: "submit", class: "primary", id: "submit-job", text: "Submit job" });
     const form = h("form", { id: "submit-form" }, body, h("div", { class: "actions" }, submit, submitError));
-    const jobs = jobPager(page, `/batch/${encodeURIComponent(name)}`, {}, "no jobs yet", "api-jobs");
+    const jobs = jobPager(page, "/jobs", { api: name }, "no jobs yet", "api-jobs");
+    const filters = jobFilters(page, jobs, false);
+    const throughput = throughputCard(page, name, true);
     const pauseNote = h("span", { class: "muted", id: "api-pause-note" });
     const pause = pauseToggle("api-pause-button", "API", `/apis/${encodeURIComponent(name)}`, undefined, pauseNote);
     main.append(
@@ -509,8 +611,11 @@
       h("h2", { text: "Submit a job" }),
       h("p", { class: "muted note", text: "The job body, as POST /batch/<api> takes it (JSON)." }),
       form,
-      h("h2", { text: "Jobs" }),
+      h("h2", null, "Jobs ", h("a", { class: "muted note", id: "api-failed-link", href: `#/failed/${encodeURIComponent(name)}`, text: "failed batches →" })),
+      filters.el,
       jobs.el,
+      h("h2", { text: "Throughput" }),
+      throughput.el,
     );
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -529,6 +634,7 @@
     page.poll(async () => {
       await jobs.refresh();
     });
+    page.poll(() => throughput.load(), STATUS_POLL_MS);
     page.poll(async () => {
       const api = await call("GET", `/apis/${encodeURIComponent(name)}`, { signal: page.signal });
       pause.set(api.paused === true);
@@ -617,7 +723,9 @@
     const chart = s("svg", { class: "chart", id: "throughput-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
     const chartNote = h("p", { class: "muted note", id: "throughput-note" });
     const chartPeak = h("span", { class: "muted" });
-    const chartAxis = h("div", { class: "chart-axis muted" }, h("span", { text: `${CHART_SPAN_S}s ago` }), h("span", { text: "now" }));
+    const chartFrom = h("span");
+    const chartTo = h("span");
+    const chartAxis = h("div", { class: "chart-axis muted" }, chartFrom, chartTo);
     const failedSection = h("section", { id: "failed-section", hidden: true });
     const failedTitle = h("h2");
     const retry = h("button", { type: "button", class: "primary", id: "retry-button" });
@@ -760,35 +868,41 @@
       }
     }
 
+    // The whole job's history, from the store (GET /batch/<api>/history): polled while the
+    // job runs, read once more when it has ended.
+    // A million-batch job's history is a scan of a million rows: the longer it takes, the
+    // less often it is asked for (at most 5% of the time).
+    let historyAt = 0;
+    let historyEvery = STATUS_POLL_MS;
+    let historyOf = null;
     function drawChart() {
-      const list = samples.get(jobId) || [];
-      const points = [];
-      for (let i = 1; i < list.length; i += 1) {
-        const dt = list[i].t - list[i - 1].t;
-        if (dt > 0) points.push({ t: list[i].t, rate: (list[i].done - list[i - 1].done) / dt });
-      }
-      const W = 600;
-      const H = 120;
-      const top = 4;
-      const bottom = H - 1;
-      const now = list.length ? list[list.length - 1].t : 0;
-      const peak = Math.max(1, ...points.map((p) => p.rate));
-      const x = (t) => W - ((now - t) / CHART_SPAN_S) * W;
-      const y = (rate) => bottom - (rate / peak) * (bottom - top);
-      const coords = points.filter((p) => now - p.t <= CHART_SPAN_S).map((p) => `${x(p.t).toFixed(1)},${y(p.rate).toFixed(1)}`);
-      const children = [s("line", { class: "axis", x1: 0, y1: bottom, x2: W, y2: bottom, "vector-effect": "non-scaling-stroke" })];
+      const ended = !isActive(job);
+      const due = ended ? historyOf !== job.status : performance.now() - historyAt >= historyEvery;
+      if (!due) return;
+      historyAt = performance.now();
+      historyOf = ended ? job.status : null;
+      loadHistory().catch((error) => {
+        if (error.name !== "AbortError") chartNote.textContent = error.message;
+      });
+    }
+
+    async function loadHistory() {
+      const asked = performance.now();
+      const answer = await call("GET", `${base}/history`, { query: { jobID: jobId }, signal: page.signal });
+      historyEvery = Math.max(STATUS_POLL_MS, (performance.now() - asked) * 20);
+      const from = Date.parse(answer.start_time) / 1000;
+      const to = answer.end_time ? Date.parse(answer.end_time) / 1000 : Date.now() / 1000;
+      const step = answer.step_seconds;
+      const series = charts.denseBuckets(answer.buckets, step, from, to);
+      const peak = charts.drawSeries(chart, step, [
+        { name: "succeeded", cls: "line", area: true, values: series.succeeded },
+        { name: "failed", cls: "line bad", values: series.failed },
+      ]);
+      chart.dataset.step = String(step);
       chartPeak.textContent = `peak ${fmtRate(peak)}`;
-      if (coords.length) {
-        const first = coords[0].split(",")[0];
-        const last = coords[coords.length - 1].split(",")[0];
-        children.push(s("polygon", { class: "area", points: `${first},${bottom} ${coords.join(" ")} ${last},${bottom}` }));
-        children.push(s("polyline", { class: "line", points: coords.join(" "), "vector-effect": "non-scaling-stroke" }));
-      }
-      chart.replaceChildren(...children);
-      chart.dataset.points = String(coords.length);
-      chartNote.textContent = points.length
-        ? `batches finished per second, measured at each refresh while this page is open; now ${fmtRate(points[points.length - 1].rate)}`
-        : "batches finished per second, measured while this page is open";
+      chartFrom.textContent = fmtTime(answer.start_time);
+      chartTo.textContent = answer.end_time ? fmtTime(answer.end_time) : "now";
+      chartNote.textContent = `Batches per second over the whole job, a bucket per ${step < 60 ? `${step} s` : step < 3600 ? `${step / 60} min` : `${step / 3600} h`}: succeeded (blue) and failed attempts (red).`;
     }
 
     async function loadFailed() {
@@ -901,6 +1015,103 @@
     });
   }
 
+  // Dead-lettered batches of every job (GET /failed), newest job first, filtered by API and
+  // by error text, a page at a time; a job's dead letters can be retried from here.
+  function failedPage(page, main, apiName) {
+    const apiPick = picker("failed-api", "every API", apiName ? [apiName] : [], () => restart());
+    apiPick.value = apiName || "";
+    const text = h("input", { id: "failed-q", type: "search", maxlength: ERROR_FILTER_MAX, placeholder: "error contains… (case-sensitive)", size: 32 });
+    const form = h("form", { class: "actions filters", id: "failed-filters" }, h("label", { class: "muted" }, "API ", apiPick), text, h("button", { type: "submit", text: "Filter" }));
+    const list = h("div", { id: "failed-list" });
+    const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
+    const older = h("button", { type: "button", class: "older", text: "Older →" });
+    const where = h("span", { class: "muted pager-where" });
+    const retryResult = h("p", { class: "note", id: "failed-retry-result" });
+    main.append(
+      h("h1", { text: "Failed batches" }),
+      h("p", { class: "muted note", text: "Dead-lettered batches of every job (out of attempts), newest job first. Retry submits a new job of a job's dead-lettered batches, on its API's latest version." }),
+      form,
+      retryResult,
+      list,
+      h("div", { class: "pager" }, newer, older, where),
+    );
+    const cursors = [];
+    let next = null;
+    let shown = "";
+    let typing = null;
+    const restart = () => {
+      cursors.length = 0;
+      refresh().catch(page.report);
+    };
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      restart();
+    });
+    text.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(restart, 300);
+    });
+    newer.addEventListener("click", () => {
+      cursors.pop();
+      refresh().catch(page.report);
+    });
+    older.addEventListener("click", () => {
+      cursors.push(next);
+      refresh().catch(page.report);
+    });
+
+    async function retry(entry, button) {
+      button.disabled = true;
+      retryResult.replaceChildren();
+      try {
+        const spec = await call("POST", `/batch/${encodeURIComponent(entry.api_name)}/retry`, { query: { jobID: entry.job_id } });
+        retryResult.append(`Job ${entry.job_id}'s dead-lettered batches were submitted as job `, h("a", { class: "mono", id: "failed-retry-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batch${spec.total_batch_count === 1 ? "" : "es"}).`);
+      } catch (error) {
+        retryResult.append(h("span", { class: "error", text: error.message }));
+      } finally {
+        button.disabled = false;
+      }
+    }
+
+    function row(entry) {
+      const button = h("button", { type: "button", class: "retry-job", text: "Retry job", title: `retry every dead-lettered batch of job ${entry.job_id}` });
+      button.addEventListener("click", () => retry(entry, button));
+      return h(
+        "tr",
+        { "data-batch-id": entry.batch_id },
+        h("td", { class: "mono nowrap", text: entry.batch_id }),
+        h("td", null, h("a", { class: "mono", href: jobHref(entry.api_name, entry.job_id), text: entry.job_id })),
+        h("td", null, h("a", { href: apiHref(entry.api_name), text: entry.api_name })),
+        h("td", { class: "num", text: String(entry.attempts) }),
+        h("td", null, h("details", null, h("summary", { class: "error", text: entry.error || "(no error recorded)" }), h("pre", { text: entry.traceback || "" }))),
+        h("td", { class: "nowrap", text: fmtAgo(entry.failed_at), title: fmtTime(entry.failed_at) }),
+        h("td", null, button),
+      );
+    }
+
+    async function refresh() {
+      const query = { api: apiPick.value, q: text.value, limit: FAILED_PAGE, cursor: cursors[cursors.length - 1] };
+      const answer = await call("GET", "/failed", { query, signal: page.signal });
+      if (query.api !== apiPick.value || query.q !== text.value) return; // a newer filter is on its way
+      next = answer.next_cursor;
+      newer.disabled = cursors.length === 0;
+      older.disabled = !next;
+      where.textContent = `page ${cursors.length + 1}`;
+      // Redrawn only when it changed: an opened traceback stays open between polls.
+      const key = JSON.stringify(answer.failed);
+      if (key === shown) return;
+      shown = key;
+      const empty = query.api || query.q ? "no dead-lettered batch matches" : "no dead-lettered batches";
+      list.replaceChildren(table([["batch"], ["job"], ["API"], ["attempts", "num"], ["error"], ["failed"], [""]], answer.failed.map(row), empty));
+    }
+
+    page.poll(() => refresh(), STATUS_POLL_MS);
+    page.poll(async () => {
+      const answer = await call("GET", "/apis", { signal: page.signal });
+      setChoices(apiPick, "every API", answer.apis.map((api) => api.name));
+    }, STATUS_POLL_MS);
+  }
+
   // --------------------------------------------------------------- login
 
   const auth = {
@@ -914,6 +1125,7 @@
       }
       if (router.page) router.page.destroy();
       $("main").replaceChildren();
+      $("live").hidden = true; // nothing is live before a login
       $("login").hidden = false;
       $("logout").hidden = true;
       $("login-error").textContent = hadToken ? message : "";
@@ -942,6 +1154,7 @@
       [/^#?\/?$/, overviewPage],
       [/^#\/api\/([^/]+)$/, apiPage],
       [/^#\/job\/([^/]+)\/([^/]+)$/, jobPage],
+      [/^#\/failed(?:\/([^/]+))?$/, failedPage],
     ],
     render() {
       if (this.page) this.page.destroy();
@@ -955,7 +1168,7 @@
         const match = hash.match(pattern);
         if (!match) continue;
         this.page = new Page();
-        view(this.page, main, ...match.slice(1).map(decodeURIComponent));
+        view(this.page, main, ...match.slice(1).map((part) => (part === undefined ? undefined : decodeURIComponent(part))));
         window.scrollTo(0, 0);
         return;
       }
@@ -963,6 +1176,75 @@
       main.append(h("h1", { text: "Not found" }), h("p", null, "No such page: ", h("code", { text: hash }), ". ", h("a", { href: "#/", text: "Back to the overview" })));
     },
   };
+
+  // ------------------------------------------------------- workers (#/workers)
+  // Live workers with their memory and CPU (GET /workers reads /proc at most once a
+  // second, nvidia-smi every 10 s), and the last worker exits with their cause.
+
+  const EXIT_CAUSE_CLASS = { exited: "succeeded", stopped: "stopped", oom: "worker_oom" };
+
+  function workersPage(page, main) {
+    const live = h("div", { id: "live-workers" });
+    const events = h("div", { id: "worker-events" });
+    main.append(
+      h("h1", { text: "Workers" }),
+      h("h2", { text: "Live workers" }),
+      live,
+      h("h2", { text: "Recent exits" }),
+      h("p", { class: "muted note", text: "The last 500 worker exits, newest first; kept in memory, so a restart of the daemon forgets them." }),
+      events,
+    );
+    const jobLink = (row) => h("a", { class: "mono", href: jobHref(row.api_name, row.job_id), text: row.job_id });
+    page.poll(async () => {
+      const answer = await call("GET", "/workers", { signal: page.signal });
+      live.replaceChildren(
+        table(
+          [["API"], ["job"], ["slot", "num"], ["pid", "num"], ["state"], ["GPUs"], ["batch"], ["started"], ["RSS", "num"], ["CPU", "num"], ["GPU memory", "num"]],
+          answer.workers.map((w) =>
+            h(
+              "tr",
+              { "data-pid": w.pid },
+              h("td", null, h("a", { href: apiHref(w.api_name), text: w.api_name })),
+              h("td", null, jobLink(w)),
+              h("td", { class: "num", text: String(w.slot) }),
+              h("td", { class: "num", text: String(w.pid) }),
+              h("td", { text: w.state }),
+              h("td", { text: w.gpus.join(", ") || "-" }),
+              h("td", { class: "mono", text: w.batch_id || "-" }),
+              h("td", { class: "nowrap", text: fmtAgo(w.started_at), title: fmtTime(w.started_at) }),
+              h("td", { class: "num rss", text: fmtBytes(w.rss_bytes) }),
+              h("td", { class: "num cpu", text: w.cpu_percent === null ? "-" : `${w.cpu_percent.toFixed(0)}%` }),
+              h("td", { class: "num gpu-memory", text: fmtBytes(w.gpu_memory_bytes) }),
+            ),
+          ),
+          "no live workers",
+        ),
+      );
+      events.replaceChildren(
+        table(
+          [["when"], ["API"], ["job"], ["slot", "num"], ["pid", "num"], ["cause"], ["exit", "num"], ["restart in", "num"], ["reason"]],
+          answer.events.map((e) =>
+            h(
+              "tr",
+              { "data-cause": e.cause },
+              h("td", { class: "nowrap", text: fmtAgo(e.time), title: fmtTime(e.time) }),
+              h("td", null, h("a", { href: apiHref(e.api_name), text: e.api_name })),
+              h("td", null, jobLink(e)),
+              h("td", { class: "num", text: String(e.slot) }),
+              h("td", { class: "num", text: String(e.pid) }),
+              h("td", null, h("span", { class: `badge ${EXIT_CAUSE_CLASS[e.cause] || "worker_error"}`, text: e.cause.replaceAll("_", " ") })),
+              h("td", { class: "num", text: e.signal || String(e.exit_code) }),
+              h("td", { class: "num", text: e.restart_in === null ? "-" : fmtDuration(e.restart_in) }),
+              h("td", { text: e.reason }),
+            ),
+          ),
+          "no worker exits since the daemon started",
+        ),
+      );
+    });
+  }
+
+  router.routes.push([/^#\/workers$/, workersPage]);
 
   window.addEventListener("hashchange", () => router.render());
   router.render();

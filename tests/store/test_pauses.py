@@ -109,3 +109,17 @@ async def test_a_deleted_api_takes_its_pause_with_it(store: Store) -> None:
     assert await store.paused_apis() == []
     job = await store.create_job(new_job(api="short-lived"), payloads(1))
     assert job.paused == 0
+
+
+async def test_a_listing_by_status_sees_a_paused_job_as_paused(store: Store) -> None:
+    paused = await running_job(store, 1)
+    running = await running_job(store, 1)
+    await store.pause_job(paused, True)
+
+    async def listed(*statuses: str) -> list[str]:
+        page = await store.list_jobs_page(["demo"], 10, statuses=list(statuses))
+        return [entry.job.job_id for entry in page]
+
+    assert await listed("paused") == [paused]
+    assert await listed("running") == [running]
+    assert await listed("running", "paused") == [running, paused]

@@ -85,6 +85,7 @@ async def test_metric_counts_by_status_and_unfinished_queues_by_api(store: Store
     assert counts.jobs_by_status == {"running": 1, "pending": 1, "completed_with_failures": 1}
     assert counts.queued_by_api == {"a": 2, "b": 2}
     assert counts.leased_by_api == {"a": 1, "b": 0}
+    assert await store.queue_depth() == (4, 1)
 
 
 async def test_results_and_dead_letters_page_through_every_row(store: Store) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from batchd.cli.commands import client_of
 from batchd.cli.exits import EXIT_USAGE, CliError
 from batchd.cli.render import (
+    ReconnectNotice,
     compact_json,
     dash,
     first_line,
@@ -25,7 +29,8 @@ from batchd.cli.render import (
     print_table,
     watch_progress,
 )
-from batchd.client import TERMINAL_STATUSES, Client
+from batchd.client import TERMINAL_STATUSES, Client, JobStatus, Record
+from batchd.statuses import JobStatus as Status
 
 # `batchd get API JOB_ID --watch` exits with the code that says how the job ended.
 WATCH_EXIT_CODES = {
@@ -40,16 +45,44 @@ WATCH_EXIT_OTHER = 4
 
 # `batchd get` counts the unfinished jobs among each API's newest this many.
 OVERVIEW_JOBS_SCANNED = 1000
+# `get API --status`: jobs are read this many a page until enough match.
+FILTER_PAGE = 1000
+# Names `get --status` takes for several statuses at once.
+STATUS_GROUPS = {
+    # Unfinished: `paused` too.
+    "active": frozenset(Status) - TERMINAL_STATUSES,
+    "failed": frozenset(
+        {
+            Status.COMPLETED_WITH_FAILURES,
+            Status.WORKER_ERROR,
+            Status.WORKER_OOM,
+            Status.TIMED_OUT,
+            Status.ENQUEUE_FAILED,
+            Status.UNEXPECTED_ERROR,
+        }
+    ),
+}
+# A file of items, one JSON value a line (submit tells them from a job body by this too).
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 
 
 def submit(args: argparse.Namespace) -> int:
+    if args.wait and args.dry_run:
+        raise CliError("--dry-run stores no job to --wait for", EXIT_USAGE)
     if args.items_file is not None:
         if args.file is not None:
             raise CliError("give either FILE or --items-file, not both", EXIT_USAGE)
         if args.batch_size is None:
             raise CliError("--items-file needs --batch-size", EXIT_USAGE)
+    name = args.items_file or args.file or "-"
+    raw = read_input(name)
+    if args.items_file is not None or is_json_lines(name, raw):
+        if args.batch_size is None:
+            raise CliError(f"{name} holds items (JSON lines): give --batch-size", EXIT_USAGE)
         job: dict[str, Any] = {
-            "item_list": {"items": read_items(args.items_file), "batch_size": args.batch_size}
+            "item_list": {"items": parse_items(name, raw), "batch_size": args.batch_size}
         }
         if args.workers is not None:
             job["workers"] = args.workers
@@ -57,19 +90,33 @@ def submit(args: argparse.Namespace) -> int:
     else:
         if args.batch_size is not None or args.workers is not None:
             raise CliError("--batch-size and --workers go with --items-file", EXIT_USAGE)
-        body = read_input(args.file or "-")
-    print_json(client_of(args).submit(args.api, body, dry_run=args.dry_run))
-    return 0
+        body = raw
+    client = client_of(args)
+    spec = client.submit(args.api, body, dry_run=args.dry_run)
+    if args.print_job_id:
+        # A dry run stores no job: -q leaves only its exit code to say it would pass.
+        if not args.dry_run:
+            print(spec["job_id"], flush=True)
+    elif not args.wait:
+        print_json(spec)
+    else:
+        print(f"submitted job {spec['job_id']}", flush=True)
+    if not args.wait:
+        return 0
+    output = "quiet" if args.print_job_id else "text"
+    return watch(client, args.api, spec["job_id"], args.interval, output)
 
 
 def get(args: argparse.Namespace) -> int:
     client = client_of(args)
     if args.watch and args.job_id is None:
         raise CliError("--watch needs API and JOB_ID", EXIT_USAGE)
+    if args.status is not None and (args.api is None or args.job_id is not None):
+        raise CliError("--status goes with API alone (it filters the API's jobs)", EXIT_USAGE)
     if args.api is None:
         return show_overview(client, args.output)
     if args.job_id is None:
-        jobs = client.list_jobs(args.api, limit=args.limit)
+        jobs = list_jobs(client, args.api, args.limit, args.status)
         if args.output == "json":
             return print_json(jobs)
         now = time.time()
@@ -86,12 +133,21 @@ def get(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    records = client_of(args).stream_job_logs(
-        args.api, args.job_id, follow=args.follow, level=args.level, batch_id=args.batch
-    )
+    if args.tail is not None and args.tail < 1:
+        raise CliError("--tail must be 1 or more", EXIT_USAGE)
     render = compact_json if args.output == "json" else log_line
-    for record in records:
-        print(render(record), flush=args.follow)
+    with ReconnectNotice() as notice:
+        records = client_of(args).stream_job_logs(
+            args.api,
+            args.job_id,
+            follow=args.follow,
+            level=args.level,
+            batch_id=args.batch,
+            tail=args.tail,
+            on_reconnect=notice,
+        )
+        for record in since(records, args.since):
+            print(render(record), flush=args.follow)
     return 0
 
 
@@ -122,6 +178,69 @@ def failed(args: argparse.Namespace) -> int:
     ]
     print_table(["BATCH ID", "ATTEMPTS", "ERROR"], rows)
     return 0
+
+
+def list_jobs(
+    client: Client, api: str, limit: int, statuses: frozenset[str] | None
+) -> list[JobStatus]:
+    """The API's newest `limit` jobs, of `statuses` only when given (read a page at a time
+    until `limit` of them are found or the jobs run out)."""
+    if statuses is None:
+        return client.list_jobs(api, limit=limit)
+    found: list[JobStatus] = []
+    before = None
+    while len(found) < limit:
+        page = client.list_jobs(api, limit=FILTER_PAGE, before=before)
+        found += [job for job in page if job["status"] in statuses]
+        if len(page) < FILTER_PAGE:
+            break
+        before = page[-1]["job_id"]
+    return found[:limit]
+
+
+def status_names(text: str) -> frozenset[str]:
+    """`--status running,failed`: the statuses named, a group (`active`, `failed`) standing
+    for its members; an unknown name is a usage error that names it."""
+    known = {status.value for status in Status}
+    chosen: set[str] = set()
+    for name in (part.strip().lower() for part in text.split(",")):
+        if name in STATUS_GROUPS:
+            chosen |= STATUS_GROUPS[name]
+        elif name in known:
+            chosen.add(name)
+        else:
+            names = ", ".join([*STATUS_GROUPS, *sorted(known)])
+            raise argparse.ArgumentTypeError(f"unknown status {name!r} (one of: {names})")
+    return frozenset(chosen)
+
+
+def since_time(text: str) -> float:
+    """`--since`: a duration ago (`90s`, `10m`, `1h30m`, `2d`) or an ISO time (local time
+    unless it names its zone), as a Unix time."""
+    if re.fullmatch(rf"(?:{DURATION.pattern})+", text):
+        ago = sum(float(n) * DURATION_UNITS[unit] for n, unit in DURATION.findall(text))
+        return time.time() - ago
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (90s, 10m, 2h, 1d) nor an ISO time"
+        ) from None
+
+
+def since(records: Iterator[Record], start: float | None) -> Iterator[Record]:
+    """The records written at `start` or later (by their asctime, the daemon's local time);
+    a record without a readable time is kept."""
+    for record in records:
+        if start is None or record_time(record) >= start:
+            yield record
+
+
+def record_time(record: Record) -> float:
+    try:
+        return datetime.strptime(str(record["asctime"]), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except (KeyError, ValueError):
+        return float("inf")
 
 
 def show_overview(client: Client, output: str) -> int:
@@ -156,9 +275,13 @@ def show_overview(client: Client, output: str) -> int:
 
 
 def watch(client: Client, api: str, job_id: str, interval: float, output: str) -> int:
-    if output == "json":
-        final = client.wait(api, job_id, poll_interval=interval)
-        print_json(final)
+    """Wait for the job to end, showing progress (text), the final status (json) or
+    nothing (quiet); the exit code says how it ended."""
+    if output in ("json", "quiet"):
+        with ReconnectNotice() as notice:
+            final = client.wait(api, job_id, poll_interval=interval, on_reconnect=notice)
+        if output == "json":
+            print_json(final)
         return WATCH_EXIT_CODES.get(final["status"], WATCH_EXIT_OTHER)
     console = make_console()
     final = watch_progress(client, api, job_id, interval, console)
@@ -179,9 +302,27 @@ def read_input(name: str) -> bytes:
         raise CliError(f"cannot read {name}: {exc.strerror}") from None
 
 
-def read_items(name: str) -> list[Any]:
+def is_json_lines(name: str, raw: bytes) -> bool:
+    """Whether a submitted file holds items, one JSON value a line, not a job: by its
+    name (.jsonl, .ndjson), else because it is not one JSON value but its first line is."""
+    if name.lower().endswith(JSON_LINES_SUFFIXES):
+        return True
+    try:
+        json.loads(raw)
+        return False
+    except ValueError:
+        pass
+    lines = [line for line in raw.splitlines() if line.strip()]
+    try:
+        json.loads(lines[0])
+    except (IndexError, ValueError):
+        return False
+    return len(lines) > 1
+
+
+def parse_items(name: str, raw: bytes) -> list[Any]:
     """Items from JSON lines; blank lines are skipped."""
-    text = read_input(name).decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="replace")
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():

@@ -10,15 +10,19 @@ from batchd.store.postgres.core import PostgresCore
 from batchd.store.postgres.queries import SQL
 from batchd.store.records import BatchCounts
 from batchd.store.rows import batch_counts
+from batchd.store.sqlhistory import SqlHistory
 from batchd.store.sqlroles import SqlReads
 
 
-class PostgresReads(PostgresCore, SqlReads):
+class PostgresReads(PostgresCore, SqlReads, SqlHistory):
     def _page_params(
         self, api_names: Sequence[str], before: str | None
     ) -> tuple[list[str], str | None]:
         """`before` is NULL for a first page (job ids sort by byte: COLLATE "C")."""
         return list(api_names), before
+
+    def _array(self, values: Sequence[str]) -> list[str]:
+        return list(values)
 
     async def counts(self, job_id: str) -> BatchCounts:
         """One row, so one snapshot."""

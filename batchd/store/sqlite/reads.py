@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from batchd.store.records import BatchCounts
 from batchd.store.rows import batch_counts
+from batchd.store.sqlhistory import SqlHistory
 from batchd.store.sqlite.core import SqliteCore
 from batchd.store.sqlite.queries import SQL
 from batchd.store.sqlroles import SqlReads
@@ -17,9 +18,12 @@ from batchd.store.sqlroles import SqlReads
 _AFTER_EVERY_ID = "\U0010ffff"
 
 
-class SqliteReads(SqliteCore, SqlReads):
+class SqliteReads(SqliteCore, SqlReads, SqlHistory):
     def _page_params(self, api_names: Sequence[str], before: str | None) -> tuple[str, str]:
-        return json.dumps(list(api_names)), _AFTER_EVERY_ID if before is None else before
+        return self._array(api_names), _AFTER_EVERY_ID if before is None else before
+
+    def _array(self, values: Sequence[str]) -> str:
+        return json.dumps(list(values))
 
     async def counts(self, job_id: str) -> BatchCounts:
         """All counts from one statement, so from one snapshot: a batch moving between

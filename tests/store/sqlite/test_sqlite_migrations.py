@@ -68,8 +68,8 @@ async def test_an_upgraded_database_has_the_schema_of_a_fresh_one(tmp_path: Path
     assert {"jobs", "batches", "failures", "chunks", "apis", "batches_queued"} <= set(schema(fresh))
 
 
-def undo_schema_4(conn: sqlite3.Connection) -> None:
-    """Take a database of this schema back to before the pauses (schema 4)."""
+def undo_schema_5(conn: sqlite3.Connection) -> None:
+    """Take a database of this schema back to before the pauses (schema 5)."""
     for column in ("paused", "paused_at", "paused_seconds"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
     conn.execute("DROP TABLE paused_apis")
@@ -97,7 +97,8 @@ async def test_a_schema_1_database_gets_counters_recounted_from_its_rows(tmp_pat
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}_count")
     conn.execute("ALTER TABLE jobs DROP COLUMN duration_sum")
     conn.execute("ALTER TABLE jobs DROP COLUMN materialized")
-    undo_schema_4(conn)
+    conn.execute("ALTER TABLE batches DROP COLUMN finished_at")
+    undo_schema_5(conn)
     conn.execute("DROP TABLE chunks")
     conn.execute("DROP INDEX batches_queued")
     conn.execute("DROP INDEX batches_dead")
@@ -132,7 +133,8 @@ async def test_a_schema_2_database_gets_its_chunks_renumbered(tmp_path: Path) ->
     ids = [row[0] for row in conn.execute("SELECT id FROM chunks ORDER BY id")]
     for index, id_ in enumerate(ids):
         conn.execute("UPDATE chunks SET id = ? WHERE id = ?", ((id_ >> 32 << 32) + index, id_))
-    undo_schema_4(conn)
+    conn.execute("ALTER TABLE batches DROP COLUMN finished_at")
+    undo_schema_5(conn)
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()

@@ -25,7 +25,7 @@ queued_count, leased_count, succeeded_count, dead_count, failure_count, duration
 name, paused_at
 
 -- name: migrated_batch_columns
-id, state, attempts, lease_token, lease_expires_at, duration, payload, result
+id, state, attempts, lease_token, lease_expires_at, duration, payload, result, finished_at
 
 -- name: migrated_chunk_columns
 id, payloads

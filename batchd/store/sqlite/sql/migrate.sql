@@ -43,7 +43,7 @@ SELECT id + ?1, CASE state WHEN 'leased' THEN 'queued' ELSE state END,
     attempts - (state = 'leased'),
     CASE state WHEN 'leased' THEN NULL ELSE lease_token END,
     CASE state WHEN 'leased' THEN NULL ELSE lease_expires_at END,
-    duration, payload, result
+    duration, payload, result, finished_at
 FROM batches WHERE id BETWEEN ?2 AND ?3 ORDER BY id
 
 -- name: migrated_chunks

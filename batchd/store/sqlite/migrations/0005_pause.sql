@@ -1,4 +1,4 @@
--- Schema 4: pausing a job or an API. A job's `paused` holds flags of who paused it
+-- Schema 5: pausing a job or an API. A job's `paused` holds flags of who paused it
 -- (1: the job itself, 2: its API); while one is set, no batch of it is leased. Its
 -- timeout does not run while paused: `paused_at` is when the pause began and
 -- `paused_seconds` the time it spent paused before. An API's pause is a row of

@@ -1,0 +1,109 @@
+"""The dashboard's workers page (#/workers) in a real headless browser: live workers with
+their memory and CPU, and worker exits with their cause. Saved as a screenshot under
+test-artifacts/ui/, like tests/test_ui.py's pages (whose browser set-up this copies)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import Daemon, wait_for
+from tests.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LONG
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+# "crash" exits the worker with code 7; "gate" waits for the file named by the config.
+HANDLER = """
+import os
+import time
+
+
+class Handler:
+    def __init__(self, config):
+        self.gate = config.get("gate")
+
+    def handle_batch(self, payload):
+        if payload == ["crash"]:
+            os._exit(7)
+        while not os.path.exists(self.gate):
+            time.sleep(0.02)
+        return payload
+"""
+SIZE = re.compile(r"^\d+(\.\d)? (KiB|MiB)$")
+PERCENT = re.compile(r"^\d+%$")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: run `make browser` as root (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    sync_api.expect.set_options(timeout=LONG)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(LONG)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def test_workers_page_shows_live_workers_and_exits(
+    page: Page,
+    make_daemon: Callable[..., Daemon],
+    make_project: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    daemon = make_daemon()
+    client = daemon.client
+    client.deploy(make_project("flaky", HANDLER))
+    gate = tmp_path / "gate"
+    body = {"config": {"gate": str(gate)}, "max_receive_count": 1}
+    crashed = client.submit("flaky", {**body, "item_list": {"items": ["crash"], "batch_size": 1}})
+    held = client.submit("flaky", {**body, "item_list": {"items": ["wait"], "batch_size": 1}})
+    pid = wait_for(
+        lambda: next(
+            (
+                w["pid"]
+                for w in client.workers()["workers"]
+                if w["job_id"] == held["job_id"] and w["batch_id"] is not None
+            ),
+            None,
+        ),
+        what="a worker on the held batch",
+    )
+
+    page.goto(f"{daemon.url}/")
+    page.click("nav a[href='#/workers']")
+    row = page.locator(f"#live-workers tr[data-pid='{pid}']")
+    expect(row).to_contain_text(held["job_id"])
+    expect(row).to_contain_text("running")
+    expect(row.locator("td.rss")).to_have_text(SIZE)
+    expect(row.locator("td.cpu")).to_have_text(PERCENT)
+    expect(row.locator("td.gpu-memory")).to_have_text("-")  # no nvidia-smi here
+    crash = page.locator("#worker-events tr[data-cause='crashed']")
+    expect(crash).to_contain_text(crashed["job_id"])
+    expect(crash).to_contain_text("worker exited with code 7")
+    expect(crash.locator(".badge")).to_have_text("crashed")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "workers.png"), full_page=True)
+
+    gate.touch()
+    expect(page.locator("#live-workers")).to_contain_text("no live workers")
+    expect(page.locator("#worker-events tr[data-cause='exited']")).to_contain_text(held["job_id"])
