@@ -245,26 +245,6 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
-        "/apis/{name}/pause",
-        "pauseApi",
-        "apis",
-        "Pause leasing for the API's jobs, and for those submitted until it is resumed",
-        {200: ("paused", Body((schemas.PausedApi,)))},
-        errors=(403, 404),
-        params=(API_NAME,),
-    ),
-    Operation(
-        "post",
-        "/apis/{name}/resume",
-        "resumeApi",
-        "apis",
-        "Resume leasing for the API's jobs (a job paused on its own stays paused)",
-        {200: ("resumed", Body((schemas.PausedApi,)))},
-        errors=(403, 404),
-        params=(API_NAME,),
-    ),
-    Operation(
-        "post",
         "/batch/{api}",
         "submitJob",
         "jobs",
@@ -352,26 +332,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "jobs",
         "Stop a job",
         {200: ("stopped", Body((schemas.Message,)))},
-        errors=(400, 403, 404, 409),
-        params=(API, JOB_ID),
-    ),
-    Operation(
-        "post",
-        "/batch/{api}/pause",
-        "pauseJob",
-        "jobs",
-        "Pause a job: its leased batches finish, nothing more is leased; status `paused`",
-        {200: ("the job's status", Body((schemas.JobStatusDocument,)))},
-        errors=(400, 403, 404, 409),
-        params=(API, JOB_ID),
-    ),
-    Operation(
-        "post",
-        "/batch/{api}/resume",
-        "resumeJob",
-        "jobs",
-        "Resume a paused job (while its API is paused, it stays paused)",
-        {200: ("the job's status", Body((schemas.JobStatusDocument,)))},
         errors=(400, 403, 404, 409),
         params=(API, JOB_ID),
     ),
@@ -471,9 +431,10 @@ def _build() -> dict[str, Any]:
     """Built once: the document depends on nothing but the code."""
     # Here, not at the top: that table reads the parameters defined above.
     from batchd.http.openapi_dashboard import DASHBOARD_OPERATIONS
+    from batchd.http.openapi_pause import PAUSE_OPERATIONS
 
     return build_document(
-        OPERATIONS + DASHBOARD_OPERATIONS,
+        OPERATIONS + DASHBOARD_OPERATIONS + PAUSE_OPERATIONS,
         info=INFO,
         tags=TAGS,
         security_schemes=SECURITY_SCHEMES,
