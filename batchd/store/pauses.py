@@ -7,6 +7,7 @@ is a row of its own too, that admission reads, so the jobs admitted under it sta
 from __future__ import annotations
 
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from batchd.store.records import PAUSED_BY_API, PAUSED_BY_JOB
@@ -23,7 +24,7 @@ class SqlPauses(SqlCore[Any, Any]):
         """Pause (or resume) the API: its unfinished jobs, and the jobs admitted until it
         is resumed. The ids of the unfinished jobs it reached."""
         now = time.time()
-        async with self._transaction() as db:
+        async with self._pause_transaction() as db:
             await self._lock_api_pause(db, name, shared=False)
             if paused:
                 await self._exec(db, self._sql.pause_api, name, now)
@@ -46,6 +47,11 @@ class SqlPauses(SqlCore[Any, Any]):
             if changed:
                 await self._job_changed(db, job_id)
         return changed > 0
+
+    def _pause_transaction(self) -> AbstractAsyncContextManager[Any]:
+        """Where an API's pause is written: the writer's transaction, where nothing can
+        make it wait."""
+        return self._transaction()
 
     async def _lock_api_pause(self, db: Any, name: str, shared: bool) -> None:
         """Where several daemons admit jobs: an API's pause waits for the admissions under

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from batchd.store.chunks import BatchChunks
@@ -58,6 +59,18 @@ class PostgresJobs(PostgresCore):
                 # Every node acts on a stop or a timeout at once, not at its next poll.
                 await db.execute(SQL.notify_jobs, job_id)
             return moved is not None
+
+    @asynccontextmanager
+    async def _pause_transaction(self) -> AsyncIterator[Any]:
+        # On a pool connection, not the writer: an API's pause waits for the admissions
+        # to it under way on any node (see _lock_api_pause), and this node's leases and
+        # outcomes must not wait with it.
+        try:
+            async with self._r.acquire() as db, db.transaction():
+                yield db
+        except Exception as exc:
+            self._raise_if_lost(exc)  # an outage is DatabaseUnavailable (503), as elsewhere
+            raise
 
     async def _lock_api_pause(self, db: Any, name: str, shared: bool) -> None:
         await db.execute(SQL.api_pause_lock_shared if shared else SQL.api_pause_lock, name)

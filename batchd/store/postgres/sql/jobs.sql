@@ -60,7 +60,7 @@ UPDATE jobs SET paused = 2, paused_at = created_at
 WHERE key = $1 AND EXISTS (SELECT 1 FROM paused_apis WHERE name = jobs.api_name)
 
 -- name: active_jobs_of_api
-SELECT job_id FROM jobs WHERE api_name = $1 AND status IN ({active_statuses})
+SELECT job_id FROM jobs WHERE api_name = $1 AND status IN ({active_statuses}) ORDER BY key
 
 -- name: pause_api
 INSERT INTO paused_apis (name, paused_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING
