@@ -80,7 +80,8 @@ class Allocator:
                 continue
             if free <= 0 and not run.workers and job.status is JobStatus.PENDING:
                 # Nothing could start it now: spare the queue counts of every waiting job.
-                starved = True
+                # (A paused one wants no slot: others' idle workers keep theirs.)
+                starved = starved or not job.paused
                 continue
             run.wanted = await self._wanted_workers(run)
             if run.finished or run.wanted <= len(run.workers):
