@@ -539,6 +539,28 @@ def test_a_failed_batch_traceback_starts_at_the_handler(worker_in: Any) -> None:
     assert "batchd/worker" not in logged_trace and ", in handle_batch" in logged_trace
 
 
+def test_an_init_traceback_starts_at_the_handler(worker_in: Any) -> None:
+    worker = worker_in(
+        """
+        def load(config):
+            raise OSError("no model at " + config["model"])
+
+
+        class Handler:
+            def __init__(self, config):
+                self.model = load(config)
+        """
+    )
+    message = worker.init(config={"model": "/nowhere"})
+    assert (message["op"], message["error"]) == ("init_failed", "OSError: no model at /nowhere")
+    lines = message["traceback"].splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert 'handler.py", line' in lines[1] and lines[1].endswith(", in __init__")
+    assert any(line.endswith(", in load") for line in lines)
+    assert "batchd/worker" not in message["traceback"]
+    assert worker.finish()[0] == WORKER_EXIT_INIT_FAILED
+
+
 @pytest.mark.parametrize(
     ("source", "error"),
     [
