@@ -25,9 +25,11 @@ async def test_an_api_pause_waits_for_an_admission_without_holding_the_writer(ds
         await admission.start()
         await other.execute("SELECT pg_advisory_xact_lock_shared(hashtext('batchd pause held'))")
         pausing = asyncio.create_task(store.pause_api("held", True))
-        # Meanwhile this node leases, and admits to other APIs, as usual.
-        assert [lease.seq for lease in await store.lease(busy, 3, 60)] == [1, 2, 3]
-        admitted = await store.create_job(new_job(api="busy"), payloads(1))
+        # Meanwhile this node leases, and admits to other APIs, as usual (a writer held up
+        # by the pause would not answer at all).
+        leased = await asyncio.wait_for(store.lease(busy, 3, 60), 10)
+        assert [lease.seq for lease in leased] == [1, 2, 3]
+        admitted = await asyncio.wait_for(store.create_job(new_job(api="busy"), payloads(1)), 10)
         assert admitted.paused == 0
         assert not pausing.done()
         await admission.commit()
