@@ -225,6 +225,28 @@ def test_version() -> None:
     assert ok(batchd(None, "--version")) == f"batchd {VERSION}\n"
 
 
+def test_bad_numbers_and_non_utf8_arguments_are_usage_errors() -> None:
+    # Refused before anything is sent: a 0 or negative --interval once crashed a watch
+    # (time.sleep) or polled without pause; a non-UTF-8 name was a UnicodeEncodeError.
+    for args in (
+        ("get", "hello", "--limit", "0"),
+        ("get", "hello", "--status", "active", "--limit", "-1"),
+        ("workers", "--events", "-1"),
+        ("get", "hello", "job", "-w", "--interval", "-1"),
+        ("submit", "hello", "--wait", "--interval", "0"),
+    ):
+        done = batchd("http://127.0.0.1:9", *args)
+        assert (done.returncode, done.stdout) == (2, ""), (args, done.stderr)
+        flag = next(arg for arg in reversed(args) if arg.startswith("--"))
+        assert f"error: argument {flag}: must be a number above 0, not {args[-1]}\n" in (
+            done.stderr
+        )
+    for args in (("get", "\udcffname"), ("logs", "hello", "\udcffname")):
+        done = batchd("http://127.0.0.1:9", *args)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == "error: argument b'\\xffname' is not UTF-8\n"
+
+
 def shtab_env() -> dict[str, str]:
     """The CLI's environment with shtab importable (skips when it is not installed)."""
     spec = importlib.util.find_spec("shtab")

@@ -456,6 +456,8 @@ def test_check_config_refuses_what_serve_refuses_with_its_exit_code(tmp_path: Pa
     assert checked.returncode == served.returncode == 2, (checked.stderr, served.stderr)
     refusal = "listen: refusing to listen on 0.0.0.0"
     assert refusal in checked.stderr and refusal in served.stderr
+    # One line naming the file, as check-config's other problems do.
+    assert checked.stderr.startswith(f"{exposed}: {refusal}"), checked.stderr
     assert checked.stdout == ""
     # A wrong key: the same code too.
     wrong = write(tmp_path, "max_wokers = 4\n", "wrong.toml")

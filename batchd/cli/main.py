@@ -12,7 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from batchd.cli.exits import EXIT_DAEMON_LOST, EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from batchd.cli.exits import (
+    EXIT_DAEMON_LOST,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+)
 from batchd.cli.parser import build_parser
 from batchd.client import BatchdError, DaemonLost
 
@@ -36,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except UnicodeEncodeError as exc:
+        # An argument that is not UTF-8 (a byte name, read through surrogate escapes) cannot
+        # go into a URL: one line naming it, as for any other bad argument.
+        if not isinstance(exc.object, str) or not _has_surrogates(exc.object):
+            raise
+        print(f"error: argument {os.fsencode(exc.object)!r} is not UTF-8", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -43,3 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument(
         "--limit",
-        type=int,
+        type=positive(int),
         default=DEFAULT_JOBS_SHOWN,
         metavar="N",
         help="with API only: show the newest N jobs (default %(default)s)",
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--api", metavar="API", help="only this API's workers and exits")
     live.add_argument(
         "--events",
-        type=int,
+        type=positive(int),
         default=workers.DEFAULT_EVENTS_SHOWN,
         metavar="N",
         help="show the last N exits (default %(default)s; the daemon keeps 500)",
@@ -253,11 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
 def add_interval(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--interval",
-        type=float,
+        type=positive(float),
         default=DEFAULT_WATCH_INTERVAL,
         metavar="SECONDS",
         help="the watch polls this often (default %(default)s)",
     )
+
+
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: a `kind` number above 0 (a 0 or negative --interval would poll
+    without pause or crash, a --limit or --events of 0 would show nothing)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+        return value
+
+    return parse
 
 
 def print_completion(parser: argparse.ArgumentParser, shell: str) -> int:

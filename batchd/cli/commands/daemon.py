@@ -47,6 +47,11 @@ def check_config(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config_file)
+    except ConfigError as exc:
+        # One line per problem, each naming the file already.
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         check_exposure(config)
         token_files = {
             "token_file": config.token_file,
@@ -54,7 +59,7 @@ def check_config(args: argparse.Namespace) -> int:
         }
         notes = [_token_note(path, key) for key, path in token_files.items()]
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(f"{args.config_file}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     state = config.state_path
     print(f"{args.config_file}: ok (listen {config.listen}, state_dir {state})")
