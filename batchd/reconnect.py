@@ -60,6 +60,13 @@ class Outage:
         self.deadline = deadline
         self._notify, self._sleep, self._clock = notify, sleep, clock
 
+    @property
+    def limit(self) -> float:
+        """How long this outage may last: the timeout, cut short by the deadline."""
+        if self.deadline is None or self.began is None:
+            return self.timeout
+        return min(self.timeout, self.deadline - self.began)
+
     def wait(self, reason: str, retry_after: float | None = None) -> bool:
         """Sleep before the next try; False (at once) when the daemon has been gone for
         the whole timeout."""

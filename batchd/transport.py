@@ -61,7 +61,8 @@ class Transport:
         if not exc.transient:
             raise exc
         if not outage.wait(exc.message, exc.retry_after):
-            waited = f"gave up after {outage.timeout:g}s: " if outage.tries else ""
+            # The limit that applied: a wait's own timeout may come before the reconnect's.
+            waited = f"gave up after {round(outage.limit, 1):.10g}s: " if outage.tries else ""
             raise DaemonLost(exc.status, waited + exc.message)
 
     def _open(

@@ -164,3 +164,8 @@ def test_wait_honours_retry_after(flaky: tuple[str, type[FlakyServer]]) -> None:
     assert (lost.value.status, lost.value.message) == (503, "gave up after 1.5s: busy")
     # Tried again until the time was up: 1 s after Retry-After, then what was left.
     assert len(server.seen) >= 4
+    # The wait's own timeout came first: the message gives that one, not the reconnect's.
+    server.busy = 10
+    with pytest.raises(DaemonLost) as lost:
+        Client(url).wait("api", "j", timeout=1.2, reconnect_timeout=60)
+    assert (lost.value.status, lost.value.message) == (503, "gave up after 1.2s: busy")

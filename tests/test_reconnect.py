@@ -108,7 +108,7 @@ def test_good_urls_lose_their_trailing_slash() -> None:
 def test_status_names_and_groups() -> None:
     assert status_names("running") == {"running"}
     assert status_names(" Running , STOPPED") == {"running", "stopped"}
-    assert status_names("active") == {"pending", "enqueuing", "running"}
+    assert status_names("active") == {"pending", "enqueuing", "running", "paused"}
     assert status_names("failed,succeeded") == {
         "completed_with_failures",
         "worker_error",
