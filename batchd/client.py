@@ -24,7 +24,7 @@ import types
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,25 @@ class Client(Transport):
         if before is not None:
             query["before"] = before
         jobs: list[JobStatus] = self._json("GET", _endpoint(api_name), query=query)["jobs"]
+        return jobs
+
+    def list_all_jobs(
+        self,
+        api_name: str | None = None,
+        statuses: Iterable[str] | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[JobStatus]:
+        """Every API's jobs (or `api_name`'s), newest first, of `statuses` only when given:
+        the daemon filters them (``GET /jobs``, at most 1000 a page; `before` a job id)."""
+        query = {"limit": str(limit)}
+        if api_name is not None:
+            query["api"] = api_name
+        if statuses is not None:
+            query["status"] = ",".join(sorted(statuses))
+        if before is not None:
+            query["before"] = before
+        jobs: list[JobStatus] = self._json("GET", "/jobs", query=query)["jobs"]
         return jobs
 
     def stop_job(self, api_name: str, job_id: str) -> dict[str, Any]:

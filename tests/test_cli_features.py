@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from batchd.cli.commands import jobs
 from batchd.client import Client
 from batchd.constants import VERSION
 from testkit.launcher import Daemon
@@ -144,6 +145,22 @@ def test_get_filters_jobs_by_status(served: Daemon) -> None:
     assert "argument --status: unknown status 'finished' (one of: active, failed, " in done.stderr
     err = failed(batchd(served.url, "get", "--status", "running"), 2)
     assert err == "error: --status goes with API alone (it filters the API's jobs)\n"
+
+
+def test_get_status_pages_through_the_daemons_filter(
+    served: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon filters (GET /jobs?api=&status=); pages of one job show the `before` paging.
+    mixed, clean = picky_jobs(served.client)
+    monkeypatch.setattr(jobs, "FILTER_PAGE", 1)
+    both = frozenset({"succeeded", "completed_with_failures"})
+    listed = jobs.list_jobs(served.client, "picky", 5, both)
+    assert [(job["job_id"], job["status"]) for job in listed] == [
+        (clean, "succeeded"),
+        (mixed, "completed_with_failures"),
+    ]
+    assert [job["job_id"] for job in jobs.list_jobs(served.client, "picky", 1, both)] == [clean]
+    assert jobs.list_jobs(served.client, "picky", 5, frozenset({"stopped"})) == []
 
 
 def test_logs_tail_and_since(served: Daemon) -> None:

@@ -45,7 +45,7 @@ WATCH_EXIT_OTHER = 4
 
 # `batchd get` counts the unfinished jobs among each API's newest this many.
 OVERVIEW_JOBS_SCANNED = 1000
-# `get API --status`: jobs are read this many a page until enough match.
+# `get API --status`: GET /jobs gives at most this many a page.
 FILTER_PAGE = 1000
 # Names `get --status` takes for several statuses at once.
 STATUS_GROUPS = {
@@ -183,19 +183,20 @@ def failed(args: argparse.Namespace) -> int:
 def list_jobs(
     client: Client, api: str, limit: int, statuses: frozenset[str] | None
 ) -> list[JobStatus]:
-    """The API's newest `limit` jobs, of `statuses` only when given (read a page at a time
-    until `limit` of them are found or the jobs run out)."""
+    """The API's newest `limit` jobs, of `statuses` only when given (the daemon filters
+    them, a page at a time until `limit` are found or the jobs run out)."""
     if statuses is None:
         return client.list_jobs(api, limit=limit)
     found: list[JobStatus] = []
     before = None
     while len(found) < limit:
-        page = client.list_jobs(api, limit=FILTER_PAGE, before=before)
-        found += [job for job in page if job["status"] in statuses]
-        if len(page) < FILTER_PAGE:
+        asked = min(FILTER_PAGE, limit - len(found))
+        page = client.list_all_jobs(api, statuses, limit=asked, before=before)
+        found += page
+        if len(page) < asked:
             break
         before = page[-1]["job_id"]
-    return found[:limit]
+    return found
 
 
 def status_names(text: str) -> frozenset[str]:
