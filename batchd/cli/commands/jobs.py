@@ -43,8 +43,8 @@ WATCH_EXIT_CODES = {
 }
 WATCH_EXIT_OTHER = 4
 
-# `batchd get` counts the unfinished jobs among each API's newest this many.
-OVERVIEW_JOBS_SCANNED = 1000
+# `batchd get` counts at most this many unfinished jobs of each API (GET /jobs's page).
+OVERVIEW_JOBS_COUNTED = 1000
 # `get API --status`: GET /jobs gives at most this many a page.
 FILTER_PAGE = 1000
 # Names `get --status` takes for several statuses at once.
@@ -247,13 +247,17 @@ def record_time(record: Record) -> float:
 def show_overview(client: Client, output: str) -> int:
     overview = []
     for api in client.list_apis():
-        jobs = client.list_jobs(api["name"], limit=OVERVIEW_JOBS_SCANNED)
-        latest = jobs[0] if jobs else None
+        newest = client.list_jobs(api["name"], limit=1)
+        latest = newest[0] if newest else None
+        # The daemon picks the unfinished ones: no reading of finished jobs to count them.
+        unfinished = client.list_all_jobs(
+            api["name"], STATUS_GROUPS["active"], limit=OVERVIEW_JOBS_COUNTED
+        )
         overview.append(
             {
                 "name": api["name"],
                 "version": api["version"],
-                "running_jobs": sum(job["status"] not in TERMINAL_STATUSES for job in jobs),
+                "running_jobs": len(unfinished),
                 "latest_job": None
                 if latest is None
                 else {"job_id": latest["job_id"], "status": latest["status"]},
