@@ -113,7 +113,8 @@ async def test_resuming_a_job_of_a_paused_api_leaves_it_paused_by_the_api(store:
     resumed = await store.get_job(job_id)
     assert resumed is not None and (resumed.paused, resumed.paused_at) == (0, None)
     assert first.paused_at is not None
-    assert before_resume - first.paused_at <= resumed.paused_seconds <= time.time() - first.paused_at
+    paused_for = resumed.paused_seconds
+    assert before_resume - first.paused_at <= paused_for <= time.time() - first.paused_at
     assert [seq for seq, _ in await lease_all(store, job_id)] == [1, 2]
 
 
