@@ -31,7 +31,12 @@ from batchd.wire.framing import (
     frame,
     frame_length,
 )
-from batchd.worker.loading import call_with_declared, describe_exception, load_handler_class
+from batchd.worker.loading import (
+    call_with_declared,
+    describe_exception,
+    handler_frames,
+    load_handler_class,
+)
 from tests.conftest import REPO
 
 AVAILABLE = {"payload": [1, 2], "batch_id": "job-1"}
@@ -559,6 +564,34 @@ def test_an_init_traceback_starts_at_the_handler(worker_in: Any) -> None:
     assert any(line.endswith(", in load") for line in lines)
     assert "batchd/worker" not in message["traceback"]
     assert worker.finish()[0] == WORKER_EXIT_INIT_FAILED
+
+
+def test_trimming_keeps_a_handler_whose_path_only_begins_like_the_workers() -> None:
+    """Frames are batchd's by folder, not by name prefix: a handler kept in a sibling such
+    as `batchd/worker_tools/` keeps its frames; the worker's own are dropped."""
+    worker_dir = REPO / "batchd" / "worker"
+
+    def raised_in(filename: str) -> BaseException:
+        code = compile("def run():\n    raise ValueError('x')\n", filename, "exec")
+        scope: dict[str, Any] = {}
+        exec(code, scope)
+        try:
+            scope["run"]()
+        except ValueError as exc:
+            return exc
+        raise AssertionError("run() did not raise")
+
+    def first_file(exc: BaseException) -> str | None:
+        # The traceback's first frame is this test's; trimming starts from the next.
+        assert exc.__traceback__ is not None
+        trimmed = handler_frames(exc.__traceback__.tb_next)
+        return None if trimmed is None else trimmed.tb_frame.f_code.co_filename
+
+    sibling = str(worker_dir) + "_tools/handler.py"
+    assert first_file(raised_in(sibling)) == sibling
+    assert first_file(raised_in(str(worker_dir / "main.py"))) is None
+    model = str(worker_dir / "models" / "onnx.py")
+    assert first_file(raised_in(model)) == model
 
 
 @pytest.mark.parametrize(

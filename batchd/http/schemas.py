@@ -366,7 +366,7 @@ class JobHistory(_Response):
     step_seconds: int
     start_time: str = Field(description="submission time, ISO 8601 UTC with milliseconds")
     end_time: str | None
-    buckets: list[list[float]] = Field(
+    buckets: list[list[int]] = Field(
         description="[bucket start (Unix seconds), batches succeeded, failed attempts], oldest "
         "first; buckets with neither are left out. From the store: every node's work"
     )

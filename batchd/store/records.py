@@ -218,4 +218,4 @@ class FailedBatch:
 
 
 # (bucket start, Unix seconds; batches succeeded; failed attempts) of a job's history.
-HistoryBucket = tuple[float, int, int]
+HistoryBucket = tuple[int, int, int]

@@ -25,10 +25,11 @@ class SqlHistory(SqlCore[Any, Any]):
         bucket with neither is left out."""
         first, last = batch_range(await self._key(job_id))
         sql = self._sql
-        buckets: dict[float, list[int]] = {}
+        buckets: dict[int, list[int]] = {}
         for column, statement in enumerate((sql.job_success_times, sql.job_failure_times)):
             for start, count in await self._rows(self._r, statement, first, last, bucket_seconds):
-                buckets.setdefault(float(start), [0, 0])[column] = int(count)
+                # A whole number of whole-second steps (PostgreSQL's floor() gives a float).
+                buckets.setdefault(int(start), [0, 0])[column] = int(count)
         return [(start, counts[0], counts[1]) for start, counts in sorted(buckets.items())]
 
     async def failed_batches(

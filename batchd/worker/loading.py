@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -68,9 +69,10 @@ def load_handler_class(handler_path: str) -> type:
 
 # Not resolved: workers import batchd through a link, and frames carry the linked path.
 _WORKER_DIR = Path(__file__).parent
-_OWN_FILES = (str(_WORKER_DIR), "<frozen importlib")
+# With the separator: a handler at /srv/batchd/worker_tools/ is not batchd's worker.
+_OWN_FILES = (str(_WORKER_DIR) + os.sep, "<frozen importlib")
 # Built-in model handlers live under the worker: their frames are the handler's.
-_BUILTIN_HANDLERS = str(_WORKER_DIR / "models")
+_BUILTIN_HANDLERS = str(_WORKER_DIR / "models") + os.sep
 
 
 def handler_frames(tb: TracebackType | None) -> TracebackType | None:

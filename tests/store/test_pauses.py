@@ -94,6 +94,30 @@ async def test_pausing_an_api_pauses_its_jobs_and_the_ones_admitted_under_it(
     assert later.paused == 0 and later.shown_status is JobStatus.PENDING
 
 
+async def test_resuming_a_job_of_a_paused_api_leaves_it_paused_by_the_api(store: Store) -> None:
+    job_id = await running_job(store, 2, api="held-api")
+    assert await store.pause_job(job_id, True)
+    assert await store.pause_api("held-api", True) == [job_id]
+    # The job's own resume lifts its own flag only: its API's pause holds, and the time
+    # paused keeps running from the first pause.
+    first = await store.get_job(job_id)
+    assert first is not None and first.paused == PAUSED_BY_JOB | PAUSED_BY_API
+    assert await store.pause_job(job_id, False)
+    held = await store.get_job(job_id)
+    assert held is not None
+    assert (held.paused, held.shown_status) == (PAUSED_BY_API, JobStatus.PAUSED)
+    assert (held.paused_at, held.paused_seconds) == (first.paused_at, 0)
+    assert await store.lease(job_id, 10, 60) == []
+    before_resume = time.time()
+    assert await store.pause_api("held-api", False) == [job_id]
+    resumed = await store.get_job(job_id)
+    assert resumed is not None and (resumed.paused, resumed.paused_at) == (0, None)
+    assert first.paused_at is not None
+    paused_for = resumed.paused_seconds
+    assert before_resume - first.paused_at <= paused_for <= time.time() - first.paused_at
+    assert [seq for seq, _ in await lease_all(store, job_id)] == [1, 2]
+
+
 async def test_paused_jobs_are_counted_as_paused(store: Store) -> None:
     job_id = await running_job(store, 1)
     await running_job(store, 1)
