@@ -63,7 +63,8 @@
     const body = rows.length
       ? rows
       : [h("tr", null, h("td", { class: "empty", colspan: headers.length, text: empty }))];
-    return h("table", null, h("thead", null, head), h("tbody", null, body));
+    // A table wider than the page scrolls in its own box; the page itself keeps its width.
+    return h("div", { class: "table-scroll" }, h("table", null, h("thead", null, head), h("tbody", null, body)));
   }
 
   // ------------------------------------------------------------------ formatting
