@@ -587,7 +587,7 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     page.select_option("#api-filter", "squares")
     expect(recent).to_have_count(1)
     page.select_option("#status-filter", "stopped")
-    expect(page.locator("#recent-jobs")).to_contain_text("no jobs yet")
+    expect(page.locator("#recent-jobs")).to_contain_text("no job matches the filter")
     # "13m ago", the rate and the other figures keep to one line however narrow the page.
     page.select_option("#status-filter", "")
     expect(recent).to_have_count(3)

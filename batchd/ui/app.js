@@ -308,6 +308,7 @@
     const where = h("span", { class: "muted pager-where" });
     const el = h("div", null, holder, h("div", { class: "pager" }, newer, older, where));
     const cursors = [];
+    const unfiltered = query;
     let jobs = [];
     newer.addEventListener("click", () => {
       cursors.pop();
@@ -327,7 +328,8 @@
       if (asked !== query) return; // the filter changed meanwhile: that answer is stale
       jobs = answer.jobs;
       const shown = jobs.slice(0, PAGE_SIZE);
-      holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), emptyText));
+      const filtered = Object.entries(query).some(([key, value]) => value && value !== unfiltered[key]);
+      holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), filtered ? "no job matches the filter" : emptyText));
       newer.disabled = cursors.length === 0;
       older.disabled = jobs.length <= PAGE_SIZE;
       where.textContent = `page ${cursors.length + 1}`;
