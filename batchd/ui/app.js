@@ -13,7 +13,6 @@
   const LOG_TAIL = 500; // lines read when a log opens
   const LOG_KEEP = 2000; // lines kept on screen
   const RATE_WINDOW_S = 10;
-  const CHART_SPAN_S = 120;
   const FAILED_PAGE = 25;
   const ERROR_FILTER_MAX = 200; // as GET /failed takes it
   // What the job lists can be filtered by (GET /jobs?status=).
@@ -189,7 +188,7 @@
     const list = samples.get(job.job_id) || [];
     const last = list[list.length - 1];
     if (!last || now - last.t >= 0.2) list.push({ t: now, done: doneOf(job) });
-    while (list.length > 2 && now - list[0].t > CHART_SPAN_S + 5) list.shift();
+    while (list.length > 2 && now - list[0].t > RATE_WINDOW_S + 5) list.shift();
     samples.set(job.job_id, list);
     list.seen = now;
     if (samples.size > 500) {
