@@ -518,6 +518,15 @@ def test_charts_draw_a_finished_jobs_history_and_the_apis_throughput(
     bars = page.locator("#duration-histogram")
     expect(bars).to_have_attribute("data-total", "3")
     expect(bars.locator(".hist-bar")).to_have_count(19)  # 18 bounds and +Inf
+    # Each bar is its bucket of the daemon's histogram, its height in proportion to the tallest.
+    history = get(squares, "/history?window=1h&api=squares")[1]
+    counts = history["batch_durations"]["squares"]["counts"]
+    shown = bars.locator(".hist-bar").evaluate_all(
+        "bars => bars.map(b => [+b.dataset.count, b.querySelector('.hist-fill').style.height])"
+    )
+    assert [count for count, _ in shown] == counts and sum(counts) == 3
+    heights = [float(height.removesuffix("%")) for _, height in shown]
+    assert heights == pytest.approx([100 * c / max(counts) for c in counts])
     expect(page.locator("#duration-note")).to_contain_text("3 succeeded batches")
     screenshot(page, "api-histogram")
     # A daemon gone is no longer shown as live.
