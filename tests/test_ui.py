@@ -377,6 +377,10 @@ def test_retry_a_dead_lettered_batch(page: Page, squares: Daemon, tmp_path: Path
     expect(link).to_be_visible()
     retry_id = link.inner_text()
     assert retry_id != job_id
+    expect(page.locator("#retry-result")).to_have_text(
+        f"Job {job_id}'s dead-lettered batches were submitted as job {retry_id}"
+        " (1 batch, version 1)."
+    )
     link.click()
     expect(page).to_have_url(re.compile(f"#/job/squares/{retry_id}$"))
     expect(page.locator("#job-subtitle")).to_contain_text(f"retry of {job_id}")
@@ -579,6 +583,9 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     expect(link).to_be_visible()
     retry_id = link.inner_text()
     assert retry_id not in (first, second)
+    expect(page.locator("#failed-retry-result")).to_contain_text(
+        f"Job {first}'s dead-lettered batches were submitted as job {retry_id} (1 batch"
+    )
     client = squares.client
     assert wait_job(client, "squares", retry_id)["status"] == "succeeded"
     assert client.get_job("squares", retry_id)["job_status"]["retry_of"] == first

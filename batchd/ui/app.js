@@ -674,6 +674,22 @@
     }, STATUS_POLL_MS);
   }
 
+  // POST /batch/<api>/retry from `button`: what it submitted (a link with id `linkId`), or
+  // why not, goes into `result`. The job page and the failed view both retry through it.
+  async function retryDeadLetters(apiName, jobId, button, result, linkId) {
+    button.disabled = true;
+    result.replaceChildren();
+    try {
+      const spec = await call("POST", `/batch/${encodeURIComponent(apiName)}/retry`, { query: { jobID: jobId } });
+      const count = spec.total_batch_count;
+      result.append(`Job ${jobId}'s dead-lettered batches were submitted as job `, h("a", { class: "mono", id: linkId, href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${count} batch${count === 1 ? "" : "es"}, version ${spec.api_version}).`);
+    } catch (error) {
+      result.append(h("span", { class: "error", text: error.message }));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // Pause/Resume of a job's or an API's leasing: POST <path>/pause or <path>/resume.
   function pauseToggle(id, noun, path, query, note) {
     const button = h("button", { type: "button", id, hidden: true });
@@ -775,18 +791,7 @@
       dialog.showModal();
     });
 
-    retry.addEventListener("click", async () => {
-      retry.disabled = true;
-      retryResult.replaceChildren();
-      try {
-        const spec = await call("POST", `${base}/retry`, { query: { jobID: jobId } });
-        retryResult.append("Retry submitted as job ", h("a", { class: "mono", id: "retry-job-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batches, version ${spec.api_version})`);
-      } catch (error) {
-        retryResult.append(h("span", { class: "error", text: error.message }));
-      } finally {
-        retry.disabled = false;
-      }
-    });
+    retry.addEventListener("click", () => retryDeadLetters(apiName, jobId, retry, retryResult, "retry-job-link"));
 
     // Results need the token too: with one, the link fetches and saves the file.
     results.addEventListener("click", async (event) => {
@@ -1062,22 +1067,9 @@
       refresh().catch(page.report);
     });
 
-    async function retry(entry, button) {
-      button.disabled = true;
-      retryResult.replaceChildren();
-      try {
-        const spec = await call("POST", `/batch/${encodeURIComponent(entry.api_name)}/retry`, { query: { jobID: entry.job_id } });
-        retryResult.append(`Job ${entry.job_id}'s dead-lettered batches were submitted as job `, h("a", { class: "mono", id: "failed-retry-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batch${spec.total_batch_count === 1 ? "" : "es"}).`);
-      } catch (error) {
-        retryResult.append(h("span", { class: "error", text: error.message }));
-      } finally {
-        button.disabled = false;
-      }
-    }
-
     function row(entry) {
       const button = h("button", { type: "button", class: "retry-job", text: "Retry job", title: `retry every dead-lettered batch of job ${entry.job_id}` });
-      button.addEventListener("click", () => retry(entry, button));
+      button.addEventListener("click", () => retryDeadLetters(entry.api_name, entry.job_id, button, retryResult, "failed-retry-link"));
       return h(
         "tr",
         { "data-batch-id": entry.batch_id },
