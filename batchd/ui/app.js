@@ -42,17 +42,6 @@
     return el;
   }
 
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  function s(tag, attrs, ...children) {
-    const el = document.createElementNS(SVG_NS, tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (key === "text") el.textContent = value;
-      else el.setAttribute(key, String(value));
-    }
-    el.append(...children);
-    return el;
-  }
-
   const jobHref = (api, id) => `#/job/${encodeURIComponent(api)}/${encodeURIComponent(id)}`;
   const apiHref = (api) => `#/api/${encodeURIComponent(api)}`;
   const badge = (status) => h("span", { class: `badge ${status}`, text: status.replaceAll("_", " ") });
@@ -373,7 +362,7 @@
   // Throughput over the last hour or day (GET /history: this daemon's counts), for every
   // API together or one; with `histogram`, that API's batch-duration histogram too.
   function throughputCard(page, apiName, histogram) {
-    const chart = s("svg", { class: "chart", id: "history-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const chart = charts.chart("history-chart");
     const peak = h("span", { class: "muted", id: "history-peak" });
     const from = h("span");
     const windows = h("div", { class: "segmented", role: "group" });
@@ -738,7 +727,7 @@
     const facts = h("div", { class: "card", id: "job-facts" });
     const workerBox = h("div", { class: "card", id: "job-workers" });
     const errorBox = h("pre", { class: "error-text", id: "job-error", hidden: true });
-    const chart = s("svg", { class: "chart", id: "throughput-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const chart = charts.chart("throughput-chart");
     const chartNote = h("p", { class: "muted note", id: "throughput-note" });
     const chartPeak = h("span", { class: "muted" });
     const chartFrom = h("span");
