@@ -287,45 +287,63 @@
     ["duration", "num"],
   ];
 
-  // A page of jobs with Newer/Older buttons. The daemon pages by cursor: `before` is the
-  // id of the last job shown, so paging stays cheap however long the history.
-  function jobPager(page, path, query, emptyText, id) {
-    const holder = h("div", { id });
+  // Newer/Older buttons over a listing paged by cursor. `cursor()` is the one to ask with
+  // (undefined: the first page); after each answer, `shown(next)` with the cursor of the
+  // next older page (null: none); `restart()` goes back to the first page.
+  function cursorPager(page, refresh) {
     const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
     const older = h("button", { type: "button", class: "older", text: "Older →" });
     const where = h("span", { class: "muted pager-where" });
-    const el = h("div", null, holder, h("div", { class: "pager" }, newer, older, where));
     const cursors = [];
-    const unfiltered = query;
-    let jobs = [];
+    let next = null;
     newer.addEventListener("click", () => {
       cursors.pop();
       refresh().catch(page.report);
     });
     older.addEventListener("click", () => {
-      cursors.push(jobs[PAGE_SIZE - 1].job_id);
+      cursors.push(next);
       refresh().catch(page.report);
     });
+    return {
+      el: h("div", { class: "pager" }, newer, older, where),
+      cursor: () => cursors[cursors.length - 1],
+      restart: () => {
+        cursors.length = 0;
+      },
+      shown(nextCursor) {
+        next = nextCursor;
+        newer.disabled = cursors.length === 0;
+        older.disabled = !next;
+        where.textContent = `page ${cursors.length + 1}`;
+      },
+    };
+  }
+
+  // A page of jobs with Newer/Older buttons. The daemon pages by cursor: `before` is the
+  // id of the last job shown, so paging stays cheap however long the history.
+  function jobPager(page, path, query, emptyText, id) {
+    const holder = h("div", { id });
+    const pager = cursorPager(page, refresh);
+    const el = h("div", null, holder, pager.el);
+    const unfiltered = query;
     async function refresh() {
-      const before = cursors[cursors.length - 1];
+      const before = pager.cursor();
       const asked = query;
       const answer = await call("GET", path, {
         query: { ...query, limit: PAGE_SIZE + 1, before },
         signal: page.signal,
       });
       if (asked !== query) return; // the filter changed meanwhile: that answer is stale
-      jobs = answer.jobs;
+      const jobs = answer.jobs;
       const shown = jobs.slice(0, PAGE_SIZE);
       const filtered = Object.entries(query).some(([key, value]) => value && value !== unfiltered[key]);
       holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), filtered ? "no job matches the filter" : emptyText));
-      newer.disabled = cursors.length === 0;
-      older.disabled = jobs.length <= PAGE_SIZE;
-      where.textContent = `page ${cursors.length + 1}`;
+      pager.shown(jobs.length > PAGE_SIZE ? jobs[PAGE_SIZE - 1].job_id : null);
     }
     // A new filter starts again from the first page.
     function filter(changes) {
       query = { ...query, ...changes };
-      cursors.length = 0;
+      pager.restart();
       return refresh();
     }
     return { el, refresh, filter };
@@ -1019,9 +1037,7 @@
     const text = h("input", { id: "failed-q", type: "search", maxlength: ERROR_FILTER_MAX, placeholder: "error contains… (case-sensitive)", size: 32 });
     const form = h("form", { class: "actions filters", id: "failed-filters" }, h("label", { class: "muted" }, "API ", apiPick), text, h("button", { type: "submit", text: "Filter" }));
     const list = h("div", { id: "failed-list" });
-    const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
-    const older = h("button", { type: "button", class: "older", text: "Older →" });
-    const where = h("span", { class: "muted pager-where" });
+    const pager = cursorPager(page, refresh);
     const retryResult = h("p", { class: "note", id: "failed-retry-result" });
     main.append(
       h("h1", { text: "Failed batches" }),
@@ -1029,14 +1045,12 @@
       form,
       retryResult,
       list,
-      h("div", { class: "pager" }, newer, older, where),
+      pager.el,
     );
-    const cursors = [];
-    let next = null;
     let shown = "";
     let typing = null;
     const restart = () => {
-      cursors.length = 0;
+      pager.restart();
       refresh().catch(page.report);
     };
     form.addEventListener("submit", (event) => {
@@ -1046,14 +1060,6 @@
     text.addEventListener("input", () => {
       clearTimeout(typing);
       typing = setTimeout(restart, 300);
-    });
-    newer.addEventListener("click", () => {
-      cursors.pop();
-      refresh().catch(page.report);
-    });
-    older.addEventListener("click", () => {
-      cursors.push(next);
-      refresh().catch(page.report);
     });
 
     function row(entry) {
@@ -1073,13 +1079,10 @@
     }
 
     async function refresh() {
-      const query = { api: apiPick.value, q: text.value, limit: FAILED_PAGE, cursor: cursors[cursors.length - 1] };
+      const query = { api: apiPick.value, q: text.value, limit: FAILED_PAGE, cursor: pager.cursor() };
       const answer = await call("GET", "/failed", { query, signal: page.signal });
       if (query.api !== apiPick.value || query.q !== text.value) return; // a newer filter is on its way
-      next = answer.next_cursor;
-      newer.disabled = cursors.length === 0;
-      older.disabled = !next;
-      where.textContent = `page ${cursors.length + 1}`;
+      pager.shown(answer.next_cursor);
       // Redrawn only when it changed: an opened traceback stays open between polls.
       const key = JSON.stringify(answer.failed);
       if (key === shown) return;
