@@ -377,6 +377,10 @@ def test_retry_a_dead_lettered_batch(page: Page, squares: Daemon, tmp_path: Path
     expect(link).to_be_visible()
     retry_id = link.inner_text()
     assert retry_id != job_id
+    expect(page.locator("#retry-result")).to_have_text(
+        f"Job {job_id}'s dead-lettered batches were submitted as job {retry_id}"
+        " (1 batch, version 1)."
+    )
     link.click()
     expect(page).to_have_url(re.compile(f"#/job/squares/{retry_id}$"))
     expect(page.locator("#job-subtitle")).to_contain_text(f"retry of {job_id}")
@@ -518,6 +522,15 @@ def test_charts_draw_a_finished_jobs_history_and_the_apis_throughput(
     bars = page.locator("#duration-histogram")
     expect(bars).to_have_attribute("data-total", "3")
     expect(bars.locator(".hist-bar")).to_have_count(19)  # 18 bounds and +Inf
+    # Each bar is its bucket of the daemon's histogram, its height in proportion to the tallest.
+    history = get(squares, "/history?window=1h&api=squares")[1]
+    counts = history["batch_durations"]["squares"]["counts"]
+    shown = bars.locator(".hist-bar").evaluate_all(
+        "bars => bars.map(b => [+b.dataset.count, b.querySelector('.hist-fill').style.height])"
+    )
+    assert [count for count, _ in shown] == counts and sum(counts) == 3
+    heights = [float(height.removesuffix("%")) for _, height in shown]
+    assert heights == pytest.approx([100 * c / max(counts) for c in counts])
     expect(page.locator("#duration-note")).to_contain_text("3 succeeded batches")
     screenshot(page, "api-histogram")
     # A daemon gone is no longer shown as live.
@@ -570,6 +583,9 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     expect(link).to_be_visible()
     retry_id = link.inner_text()
     assert retry_id not in (first, second)
+    expect(page.locator("#failed-retry-result")).to_contain_text(
+        f"Job {first}'s dead-lettered batches were submitted as job {retry_id} (1 batch"
+    )
     client = squares.client
     assert wait_job(client, "squares", retry_id)["status"] == "succeeded"
     assert client.get_job("squares", retry_id)["job_status"]["retry_of"] == first
@@ -587,7 +603,7 @@ def test_failed_view_filters_and_retries_and_job_lists_filter_by_status(
     page.select_option("#api-filter", "squares")
     expect(recent).to_have_count(1)
     page.select_option("#status-filter", "stopped")
-    expect(page.locator("#recent-jobs")).to_contain_text("no jobs yet")
+    expect(page.locator("#recent-jobs")).to_contain_text("no job matches the filter")
     # "13m ago", the rate and the other figures keep to one line however narrow the page.
     page.select_option("#status-filter", "")
     expect(recent).to_have_count(3)

@@ -1,21 +1,19 @@
 """The dashboard's workers page (#/workers) in a real headless browser: live workers with
 their memory and CPU, and worker exits with their cause. Saved as a screenshot under
-test-artifacts/ui/, like tests/test_ui.py's pages (whose browser set-up this copies)."""
+test-artifacts/ui/, like tests/test_ui.py's pages (whose browser fixtures this uses)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from tests.conftest import Daemon, wait_for
-from tests.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LONG
+from tests.test_ui import browser, page, screenshot  # noqa: F401
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 # "crash" exits the worker with code 7; "gate" waits for the file named by the config.
 HANDLER = """
@@ -38,32 +36,8 @@ SIZE = re.compile(r"^\d+(\.\d)? (KiB|MiB)$")
 PERCENT = re.compile(r"^\d+%$")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: run `make browser` as root (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
-    sync_api.expect.set_options(timeout=LONG)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(LONG)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert not errors, f"script errors in the page: {errors}"
-
-
 def test_workers_page_shows_live_workers_and_exits(
-    page: Page,
+    page: Page,  # noqa: F811
     make_daemon: Callable[..., Daemon],
     make_project: Callable[..., Path],
     tmp_path: Path,
@@ -101,8 +75,7 @@ def test_workers_page_shows_live_workers_and_exits(
     expect(crash).to_contain_text(crashed["job_id"])
     expect(crash).to_contain_text("worker exited with code 7")
     expect(crash.locator(".badge")).to_have_text("crashed")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "workers.png"), full_page=True)
+    screenshot(page, "workers")
 
     gate.touch()
     expect(page.locator("#live-workers")).to_contain_text("no live workers")

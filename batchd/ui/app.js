@@ -13,7 +13,6 @@
   const LOG_TAIL = 500; // lines read when a log opens
   const LOG_KEEP = 2000; // lines kept on screen
   const RATE_WINDOW_S = 10;
-  const CHART_SPAN_S = 120;
   const FAILED_PAGE = 25;
   const ERROR_FILTER_MAX = 200; // as GET /failed takes it
   // What the job lists can be filtered by (GET /jobs?status=).
@@ -43,17 +42,6 @@
     return el;
   }
 
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  function s(tag, attrs, ...children) {
-    const el = document.createElementNS(SVG_NS, tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (key === "text") el.textContent = value;
-      else el.setAttribute(key, String(value));
-    }
-    el.append(...children);
-    return el;
-  }
-
   const jobHref = (api, id) => `#/job/${encodeURIComponent(api)}/${encodeURIComponent(id)}`;
   const apiHref = (api) => `#/api/${encodeURIComponent(api)}`;
   const badge = (status) => h("span", { class: `badge ${status}`, text: status.replaceAll("_", " ") });
@@ -63,7 +51,8 @@
     const body = rows.length
       ? rows
       : [h("tr", null, h("td", { class: "empty", colspan: headers.length, text: empty }))];
-    return h("table", null, h("thead", null, head), h("tbody", null, body));
+    // A table wider than the page scrolls in its own box; the page itself keeps its width.
+    return h("div", { class: "table-scroll" }, h("table", null, h("thead", null, head), h("tbody", null, body)));
   }
 
   // ------------------------------------------------------------------ formatting
@@ -188,7 +177,7 @@
     const list = samples.get(job.job_id) || [];
     const last = list[list.length - 1];
     if (!last || now - last.t >= 0.2) list.push({ t: now, done: doneOf(job) });
-    while (list.length > 2 && now - list[0].t > CHART_SPAN_S + 5) list.shift();
+    while (list.length > 2 && now - list[0].t > RATE_WINDOW_S + 5) list.shift();
     samples.set(job.job_id, list);
     list.seen = now;
     if (samples.size > 500) {
@@ -298,43 +287,63 @@
     ["duration", "num"],
   ];
 
-  // A page of jobs with Newer/Older buttons. The daemon pages by cursor: `before` is the
-  // id of the last job shown, so paging stays cheap however long the history.
-  function jobPager(page, path, query, emptyText, id) {
-    const holder = h("div", { id });
+  // Newer/Older buttons over a listing paged by cursor. `cursor()` is the one to ask with
+  // (undefined: the first page); after each answer, `shown(next)` with the cursor of the
+  // next older page (null: none); `restart()` goes back to the first page.
+  function cursorPager(page, refresh) {
     const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
     const older = h("button", { type: "button", class: "older", text: "Older →" });
     const where = h("span", { class: "muted pager-where" });
-    const el = h("div", null, holder, h("div", { class: "pager" }, newer, older, where));
     const cursors = [];
-    let jobs = [];
+    let next = null;
     newer.addEventListener("click", () => {
       cursors.pop();
       refresh().catch(page.report);
     });
     older.addEventListener("click", () => {
-      cursors.push(jobs[PAGE_SIZE - 1].job_id);
+      cursors.push(next);
       refresh().catch(page.report);
     });
+    return {
+      el: h("div", { class: "pager" }, newer, older, where),
+      cursor: () => cursors[cursors.length - 1],
+      restart: () => {
+        cursors.length = 0;
+      },
+      shown(nextCursor) {
+        next = nextCursor;
+        newer.disabled = cursors.length === 0;
+        older.disabled = !next;
+        where.textContent = `page ${cursors.length + 1}`;
+      },
+    };
+  }
+
+  // A page of jobs with Newer/Older buttons. The daemon pages by cursor: `before` is the
+  // id of the last job shown, so paging stays cheap however long the history.
+  function jobPager(page, path, query, emptyText, id) {
+    const holder = h("div", { id });
+    const pager = cursorPager(page, refresh);
+    const el = h("div", null, holder, pager.el);
+    const unfiltered = query;
     async function refresh() {
-      const before = cursors[cursors.length - 1];
+      const before = pager.cursor();
       const asked = query;
       const answer = await call("GET", path, {
         query: { ...query, limit: PAGE_SIZE + 1, before },
         signal: page.signal,
       });
       if (asked !== query) return; // the filter changed meanwhile: that answer is stale
-      jobs = answer.jobs;
+      const jobs = answer.jobs;
       const shown = jobs.slice(0, PAGE_SIZE);
-      holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), emptyText));
-      newer.disabled = cursors.length === 0;
-      older.disabled = jobs.length <= PAGE_SIZE;
-      where.textContent = `page ${cursors.length + 1}`;
+      const filtered = Object.entries(query).some(([key, value]) => value && value !== unfiltered[key]);
+      holder.replaceChildren(table(JOB_HEADERS, shown.map(progressRow), filtered ? "no job matches the filter" : emptyText));
+      pager.shown(jobs.length > PAGE_SIZE ? jobs[PAGE_SIZE - 1].job_id : null);
     }
     // A new filter starts again from the first page.
     function filter(changes) {
       query = { ...query, ...changes };
-      cursors.length = 0;
+      pager.restart();
       return refresh();
     }
     return { el, refresh, filter };
@@ -371,7 +380,7 @@
   // Throughput over the last hour or day (GET /history: this daemon's counts), for every
   // API together or one; with `histogram`, that API's batch-duration histogram too.
   function throughputCard(page, apiName, histogram) {
-    const chart = s("svg", { class: "chart", id: "history-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const chart = charts.chart("history-chart");
     const peak = h("span", { class: "muted", id: "history-peak" });
     const from = h("span");
     const windows = h("div", { class: "segmented", role: "group" });
@@ -672,6 +681,22 @@
     }, STATUS_POLL_MS);
   }
 
+  // POST /batch/<api>/retry from `button`: what it submitted (a link with id `linkId`), or
+  // why not, goes into `result`. The job page and the failed view both retry through it.
+  async function retryDeadLetters(apiName, jobId, button, result, linkId) {
+    button.disabled = true;
+    result.replaceChildren();
+    try {
+      const spec = await call("POST", `/batch/${encodeURIComponent(apiName)}/retry`, { query: { jobID: jobId } });
+      const count = spec.total_batch_count;
+      result.append(`Job ${jobId}'s dead-lettered batches were submitted as job `, h("a", { class: "mono", id: linkId, href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${count} batch${count === 1 ? "" : "es"}, version ${spec.api_version}).`);
+    } catch (error) {
+      result.append(h("span", { class: "error", text: error.message }));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // Pause/Resume of a job's or an API's leasing: POST <path>/pause or <path>/resume.
   function pauseToggle(id, noun, path, query, note) {
     const button = h("button", { type: "button", id, hidden: true });
@@ -720,7 +745,7 @@
     const facts = h("div", { class: "card", id: "job-facts" });
     const workerBox = h("div", { class: "card", id: "job-workers" });
     const errorBox = h("pre", { class: "error-text", id: "job-error", hidden: true });
-    const chart = s("svg", { class: "chart", id: "throughput-chart", viewBox: "0 0 600 120", preserveAspectRatio: "none", role: "img" });
+    const chart = charts.chart("throughput-chart");
     const chartNote = h("p", { class: "muted note", id: "throughput-note" });
     const chartPeak = h("span", { class: "muted" });
     const chartFrom = h("span");
@@ -773,18 +798,7 @@
       dialog.showModal();
     });
 
-    retry.addEventListener("click", async () => {
-      retry.disabled = true;
-      retryResult.replaceChildren();
-      try {
-        const spec = await call("POST", `${base}/retry`, { query: { jobID: jobId } });
-        retryResult.append("Retry submitted as job ", h("a", { class: "mono", id: "retry-job-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batches, version ${spec.api_version})`);
-      } catch (error) {
-        retryResult.append(h("span", { class: "error", text: error.message }));
-      } finally {
-        retry.disabled = false;
-      }
-    });
+    retry.addEventListener("click", () => retryDeadLetters(apiName, jobId, retry, retryResult, "retry-job-link"));
 
     // Results need the token too: with one, the link fetches and saves the file.
     results.addEventListener("click", async (event) => {
@@ -1023,9 +1037,7 @@
     const text = h("input", { id: "failed-q", type: "search", maxlength: ERROR_FILTER_MAX, placeholder: "error contains… (case-sensitive)", size: 32 });
     const form = h("form", { class: "actions filters", id: "failed-filters" }, h("label", { class: "muted" }, "API ", apiPick), text, h("button", { type: "submit", text: "Filter" }));
     const list = h("div", { id: "failed-list" });
-    const newer = h("button", { type: "button", class: "newer", text: "← Newer" });
-    const older = h("button", { type: "button", class: "older", text: "Older →" });
-    const where = h("span", { class: "muted pager-where" });
+    const pager = cursorPager(page, refresh);
     const retryResult = h("p", { class: "note", id: "failed-retry-result" });
     main.append(
       h("h1", { text: "Failed batches" }),
@@ -1033,14 +1045,12 @@
       form,
       retryResult,
       list,
-      h("div", { class: "pager" }, newer, older, where),
+      pager.el,
     );
-    const cursors = [];
-    let next = null;
     let shown = "";
     let typing = null;
     const restart = () => {
-      cursors.length = 0;
+      pager.restart();
       refresh().catch(page.report);
     };
     form.addEventListener("submit", (event) => {
@@ -1051,31 +1061,10 @@
       clearTimeout(typing);
       typing = setTimeout(restart, 300);
     });
-    newer.addEventListener("click", () => {
-      cursors.pop();
-      refresh().catch(page.report);
-    });
-    older.addEventListener("click", () => {
-      cursors.push(next);
-      refresh().catch(page.report);
-    });
-
-    async function retry(entry, button) {
-      button.disabled = true;
-      retryResult.replaceChildren();
-      try {
-        const spec = await call("POST", `/batch/${encodeURIComponent(entry.api_name)}/retry`, { query: { jobID: entry.job_id } });
-        retryResult.append(`Job ${entry.job_id}'s dead-lettered batches were submitted as job `, h("a", { class: "mono", id: "failed-retry-link", href: jobHref(spec.api_name, spec.job_id), text: spec.job_id }), ` (${spec.total_batch_count} batch${spec.total_batch_count === 1 ? "" : "es"}).`);
-      } catch (error) {
-        retryResult.append(h("span", { class: "error", text: error.message }));
-      } finally {
-        button.disabled = false;
-      }
-    }
 
     function row(entry) {
       const button = h("button", { type: "button", class: "retry-job", text: "Retry job", title: `retry every dead-lettered batch of job ${entry.job_id}` });
-      button.addEventListener("click", () => retry(entry, button));
+      button.addEventListener("click", () => retryDeadLetters(entry.api_name, entry.job_id, button, retryResult, "failed-retry-link"));
       return h(
         "tr",
         { "data-batch-id": entry.batch_id },
@@ -1090,13 +1079,10 @@
     }
 
     async function refresh() {
-      const query = { api: apiPick.value, q: text.value, limit: FAILED_PAGE, cursor: cursors[cursors.length - 1] };
+      const query = { api: apiPick.value, q: text.value, limit: FAILED_PAGE, cursor: pager.cursor() };
       const answer = await call("GET", "/failed", { query, signal: page.signal });
       if (query.api !== apiPick.value || query.q !== text.value) return; // a newer filter is on its way
-      next = answer.next_cursor;
-      newer.disabled = cursors.length === 0;
-      older.disabled = !next;
-      where.textContent = `page ${cursors.length + 1}`;
+      pager.shown(answer.next_cursor);
       // Redrawn only when it changed: an opened traceback stays open between polls.
       const key = JSON.stringify(answer.failed);
       if (key === shown) return;

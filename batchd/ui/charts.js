@@ -15,6 +15,11 @@ window.batchdCharts = (() => {
     return el;
   }
 
+  // An empty chart, drawSeries' canvas: W x H units stretched to the card's width.
+  function chart(id) {
+    return svg("svg", { class: "chart", id, viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+  }
+
   // Series of counts per bucket of `step` seconds, drawn as rates per second on one scale:
   // each { values, cls } a line ("line": the accent, with an area; "line bad": red).
   // Returns the peak rate. The chart's data-* attributes say what it shows.
@@ -96,5 +101,5 @@ window.batchdCharts = (() => {
     holder.dataset.total = String(counts.reduce((a, b) => a + b, 0));
   }
 
-  return { drawSeries, denseBuckets, histogram };
+  return { chart, drawSeries, denseBuckets, histogram };
 })();
