@@ -222,3 +222,41 @@ def test_worker_exits_and_live_usage(
     assert "oom" in shown.stdout
     as_json = json.loads(batchd(daemon.url, "workers", "-o", "json", "--events", "1").stdout)
     assert as_json["workers"] == [] and len(as_json["events"]) == 1
+
+
+def test_a_handler_exiting_with_the_init_failure_code_mid_batch_is_a_crash(
+    make_daemon: Callable[..., Daemon], make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    """os._exit(3) from handle_batch (3 is the worker's own "could not load the Handler"
+    code) once the Handler is up: its batch is charged and runs again at once, not after
+    lease_timeout (it used to wait for the lease to run out, 10 minutes here)."""
+    daemon = make_daemon(lease_timeout=600.0)
+    client = daemon.client
+    client.deploy(make_project("exits3", EXIT_3_ONCE))
+    marker = tmp_path / "exited-once"
+    body = {"workers": 1, "config": {"marker": str(marker)}}
+    body["item_list"] = {"items": ["a", "b"], "batch_size": 1}
+    job_id = client.submit("exits3", body)["job_id"]
+    status = wait_job(client, "exits3", job_id, timeout=60)
+    assert marker.exists()
+    assert status["status"] == "succeeded"
+    assert status["batch_metrics"]["failed_attempts"] == 1
+    (crash,) = [e for e in events_of(daemon, job_id) if e["exit_code"] == 3]
+    assert crash["cause"] == "crashed" and crash["restart_in"] is not None
+
+
+# Exits with code 3 on its first batch only (the file named by the job's config marks it).
+EXIT_3_ONCE = """
+import os
+
+
+class Handler:
+    def __init__(self, config):
+        self.marker = config["marker"]
+
+    def handle_batch(self, payload):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(3)
+        return payload
+"""

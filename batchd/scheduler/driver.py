@@ -326,7 +326,10 @@ class Driver:
             held = [(lease.seq, lease.token) for lease in worker.leases]
             with contextlib.suppress(Exception):
                 await self.store.release(run.job_id, held)
-        if expected or returncode == constants.WORKER_EXIT_INIT_FAILED:
+        # Exit code 3 means "could not load the Handler" only before it was up; after that it
+        # is the handler's own, and its leases are charged like any crash's.
+        init_failed = returncode == constants.WORKER_EXIT_INIT_FAILED and not worker.ready
+        if expected or init_failed:
             cause = exit_cause(returncode, oom=False, killed=worker.killed, ready=worker.ready)
             exited = worker.exit_event(run.job, returncode, cause, describe_exit(returncode, False))
             self.jobs.history.record(exited)
