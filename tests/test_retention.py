@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from typing import Any
 
 from batchd.client import BatchdError
 from batchd.constants import DB_FILENAME
+from batchd.observe.retention import disk_usage
 from batchd.store.records import JobStatus, NewJob, Success, new_job_id
 from batchd.store.sqlite.store import SqliteStore
 from tests.conftest import EXAMPLE, Daemon, wait_for
@@ -157,3 +160,38 @@ def test_an_api_can_keep_its_jobs_for_less_time(
     report = post(daemon, "/admin/prune")
     assert sorted(report["jobs"]) == sorted(ids["short"])
     assert post(daemon, "/admin/prune?dryRun=true")["jobs"] == []
+
+
+def test_disk_usage_counts_through_folders_removed_while_it_walks(tmp_path: Path) -> None:
+    """/status walks the state dir while workers' workspaces come and go: a folder removed
+    mid-walk is skipped, not raised (it was a 500 from /status as a stopped job's workers
+    exited)."""
+    state = tmp_path / "state"
+    (state / "logs").mkdir(parents=True)
+    (state / "logs" / "job.log").write_bytes(b"x" * 1000)
+    (state / DB_FILENAME).write_bytes(b"d" * 4096)
+    churning = threading.Event()
+    stop = threading.Event()
+
+    def churn() -> None:
+        # Deep trees, so the walk is often inside one when it goes.
+        while not stop.is_set():
+            for n in range(8):
+                deep = state / "workspaces" / f"w{n}" / "a" / "b" / "c"
+                deep.mkdir(parents=True, exist_ok=True)
+                (deep / "f").write_bytes(b"w" * 10)
+            churning.set()
+            shutil.rmtree(state / "workspaces", ignore_errors=True)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        assert churning.wait(30)
+        for _ in range(2000):
+            usage = disk_usage(state)
+            # What stays put is counted exactly, whatever vanished beside it.
+            assert usage["logs"] == 1000 and usage["database"] == 4096
+            assert usage["total"] == 1000 + 4096 + usage["other"]
+    finally:
+        stop.set()
+        churner.join()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,19 +95,23 @@ class Pruner:
 def disk_usage(state_dir: Path) -> dict[str, int]:
     """Bytes used under the state dir, by part (blocking: walks the tree)."""
     usage = {"database": 0, "logs": 0, "apis": 0, "other": 0}
-    for path in state_dir.rglob("*"):
-        try:
-            if not path.is_file() or path.is_symlink():
+    # os.walk skips a folder that vanishes under it (a worker's workspace removed as the
+    # worker exits); Path.rglob raised FileNotFoundError out of its walk.
+    for folder, _, files in os.walk(state_dir):
+        parts = Path(folder).relative_to(state_dir).parts
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except OSError:
                 continue
-            size = path.stat().st_size
-        except OSError:
-            continue
-        relative = path.relative_to(state_dir).parts
-        if relative[0].startswith(constants.DB_FILENAME):
-            usage["database"] += size
-        elif relative[0] in ("logs", "apis"):
-            usage[relative[0]] += size
-        else:
-            usage["other"] += size
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            top = parts[0] if parts else name
+            if top.startswith(constants.DB_FILENAME):
+                usage["database"] += info.st_size
+            elif top in ("logs", "apis"):
+                usage[top] += info.st_size
+            else:
+                usage["other"] += info.st_size
     usage["total"] = sum(usage.values())
     return usage
