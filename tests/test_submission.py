@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from batchd.admission.job_body import DEFAULT_MAX_RECEIVE_COUNT, JobSubmission, parse_submission
+from batchd.admission.json_text import ENCODER
 from batchd.admission.planning import plan_batches
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
 from batchd.errors import DomainError
@@ -365,6 +367,34 @@ def test_oversized_items_are_found_whatever_their_kind(
     assert f"{size} bytes" in error.message
     # At exactly that size, every item fits.
     assert len(plan_items(items, 1, max_item_bytes=size)) == len(items)
+
+
+def test_large_batches_are_encoded_one_by_one_and_grouped_into_chunks() -> None:
+    # A model's inputs: 64 floats an item, 64 items a batch, 30 KB a batch as JSON. Each
+    # batch is encoded on its own (a chunk of them would pass the item limit and be encoded
+    # again), and the writer still packs them into chunks of up to CHUNK_MAX_BYTES.
+    rng = random.Random(4)
+    items = [[round(rng.uniform(-1, 1), 4) for _ in range(64)] for _ in range(64 * 300)]
+    sub = parse({"item_list": {"items": items, "batch_size": 64}})
+    plan = plan_batches(sub, [], 256 * 1024)
+    expected = [ENCODER.encode(items[i : i + 64]).encode() for i in range(0, len(items), 64)]
+    assert plan.payloads == expected
+    chunks = list(plan.batches.chunks)
+    assert sum(chunk.batches for chunk in chunks) == 300
+    assert all(len(chunk.payloads) <= CHUNK_MAX_BYTES for chunk in chunks)
+    # 9 MB of batches in 3 chunks, not 300.
+    assert len(chunks) == -(-sum(map(len, expected)) // CHUNK_MAX_BYTES)
+
+
+def test_batches_that_grow_past_the_first_are_still_checked_and_kept_whole() -> None:
+    # The first batch sizes the chunks: later, larger batches overflow them and go one by
+    # one, with every item still checked against the limit.
+    items: list[Any] = [*range(2000), *([[0.5] * 200] * 50), *range(2000)]
+    payloads = plan_items(items, 4, max_item_bytes=1000)
+    assert decoded(payloads) == [items[i : i + 4] for i in range(0, len(items), 4)]
+    sub = parse({"item_list": {"items": [*items, "x" * 2000], "batch_size": 4}})
+    error = plan_error(sub, [], max_item_bytes=1000)
+    assert (status_of(error), error.field) == (422, f"item_list.items[{len(items)}]")
 
 
 def test_a_million_items_plan_fast() -> None:

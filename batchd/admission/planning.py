@@ -160,23 +160,23 @@ def _batch_too_large(number: int, max_batch_bytes: int, kind: str, size: str = "
 def _item_list_chunks(
     items: list[Any], batch_size: int, max_item_bytes: int, max_batch_bytes: int
 ) -> BatchChunks:
-    # One encoder call per chunk of CHUNK_BATCHES batches, not per batch or item: per-call
-    # overhead dominates small items.
-    per_chunk = CHUNK_BATCHES * batch_size
     chunks: list[Chunk] = []
     writer = ChunkWriter(chunks.append)
     checked = _items_within(items, max_item_bytes)
-    for start in range(0, len(items), per_chunk):
-        part = items[start : start + per_chunk]
+    # A chunk is kept as encoded only when it is small enough to need no closer look.
+    whole = min(CHUNK_MAX_BYTES, max_batch_bytes + 2)
+    if not checked:
+        whole = min(whole, max_item_bytes + 4)
+    per_chunk = _batches_per_chunk(items[:batch_size], whole)
+    for start in range(0, len(items), per_chunk * batch_size):
+        part = items[start : start + per_chunk * batch_size]
         batches = [part[first : first + batch_size] for first in range(0, len(part), batch_size)]
-        chunk = ENCODER.encode(batches).encode()
-        # No item or batch is larger than its chunk: a small chunk needs no closer look.
-        if len(chunk) <= min(CHUNK_MAX_BYTES, max_batch_bytes + 2) and (
-            checked or len(chunk) - 4 <= max_item_bytes
-        ):
-            writer.add_chunk(Chunk(len(batches), chunk))
-            continue
-        del chunk
+        if per_chunk > 1:
+            chunk = ENCODER.encode(batches).encode()
+            if len(chunk) <= whole:
+                writer.add_chunk(Chunk(len(batches), chunk))
+                continue
+            del chunk
         for index, batch in enumerate(batches):
             payload = ENCODER.encode(batch).encode()
             if not checked and len(payload) - 2 > max_item_bytes:
@@ -186,6 +186,23 @@ def _item_list_chunks(
                 raise _batch_too_large(writer.count + 1, max_batch_bytes, "item_list", size)
             writer.add(payload)
     return writer.finish(chunks)
+
+
+def _batches_per_chunk(first_batch: list[Any], whole: int) -> int:
+    """How many batches to encode in one call, judged by the first batch: as many as make
+    half of `whole`, up to CHUNK_BATCHES; 1 (each batch on its own) when that is only a few.
+
+    One call per chunk saves the per-call overhead that dominates small batches, but a chunk
+    that comes out past `whole` is encoded again batch by batch. Batches too large for many
+    to fit (a model's feature vectors) go one by one from the start, encoded once, and the
+    writer still groups them into chunks of up to CHUNK_MAX_BYTES."""
+    size = len(ENCODER.encode(first_batch).encode())
+    fit = min(CHUNK_BATCHES, whole // (2 * size))
+    return fit if fit >= _FEW_BATCHES else 1
+
+
+# Below this many batches a call, encoding a chunk at once saves little.
+_FEW_BATCHES = 16
 
 
 _NUMBERS: frozenset[type] = frozenset({int, float, bool, type(None)})
