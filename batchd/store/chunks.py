@@ -11,6 +11,7 @@ job.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from typing import NamedTuple
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_BRACKET = re.compile(rb"[\[\]]")
+_DECODER = json.JSONDecoder()
+_OPEN_BRACKET = ord("[")
 
 
 class Chunk(NamedTuple):
@@ -75,11 +79,7 @@ class BatchChunks:
 
     def payloads(self) -> list[bytes]:
         """Every batch's payload on its own (for tests and small jobs)."""
-        return [
-            _ENCODER.encode(value).encode()
-            for chunk in self.chunks
-            for value in json.loads(chunk.payloads)
-        ]
+        return [payload for chunk in self.chunks for payload in split_chunk(chunk.payloads)]
 
     def close(self) -> None:
         if isinstance(self.chunks, ChunkSpool):
@@ -121,3 +121,56 @@ class ChunkWriter:
             self._emit(Chunk(len(self._parts), b"[" + b",".join(self._parts) + b"]"))
             self._parts = []
             self._bytes = 0
+
+
+def split_chunk(chunk: bytes) -> list[bytes]:
+    """The batch payloads a chunk holds, each as the bytes it was stored as.
+
+    Leasing cuts a chunk into its batches without decoding them: decoding and encoding
+    every value again cost the daemon more CPU than anything else for a job of numbers
+    (1.2 s per 18 MB of floats). Every batch is a JSON array and chunks are written compact,
+    so with no string in the chunk its batches are the spans between brackets at depth 2;
+    with strings (which may hold brackets) the decoder finds where each batch ends. A
+    chunk in any other shape is decoded and encoded as before."""
+    if chunk.startswith(b"[[") or chunk == b"[]":
+        try:
+            if b'"' not in chunk:
+                payloads = _split_by_brackets(chunk)
+            else:
+                payloads = _split_by_scanning(chunk.decode())
+        except (ValueError, IndexError):
+            payloads = []
+        # Only a chunk that is exactly "[" + ",".join(payloads) + "]" was cut right.
+        if sum(map(len, payloads)) + max(len(payloads) - 1, 0) + 2 == len(chunk):
+            return payloads
+    return [_ENCODER.encode(value).encode() for value in json.loads(chunk)]
+
+
+def _split_by_brackets(chunk: bytes) -> list[bytes]:
+    payloads: list[bytes] = []
+    depth = 0
+    start = 0
+    for bracket in _BRACKET.finditer(chunk):
+        if chunk[bracket.start()] == _OPEN_BRACKET:
+            depth += 1
+            if depth == 2:
+                start = bracket.start()
+        else:
+            if depth == 2:
+                payloads.append(chunk[start : bracket.end()])
+            depth -= 1
+    return payloads
+
+
+def _split_by_scanning(text: str) -> list[bytes]:
+    payloads: list[bytes] = []
+    index = 1
+    while text[index] != "]":
+        _, end = _DECODER.raw_decode(text, index)
+        payloads.append(text[index:end].encode())
+        if text[end] == ",":
+            end += 1
+        elif text[end] != "]":
+            raise ValueError("a chunk not written compact")
+        index = end
+    return payloads

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from batchd.constants import CHUNK_CACHE_JOBS, GRANT_MAX_BYTES
-from batchd.store.chunks import Chunk
+from batchd.store.chunks import Chunk, split_chunk
 from batchd.store.records import (
     ApiRecord,
     BatchCounts,
@@ -19,7 +19,6 @@ from batchd.store.records import (
     JobStatus,
     NewJob,
     Success,
-    encode_payload,
 )
 
 
@@ -128,11 +127,11 @@ ChunkHolding = Callable[[int], Awaitable[Row]]
 
 class ChunkCache:
     """Payloads of never-leased batches, from their job's chunks. The chunk being leased
-    from stays decoded between leases (one per job, CHUNK_CACHE_JOBS jobs at most)."""
+    from stays split into payloads between leases (one per job, CHUNK_CACHE_JOBS jobs at most)."""
 
     def __init__(self) -> None:
-        # Per job key: (batches before the chunk, its payloads decoded).
-        self._decoded: dict[int, tuple[int, list[Any]]] = {}
+        # Per job key: (batches before the chunk, its payloads).
+        self._split: dict[int, tuple[int, list[bytes]]] = {}
 
     async def payloads(
         self, key: int, start: int, end: int, chunk_holding: ChunkHolding
@@ -142,16 +141,16 @@ class ChunkCache:
         payloads: list[bytes] = []
         seq = start
         while seq <= end:
-            cached = self._decoded.get(key)
+            cached = self._split.get(key)
             if cached is None or not cached[0] < seq <= cached[0] + len(cached[1]):
                 row = await chunk_holding(first + seq - 1)
-                cached = (row[0] - first, json.loads(row[1]))
-                self._decoded[key] = cached
-                while len(self._decoded) > CHUNK_CACHE_JOBS:
-                    self._decoded.pop(next(iter(self._decoded)))
-            offset, decoded = cached
-            upto = min(end, offset + len(decoded))
-            payloads += map(encode_payload, decoded[seq - offset - 1 : upto - offset])
+                cached = (row[0] - first, split_chunk(bytes(row[1])))
+                self._split[key] = cached
+                while len(self._split) > CHUNK_CACHE_JOBS:
+                    self._split.pop(next(iter(self._split)))
+            offset, split = cached
+            upto = min(end, offset + len(split))
+            payloads += split[seq - offset - 1 : upto - offset]
             seq = upto + 1
         return payloads
 

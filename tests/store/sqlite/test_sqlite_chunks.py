@@ -37,6 +37,5 @@ async def test_a_job_larger_than_sqlites_value_limit_is_stored(store: SqliteStor
     job = await store.create_job(new_job(), sent)
     assert job.total_batch_count == 400
     assert await store.set_status(job.job_id, JobStatus.RUNNING)
-    assert [payload for _, payload in await lease_all(store, job.job_id)] == [
-        json.dumps(json.loads(payload), separators=(",", ":")).encode() for payload in sent
-    ]
+    # Each payload comes back as the bytes it was stored as (admission stores compact JSON).
+    assert [payload for _, payload in await lease_all(store, job.job_id)] == sent
