@@ -10,8 +10,8 @@ onnxruntime gets one thread per process on both sides (OMP_NUM_THREADS=1 for bat
 workers), so two processes share the two cores without oversubscribing them.
 
 The CPU both took is reported too: on a shared machine it moves less than time does, and it
-shows what the daemon adds (the items' JSON decoded and encoded at admission and again at
-each lease), where its workers take about as much as the plain loop's processes.
+shows what the daemon adds (the items' JSON decoded and encoded at admission), where its
+workers take about as much as the plain loop's processes.
 """
 
 from __future__ import annotations
