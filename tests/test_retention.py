@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 from batchd.client import BatchdError
 from batchd.constants import DB_FILENAME
 from batchd.observe.retention import disk_usage
+from batchd.pool.workspace import remove_tree
 from batchd.store.records import JobStatus, NewJob, Success, new_job_id
 from batchd.store.sqlite.store import SqliteStore
 from tests.conftest import EXAMPLE, Daemon, wait_for
@@ -195,3 +197,25 @@ def test_disk_usage_counts_through_folders_removed_while_it_walks(tmp_path: Path
     finally:
         stop.set()
         churner.join()
+
+
+def test_disk_usage_counts_a_tree_deeper_than_pythons_recursion_limit(tmp_path: Path) -> None:
+    """A handler can nest folders in its workspace far deeper than Python's recursion limit
+    (1,000): the walk behind /status counts them rather than raising RecursionError."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DB_FILENAME).write_bytes(b"d" * 100)
+    # 1,500 levels of one-letter folders: about 3,000 characters, within PATH_MAX.
+    deep = str(state / "work")
+    os.mkdir(deep)
+    # One level at a time: Path.mkdir(parents=True) recurses too.
+    for _ in range(1500):
+        deep += "/d"
+        os.mkdir(deep)
+    Path(deep, "bottom").write_bytes(b"b" * 7)
+    try:
+        usage = disk_usage(state)
+        assert (usage["database"], usage["other"], usage["total"]) == (100, 7, 107)
+    finally:
+        # pytest's own clean-up of tmp_path recurses too.
+        assert remove_tree(state / "work")

@@ -369,10 +369,11 @@ def test_oversized_items_are_found_whatever_their_kind(
     assert len(plan_items(items, 1, max_item_bytes=size)) == len(items)
 
 
-def test_large_batches_are_encoded_one_by_one_and_grouped_into_chunks() -> None:
-    # A model's inputs: 64 floats an item, 64 items a batch, 30 KB a batch as JSON. Each
-    # batch is encoded on its own (a chunk of them would pass the item limit and be encoded
-    # again), and the writer still packs them into chunks of up to CHUNK_MAX_BYTES.
+def test_large_batches_keep_their_encoding_and_are_grouped_into_chunks() -> None:
+    # A model's inputs: 64 floats an item, 64 items a batch, 30 KB a batch as JSON. Planning
+    # encodes these one batch at a time (how often it encodes is what bench's admission and
+    # W4 figures measure; no test can see it): each payload is the batch's own encoding, and
+    # the writer still packs them into chunks of up to CHUNK_MAX_BYTES.
     rng = random.Random(4)
     items = [[round(rng.uniform(-1, 1), 4) for _ in range(64)] for _ in range(64 * 300)]
     sub = parse({"item_list": {"items": items, "batch_size": 64}})

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchd.pool.workspace import READY_PREFIX, copy_tree, disk_usage
+from batchd.pool.workspace import READY_PREFIX, copy_tree, disk_usage, remove_tree
 from tests.conftest import Daemon, wait_for, wait_job
 
 MiB = 1024 * 1024
@@ -367,3 +367,32 @@ def test_the_next_worker_takes_the_copy_prepared_ahead_of_need(
     # The same folder, renamed: no copy was made while the job waited.
     assert result["workspace_inode"] == inode
     assert not ready.exists()
+
+
+def test_a_workspace_nested_past_the_recursion_limit_and_path_max_is_removed(
+    tmp_path: Path,
+) -> None:
+    """A handler can nest folders deeper than Python's recursion limit, and past PATH_MAX by
+    creating them one relative step at a time; shutil.rmtree raised RecursionError out of the
+    daemon's workspace removal (and its sweep at start) for such a tree."""
+    top = tmp_path / "workspace"
+    top.mkdir()
+    folder = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # 3,000 levels of 9 characters: 30,000 characters, far past PATH_MAX (4,096).
+        for level in range(3000):
+            os.mkdir("deepening", dir_fd=folder)
+            with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=folder), "w") as file:
+                file.write("x")
+            if level == 10:
+                os.symlink("/etc", "link", dir_fd=folder)
+                os.mkdir("closed", 0o500, dir_fd=folder)
+            below = os.open("deepening", os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+            os.close(folder)
+            folder = below
+    finally:
+        os.close(folder)
+    assert remove_tree(top) is True
+    assert not top.exists()
+    # What a link pointed at is left alone.
+    assert Path("/etc/passwd").exists()

@@ -157,6 +157,10 @@ def _batch_too_large(number: int, max_batch_bytes: int, kind: str, size: str = "
     )
 
 
+# Below this many batches a call, encoding a chunk at once saves little.
+_FEW_BATCHES = 16
+
+
 def _item_list_chunks(
     items: list[Any], batch_size: int, max_item_bytes: int, max_batch_bytes: int
 ) -> BatchChunks:
@@ -168,8 +172,9 @@ def _item_list_chunks(
     if not checked:
         whole = min(whole, max_item_bytes + 4)
     per_chunk = _batches_per_chunk(items[:batch_size], whole)
-    for start in range(0, len(items), per_chunk * batch_size):
-        part = items[start : start + per_chunk * batch_size]
+    step = per_chunk * batch_size
+    for start in range(0, len(items), step):
+        part = items[start : start + step]
         batches = [part[first : first + batch_size] for first in range(0, len(part), batch_size)]
         if per_chunk > 1:
             chunk = ENCODER.encode(batches).encode()
@@ -199,10 +204,6 @@ def _batches_per_chunk(first_batch: list[Any], whole: int) -> int:
     size = len(ENCODER.encode(first_batch).encode())
     fit = min(CHUNK_BATCHES, whole // (2 * size))
     return fit if fit >= _FEW_BATCHES else 1
-
-
-# Below this many batches a call, encoding a chunk at once saves little.
-_FEW_BATCHES = 16
 
 
 _NUMBERS: frozenset[type] = frozenset({int, float, bool, type(None)})

@@ -93,25 +93,36 @@ class Pruner:
 
 
 def disk_usage(state_dir: Path) -> dict[str, int]:
-    """Bytes used under the state dir, by part (blocking: walks the tree)."""
+    """Bytes used under the state dir, by part (blocking: walks the tree).
+
+    Walked with a stack, not recursion (a handler can nest its workspace thousands of
+    folders deep), and a folder that goes mid-walk (a workspace removed as its worker
+    exits) or cannot be read is skipped: Path.rglob raised out of its walk for either."""
     usage = {"database": 0, "logs": 0, "apis": 0, "other": 0}
-    # os.walk skips a folder that vanishes under it (a worker's workspace removed as the
-    # worker exits); Path.rglob raised FileNotFoundError out of its walk.
-    for folder, _, files in os.walk(state_dir):
-        parts = Path(folder).relative_to(state_dir).parts
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(folder, name))
-            except OSError:
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            top = parts[0] if parts else name
-            if top.startswith(constants.DB_FILENAME):
-                usage["database"] += info.st_size
-            elif top in ("logs", "apis"):
-                usage[top] += info.st_size
-            else:
-                usage["other"] += info.st_size
+    # (folder, the state dir's entry it is under; "" for the state dir itself)
+    stack = [(str(state_dir), "")]
+    while stack:
+        folder, top = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                part = top or entry.name
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append((entry.path, part))
+                elif stat.S_ISREG(info.st_mode):
+                    usage[_usage_part(part)] += info.st_size
     usage["total"] = sum(usage.values())
     return usage
+
+
+def _usage_part(top: str) -> str:
+    if top.startswith(constants.DB_FILENAME):
+        return "database"
+    return top if top in ("logs", "apis") else "other"

@@ -312,10 +312,50 @@ def remove_tree(path: Path) -> bool:
         if attempt:
             time.sleep(_REMOVE_RETRY_DELAY)
             _open_folders(str(path))
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        except RecursionError:
+            # shutil.rmtree recurses once a level: a handler can nest folders deeper.
+            with contextlib.suppress(OSError):
+                _remove_deep(str(path))
         if not os.path.lexists(path):
             return True
     return False
+
+
+def _remove_deep(top: str) -> None:
+    """Remove a tree of any depth and path length with one folder open at a time: go down
+    to a folder with no folder in it, empty it, climb back by "..", remove it. Raises
+    OSError where something cannot be removed (the caller tries again)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(top, flags)
+    # The names of the folders from `top` down to the one open.
+    names: list[str] = []
+    try:
+        while True:
+            os.fchmod(fd, 0o700)
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if child is not None:
+                below = os.open(child, flags, dir_fd=fd)
+                os.close(fd)
+                fd = below
+                names.append(child)
+                continue
+            if not names:
+                break
+            above = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = above
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(top)
 
 
 def _open_folders(top: str) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from batchd.constants import CHUNK_BATCHES, CHUNK_MAX_BYTES
+from batchd.store.records import encode_payload
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _BRACKET = re.compile(rb"[\[\]]")
 _DECODER = json.JSONDecoder()
 _OPEN_BRACKET = ord("[")
@@ -143,7 +143,7 @@ def split_chunk(chunk: bytes) -> list[bytes]:
         # Only a chunk that is exactly "[" + ",".join(payloads) + "]" was cut right.
         if sum(map(len, payloads)) + max(len(payloads) - 1, 0) + 2 == len(chunk):
             return payloads
-    return [_ENCODER.encode(value).encode() for value in json.loads(chunk)]
+    return [encode_payload(value) for value in json.loads(chunk)]
 
 
 def _split_by_brackets(chunk: bytes) -> list[bytes]:
