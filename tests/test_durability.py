@@ -70,8 +70,12 @@ def test_daemon_kill_9_loses_nothing(daemon: Daemon, make_project: Project, tmp_
     # Every batch ran; the ones cut off by the kill ran again and were charged an attempt.
     assert set(calls) == set(results)
     rerun = len(calls) - len(set(calls))
-    assert rerun == final["batch_metrics"]["failed_attempts"]
-    assert rerun <= 2
+    # Each of the 2 workers held at most one lease at the kill, and each lease held is
+    # charged once: one that had begun in its handler ran again; one the kill caught between
+    # its lease and its handler (the daemon's commit of the lease, then the kill) never began
+    # and is charged without a rerun.
+    charged = final["batch_metrics"]["failed_attempts"]
+    assert rerun <= charged <= 2
 
 
 def test_sigterm_drains_in_flight_batches_and_exits_zero(
